@@ -1,0 +1,2 @@
+"""streamanon: remove identities from video."""
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from streamanon.cli import main
+
+raise SystemExit(main())

