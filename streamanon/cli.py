@@ -77,6 +77,8 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch", type=int, default=d.batch, help=f"frames per detector call (default {d.batch})")
     g.add_argument("--providers", default=",".join(d.providers), help="ONNX Runtime providers, comma separated, or 'auto'")
     g.add_argument("--threads", type=int, default=d.threads, help="ONNX Runtime threads (default: all cores)")
+    g.add_argument("--backend", default=d.backend, choices=["onnxruntime", "tensorrt", "auto"], help="inference backend (tensorrt needs an NVIDIA GPU and a built engine)")
+    g.add_argument("--engine-dir", default=d.engine_dir, help="folder of TensorRT engines built by build_engines.py")
     g.add_argument("--detect-every", type=int, default=t.detect_every, help=f"run the detector every N frames (default {t.detect_every})")
     g.add_argument("--max-coast", type=int, default=t.max_coast, help=f"keep masking a lost face for N frames (default {t.max_coast})")
     g.add_argument("--no-track", action="store_true", help="mask raw detections only")
@@ -94,7 +96,15 @@ def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
     """The one place where CLI options become a ``PipelineConfig``."""
     providers = tuple(p.strip() for p in ns.providers.split(",") if p.strip())
     return PipelineConfig(
-        detect=DetectConfig(threshold=ns.threshold, det_size=ns.det_size, batch=ns.batch, providers=providers, threads=ns.threads),
+        detect=DetectConfig(
+            threshold=ns.threshold,
+            det_size=ns.det_size,
+            batch=ns.batch,
+            providers=providers,
+            threads=ns.threads,
+            backend=ns.backend,
+            engine_dir=ns.engine_dir,
+        ),
         track=TrackConfig(enabled=not ns.no_track, detect_every=ns.detect_every, max_coast=ns.max_coast),
         anonymize=AnonymizeConfig(
             method=ns.method,
@@ -130,6 +140,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     p.add_argument("--version", action="version", version=f"streamanon {__version__}")
     add_pipeline_options(p)
+    from .live.options import add_live_options
+
+    add_live_options(p)
     return p
 
 

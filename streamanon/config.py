@@ -48,8 +48,13 @@ class DetectConfig:
     batch: int = 4
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     threads: int = 0  # ONNX Runtime intra-op threads; 0 = library default
+    backend: Literal["onnxruntime", "tensorrt", "auto"] = "onnxruntime"
+    engine_dir: str = "engines"
+    precision: Literal["fp16", "fp32"] = "fp16"
 
     def __post_init__(self) -> None:
+        _check(self.backend in ("onnxruntime", "tensorrt", "auto"), "backend", self.backend, "'onnxruntime', 'tensorrt' or 'auto'")
+        _check(self.precision in ("fp16", "fp32"), "precision", self.precision, "'fp16' or 'fp32'")
         _check(0.0 < self.threshold < 1.0, "threshold", self.threshold, "a number in (0, 1)")
         _check(
             self.det_size is None or (isinstance(self.det_size, int) and 32 <= self.det_size <= 4096),

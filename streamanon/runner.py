@@ -43,9 +43,14 @@ class RunReport:
     error: str | None = None
     per_frame: list[dict[str, Any]] = field(default_factory=list)
 
+    expected_exact: bool = True  # False: expected_frames estimated from the duration
+
     @property
     def frames_lost(self) -> int:
-        return max(0, self.expected_frames - self.frames) if self.expected_frames else 0
+        lost = max(0, self.expected_frames - self.frames) if self.expected_frames else 0
+        if not self.expected_exact and lost <= max(2, self.expected_frames // 50):
+            return 0  # within the estimate's rounding
+        return lost
 
     def summary(self, config: PipelineConfig) -> dict[str, Any]:
         d = asdict(self)
@@ -157,31 +162,35 @@ def _process_video(
     t0 = time.perf_counter()
     with VideoSource(src, audio=config.io.audio) as source:
         report.expected_frames = source.info.frames
-        sink = VideoSink(dst, source.info, config.io)
+        report.expected_exact = source.frames_exact
         pipe = Pipeline(config, stages)
         bar = Progress(source.info.frames, src.name, progress)
+        sink: VideoSink | None = None  # opened at the first frame, once rotation is known
         kept: list[Any] = []
         commit = False
         try:
             for res in pipe.run(source):
                 tw = time.perf_counter()
+                if sink is None:
+                    sink = VideoSink(dst, source.info, config.io)
                 sink.write(res.frame, res.image)
                 pipe.stats.stage_seconds["write"] += time.perf_counter() - tw
                 if report_frames:
                     kept.append(_frame_record(res))
                 bar.update()
-            commit = pipe.stats.frames > 0
+            commit = True
         except Interrupted:
-            commit = pipe.stats.frames > 0  # keep what was processed; the caller exits non-zero
+            commit = True  # keep what was processed; the caller exits non-zero
             report.error = "interrupted"
             raise
         finally:
             bar.close()
             try:
-                sink.close(commit=commit)
+                if sink is not None:
+                    sink.close(commit=commit)
             finally:
                 report.decode_errors = source.stats.decode_errors
-                report.audio_packets = sink.audio_packets
+                report.audio_packets = sink.audio_packets if sink else 0
                 report.per_frame = kept
                 _fill(report, pipe, time.perf_counter() - t0)
     return _finish(report)

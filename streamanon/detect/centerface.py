@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -68,6 +69,31 @@ def network_size(width: int, height: int, det_size: int | None, stride: int = 32
     return w, h
 
 
+def load_backend(config: DetectConfig, model: str = "centerface") -> Any:
+    """The inference backend ``config.backend`` asks for.
+
+    ``tensorrt`` fails loudly (missing package, no GPU, no or stale engine); ``auto``
+    takes TensorRT when it can be used and otherwise ONNX Runtime with every available
+    provider, and logs which it took and why.
+    """
+    from ..backends.manifest import sha256_bytes
+    from ..backends.onnxruntime import OrtBackend
+    from ..errors import EngineError
+
+    onnx_bytes = prepare_model(model)
+    if config.backend in ("tensorrt", "auto"):
+        from ..backends.tensorrt import TensorRTBackend
+
+        try:
+            return TensorRTBackend(Path(config.engine_dir), model, sha256_bytes(onnx_bytes), config.precision)
+        except (MissingDependencyError, EngineError) as exc:
+            if config.backend == "tensorrt":
+                raise
+            log.info("backend auto: TensorRT not used (%s); using ONNX Runtime", exc)
+            return OrtBackend(onnx_bytes, ["auto"], config.threads)
+    return OrtBackend(onnx_bytes, config.providers, config.threads)
+
+
 class CenterFaceDetector:
     """Batched CenterFace detector returning ``Detections`` in original-frame pixels.
 
@@ -89,11 +115,7 @@ class CenterFaceDetector:
         outs = entry["outputs"]
         self._out_names = [outs["heatmap"], outs["scale"], outs["offset"], outs["landmarks"]]
         self._stride = int(entry["output_stride"])
-        if backend is None:
-            from ..backends.onnxruntime import OrtBackend
-
-            backend = OrtBackend(prepare_model("centerface"), config.providers, config.threads)
-        self.backend = backend
+        self.backend = backend if backend is not None else load_backend(config)
 
     def __call__(self, images: Sequence[NDArray[np.uint8]]) -> list[Detections]:
         if not images:

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from ..config import IOConfig
 from ..errors import ConfigError, SinkError
 from ..types import Frame
-from .source import SourceInfo
+from .source import SourceInfo, rotation_turns
 from .uri import redact
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,9 @@ class VideoSink:
         # Keep the source's time base so every pts is carried over exactly (VFR stays VFR).
         stream.time_base = self.info.time_base
         stream.codec_context.time_base = self.info.time_base
-        if live:
+        if live or ext == ".avi":
+            # Live: no reordering delay. AVI stores no presentation times, so B-frames
+            # would shift every timestamp by the reorder delay.
             stream.codec_context.max_b_frames = 0
         if self.info.rotation:
             stream.set_display_rotation(self.info.rotation)
@@ -159,7 +161,10 @@ class VideoSink:
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1  # encoders need strictly increasing pts
         self._last_pts = pts
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        k = rotation_turns(self.info.rotation)
+        if k:
+            image = np.rot90(image, -k)  # back to the coded orientation
+        vf = self._video_frame(np.ascontiguousarray(image))
         vf.pts = pts
         vf.time_base = self.info.time_base
         try:
@@ -175,6 +180,19 @@ class VideoSink:
                 self.audio_packets += 1
         except (av.error.FFmpegError, OSError) as exc:
             raise SinkError(f"writing {redact(self.target)} failed: {exc}") from exc
+
+    def _video_frame(self, image: NDArray[np.uint8]) -> av.VideoFrame:
+        if self._video.pix_fmt != "pal8":
+            return av.VideoFrame.from_ndarray(image, format="rgb24")
+        # GIF: an adaptive palette per frame (swscale has no RGB -> pal8 path).
+        from PIL import Image
+
+        q = Image.fromarray(image).quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+        rgb = np.asarray(q.getpalette() or [], np.uint8).reshape(-1, 3)[:256]
+        palette = np.zeros((256, 4), np.uint8)
+        palette[:, 0] = 255  # PyAV takes (256, 4) ARGB rows
+        palette[: len(rgb), 1:] = rgb
+        return av.VideoFrame.from_ndarray([np.asarray(q), palette], format="pal8")
 
     def close(self, commit: bool = True) -> None:
         """Flush the encoder and finish the file; rename into place if ``commit``."""

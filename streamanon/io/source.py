@@ -17,6 +17,7 @@ from typing import Any
 
 import av
 import av.error
+import numpy as np
 
 from ..errors import DecodeError, SourceOpenError, SourceTimeoutError
 from ..types import Frame
@@ -29,6 +30,11 @@ log = logging.getLogger(__name__)
 MAX_CONSECUTIVE_DECODE_ERRORS = 50
 
 
+def rotation_turns(rotation: int) -> int:
+    """Quarter turns (counter-clockwise, as ``np.rot90``) that show a frame upright."""
+    return (round(rotation / 90) % 4) if rotation else 0
+
+
 @dataclass
 class SourceInfo:
     """What a sink needs to reproduce the input's geometry, timing and extra streams."""
@@ -39,7 +45,7 @@ class SourceInfo:
     height: int
     time_base: Fraction
     average_rate: Fraction | None
-    frames: int  # container's frame count, 0 if unknown
+    frames: int  # container's frame count, else estimated from duration x rate, 0 if unknown
     duration: float | None
     rotation: int  # degrees, from the display matrix
     codec: str
@@ -106,6 +112,8 @@ class VideoSource:
             if not cc.width or not cc.height:
                 raise SourceOpenError(f"video stream of {redact(self.uri)} has no frame size", source=self.uri)
             self._audio = list(self._container.streams.audio) if audio else []
+            frames = int(self._video.frames or 0)
+            self.frames_exact = frames > 0
             self.info = SourceInfo(
                 uri=self.uri,
                 format_name=self._container.format.name,
@@ -113,7 +121,7 @@ class VideoSource:
                 height=cc.height,
                 time_base=self._video.time_base or Fraction(1, 90000),
                 average_rate=self._video.average_rate or self._video.guessed_rate,
-                frames=int(self._video.frames or 0),
+                frames=frames,
                 duration=(float(self._container.duration) / 1e6) if self._container.duration else None,
                 rotation=0,
                 codec=cc.name,
@@ -122,9 +130,23 @@ class VideoSource:
                 stream_metadata=dict(self._video.metadata),
                 live=live,
             )
+            if not frames:
+                self.info.frames = self._estimate_frames()
         except BaseException:
             self._container.close()
             raise
+
+    def _estimate_frames(self) -> int:
+        """Frame count from the declared duration (MKV/WebM/TS store no frame count)."""
+        rate = self.info.average_rate
+        dur = None
+        if self._video.duration and self._video.time_base:
+            dur = float(self._video.duration * self._video.time_base)
+        elif self.info.duration:
+            dur = self.info.duration
+        if not rate or not dur:
+            return 0
+        return int(round(dur * float(rate)))
 
     # -- iteration -----------------------------------------------------------------
     def _decoded(self) -> Iterator[tuple[str, Any]]:
@@ -199,6 +221,11 @@ class VideoSource:
             pts = 0 if last_pts is None else last_pts + step
         self.stats.frames += 1
         image = vf.to_ndarray(format="rgb24")
+        k = rotation_turns(self.info.rotation)
+        if k:
+            # Stages see the picture upright (as players show it); the sink turns it back
+            # and keeps the display matrix, so the coded size is unchanged.
+            image = np.ascontiguousarray(np.rot90(image, k))
         return Frame(
             image=image,
             index=index,

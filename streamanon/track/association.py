@@ -44,9 +44,7 @@ def box_iou(a_xyxy: ArrayLike, b_xyxy: ArrayLike) -> NDArray[np.float64]:
     return iou
 
 
-def associate(
-    det_xyxy: ArrayLike, track_xyxy: ArrayLike, min_iou: float
-) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+def associate(det_xyxy: ArrayLike, track_xyxy: ArrayLike, min_iou: float) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """Matches detections to tracks one-to-one, maximising total IoU.
 
     The cost is ``1 - IoU`` solved with the Hungarian algorithm; pairs with

@@ -13,6 +13,7 @@ that describe what is really masked (e.g. ``dets.dilated(mask_scale)`` for box m
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 
@@ -94,14 +95,11 @@ def covered_mask(
     """
     _check_lengths(reference, anonymised)
     return [
-        box_inside_fraction(ref.xyxy, anon.xyxy) >= min_inside
-        for ref, anon in zip(reference, anonymised, strict=True)
+        box_inside_fraction(ref.xyxy, anon.xyxy) >= min_inside for ref, anon in zip(reference, anonymised, strict=True)
     ]
 
 
-def coverage(
-    reference: Sequence[Detections], anonymised: Sequence[Detections], min_inside: float = 0.9
-) -> float:
+def coverage(reference: Sequence[Detections], anonymised: Sequence[Detections], min_inside: float = 0.9) -> float:
     """Share of reference faces (over all frames) at least ``min_inside`` covered.
 
     Args:
@@ -157,7 +155,7 @@ def leaked_runs(
     for key in sorted(leaked_frames):
         frames = leaked_frames[key]
         length = 1
-        for prev, cur in zip(frames, frames[1:], strict=False):
+        for prev, cur in itertools.pairwise(frames):
             if cur == prev + 1:
                 length += 1
             else:

@@ -168,9 +168,7 @@ class FaceTracker:
         else:
             dt = int(frame_index) - self._last_index
             if dt < 1:
-                logger.warning(
-                    "frame_index %d does not follow %d; advancing one frame", frame_index, self._last_index
-                )
+                logger.warning("frame_index %d does not follow %d; advancing one frame", frame_index, self._last_index)
                 dt = 1
         self._last_index = int(frame_index)
         if len(self._ids):
@@ -249,7 +247,7 @@ class FaceTracker:
         return Detections(
             cxcywh_to_xyxy(box).astype(np.float32),
             self._score[rows],
-            None,
+            np.full((len(rows), 5, 2), np.nan, np.float32),
             self._ids[rows],
             np.full(len(rows), SOURCE_TRACK, np.uint8),
         )
