@@ -41,6 +41,8 @@ def make_clip(
         v = out.add_stream(codec, rate=rate)
         v.width, v.height = width, height
         v.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        if codec == "mjpeg":
+            v.pix_fmt = "yuvj420p"
         tb = time_base or Fraction(1, rate)
         v.time_base = tb
         v.codec_context.time_base = tb

@@ -129,6 +129,9 @@ REAL = [
 ]
 
 
+PSNR_EVERY = 3
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("rel", REAL)
 def test_real_clip(tmp_path: Path, data_dir: Path, rel: str) -> None:
@@ -154,6 +157,8 @@ def test_real_clip(tmp_path: Path, data_dir: Path, rel: str) -> None:
             # frame late. Within the file every interval must still match exactly.
             offset = ty - tx if out.suffix == ".avi" else 0.0
         assert abs(tx + offset - ty) < 1e-3, (count, tx, ty)
+        if count % PSNR_EVERY and count > 1:
+            continue  # timestamps and count are checked on every frame, pixels on a sample
         mask = report_masks({"frames": [rec]}, x.shape[1], x.shape[0], turns)[0]
         # Outside the masks (grown by 8 px for codec bleeding at the mask edge) the picture is unchanged.
         outside = ~dilate(mask, 8)
@@ -161,7 +166,8 @@ def test_real_clip(tmp_path: Path, data_dir: Path, rel: str) -> None:
             d = ((x.astype(np.float64) - y) ** 2)[outside]
             sq, n = sq + float(d.sum()), n + d.size
             worst = min(worst, psnr(x, y, outside))
-    assert count == report["summary"]["frames"] == report["summary"]["expected_frames"] or not report["summary"]["expected_frames"]
+    assert count == report["summary"]["frames"]
+    assert report["summary"]["frames_lost"] == 0
     clip_psnr = 10 * np.log10(255.0**2 / (sq / n)) if sq else float("inf")
     assert clip_psnr >= 35, (clip_psnr, worst)
     assert worst >= 30, worst
