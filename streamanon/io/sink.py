@@ -83,8 +83,11 @@ class VideoSink:
             ext = ""
         else:
             ext = Path(self.target).suffix.lower()
+        # bitexact: no random segment ids (MKV) or version strings, so the same input and
+        # settings give the same bytes (batch manifests compare output hashes).
+        options = {"fflags": "+bitexact", **(container_options or {})}
         try:
-            self._out = av.open(open_target, mode="w", format=fmt, options=container_options or {})
+            self._out = av.open(open_target, mode="w", format=fmt, options=options)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise SinkError(f"cannot write {redact(self.target)}: {reason}") from exc
