@@ -40,6 +40,7 @@ class Workers:
 
     # -- queue helpers ---------------------------------------------------------------
     def put(self, q: queue.Queue[Any], item: Any) -> None:
+        """Block until ``item`` is queued; ``Stopped`` once the run is stopping."""
         while True:
             if self.stop.is_set():
                 raise Stopped
@@ -69,6 +70,7 @@ class Workers:
                     self.dropped += 1
 
     def get(self, q: queue.Queue[Any]) -> Any:
+        """Block until an item arrives; ``Stopped`` once the run is stopping."""
         while True:
             if self.stop.is_set():
                 raise Stopped
@@ -79,12 +81,14 @@ class Workers:
 
     # -- threads -----------------------------------------------------------------------
     def fail(self, exc: BaseException) -> None:
+        """Record ``exc`` unless an earlier error was recorded, and stop every stage."""
         with self._lock:
             if self.error is None:
                 self.error = exc
         self.stop.set()
 
     def spawn(self, name: str, fn: Callable[[], None]) -> None:
+        """Start ``fn`` on thread ``streamanon-<name>``; its exception stops the run."""
         def run() -> None:
             try:
                 fn()
@@ -106,4 +110,5 @@ class Workers:
         self._threads.clear()
 
     def alive(self) -> list[str]:
+        """Names of the stage threads still running."""
         return [t.name for t in self._threads if t.is_alive()]

@@ -73,10 +73,10 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--feather", type=float, default=a.feather, help="soft mask edge, fraction of the face (default 0)")
     g = p.add_argument_group("detection and tracking")
     g.add_argument("--threshold", type=float, default=d.threshold, help=f"face score threshold (default {d.threshold})")
-    g.add_argument("--det-size", type=int, default=d.det_size, help="network input long side (default: auto, 640 max)")
+    g.add_argument("--det-size", type=int, default=d.det_size, help="network input long side (default: native resolution, at most 1920)")
     g.add_argument("--batch", type=int, default=d.batch, help=f"frames per detector call (default {d.batch})")
     g.add_argument("--providers", default=",".join(d.providers), help="ONNX Runtime providers, comma separated, or 'auto'")
-    g.add_argument("--threads", type=int, default=d.threads, help="ONNX Runtime threads (default: all cores)")
+    g.add_argument("--threads", type=int, default=d.threads, help="ONNX Runtime threads (default: all cores but one)")
     g.add_argument("--backend", default=d.backend, choices=["onnxruntime", "tensorrt", "auto"], help="inference backend (tensorrt needs an NVIDIA GPU and a built engine)")
     g.add_argument("--engine-dir", default=d.engine_dir, help="folder of TensorRT engines built by build_engines.py")
     g.add_argument("--detect-every", type=int, default=t.detect_every, help=f"run the detector every N frames (default {t.detect_every})")
@@ -212,7 +212,7 @@ def run_command(argv: list[str]) -> int:
         if len(jobs) > 1:
             dst.parent.mkdir(parents=True, exist_ok=True)
         try:
-            rep = process_file(src, dst, config, stages=stages, progress=not ns.quiet)
+            rep = process_file(src, dst, config, stages=stages, progress=not ns.quiet, report_frames=ns.report is not None)
         except StreamanonError as exc:
             rep = getattr(exc, "report", None)
             if len(jobs) == 1:

@@ -1,17 +1,30 @@
 """The frame pipeline: read → detect (+track) → anonymise → write, each on its own thread.
 
-Stages are small swappable objects; this module only wires them together. Privacy fails
-closed: a frame whose detection or anonymisation raised is written fully masked
-(``on_error="mask-frame"``) or the run stops (``"abort"``); a raw frame is never written.
+Stages are small swappable objects (``Stages``); this module only wires them together
+with bounded queues, so memory is bounded by the queue sizes whatever the input length.
+
+Privacy fails closed: a frame whose detection, tracking or anonymisation raised is
+written fully masked (``on_error="mask-frame"``) or the run stops (``"abort"``); a raw
+frame is never written.
+
+Detect-every-N: the detector runs on every N-th frame and on scene cuts; the tracker
+predicts in between. Coverage is made symmetric in time: the frames between two
+detector runs are held back until the later run, whose detections, grown with the
+distance, are added to them ("look-back"). A face that appears between two runs is so
+masked from the frame it appeared on, not only from the next detector run on.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -19,12 +32,16 @@ from numpy.typing import NDArray
 
 from ._workers import END, Stopped, Workers
 from .anonymize import Anonymizer, create_anonymizer, mask_whole_frame
-from .config import PipelineConfig
+from .config import DetectConfig, PipelineConfig
 from .detect import Detector, create_detector
 from .errors import AnonymizationError
-from .types import Detections, Frame
+from .types import SOURCE_DETECTOR, SOURCE_TRACK, Detections, Frame
 
 log = logging.getLogger(__name__)
+
+# ORT intra-op threads are capped here: beyond this the network does not get faster on
+# the frame sizes streamanon uses, and decode/encode need the cores.
+MAX_AUTO_THREADS = 8
 
 
 class Interrupted(Exception):
@@ -44,23 +61,57 @@ class Result:
     detected: bool = True  # whether the detector ran on this frame
 
 
+def _stage_clock() -> dict[str, float]:
+    return {"read": 0.0, "detect": 0.0, "track": 0.0, "anonymize": 0.0, "write": 0.0}
+
+
 @dataclass
 class PipelineStats:
+    """Counters of one run; ``stage_seconds`` is busy time per stage (stages overlap)."""
+
     frames: int = 0
     faces: int = 0
     failed_frames: int = 0
     dropped_frames: int = 0
     detector_runs: int = 0
     seconds: float = 0.0
-    stage_seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "detect": 0.0, "track": 0.0, "anonymize": 0.0, "write": 0.0})
+    stage_seconds: dict[str, float] = field(default_factory=_stage_clock)
 
     @property
     def fps(self) -> float:
+        """Frames per second of wall time."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def auto_threads(cores: int | None = None) -> int:
+    """Detector threads when ``DetectConfig.threads`` is 0: all cores but one.
+
+    Decoding and encoding run on other threads at the same time; measured on 2 cores
+    (benchmarks/bench_fps.py), one ORT thread is ~2.5x faster end to end than ORT's
+    default of one spinning thread per core, which starves the decoder and encoder.
+    """
+    n = available_cores() if cores is None else cores
+    return max(1, min(MAX_AUTO_THREADS, n - 1))
+
+
 class Stages:
-    """The per-run stage objects; built from a config unless given (tests, GPU backends)."""
+    """The per-run stage objects; built from a config unless given (tests, GPU backends).
+
+    Args:
+        config: the run's settings.
+        detector: ``images -> list[Detections]`` (default: ``create_detector``).
+        anonymizer: object with ``apply(image, dets)`` (default: ``create_anonymizer``).
+        tracker_factory: builds a fresh tracker (``update(dets | None, index)``).
+        scene_factory: builds a fresh scene-cut detector (``image -> bool``).
+    """
 
     def __init__(
         self,
@@ -68,21 +119,95 @@ class Stages:
         detector: Detector | None = None,
         anonymizer: Anonymizer | None = None,
         tracker_factory: Callable[[], Any] | None = None,
+        scene_factory: Callable[[], Any] | None = None,
     ) -> None:
         from .track import SceneCutDetector, create_tracker
 
         self.config = config
-        low = config.track.low_threshold if config.track.enabled else config.detect.threshold
-        self.detector = detector if detector is not None else create_detector(config.detect, low_threshold=low)
+        if detector is None:
+            low = config.track.low_threshold if config.track.enabled else config.detect.threshold
+            detector = create_detector(self.detect_config(config.detect), low_threshold=low)
+        self.detector = detector
         self.anonymizer = anonymizer if anonymizer is not None else create_anonymizer(config.anonymize)
         self._tracker_factory = tracker_factory or (lambda: create_tracker(config.track, config.detect.threshold))
-        self._scene_factory = lambda: SceneCutDetector(config.track.scene_cut)
+        self._scene_factory = scene_factory or (lambda: SceneCutDetector(config.track.scene_cut))
+
+    @staticmethod
+    def detect_config(config: DetectConfig) -> DetectConfig:
+        """``config`` with ``threads=0`` resolved to ``auto_threads()``."""
+        if config.threads:
+            return config
+        from dataclasses import replace
+
+        return replace(config, threads=auto_threads())
 
     def new_tracker(self) -> Any:
+        """A tracker with no tracks."""
         return self._tracker_factory()
 
     def new_scene_detector(self) -> Any:
+        """A scene-cut detector with no history."""
         return self._scene_factory()
+
+
+def _look_back(cover: Detections, distance: int, growth: float, width: int, height: int) -> Detections:
+    """The detector rows of ``cover`` as boxes for a frame ``distance`` frames earlier.
+
+    Grown like a coasting track (uncertainty grows with time); landmarks dropped so the
+    mask is the plain ellipse/box of the grown box.
+    """
+    rows = cover[cover.source == SOURCE_DETECTOR]
+    if not len(rows):
+        return rows
+    grown = rows.dilated(1.0 + growth * distance).clipped(width, height)
+    n = len(grown)
+    no_landmarks = np.full((n, 5, 2), np.nan, np.float32)
+    return Detections(grown.xyxy, grown.score, no_landmarks, grown.track_id, np.full(n, SOURCE_TRACK, np.uint8))
+
+
+class _StopOnSignal:
+    """While a run is active, SIGINT/SIGTERM request a clean stop instead of raising.
+
+    A signal raising ``KeyboardInterrupt`` inside the caller's loop body (e.g. while
+    the sink encodes) would bypass the pipeline and lose the output; instead the
+    handler sets the stop flag and the caller gets ``Interrupted`` from the pipeline at
+    its next frame. Only handlers that already turn the signal into an interrupt are
+    replaced (Python's default SIGINT handler, a Python SIGTERM handler such as the
+    CLI's); a second signal while stopping raises at once. Main thread only.
+    """
+
+    def __init__(self, workers: Workers) -> None:
+        self._workers = workers
+        self._old: dict[int, Any] = {}
+        self._hits = 0
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old = signal.getsignal(sig)
+            if callable(old):
+                try:
+                    signal.signal(sig, self._handle)
+                except (ValueError, OSError):  # pragma: no cover - embedded interpreters
+                    continue
+                self._old[sig] = old
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self._hits += 1
+        if self._hits > 1:
+            raise KeyboardInterrupt
+        log.info("signal %d: stopping, keeping the frames processed so far", signum)
+        self._workers.fail(Interrupted(f"interrupted by {signal.Signals(signum).name}"))
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            try:
+                signal.signal(sig, old)
+            except ValueError:  # generator finalised off the main thread
+                log.warning("cannot restore the handler of signal %d outside the main thread", sig)
+        self._old.clear()
 
 
 class Pipeline:
@@ -102,119 +227,162 @@ class Pipeline:
         self.stats = PipelineStats()
         self.workers: Workers | None = None
 
-    def run(self, frames: Iterable[Frame]) -> Iterator[Result]:
-        """Yield ``Result``s in frame order. Errors of any stage are re-raised here."""
-        cfg = self.config
+    def close(self) -> None:
+        """Stop and join the stage threads of the current run (idempotent)."""
+        if self.workers is not None:
+            self.workers.join()
+
+    def run(self, frames: Iterable[Frame]) -> Generator[Result, None, None]:
+        """Yield ``Result``s in frame order.
+
+        Errors of any stage are re-raised here; SIGINT/SIGTERM (and ``KeyboardInterrupt``)
+        end the run with ``Interrupted`` after every thread was joined. Closing the
+        generator early stops and joins the threads too.
+        """
         w = self.workers = Workers()
-        qsize = cfg.io.queue_size
+        qsize = self.config.io.queue_size
         q_read: queue.Queue[Any] = queue.Queue(qsize)
         q_det: queue.Queue[Any] = queue.Queue(qsize)
         q_anon: queue.Queue[Any] = queue.Queue(qsize)
-        st = self.stats.stage_seconds
-        put_frame = w.put_latest if self.live else w.put
-
-        def read() -> None:
-            it = iter(frames)
-            while True:
-                t0 = time.perf_counter()
-                try:
-                    frame = next(it)
-                except StopIteration:
-                    break
-                finally:
-                    st["read"] += time.perf_counter() - t0
-                put_frame(q_read, frame)
-                if w.stop.is_set():
-                    raise Stopped
-            w.put(q_read, END)
-
-        def detect() -> None:
-            tracker = self.stages.new_tracker()
-            scene = self.stages.new_scene_detector()
-            every = cfg.track.detect_every
-            last_detect = -(10**9)
-            while True:
-                batch = [w.get(q_read)]
-                while batch[-1] is not END and len(batch) < cfg.detect.batch:
-                    try:
-                        batch.append(q_read.get_nowait())
-                    except queue.Empty:
-                        break
-                done = batch[-1] is END
-                frames_ = [f for f in batch if f is not END]
-                t0 = time.perf_counter()
-                due = []
-                for f in frames_:
-                    cut = scene(f.image) if every > 1 else False
-                    if every == 1 or cut or f.index - last_detect >= every:
-                        due.append(f)
-                        last_detect = f.index
-                raw, errors = self._detect(due)
-                st["detect"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                for f in frames_:
-                    err = errors.get(f.index)
-                    if err is not None:
-                        out = Result(f, f.image, Detections.empty(), failed=f"detection: {err}")
-                    else:
-                        dets = raw.get(f.index)
-                        cover = tracker.update(dets, f.index)
-                        out = Result(f, f.image, cover, detected=dets is not None)
-                    w.put(q_det, out)
-                st["track"] += time.perf_counter() - t0
-                self.stats.detector_runs += len(due)
-                if done:
-                    w.put(q_det, END)
-                    return
-
-        def anonymize() -> None:
-            while True:
-                item = w.get(q_det)
-                if item is END:
-                    w.put(q_anon, END)
-                    return
-                t0 = time.perf_counter()
-                if item.failed is None:
-                    try:
-                        item.image = self.stages.anonymizer.apply(item.frame.image, item.dets)
-                    except Exception as exc:  # fail closed: mask the frame, never pass it raw
-                        log.debug("anonymiser failed on frame %d: %r", item.frame.index, exc)
-                        item.failed = f"anonymisation: {exc!r}"
-                if item.failed is not None:
-                    if cfg.io.on_error == "abort":
-                        raise AnonymizationError(f"frame {item.frame.index}: {item.failed} (--on-error abort)")
-                    item.image = mask_whole_frame(item.frame.image)
-                st["anonymize"] += time.perf_counter() - t0
-                w.put(q_anon, item)
-
         start = time.perf_counter()
-        w.spawn("read", read)
-        w.spawn("detect", detect)
-        w.spawn("anonymize", anonymize)
-        try:
-            while True:
-                try:
-                    item = w.get(q_anon)
-                except Stopped:
-                    break
-                if item is END:
-                    break
-                self.stats.frames += 1
-                self.stats.faces += len(item.dets)
-                if item.failed is not None:
-                    self.stats.failed_frames += 1
-                yield item
-        except KeyboardInterrupt:
-            w.fail(Interrupted("interrupted"))
-        except GeneratorExit:
-            w.stop.set()
-            raise
-        finally:
-            w.join()
-            self.stats.seconds = time.perf_counter() - start
-            self.stats.dropped_frames = w.dropped
+        with _StopOnSignal(w):
+            w.spawn("read", lambda: self._read(w, frames, q_read))
+            w.spawn("detect", lambda: self._detect_track(w, q_read, q_det))
+            w.spawn("anonymize", lambda: self._anonymize(w, q_det, q_anon))
+            try:
+                while True:
+                    try:
+                        item = w.get(q_anon)
+                    except Stopped:
+                        break
+                    if item is END:
+                        break
+                    self.stats.frames += 1
+                    self.stats.faces += len(item.dets)
+                    if item.failed is not None:
+                        self.stats.failed_frames += 1
+                    yield item
+            except KeyboardInterrupt:
+                w.fail(Interrupted("interrupted"))
+            except GeneratorExit:
+                w.stop.set()
+                raise
+            finally:
+                w.join()
+                self.stats.seconds = time.perf_counter() - start
+                self.stats.dropped_frames = w.dropped
         if w.error is not None:
             raise w.error
+
+    # -- stages ------------------------------------------------------------------------
+    def _read(self, w: Workers, frames: Iterable[Frame], q_out: queue.Queue[Any]) -> None:
+        st = self.stats.stage_seconds
+        put = w.put_latest if self.live else w.put
+        it = iter(frames)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                frame = next(it)
+            except StopIteration:
+                break
+            finally:
+                st["read"] += time.perf_counter() - t0
+            put(q_out, frame)
+            if w.stop.is_set():
+                raise Stopped
+        w.put(q_out, END)
+
+    def _next_batch(self, w: Workers, q_in: queue.Queue[Any]) -> tuple[list[Frame], bool]:
+        """Up to ``batch`` frames already waiting (at least one unless the input ended)."""
+        batch = [w.get(q_in)]
+        while batch[-1] is not END and len(batch) < self.config.detect.batch:
+            try:
+                batch.append(q_in.get_nowait())
+            except queue.Empty:
+                break
+        done = batch[-1] is END
+        return [f for f in batch if f is not END], done
+
+    def _detect_track(self, w: Workers, q_in: queue.Queue[Any], q_out: queue.Queue[Any]) -> None:
+        cfg = self.config.track
+        st = self.stats.stage_seconds
+        every = cfg.detect_every
+        tracker = self.stages.new_tracker()
+        scene = self.stages.new_scene_detector() if every > 1 else None
+        last_detect: int | None = None
+        force = True  # detect the next frame (start, after a failure)
+        pending: list[Result] = []  # frames since the last detector run (look-back)
+
+        def flush() -> None:
+            for r in pending:
+                w.put(q_out, r)
+            pending.clear()
+
+        while True:
+            frames, done = self._next_batch(w, q_in)
+            t0 = time.perf_counter()
+            due: list[Frame] = []
+            for f in frames:
+                cut = scene(f.image) if scene is not None else False
+                if force or cut or every == 1 or last_detect is None or f.index - last_detect >= every:
+                    due.append(f)
+                    last_detect, force = f.index, False
+            raw, errors = self._detect(due)
+            self.stats.detector_runs += len(due)
+            st["detect"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for f in frames:
+                err = errors.get(f.index)
+                if err is None:
+                    dets = raw.get(f.index)
+                    try:
+                        cover = tracker.update(dets, f.index)
+                    except Exception as exc:  # fail closed, start over with a fresh tracker
+                        log.debug("tracker failed on frame %d: %r", f.index, exc)
+                        err = f"tracking: {exc!r}"
+                        tracker = self.stages.new_tracker()
+                if err is not None:
+                    flush()
+                    w.put(q_out, Result(f, f.image, Detections.empty(), failed=err, detected=False))
+                    force = True
+                    continue
+                res = Result(f, f.image, cover, detected=dets is not None)
+                if dets is None:
+                    pending.append(res)
+                    continue
+                for r in pending:
+                    back = _look_back(cover, f.index - r.frame.index, cfg.coast_growth, f.width, f.height)
+                    r.dets = Detections.concat([r.dets, back])
+                flush()
+                w.put(q_out, res)
+            st["track"] += time.perf_counter() - t0
+            if done:
+                flush()
+                w.put(q_out, END)
+                return
+
+    def _anonymize(self, w: Workers, q_in: queue.Queue[Any], q_out: queue.Queue[Any]) -> None:
+        st = self.stats.stage_seconds
+        on_error = self.config.io.on_error
+        anonymizer = self.stages.anonymizer
+        while True:
+            item = w.get(q_in)
+            if item is END:
+                w.put(q_out, END)
+                return
+            t0 = time.perf_counter()
+            if item.failed is None:
+                try:
+                    item.image = anonymizer.apply(item.frame.image, item.dets)
+                except Exception as exc:  # fail closed: mask the frame, never pass it raw
+                    log.debug("anonymiser failed on frame %d: %r", item.frame.index, exc)
+                    item.failed = f"anonymisation: {exc!r}"
+            if item.failed is not None:
+                if on_error == "abort":
+                    raise AnonymizationError(f"frame {item.frame.index}: {item.failed} (--on-error abort)")
+                item.image = mask_whole_frame(item.frame.image)
+            st["anonymize"] += time.perf_counter() - t0
+            w.put(q_out, item)
 
     def _detect(self, frames: list[Frame]) -> tuple[dict[int, Detections], dict[int, str]]:
         """Detections per frame index; a failing batch is retried frame by frame so that
@@ -223,6 +391,8 @@ class Pipeline:
             return {}, {}
         try:
             dets = self.stages.detector([f.image for f in frames])
+            if len(dets) != len(frames):
+                raise ValueError(f"detector returned {len(dets)} results for {len(frames)} images")
             return {f.index: d for f, d in zip(frames, dets, strict=True)}, {}
         except Exception as exc:
             if len(frames) == 1:

@@ -61,6 +61,9 @@ class OrtBackend:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
+        # Idle ORT threads must not spin: decode and encode need those cores.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.inter_op_num_threads = 1
         ort.set_default_logger_severity(_ORT_QUIET)
         chosen = select_providers(providers)
         try:

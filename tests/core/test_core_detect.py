@@ -50,7 +50,9 @@ def test_network_size(w: int, h: int, size: int | None) -> None:
     nw, nh = network_size(w, h, size)
     assert nw % 32 == 0 and nh % 32 == 0
     assert abs(nw / nh - w / h) < 0.2 * (w / h) + 0.5
-    assert max(nw, nh) <= max(size or 640, 32)
+    assert max(nw, nh) <= max(size or 1920, 32)
+    if size is None:
+        assert abs(max(nw, nh) - max(w, h)) <= 16 or max(w, h) < 32  # native: no downscaling
 
 
 def test_unavailable_provider_is_an_error() -> None:
