@@ -73,7 +73,7 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--feather", type=float, default=a.feather, help="soft mask edge, fraction of the face (default 0)")
     g = p.add_argument_group("detection and tracking")
     g.add_argument("--threshold", type=float, default=d.threshold, help=f"face score threshold (default {d.threshold})")
-    g.add_argument("--det-size", type=int, default=d.det_size, help="network input long side (default: native resolution, at most 1920)")
+    g.add_argument("--det-size", type=int, default=d.det_size, help="network input long side (default: native resolution, at most 1920; live feeds: the largest that keeps up with the frame rate)")
     g.add_argument("--batch", type=int, default=d.batch, help=f"frames per detector call (default {d.batch})")
     g.add_argument("--providers", default=",".join(d.providers), help="ONNX Runtime providers, comma separated, or 'auto'")
     g.add_argument("--threads", type=int, default=d.threads, help="ONNX Runtime threads (default: all cores but one)")
@@ -142,7 +142,7 @@ def _run_parser() -> argparse.ArgumentParser:
     add_pipeline_options(p)
     from .live.options import add_live_options
 
-    add_live_options(p)
+    p.set_defaults(live_actions=add_live_options(p))
     return p
 
 
@@ -188,7 +188,14 @@ def run_command(argv: list[str]) -> int:
         from .live import run_live  # noqa: PLC0415 - live deps only when needed
 
         return run_live(ns, config)
-    from .runner import default_output, process_file
+    from .live.options import live_flags_given
+
+    unused = live_flags_given(ns, ns.live_actions)
+    if unused:
+        raise ConfigError(
+            f"{', '.join(unused)} only apply to live feeds (a network URL, /dev/video* or - as input or output)"
+        )
+    from .runner import default_output, process_file, write_report
 
     inp = Path(ns.input)
     if not inp.exists():
@@ -216,7 +223,7 @@ def run_command(argv: list[str]) -> int:
         except StreamanonError as exc:
             rep = getattr(exc, "report", None)
             if len(jobs) == 1:
-                _write_report(ns.report, rep, config)
+                write_report(ns.report, rep, config)
                 raise
             log.error("%s: %s", src, exc)
             failures.append((src, exc))
@@ -225,22 +232,13 @@ def run_command(argv: list[str]) -> int:
         if rep is not None and not ns.quiet:
             print(f"{src} -> {dst}: {rep.frames} frames, {rep.faces} faces, {rep.fps:.1f} fps", file=sys.stderr)
     if len(jobs) == 1:
-        _write_report(ns.report, reports[0] if reports else None, config)
+        write_report(ns.report, reports[0] if reports else None, config)
     elif ns.report:
         ns.report.write_text(json.dumps({"files": [r.summary(config) | {"frames_detail": r.per_frame} for r in reports]}, indent=1))
     if failures:
         print(f"streamanon: {len(failures)} of {len(jobs)} files failed", file=sys.stderr)
         return max(exc.exit_code for _, exc in failures)
     return 0
-
-
-def _write_report(path: Path | None, report: Any, config: PipelineConfig) -> None:
-    if path is None or report is None:
-        return
-    try:
-        path.write_text(report.to_json(config))
-    except OSError as exc:
-        raise SinkError(f"cannot write report {path}: {exc.strerror}") from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:

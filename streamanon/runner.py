@@ -251,3 +251,13 @@ def _remove_output(path: str) -> None:
 def with_report(err: Exception, report: RunReport) -> Exception:
     err.report = report  # type: ignore[attr-defined]
     return err
+
+
+def write_report(path: Path | None, report: Any, config: PipelineConfig) -> None:
+    """Write ``report.to_json(config)`` to ``path`` (nothing when either is None)."""
+    if path is None or report is None:
+        return
+    try:
+        path.write_text(report.to_json(config))
+    except OSError as exc:
+        raise SinkError(f"cannot write report {path}: {exc.strerror}") from exc

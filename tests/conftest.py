@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -10,8 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
-DATA = Path(os.environ.get("STREAMANON_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+from mediautil import DATA
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
+
+# The one setting through which tests and benchmarks find the shared real data.
+DATA = Path(os.environ.get("STREAMANON_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
 
 
 def decode(path: Path | str, limit: int | None = None) -> tuple[list[np.ndarray], list[float], Any]:

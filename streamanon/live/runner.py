@@ -1,0 +1,333 @@
+"""The live loop: input → pipeline (latest frame wins) → output that never stops.
+
+Threads: the ``LiveSource`` reader, the pipeline's stage threads (driven by a consumer
+thread), and the main thread, which owns the output. The main thread writes each
+processed frame as it arrives and, when none has arrived for ``stall_after`` seconds
+(input down, reconnecting), keeps the output alive at the nominal rate with the last
+anonymised frame or black. Nothing else ever reaches the output: no raw frame.
+
+SIGINT/SIGTERM (``KeyboardInterrupt`` in the main thread) stop the input, write what the
+pipeline already processed, finalise the output (segments renamed into place) and raise
+``Interrupted``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..config import PipelineConfig
+from ..errors import AnonymizationError, SourceError, StreamanonError
+from ..io import SourceInfo, redact
+from ..pipeline import Interrupted, Pipeline, Result, Stages
+from .detsize import fit_det_size
+from .endpoints import InputSpec, OutputSpec
+from .metrics import LiveMetrics
+from .options import LiveOptions
+from .output import Geometry, LiveOutput, live_io_config
+from .source import Backoff, LiveSource, Opener, open_input
+
+log = logging.getLogger(__name__)
+
+LIVE_QUEUE_SIZE = 1  # frames between pipeline stages: at most one frame waits for the detector
+DRAIN_S = 5.0  # at most this long to write already-processed frames when stopping
+DEFAULT_FPS = 25.0
+
+
+class _END:
+    """Results-queue marker: the pipeline has finished (the class itself is used)."""
+
+
+@dataclass
+class LiveReport:
+    """Summary of a live run (``--report``); URLs are redacted, never pixels or boxes."""
+
+    input: str
+    output: str
+    started: str = ""
+    seconds: float = 0.0
+    stopped_by: str = ""  # end | duration | interrupted | error
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    segments: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    live_options: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self, config: PipelineConfig) -> dict[str, Any]:
+        from ..runner import package_versions
+
+        d = dataclasses.asdict(self)
+        d.update(kind="live", method=config.anonymize.method, settings=config.to_dict(), versions=package_versions())
+        return d
+
+    def to_json(self, config: PipelineConfig) -> str:
+        return json.dumps({"summary": self.summary(config)}, indent=1)
+
+
+def live_config(config: PipelineConfig) -> PipelineConfig:
+    """``config`` for live feeds: one frame per detector call and short queues (latency)."""
+    return dataclasses.replace(
+        config,
+        detect=dataclasses.replace(config.detect, batch=1),
+        io=dataclasses.replace(config.io, queue_size=LIVE_QUEUE_SIZE, audio=False),
+    )
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """While finalising outputs, a second Ctrl-C/SIGTERM must not cut a file in half."""
+    old = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, lambda s, f: log.warning("finalising the output; please wait"))
+    except ValueError:  # not the main thread: nothing to defer
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+class LiveRunner:
+    """Run one live input to one output until it ends, fails, times out or is interrupted.
+
+    Args:
+        config: pipeline settings (adapted by ``live_config``).
+        opts: live settings.
+        in_spec: the input.
+        out_spec: the output.
+        stages: prebuilt stages (tests); default built from the config.
+        metrics: counters to update (shared with a metrics server).
+        opener: opens the input (tests pass fakes).
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        opts: LiveOptions,
+        in_spec: InputSpec,
+        out_spec: OutputSpec,
+        *,
+        stages: Stages | None = None,
+        metrics: LiveMetrics | None = None,
+        opener: Opener = open_input,
+    ) -> None:
+        self.config = live_config(config)
+        self.opts = opts
+        self.in_spec = in_spec
+        self.out_spec = out_spec
+        self.stages = stages
+        self.metrics = metrics or LiveMetrics()
+        self.opener = opener
+        options = dataclasses.asdict(opts)
+        options["input_options"] = sorted({k for k, _ in opts.input_options})  # values may hold secrets
+        self.report = LiveReport(input=in_spec.redacted, output=out_spec.redacted, live_options=options)
+        self._results: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self._stop = threading.Event()
+        self._pipe_error: BaseException | None = None
+
+    # -- public ----------------------------------------------------------------------------
+    def run(self) -> LiveReport:
+        """Process until the input ends (``stopped_by="end"``) or ``--duration`` elapses.
+
+        Raises:
+            Interrupted: SIGINT/SIGTERM; the output was finalised. ``.report`` is attached.
+            SourceError: the input failed and reconnection was off or gave up.
+            SinkError: a file output could not be written.
+            AnonymizationError: some frames were fully masked (output complete).
+        """
+        self.report.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        t_start = time.monotonic()
+        stages = self.stages or Stages(self.config)  # load models before connecting
+        backoff = Backoff(self.opts.backoff_initial, self.opts.backoff_max)
+        source = LiveSource(
+            self.in_spec,
+            self.metrics,
+            reconnect=self.opts.reconnect,
+            max_retries=self.opts.max_retries,
+            backoff=backoff,
+            drop=self.opts.drop,
+            loop=self.opts.loop,
+            opener=self.opener,
+        )
+        pipe = Pipeline(self.config, stages, live=self.opts.drop)
+        output: LiveOutput | None = None
+        consumer: threading.Thread | None = None
+        failure: BaseException | None = None
+        try:
+            source.start()
+            info = self._wait_connected(source, t_start)
+            if info is None:
+                self.report.stopped_by = "duration"
+            else:
+                geometry = self._geometry(info)
+                if self.config.detect.det_size is None and self.opts.drop:  # not chosen by the user: keep up
+                    choice = fit_det_size(stages.detector, geometry.width, geometry.height, geometry.fps)
+                    self.report.live_options["detection"] = choice.to_dict()
+                output = LiveOutput(
+                    self.out_spec,
+                    live_io_config(self.config.io, geometry.fps),
+                    self.metrics,
+                    segment=self.opts.segment,
+                    reconnect=self.opts.reconnect,
+                    backoff=backoff,
+                )
+                consumer = threading.Thread(target=self._consume, args=(pipe, source), name="streamanon-live-pipeline")
+                consumer.start()
+                self.report.stopped_by = self._pump(output, geometry, t_start)
+        except KeyboardInterrupt:
+            self.report.stopped_by = "interrupted"
+        except BaseException as exc:
+            failure = exc
+            self.report.stopped_by = "error"
+        finally:
+            with _signals_deferred():
+                self._shutdown(source, consumer, output, failure is None)
+            self._fill_report(source, output, time.monotonic() - t_start)
+        return self._outcome(source, failure)
+
+    # -- steps -------------------------------------------------------------------------------
+    def _wait_connected(self, source: LiveSource, t_start: float) -> SourceInfo | None:
+        """The first connection's stream info; None if ``--duration`` ran out first."""
+        while not source.wait_ready(0.1):
+            if self.opts.duration and time.monotonic() - t_start >= self.opts.duration:
+                return None
+        if source.info is None:  # gave up before the first connection
+            raise source.error or SourceError(f"cannot open {self.in_spec.redacted}", source=self.in_spec.redacted)
+        return source.info
+
+    def _geometry(self, info: SourceInfo) -> Geometry:
+        fps = self.opts.fps
+        if fps is None:
+            rate = float(info.average_rate) if info.average_rate else 0.0
+            fps = rate if 1.0 <= rate <= 120.0 else DEFAULT_FPS
+        return Geometry(info.width, info.height, fps, info.rotation)
+
+    def _consume(self, pipe: Pipeline, source: LiveSource) -> None:
+        """Pipeline thread body: results into the bounded results queue."""
+        try:
+            for res in pipe.run(source.frames()):
+                while True:
+                    try:
+                        self._results.put(res, timeout=0.05)
+                        break
+                    except queue.Full:
+                        if self._stop.is_set():
+                            break  # the writer has gone: the frame is dropped, never written raw
+                self.metrics.set_external_drops(pipe.workers.dropped if pipe.workers else 0)
+        except BaseException as exc:  # carried to the main thread
+            self._pipe_error = exc
+            source.stop()
+        finally:
+            while not self._stop.is_set():
+                try:
+                    self._results.put(_END, timeout=0.05)
+                    break
+                except queue.Full:
+                    continue
+
+    def _pump(self, output: LiveOutput, geometry: Geometry, t_start: float) -> str:
+        """Write results as they come and filler while none come; returns why it stopped."""
+        interval = 1.0 / geometry.fps
+        last_image: NDArray[np.uint8] | None = None
+        last_real = last_write = time.monotonic()
+        lag = 0.0  # decode-to-write latency of the last real frame, shifts filler timestamps
+        while True:
+            now = time.monotonic()
+            if self.opts.duration and now - t_start >= self.opts.duration:
+                return "duration"
+            try:
+                item = self._results.get(timeout=min(interval, 0.05))
+            except queue.Empty:
+                item = None
+            if item is _END:
+                return "end"
+            now = time.monotonic()
+            if item is not None:
+                self._write_result(output, geometry, item)
+                last_image = item.image
+                last_real = last_write = time.monotonic()
+                lag = max(0.0, last_write - item.frame.wallclock) if item.frame.wallclock else 0.0
+            elif last_image is not None and now - last_real >= self.opts.stall_after and now - last_write >= interval:
+                filler = last_image if self.opts.on_stall == "repeat" else np.zeros_like(last_image)
+                if output.write(filler, now - lag, geometry):
+                    self.metrics.inc("frames_filler")
+                last_write = now
+
+    def _write_result(self, output: LiveOutput, geometry: Geometry, res: Result) -> None:
+        t = res.frame.wallclock or time.monotonic()
+        if output.write(res.image, t, geometry):
+            self.metrics.frame_written(time.monotonic() - t)
+        self.metrics.inc("faces", len(res.dets))
+        if res.failed is not None:
+            self.metrics.inc("frames_failed")
+
+    def _shutdown(
+        self, source: LiveSource, consumer: threading.Thread | None, output: LiveOutput | None, ok: bool
+    ) -> None:
+        """Stop the input, write what was already processed, finalise the output."""
+        source.stop()
+        deadline = time.monotonic() + DRAIN_S
+        if output is not None and output.geometry is not None and ok:
+            while time.monotonic() < deadline:
+                try:
+                    item = self._results.get(timeout=0.05)
+                except queue.Empty:
+                    if consumer is None or not consumer.is_alive():
+                        break
+                    continue
+                if item is _END:
+                    break
+                self._write_result(output, output.geometry, item)
+        self._stop.set()
+        if consumer is not None:
+            consumer.join(timeout=max(1.0, deadline - time.monotonic()))
+        self.metrics.source_up = 0
+        if output is not None:
+            try:
+                output.close(commit=True)
+            except StreamanonError as exc:
+                if ok:
+                    raise
+                log.warning("could not finalise %s: %s", self.out_spec.redacted, redact(str(exc)))
+        source.join(timeout=(self.in_spec.read_timeout or 1.0) + 1.0)
+
+    def _fill_report(self, source: LiveSource, output: LiveOutput | None, seconds: float) -> None:
+        self.report.seconds = round(seconds, 3)
+        self.report.metrics = self.metrics.snapshot()
+        self.report.events = [e.to_dict() for e in source.events]
+        self.report.segments = list(output.segments) if output is not None else []
+
+    def _outcome(self, source: LiveSource, failure: BaseException | None) -> LiveReport:
+        report = self.report
+        error: BaseException | None = failure or self._pipe_error
+        if error is None and report.stopped_by == "interrupted":
+            error = Interrupted("interrupted")
+        if error is None and source.error is not None:
+            error = source.error
+            report.stopped_by = "error"
+        if error is None and report.metrics.get("frames_failed"):
+            n, total = report.metrics["frames_failed"], report.metrics["frames_out"]
+            error = AnonymizationError(f"{n} of {total} frames failed detection/anonymisation and were fully masked")
+        if error is None:
+            return report
+        if isinstance(error, KeyboardInterrupt):
+            error = Interrupted("interrupted")
+        report.error = redact(str(error)) or type(error).__name__
+        if isinstance(error, (StreamanonError, Interrupted)):
+            setattr(error, "report", report)  # noqa: B010 - the convention of streamanon.runner
+        raise error

@@ -1,0 +1,334 @@
+"""A live input that survives its source: open/read timeouts, reconnection with exponential
+backoff, and a latest-frame-wins hand-off to the pipeline.
+
+A background thread owns the FFmpeg input (opening, decoding, closing, reopening) and puts
+decoded frames in a small queue; ``frames()`` is the iterator the pipeline reads, which
+ends promptly when the source is stopped even while the input hangs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..errors import SourceError, SourceOpenError, SourceTimeoutError
+from ..io import SourceInfo, VideoSource, redact
+from ..types import Frame
+from .endpoints import InputSpec
+from .metrics import LiveMetrics
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.05
+MAX_EVENTS = 500
+
+
+class _END:
+    """Queue marker: the source has finished (the class itself is used)."""
+
+
+class LowLatencySource(VideoSource):
+    """``VideoSource`` tuned for live feeds: each frame is yielded as soon as it decodes
+    (no look-ahead frame, since no audio is carried) and the decoder uses slice threads
+    only (frame threads add one frame of delay per thread)."""
+
+    def __init__(self, uri: str, **kw: Any) -> None:
+        super().__init__(uri, audio=False, **kw)
+        self._video.thread_type = "SLICE"
+
+    def __iter__(self) -> Iterator[Frame]:
+        step = self._default_step()
+        index, last_pts = 0, None
+        for kind, vf in self._decoded():
+            if kind != "frame":
+                continue
+            if index == 0:
+                self.info.rotation = int(getattr(vf, "rotation", 0) or 0)
+            frame = self._to_frame(vf, index, [], step, last_pts)
+            last_pts = frame.pts
+            index += 1
+            yield frame
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff: ``initial * 2**(attempt-1)``, capped at ``maximum`` seconds."""
+
+    initial: float = 0.5
+    maximum: float = 10.0
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.maximum, self.initial * 2 ** max(0, attempt - 1)))
+
+
+@dataclass
+class SourceEvent:
+    """Something that happened to the input (for the report; URLs already redacted)."""
+
+    time: float  # time.time()
+    kind: str  # connected | reconnected | stalled | ended | error | gave_up
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time": round(self.time, 3), "kind": self.kind, "message": self.message}
+
+
+class FrameSource(Protocol):
+    """What ``LiveSource`` reads: a ``VideoSource`` or a test fake."""
+
+    info: SourceInfo
+
+    def __iter__(self) -> Iterator[Frame]: ...
+
+    def close(self) -> None: ...
+
+
+Opener = Callable[[InputSpec], FrameSource]
+
+
+def open_input(spec: InputSpec) -> FrameSource:
+    """Open ``spec`` with PyAV (the default ``Opener``).
+
+    Raises:
+        SourceTimeoutError: no answer within the open timeout (FFmpeg's RTSP demuxer
+            reports its interrupted handshake as "invalid data", hence the clock check).
+        SourceOpenError: anything else that prevents opening.
+    """
+    t0 = time.monotonic()
+    try:
+        return LowLatencySource(
+            spec.uri, options=spec.options, timeout=spec.timeout, fmt=spec.fmt, live=spec.kind != "file"
+        )
+    except SourceOpenError as exc:
+        if spec.open_timeout is not None and time.monotonic() - t0 >= spec.open_timeout:
+            raise SourceTimeoutError(
+                f"timed out opening {spec.redacted} ({spec.open_timeout:g} s)", source=spec.redacted
+            ) from exc
+        raise
+
+
+class LiveSource:
+    """Decode a live input on a background thread, reconnecting when it drops or stalls.
+
+    Args:
+        spec: what to open.
+        metrics: counters to update (frames in, drops, reconnects, errors, source up).
+        reconnect: reopen after a drop/stall (network and device inputs).
+        max_retries: give up after this many failed attempts in a row (0: never).
+        backoff: delays between attempts.
+        drop: latest frame wins when the consumer is slow (else the reader blocks).
+        loop: reopen a file input at its end (paced in real time either way).
+        opener: opens a ``VideoSource`` (tests pass fakes).
+        queue_size: frames buffered between the reader and the pipeline.
+    """
+
+    def __init__(
+        self,
+        spec: InputSpec,
+        metrics: LiveMetrics,
+        *,
+        reconnect: bool = True,
+        max_retries: int = 0,
+        backoff: Backoff | None = None,
+        drop: bool = True,
+        loop: bool = False,
+        opener: Opener = open_input,
+        queue_size: int = 1,
+    ) -> None:
+        self.spec = spec
+        self.metrics = metrics
+        self.reconnect = reconnect
+        self.max_retries = max_retries
+        self.backoff = backoff or Backoff()
+        self.drop = drop
+        self.loop = loop
+        self._opener = opener
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.info: SourceInfo | None = None  # of the first successful connection
+        self.error: SourceError | None = None  # why the source gave up, if it did
+        self.events: deque[SourceEvent] = deque(maxlen=MAX_EVENTS)
+        self._index = 0
+
+    # -- consumer side ------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="streamanon-live-source", daemon=True)
+        self._thread.start()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the first connection succeeded or the source gave up."""
+        return self._ready.wait(timeout)
+
+    def frames(self) -> Iterator[Frame]:
+        """Frames in arrival order, indexed continuously across reconnections."""
+        while True:
+            try:
+                item = self._q.get(timeout=POLL_S)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            if item is _END:
+                return
+            yield item
+
+    def stop(self) -> None:
+        """Ask the reader to finish; ``frames()`` ends within ``POLL_S``."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the reader thread (bounded by the read timeout); True if it ended."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- reader thread --------------------------------------------------------------------
+    def _event(self, kind: str, message: str, level: int = logging.WARNING) -> None:
+        message = redact(message)
+        self.events.append(SourceEvent(time.time(), kind, message))
+        log.log(level, "%s", message)
+
+    def _put(self, frame: Frame) -> None:
+        """Hand a frame to the consumer: replace the oldest one if full (``drop``) or wait."""
+        while not self._stop.is_set():
+            try:
+                if self.drop:
+                    self._q.put_nowait(frame)
+                else:
+                    self._q.put(frame, timeout=POLL_S)
+                return
+            except queue.Full:
+                if not self.drop:
+                    continue
+                try:
+                    self._q.get_nowait()
+                    self.metrics.inc("frames_dropped")
+                except queue.Empty:
+                    pass
+
+    def _sleep(self, seconds: float) -> bool:
+        """Interruptible sleep; False if the source was stopped meanwhile."""
+        return not self._stop.wait(seconds)
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as exc:  # never leave the consumer waiting on a dead thread
+            self.error = SourceError(
+                f"live input {self.spec.redacted} failed: {redact(repr(exc))}", source=self.spec.redacted
+            )
+            log.debug("live source thread failed", exc_info=True)
+        finally:
+            self.metrics.source_up = 0
+            self._ready.set()
+            while True:  # the end marker must get through (the consumer may be slow)
+                try:
+                    self._q.put(_END, timeout=POLL_S)
+                    break
+                except queue.Full:
+                    if self._stop.is_set():
+                        break
+
+    def _loop(self) -> None:
+        failures = 0
+        connected_before = False
+        name = self.spec.redacted
+        while not self._stop.is_set():
+            try:
+                src = self._opener(self.spec)
+            except SourceError as exc:
+                failures += 1
+                self.metrics.inc("source_errors")
+                if not self._retry(exc, failures, f"cannot open {name}: {exc}", "error"):
+                    return
+                continue
+            if self.info is None:
+                self.info = src.info
+                self._ready.set()
+            self.metrics.source_up = 1
+            kind = "reconnected" if connected_before else "connected"
+            if connected_before:
+                self.metrics.inc("reconnects")
+            self._event(
+                kind,
+                f"{kind} to {name} ({src.info.width}x{src.info.height})",
+                logging.INFO if not connected_before else logging.WARNING,
+            )
+            connected_before = True
+            got, error = self._pump(src)
+            self.metrics.source_up = 0
+            if self._stop.is_set():
+                return
+            if got:
+                failures = 0
+            if error is None:
+                if self.spec.kind == "file" and self.loop and got:
+                    continue
+                if not self.spec.reconnectable or not self.reconnect:
+                    self._event("ended", f"{name} ended", logging.INFO)
+                    return
+                error = SourceError(f"{name} ended (disconnected)", source=name)
+                kind, message = "disconnected", f"{name} ended or disconnected"
+            elif isinstance(error, SourceTimeoutError):
+                kind, message = "stalled", f"{name} stalled: no data for {self.spec.read_timeout or 0:g} s"
+            else:
+                kind, message = "error", f"{name} failed: {error}"
+            self.metrics.inc("source_errors")
+            failures += 1
+            if not self._retry(error, failures, message, kind):
+                return
+
+    def _retry(self, exc: SourceError, failures: int, message: str, kind: str) -> bool:
+        """Record the failure and wait before the next attempt; False (``self.error`` set) to give up.
+
+        ``failures`` counts the drop and the failed attempts since frames last arrived;
+        ``max_retries`` attempts are made before giving up.
+        """
+        if not self.reconnect or not self.spec.reconnectable:
+            self.error = exc
+            self._event(kind, f"{message}; not reconnecting" + (" (--no-reconnect)" if self.spec.reconnectable else ""))
+            return False
+        if self.max_retries and failures > self.max_retries:
+            self.error = exc
+            self._event(kind, message)
+            self._event("gave_up", f"giving up on {self.spec.redacted} after {self.max_retries} retries")
+            return False
+        delay = self.backoff.delay(failures)
+        self._event(kind, f"{message}; reconnecting in {delay:.1f} s (attempt {failures})")
+        return self._sleep(delay)
+
+    def _pump(self, src: FrameSource) -> tuple[int, SourceError | None]:
+        """Read frames until end/error/stop; returns (frames read, error or None at EOF)."""
+        got = 0
+        pace_t0: float | None = None
+        pace_first: float | None = None
+        try:
+            for frame in src:
+                if self._stop.is_set():
+                    break
+                if self.spec.kind == "file" and frame.time is not None:  # stream a file in real time
+                    if pace_t0 is None:
+                        pace_t0, pace_first = time.monotonic(), frame.time
+                    wait = pace_t0 + (frame.time - (pace_first or 0.0)) - time.monotonic()
+                    if wait > 0 and not self._sleep(wait):
+                        break
+                    frame = dataclasses.replace(frame, wallclock=time.monotonic())
+                got += 1
+                self.metrics.inc("frames_in")
+                self._put(dataclasses.replace(frame, index=self._index))
+                self._index += 1
+        except SourceError as exc:
+            return got, exc
+        finally:
+            src.close()
+        return got, None
