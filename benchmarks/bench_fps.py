@@ -22,7 +22,7 @@ Variants:
   imageio-ffmpeg.
 * ``sa[:key=value,...]``: ``streamanon.runner.process_file`` with ``PipelineConfig()``
   overridden by ``every``, ``det`` (int, ``auto`` or ``full``), ``thr``, ``batch``,
-  ``threads``; ``sa:rec`` is the recommended configuration of this benchmark
+  ``threads``, ``workers``; ``sa:rec`` is the recommended configuration of this benchmark
   (``sa:rec,every=3``: the same with an override).
 
 Coverage: share of reference faces (streamanon's detector on every frame at full
@@ -82,6 +82,8 @@ def sa_config(spec: str, width: int, height: int) -> PipelineConfig:
         det = replace(det, batch=int(opts["batch"]))
     if "threads" in opts:
         det = replace(det, threads=int(opts["threads"]))
+    if "workers" in opts:
+        det = replace(det, workers=int(opts["workers"]))
     return replace(cfg, detect=det, track=track)
 
 

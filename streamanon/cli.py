@@ -76,7 +76,8 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--det-size", type=int, default=d.det_size, help="network input long side (default: native resolution, at most 1920; live feeds: the largest that keeps up with the frame rate)")
     g.add_argument("--batch", type=int, default=d.batch, help=f"frames per detector call (default {d.batch})")
     g.add_argument("--providers", default=",".join(d.providers), help="ONNX Runtime providers, comma separated, or 'auto'")
-    g.add_argument("--threads", type=int, default=d.threads, help="ONNX Runtime threads (default: all cores but one)")
+    g.add_argument("--threads", type=int, default=d.threads, help="ONNX Runtime threads per detector call (default: all cores but one, split over --detect-workers)")
+    g.add_argument("--detect-workers", type=int, default=d.workers, help="detector calls run at once on consecutive frames (default: 2 for ONNX Runtime on a CPU with 2+ cores, else 1)")
     g.add_argument("--backend", default=d.backend, choices=["onnxruntime", "tensorrt", "auto"], help="inference backend (tensorrt needs an NVIDIA GPU and a built engine)")
     g.add_argument("--engine-dir", default=d.engine_dir, help="folder of TensorRT engines built by build_engines.py")
     g.add_argument("--detect-every", type=int, default=t.detect_every, help=f"run the detector every N frames (default {t.detect_every})")
@@ -102,6 +103,7 @@ def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
             batch=ns.batch,
             providers=providers,
             threads=ns.threads,
+            workers=ns.detect_workers,
             backend=ns.backend,
             engine_dir=ns.engine_dir,
         ),
@@ -193,7 +195,8 @@ def run_command(argv: list[str]) -> int:
     unused = live_flags_given(ns, ns.live_actions)
     if unused:
         raise ConfigError(
-            f"{', '.join(unused)} only apply to live feeds (a network URL, /dev/video* or - as input or output)"
+            f"{', '.join(unused)} only appl{'ies' if len(unused) == 1 else 'y'} to live feeds "
+            "(a network URL, /dev/video* or - as input or output)"
         )
     from .runner import default_output, process_file, write_report
 

@@ -49,7 +49,8 @@ class DetectConfig:
     det_size: int | None = None  # long side of the network input; None = native (max 1920)
     batch: int = 1
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    threads: int = 0  # ONNX Runtime intra-op threads; 0 = auto (all cores but one)
+    threads: int = 0  # ONNX Runtime intra-op threads per call; 0 = auto (all cores but one, split over workers)
+    workers: int = 0  # concurrent detector calls; 0 = auto (2 for ONNX Runtime on the CPU with >= 2 cores)
     backend: Literal["onnxruntime", "tensorrt", "auto"] = "onnxruntime"
     engine_dir: str = "engines"
     precision: Literal["fp16", "fp32"] = "fp16"
@@ -66,6 +67,7 @@ class DetectConfig:
         )
         _check(isinstance(self.batch, int) and 1 <= self.batch <= 64, "batch", self.batch, "an integer in [1, 64]")
         _check(isinstance(self.threads, int) and self.threads >= 0, "threads", self.threads, "an integer >= 0")
+        _check(isinstance(self.workers, int) and 0 <= self.workers <= 16, "workers", self.workers, "an integer in [0, 16]")
         object.__setattr__(self, "providers", tuple(self.providers))
 
 

@@ -7,6 +7,10 @@ Privacy fails closed: a frame whose detection, tracking or anonymisation raised 
 written fully masked (``on_error="mask-frame"``) or the run stops (``"abort"``); a raw
 frame is never written.
 
+Detector workers: with every frame detected, ``Stages.detect_workers`` calls run at once
+on consecutive batches (ONNX Runtime runs concurrent calls of one session in parallel);
+their results are tracked strictly in frame order, so the output is the same as with one.
+
 Detect-every-N: the detector runs on every N-th frame and on scene cuts; the tracker
 predicts in between. Coverage is made symmetric in time: the frames between two
 detector runs are held back until the later run, whose detections, grown with the
@@ -22,7 +26,9 @@ import queue
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -42,6 +48,8 @@ log = logging.getLogger(__name__)
 # ORT intra-op threads are capped here: beyond this the network does not get faster on
 # the frame sizes streamanon uses, and decode/encode need the cores.
 MAX_AUTO_THREADS = 8
+# How often the detect stage looks for new frames while a detector call is running.
+POLL_BUSY_S = 0.002
 
 
 class Interrupted(Exception):
@@ -124,22 +132,37 @@ class Stages:
         from .track import SceneCutDetector, create_tracker
 
         self.config = config
+        # A detector given by the caller may not be thread-safe: one call at a time unless asked.
+        self.detect_workers = config.detect.workers or (self.auto_workers(config.detect) if detector is None else 1)
         if detector is None:
             low = config.track.low_threshold if config.track.enabled else config.detect.threshold
-            detector = create_detector(self.detect_config(config.detect), low_threshold=low)
+            detector = create_detector(self.detect_config(config.detect, self.detect_workers), low_threshold=low)
         self.detector = detector
         self.anonymizer = anonymizer if anonymizer is not None else create_anonymizer(config.anonymize)
         self._tracker_factory = tracker_factory or (lambda: create_tracker(config.track, config.detect.threshold))
         self._scene_factory = scene_factory or (lambda: SceneCutDetector(config.track.scene_cut))
 
     @staticmethod
-    def detect_config(config: DetectConfig) -> DetectConfig:
-        """``config`` with ``threads=0`` resolved to ``auto_threads()``."""
+    def auto_workers(config: DetectConfig, cores: int | None = None) -> int:
+        """Concurrent detector calls when ``DetectConfig.workers`` is 0.
+
+        ONNX Runtime sessions on the CPU run concurrent calls in parallel, each on its own
+        intra-op threads; on 2 cores two one-thread calls on consecutive frames use the
+        core that decoding and encoding leave idle (benchmarks/bench_fps.py). GPU and
+        TensorRT backends keep one call at a time (one execution context).
+        """
+        n = available_cores() if cores is None else cores
+        cpu_only = config.backend == "onnxruntime" and tuple(config.providers) == ("CPUExecutionProvider",)
+        return 2 if cpu_only and n >= 2 else 1
+
+    @staticmethod
+    def detect_config(config: DetectConfig, workers: int = 1) -> DetectConfig:
+        """``config`` with ``threads=0`` resolved to ``auto_threads()`` shared by ``workers``."""
         if config.threads:
             return config
         from dataclasses import replace
 
-        return replace(config, threads=auto_threads())
+        return replace(config, threads=max(1, auto_threads() // max(1, workers)))
 
     def new_tracker(self) -> Any:
         """A tracker with no tracks."""
@@ -292,9 +315,10 @@ class Pipeline:
                 raise Stopped
         w.put(q_out, END)
 
-    def _next_batch(self, w: Workers, q_in: queue.Queue[Any]) -> tuple[list[Frame], bool]:
-        """Up to ``batch`` frames already waiting (at least one unless the input ended)."""
-        batch = [w.get(q_in)]
+    def _next_batch(self, w: Workers, q_in: queue.Queue[Any], first: Any = None) -> tuple[list[Frame], bool]:
+        """Up to ``batch`` frames already waiting (at least one unless the input ended),
+        starting with ``first`` when the caller already took it from the queue."""
+        batch = [w.get(q_in) if first is None else first]
         while batch[-1] is not END and len(batch) < self.config.detect.batch:
             try:
                 batch.append(q_in.get_nowait())
@@ -302,6 +326,18 @@ class Pipeline:
                 break
         done = batch[-1] is END
         return [f for f in batch if f is not END], done
+
+    def _batch_or_result(self, w: Workers, q_in: queue.Queue[Any], job: Future[Any]) -> tuple[list[Frame], bool] | None:
+        """The next batch if frames arrive before ``job`` is done, else None (``job`` is ready)."""
+        while not job.done():
+            if w.stop.is_set():
+                raise Stopped
+            try:
+                first = q_in.get(timeout=POLL_BUSY_S)
+            except queue.Empty:
+                continue
+            return self._next_batch(w, q_in, first)
+        return None
 
     def _detect_track(self, w: Workers, q_in: queue.Queue[Any], q_out: queue.Queue[Any]) -> None:
         cfg = self.config.track
@@ -312,54 +348,87 @@ class Pipeline:
         last_detect: int | None = None
         force = True  # detect the next frame (start, after a failure)
         pending: list[Result] = []  # frames since the last detector run (look-back)
+        # When every frame is detected, up to `depth` batches are in the detector at once
+        # (consecutive frames on different workers); results are still tracked in order.
+        # With detect-every-N the schedule depends on the tracker's outcome: one at a time.
+        depth = self.stages.detect_workers if every == 1 else 1
+        pool = ThreadPoolExecutor(depth, thread_name_prefix="streamanon-detect") if depth > 1 else None
+        inflight: deque[tuple[list[Frame], bool, Any]] = deque()
+        input_done = False
 
         def flush() -> None:
             for r in pending:
                 w.put(q_out, r)
             pending.clear()
 
-        while True:
-            frames, done = self._next_batch(w, q_in)
-            t0 = time.perf_counter()
+        def submit(frames: list[Frame], done: bool) -> None:
+            nonlocal last_detect, force
             due: list[Frame] = []
             for f in frames:
                 cut = scene(f.image) if scene is not None else False
                 if force or cut or every == 1 or last_detect is None or f.index - last_detect >= every:
                     due.append(f)
                     last_detect, force = f.index, False
-            raw, errors = self._detect(due)
             self.stats.detector_runs += len(due)
-            st["detect"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            for f in frames:
-                err = errors.get(f.index)
-                if err is None:
-                    dets = raw.get(f.index)
-                    try:
-                        cover = tracker.update(dets, f.index)
-                    except Exception as exc:  # fail closed, start over with a fresh tracker
-                        log.debug("tracker failed on frame %d: %r", f.index, exc)
-                        err = f"tracking: {exc!r}"
-                        tracker = self.stages.new_tracker()
-                if err is not None:
+            job = pool.submit(timed_detect, due) if pool is not None else timed_detect(due)
+            inflight.append((frames, done, job))
+
+        clock = threading.Lock()
+
+        def timed_detect(due: list[Frame]) -> tuple[dict[int, Detections], dict[int, str]]:
+            t = time.perf_counter()
+            try:
+                return self._detect(due)
+            finally:
+                with clock:  # busy time summed over the workers
+                    st["detect"] += time.perf_counter() - t
+
+        try:
+            while True:
+                while not input_done and len(inflight) < depth:
+                    if inflight:  # keep workers busy, but never hold back a finished result
+                        got = self._batch_or_result(w, q_in, inflight[0][2])
+                        if got is None:
+                            break
+                        frames, input_done = got
+                    else:
+                        frames, input_done = self._next_batch(w, q_in)
+                    submit(frames, input_done)
+                frames, done, job = inflight.popleft()
+                raw, errors = job.result() if pool is not None else job
+                t0 = time.perf_counter()
+                for f in frames:
+                    err = errors.get(f.index)
+                    if err is None:
+                        dets = raw.get(f.index)
+                        try:
+                            cover = tracker.update(dets, f.index)
+                        except Exception as exc:  # fail closed, start over with a fresh tracker
+                            log.debug("tracker failed on frame %d: %r", f.index, exc)
+                            err = f"tracking: {exc!r}"
+                            tracker = self.stages.new_tracker()
+                    if err is not None:
+                        flush()
+                        w.put(q_out, Result(f, f.image, Detections.empty(), failed=err, detected=False))
+                        force = True
+                        continue
+                    res = Result(f, f.image, cover, detected=dets is not None)
+                    if dets is None:
+                        pending.append(res)
+                        continue
+                    for r in pending:
+                        back = _look_back(cover, f.index - r.frame.index, cfg.coast_growth, f.width, f.height)
+                        r.dets = Detections.concat([r.dets, back])
                     flush()
-                    w.put(q_out, Result(f, f.image, Detections.empty(), failed=err, detected=False))
-                    force = True
-                    continue
-                res = Result(f, f.image, cover, detected=dets is not None)
-                if dets is None:
-                    pending.append(res)
-                    continue
-                for r in pending:
-                    back = _look_back(cover, f.index - r.frame.index, cfg.coast_growth, f.width, f.height)
-                    r.dets = Detections.concat([r.dets, back])
-                flush()
-                w.put(q_out, res)
-            st["track"] += time.perf_counter() - t0
-            if done:
-                flush()
-                w.put(q_out, END)
-                return
+                    w.put(q_out, res)
+                st["track"] += time.perf_counter() - t0
+                if done:
+                    flush()
+                    w.put(q_out, END)
+                    return
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def _anonymize(self, w: Workers, q_in: queue.Queue[Any], q_out: queue.Queue[Any]) -> None:
         st = self.stats.stage_seconds

@@ -111,7 +111,7 @@ def test_unwritable_output(tmp_path: Path, clip_factory, capsys: pytest.CaptureF
         (["--threshold", "1.5"], "invalid threshold=1.5"),
         (["--color", "purple"], "invalid color"),
         (["--crf", "99"], "invalid crf=99"),
-        (["--segment", "60"], "--segment only apply to live feeds"),
+        (["--segment", "60"], "--segment only applies to live feeds"),
         (["--no-reconnect", "--rtsp-transport", "udp"], "--no-reconnect, --rtsp-transport only apply to live feeds"),
     ],
 )

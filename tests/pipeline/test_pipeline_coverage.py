@@ -78,3 +78,25 @@ def test_coverage_metric_counts_only_masked_pixels() -> None:
     assert common.region_coverage(ref, [ref[0]], (100, 100), AnonymizeConfig()).ratio == 1.0
     with pytest.raises(ValueError, match="frames"):
         common.region_coverage(ref * 2, [ref[0]], (100, 100), box)
+
+
+@pytest.mark.timeout(300)
+def test_detector_workers_give_the_same_regions_as_one(data_dir: Path) -> None:
+    """Concurrent detector calls change the speed, never what is masked."""
+    from dataclasses import replace
+    from itertools import islice
+
+    import numpy as np
+
+    from streamanon.config import DetectConfig
+
+    clip = data_dir / CLIPS[0]
+    regions = {}
+    for workers in (1, 2):
+        cfg = replace(PipelineConfig(), detect=DetectConfig(workers=workers))
+        with VideoSource(clip, audio=False) as source:
+            regions[workers] = [r.dets.xyxy.copy() for r in Pipeline(cfg).run(islice(source, 40))]
+    assert len(regions[1]) == len(regions[2]) == 40
+    assert sum(len(r) for r in regions[1]) > 0
+    for a, b in zip(regions[1], regions[2], strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-3)

@@ -30,9 +30,9 @@ FAIL_AT = 9
 BLACK = 40  # h264 at crf 18 keeps a black region well below this; noise is >= 60
 
 
-def config(every: int = 1, batch: int = 1, on_error: str = "mask-frame") -> PipelineConfig:
+def config(every: int = 1, batch: int = 1, on_error: str = "mask-frame", workers: int = 1) -> PipelineConfig:
     return PipelineConfig(
-        detect=DetectConfig(batch=batch),
+        detect=DetectConfig(batch=batch, workers=workers),
         anonymize=AnonymizeConfig(method="solid", shape="box", mask_scale=1.0),
         track=TrackConfig(detect_every=every),
         io=IOConfig(on_error=on_error, queue_size=2),  # type: ignore[arg-type]
@@ -92,9 +92,9 @@ def assert_never_raw(path: Path, expect_frames: int | None = None) -> tuple[int,
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("every", [1, 3])
-def test_detector_failure_masks_only_that_frame(clip: Path, tmp_path: Path, every: int) -> None:
-    cfg = config(every, batch=2)
+@pytest.mark.parametrize(("every", "workers"), [(1, 1), (3, 1), (1, 2)])
+def test_detector_failure_masks_only_that_frame(clip: Path, tmp_path: Path, every: int, workers: int) -> None:
+    cfg = config(every, batch=2, workers=workers)
     fail_on = [FAIL_AT] if every == 1 else [FAIL_AT - FAIL_AT % every]  # a frame the detector runs on
     written = run_to_file(
         clip, tmp_path / "o.mp4", cfg, lambda ix: stages_for(cfg, ix, detector=FakeDetector(ix, fail_on))
@@ -169,9 +169,9 @@ def test_source_failure_is_raised_in_the_caller(clip: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("every", [1, 3])
-def test_sink_failure_stops_every_stage(clip: Path, tmp_path: Path, every: int) -> None:
-    cfg = config(every)
+@pytest.mark.parametrize(("every", "workers"), [(1, 1), (3, 1), (1, 2)])
+def test_sink_failure_stops_every_stage(clip: Path, tmp_path: Path, every: int, workers: int) -> None:
+    cfg = config(every, workers=workers)
     with pytest.raises(SinkError, match="injected"):
         run_to_file(clip, tmp_path / "o.mp4", cfg, lambda ix: stages_for(cfg, ix), sink_fail_at=FAIL_AT)
     boxed, full = assert_never_raw(tmp_path / "o.mp4")
@@ -181,7 +181,7 @@ def test_sink_failure_stops_every_stage(clip: Path, tmp_path: Path, every: int) 
 @pytest.mark.timeout(60)
 def test_slow_stage_and_early_close_do_not_hang(clip: Path) -> None:
     """The consumer stops after two frames while the detector is slow and queues are full."""
-    cfg = config()
+    cfg = config(workers=2)
     with VideoSource(clip, audio=False) as source:
         ix = Indexer(source)
         pipe = Pipeline(cfg, stages_for(cfg, ix, detector=FakeDetector(ix, delay=0.02)))

@@ -175,3 +175,49 @@ def test_auto_threads_leave_a_core_for_decode_and_encode() -> None:
     assert Stages.detect_config(DetectConfig(threads=3)).threads == 3
     assert Stages.detect_config(DetectConfig()).threads == auto_threads()
     assert replace(Stages.detect_config(DetectConfig()), threads=0) == DetectConfig()
+
+
+def test_auto_workers_only_for_onnxruntime_on_a_multicore_cpu() -> None:
+    cpu = DetectConfig()
+    assert [Stages.auto_workers(cpu, n) for n in (1, 2, 8)] == [1, 2, 2]
+    assert Stages.auto_workers(replace(cpu, backend="tensorrt"), 8) == 1
+    assert Stages.auto_workers(replace(cpu, providers=("CUDAExecutionProvider", "CPUExecutionProvider")), 8) == 1
+    # threads are shared by the workers, never below one per call
+    assert Stages.detect_config(DetectConfig(), workers=2).threads == max(1, auto_threads() // 2)
+    assert Stages.detect_config(DetectConfig(threads=3), workers=2).threads == 3
+    # a detector handed in by the caller runs one call at a time unless workers is set
+    assert Stages(cfg(), detector=FakeDetector()).detect_workers == 1
+    assert Stages(replace(cfg(), detect=DetectConfig(workers=3)), detector=FakeDetector()).detect_workers == 3
+
+
+class ConcurrencyProbe(FakeDetector):
+    """A slow fake detector that records how many calls overlap."""
+
+    def __init__(self, indexer: Indexer, delay: float, fail_on: Sequence[int] = ()) -> None:
+        super().__init__(indexer, fail_on=fail_on, delay=delay)
+        import threading
+
+        self._lock = threading.Lock()
+        self.running = self.peak = 0
+
+    def __call__(self, images):  # type: ignore[no-untyped-def]
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            return super().__call__(images)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize(("every", "workers", "peak"), [(1, 3, 3), (1, 1, 1), (3, 3, 1)])
+def test_detector_workers_overlap_calls_and_keep_order(every: int, workers: int, peak: int) -> None:
+    c = replace(cfg(every), detect=DetectConfig(workers=workers))
+    ix = Indexer(frames(30))
+    det = ConcurrencyProbe(ix, delay=0.03, fail_on=[7])
+    results = list(Pipeline(c, Stages(c, detector=det)).run(ix))
+    assert [r.frame.index for r in results] == list(range(30))
+    assert det.peak == peak  # detect-every-N schedules from the tracker's outcome: one call at a time
+    assert [r.frame.index for r in results if r.failed] == ([7] if every == 1 else [])
+    assert all(len(r.dets) for r in results if not r.failed)  # every other frame is covered
