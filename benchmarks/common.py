@@ -168,8 +168,8 @@ def detect_all(
         first = next(frames, None)
         if first is None:
             return []
-        size = det_size or full_res_size(first.width, first.height)
-        detector = create_detector(DetectConfig(threshold=threshold, det_size=size, batch=1, threads=cpu_threads()))
+        # det_size None: the product's native size (every side rounded up: full resolution)
+        detector = create_detector(DetectConfig(threshold=threshold, det_size=det_size, batch=1, threads=cpu_threads()))
         out = detector([first.image])
         out += [detector([f.image])[0] for f in frames]
         return out
@@ -177,7 +177,7 @@ def detect_all(
     key = {
         "what": "detect",
         "file": file_key(path),
-        "det_size": det_size,
+        "det_size": det_size if det_size is not None else "native-ceil",
         "threshold": threshold,
         "max_frames": max_frames,
     }

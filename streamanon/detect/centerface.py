@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,9 +62,17 @@ def prepare_model(name: str = "centerface") -> bytes:
 
 
 def network_size(width: int, height: int, det_size: int | None, stride: int = 32) -> tuple[int, int]:
-    """Network input (w, h): aspect ratio kept, long side ``det_size``, multiples of ``stride``."""
+    """Network input (w, h) in multiples of ``stride``.
+
+    Native (``det_size`` None, long side at most ``AUTO_LONG_SIDE``): each side rounded
+    *up*, so the picture is never shrunk (rounding to the nearest multiple made 14-24 px
+    faces at the threshold flip: coverage 63% instead of 100% on a crowd clip).
+    Otherwise: aspect ratio kept, long side ``det_size`` (or ``AUTO_LONG_SIDE``).
+    """
     long_side = max(width, height)
-    target = det_size if det_size else min(AUTO_LONG_SIDE, long_side)
+    if det_size is None and long_side <= AUTO_LONG_SIDE:
+        return max(stride, math.ceil(width / stride) * stride), max(stride, math.ceil(height / stride) * stride)
+    target = det_size if det_size else AUTO_LONG_SIDE
     scale = target / long_side
     w = max(stride, int(round(width * scale / stride)) * stride)
     h = max(stride, int(round(height * scale / stride)) * stride)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import socket
@@ -107,19 +108,29 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
 
 
+@contextlib.contextmanager
+def _http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[int]:
+    """A loopback HTTP server on a free port (yielded), shut down afterwards."""
+    srv = _Server(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield int(srv.server_address[1])
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_mjpeg_over_http_to_file(tmp_path: Path, coded_clip: CodedClip, streamanon: Callable[..., Streamanon]) -> None:
     images = decode_all(coded_clip.path)[: coded_clip.period]
     _MJPEG.frames = [
         cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
         for img in images
     ]
-    srv = _Server(("127.0.0.1", 0), _MJPEG)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
+    with _http_server(_MJPEG) as port:
         out, report = tmp_path / "cam.mp4", tmp_path / "r.json"
         sa = streamanon(
             [
-                f"http://127.0.0.1:{srv.server_address[1]}/cam.mjpg",
+                f"http://127.0.0.1:{port}/cam.mjpg",
                 "-o",
                 str(out),
                 "--duration",
@@ -129,9 +140,6 @@ def test_mjpeg_over_http_to_file(tmp_path: Path, coded_clip: CodedClip, streaman
             ]
         )
         assert sa.wait(timeout=90) == 0, sa.stderr
-    finally:
-        srv.shutdown()
-        srv.server_close()
     v = FaceChecker(coded_clip).check_file(out)
     assert not v.leaks, v.leaks[:5]
     assert len(set(v.codes)) >= 10
@@ -169,16 +177,11 @@ def test_hls_over_http_to_file(tmp_path: Path, coded_clip: CodedClip, streamanon
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    srv = _Server(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
+    with _http_server(Handler) as port:
         out, report = tmp_path / "hls.mp4", tmp_path / "r.json"
-        url = f"http://127.0.0.1:{srv.server_address[1]}/index.m3u8"
+        url = f"http://127.0.0.1:{port}/index.m3u8"
         sa = streamanon([url, "-o", str(out), "--no-reconnect", "--no-drop", "--report", str(report)])
         assert sa.wait(timeout=120) == 0, sa.stderr
-    finally:
-        srv.shutdown()
-        srv.server_close()
     v = FaceChecker(coded_clip).check_file(out)
     assert not v.leaks, v.leaks[:5]
     # the whole playlist arrives (--no-drop), every frame anonymised
