@@ -61,7 +61,7 @@ RECOMMENDED = {"every": "1", "det": "full", "thr": "0.2", "batch": "1"}
 
 
 # -- configurations --------------------------------------------------------------------
-def sa_config(spec: str, width: int, height: int) -> PipelineConfig:
+def sa_config(spec: str) -> PipelineConfig:
     """``PipelineConfig()`` with the overrides of an ``sa:k=v,...`` variant."""
     opts: dict[str, str] = {}
     if ":" in spec:
@@ -74,8 +74,8 @@ def sa_config(spec: str, width: int, height: int) -> PipelineConfig:
     if "every" in opts:
         track = replace(track, detect_every=int(opts["every"]))
     if "det" in opts:
-        size = {"auto": None, "full": common.full_res_size(width, height)}.get(opts["det"])
-        det = replace(det, det_size=size if opts["det"] in ("auto", "full") else int(opts["det"]))
+        # auto and full are both the product's native size (every side rounded up to 32)
+        det = replace(det, det_size=None if opts["det"] in ("auto", "full") else int(opts["det"]))
     if "thr" in opts:
         det = replace(det, threshold=float(opts["thr"]))
     if "batch" in opts:
@@ -189,7 +189,7 @@ def _streamanon(variant: str, clip: Path, dst: Path) -> dict[str, Any]:
     from streamanon.types import Detections
 
     first = next(common.read_frames(clip, 1))
-    cfg = sa_config(variant, first.width, first.height)
+    cfg = sa_config(variant)
 
     class Recording:
         """The configured anonymiser, remembering the regions of every frame (coverage)."""
@@ -318,9 +318,8 @@ def sweep(clips: list[Path], max_frames: int, everys: list[int], dets: list[str]
         w, h = frames[0].width, frames[0].height
         ref = common.reference(path)
         for det in dets:
-            cfg0 = sa_config(f"sa:det={det},thr={thr}", w, h)
-            size = cfg0.detect.det_size or min(640, max(w, h))
-            cached = common.detect_all(path, size, PipelineConfig().track.low_threshold)
+            cfg0 = sa_config(f"sa:det={det},thr={thr}")
+            cached = common.detect_all(path, cfg0.detect.det_size, PipelineConfig().track.low_threshold)
             for every in everys:
                 cfg = replace(cfg0, track=replace(TrackConfig(), detect_every=every))
                 detector = common.CachedDetector(frames, cached)
@@ -329,7 +328,7 @@ def sweep(clips: list[Path], max_frames: int, everys: list[int], dets: list[str]
                 rec = {
                     "clip": orig.name,
                     "det": det,
-                    "det_size": size,
+                    "det_size": cfg0.detect.det_size or "native",
                     "every": every,
                     "detector_runs": detector.calls,
                     "frames": len(frames),

@@ -153,11 +153,6 @@ def cached(
     return dets
 
 
-def full_res_size(width: int, height: int) -> int:
-    """``det_size`` that feeds the network the native resolution (long side, to 32)."""
-    return max(32, math.ceil(max(width, height) / 32) * 32)
-
-
 def detect_all(
     path: Path, det_size: int | None, threshold: float, max_frames: int = 0, cache: Path | None = CACHE
 ) -> list[Detections]:

@@ -353,26 +353,8 @@ class Pipeline:
         # With detect-every-N the schedule depends on the tracker's outcome: one at a time.
         depth = self.stages.detect_workers if every == 1 else 1
         pool = ThreadPoolExecutor(depth, thread_name_prefix="streamanon-detect") if depth > 1 else None
-        inflight: deque[tuple[list[Frame], bool, Any]] = deque()
+        inflight: deque[tuple[list[Frame], Any]] = deque()  # (frames, result or its Future)
         input_done = False
-
-        def flush() -> None:
-            for r in pending:
-                w.put(q_out, r)
-            pending.clear()
-
-        def submit(frames: list[Frame], done: bool) -> None:
-            nonlocal last_detect, force
-            due: list[Frame] = []
-            for f in frames:
-                cut = scene(f.image) if scene is not None else False
-                if force or cut or every == 1 or last_detect is None or f.index - last_detect >= every:
-                    due.append(f)
-                    last_detect, force = f.index, False
-            self.stats.detector_runs += len(due)
-            job = pool.submit(timed_detect, due) if pool is not None else timed_detect(due)
-            inflight.append((frames, done, job))
-
         clock = threading.Lock()
 
         def timed_detect(due: list[Frame]) -> tuple[dict[int, Detections], dict[int, str]]:
@@ -383,18 +365,36 @@ class Pipeline:
                 with clock:  # busy time summed over the workers
                     st["detect"] += time.perf_counter() - t
 
+        def flush() -> None:
+            for r in pending:
+                w.put(q_out, r)
+            pending.clear()
+
+        def submit(frames: list[Frame]) -> None:
+            nonlocal last_detect, force
+            due: list[Frame] = []
+            for f in frames:
+                cut = scene(f.image) if scene is not None else False
+                if force or cut or every == 1 or last_detect is None or f.index - last_detect >= every:
+                    due.append(f)
+                    last_detect, force = f.index, False
+            self.stats.detector_runs += len(due)
+            job = pool.submit(timed_detect, due) if pool is not None else timed_detect(due)
+            inflight.append((frames, job))
+
         try:
             while True:
                 while not input_done and len(inflight) < depth:
                     if inflight:  # keep workers busy, but never hold back a finished result
-                        got = self._batch_or_result(w, q_in, inflight[0][2])
+                        got = self._batch_or_result(w, q_in, inflight[0][1])
                         if got is None:
                             break
                         frames, input_done = got
                     else:
                         frames, input_done = self._next_batch(w, q_in)
-                    submit(frames, input_done)
-                frames, done, job = inflight.popleft()
+                    submit(frames)
+                frames, job = inflight.popleft()
+                done = input_done and not inflight  # the batch that met the end of the input
                 raw, errors = job.result() if pool is not None else job
                 t0 = time.perf_counter()
                 for f in frames:

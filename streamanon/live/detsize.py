@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ..config import DetectConfig
+
 log = logging.getLogger(__name__)
 
 BUDGET_SHARE = 0.8  # of the frame interval the detector may use; decode/encode use the other cores
@@ -86,37 +88,37 @@ def fit_det_size(detector: Any, width: int, height: int, fps: float, *, share: f
         share: fraction of the frame interval the detector may take.
     """
     native = max(width, height)
-    budget = share / fps
+    budget_ms = share / fps * 1000
     config = getattr(detector, "config", None)
-    if config is None or not dataclasses.is_dataclass(config) or not hasattr(config, "det_size"):
-        return DetSizeChoice(None, native, budget * 1000, {})
+    if not isinstance(config, DetectConfig):
+        return DetSizeChoice(None, native, budget_ms, {})
     image = np.zeros((height, width, 3), np.uint8)
     sizes = candidate_sizes(native)
     timings: dict[int, float] = {}
     chosen = sizes[-1]
     for size in sizes:
-        detector.config = dataclasses.replace(config, det_size=size)
+        # the largest candidate is timed as it runs offline: det_size None (native, capped)
+        detector.config = config if size == sizes[0] else dataclasses.replace(config, det_size=size)
         timings[size] = time_detector(detector, image) * 1000
-        if timings[size] <= budget * 1000:
+        if timings[size] <= budget_ms:
             chosen = size
             break
     if chosen == sizes[0]:
-        detector.config = config  # native: keep "None" so the report says native
-        return DetSizeChoice(None, native, budget * 1000, timings)
+        detector.config = config
+        return DetSizeChoice(None, native, budget_ms, timings)
     detector.config = dataclasses.replace(config, det_size=chosen)
-    slowest = timings[sizes[0]]
-    fits = timings[chosen] <= budget * 1000
+    fits = timings[chosen] <= budget_ms
     log.warning(
         "live: detecting at long side %d, not the native %d: detection at native size takes %.0f ms per frame, "
         "over the %.0f ms budget at %g fps%s. Faces under ~%d px tall are missed more often; "
         "--det-size %d detects at native size and drops frames instead.",
         chosen,
         native,
-        slowest,
-        budget * 1000,
+        timings[sizes[0]],
+        budget_ms,
         fps,
         "" if fits else f" (even {chosen} takes {timings[chosen]:.0f} ms: frames will be dropped)",
         round(16 * native / chosen),
-        min(native, sizes[0]),
+        sizes[0],
     )
-    return DetSizeChoice(chosen, native, budget * 1000, timings)
+    return DetSizeChoice(chosen, native, budget_ms, timings)
