@@ -22,7 +22,8 @@ Variants:
   imageio-ffmpeg.
 * ``sa[:key=value,...]``: ``streamanon.runner.process_file`` with ``PipelineConfig()``
   overridden by ``every``, ``det`` (int, ``auto`` or ``full``), ``thr``, ``batch``,
-  ``threads``, ``workers``; ``sa:rec`` is the recommended configuration of this benchmark
+  ``threads``, ``workers``, ``backend`` (``onnxruntime``, ``openvino``, ...), ``prec``
+  (``fp32``, ``bf16``, ...); ``sa:rec`` is the recommended configuration of this benchmark
   (``sa:rec,every=3``: the same with an override).
 
 Coverage: share of reference faces (streamanon's detector on every frame at full
@@ -84,6 +85,10 @@ def sa_config(spec: str) -> PipelineConfig:
         det = replace(det, threads=int(opts["threads"]))
     if "workers" in opts:
         det = replace(det, workers=int(opts["workers"]))
+    if "backend" in opts:
+        det = replace(det, backend=opts["backend"])  # type: ignore[arg-type]
+    if "prec" in opts:
+        det = replace(det, precision=opts["prec"])  # type: ignore[arg-type]
     return replace(cfg, detect=det, track=track)
 
 
@@ -218,6 +223,7 @@ def _streamanon(variant: str, clip: Path, dst: Path) -> dict[str, Any]:
         "stage_seconds": report.stage_seconds,
         "frames_failed": report.frames_failed,
         "config": {"detect": asdict(cfg.detect), "detect_every": cfg.track.detect_every},
+        "inference": stages.inference,
     }
     ref = common.reference(clip)
     if report.frames_failed == 0:

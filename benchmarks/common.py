@@ -163,8 +163,10 @@ def detect_all(
         first = next(frames, None)
         if first is None:
             return []
-        # det_size None: the product's native size (every side rounded up: full resolution)
-        detector = create_detector(DetectConfig(threshold=threshold, det_size=det_size, batch=1, threads=cpu_threads()))
+        # det_size None: the product's native size (every side rounded up: full resolution);
+        # always the fp32 model (ONNX Runtime), whatever backend and precision the product picks
+        config = DetectConfig(threshold=threshold, det_size=det_size, threads=cpu_threads(), backend="onnxruntime")
+        detector = create_detector(config)
         out = detector([first.image])
         out += [detector([f.image])[0] for f in frames]
         return out
@@ -262,7 +264,7 @@ def region_coverage(
     count = 0
     for i, (ref, dets) in enumerate(zip(reference_dets, anonymised, strict=False)):
         count += 1
-        mask = None if dets is None else union_mask(dets, w, h, anonymize.shape, anonymize.mask_scale)
+        mask = None if dets is None else union_mask(dets, w, h, anonymize.shape, anonymize.mask_scale, anonymize.mask_margin)
         cov.add(i, ref, mask)
     if count != len(reference_dets):
         raise ValueError(f"reference has {len(reference_dets)} frames, the run produced {count}")

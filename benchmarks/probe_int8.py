@@ -126,6 +126,20 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
 
 
+def timing_row(clip: Path, images: list[np.ndarray], t_fp32: list[float], t_other: list[float], other: str) -> dict[str, Any]:
+    """Clip, network size and median detector ms of fp32 and ``other``."""
+    h0, w0 = images[0].shape[:2]
+    ms32, ms = statistics.median(t_fp32) * 1000, statistics.median(t_other) * 1000
+    return {
+        "clip": clip.name,
+        "network": "x".join(map(str, network_size(w0, h0, None))),
+        "frames": len(images),
+        "fp32_ms": round(ms32, 1),
+        f"{other}_ms": round(ms, 1),
+        "speedup": round(ms32 / ms, 2),
+    }
+
+
 def compare(clip: Path, fp32: CenterFaceDetector, int8: CenterFaceDetector, n: int) -> dict[str, Any]:
     images = frames_of(clip, n)
     for det in (fp32, int8):
@@ -146,15 +160,8 @@ def compare(clip: Path, fp32: CenterFaceDetector, int8: CenterFaceDetector, n: i
             extra += int((iou.max(axis=0) < 0.5).sum())
         else:
             extra += len(d8)
-    h0, w0 = images[0].shape[:2]
-    ms32, ms8 = statistics.median(t32) * 1000, statistics.median(t8) * 1000
     return {
-        "clip": clip.name,
-        "network": "x".join(map(str, network_size(w0, h0, None))),
-        "frames": len(images),
-        "fp32_ms": round(ms32, 1),
-        "int8_ms": round(ms8, 1),
-        "speedup": round(ms32 / ms8, 2),
+        **timing_row(clip, images, t32, t8, "int8"),
         "fp32_faces": found,
         "int8_agreement": round(matched / found, 4) if found else None,
         "int8_extra_boxes": extra,

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import __version__
 from .anonymize import METHODS
-from .config import AnonymizeConfig, DetectConfig, IOConfig, PipelineConfig, TrackConfig
+from .config import BACKENDS, PRECISIONS, AnonymizeConfig, DetectConfig, IOConfig, PipelineConfig, TrackConfig
 from .errors import EXIT_CODES, ConfigError, SinkError, SourceOpenError, StreamanonError
 from .io import is_image_path, is_live, is_video_path, redact
 
@@ -67,6 +67,7 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method", default=a.method, help=f"one of: {', '.join(sorted(METHODS))} (default {a.method})")
     g.add_argument("--shape", default=a.shape, choices=["ellipse", "box"], help="mask shape (default ellipse)")
     g.add_argument("--mask-scale", type=float, default=a.mask_scale, help="grow masks by this factor (default 1.3)")
+    g.add_argument("--mask-margin", type=float, default=a.mask_margin, help=f"then by this many pixels on every side (default {a.mask_margin:g})")
     g.add_argument("--color", type=_color, default=a.color, help="fill colour for --method solid (R,G,B or #RRGGBB)")
     g.add_argument("--blur-strength", type=float, default=a.blur_strength, help="blur radius multiplier (default 1)")
     g.add_argument("--pixel-blocks", type=int, default=a.pixel_blocks, help="mosaic blocks across a face (default 8)")
@@ -76,9 +77,20 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--det-size", type=int, default=d.det_size, help="network input long side (default: native resolution, at most 1920; live feeds: the largest that keeps up with the frame rate)")
     g.add_argument("--batch", type=int, default=d.batch, help=f"frames per detector call (default {d.batch})")
     g.add_argument("--providers", default=",".join(d.providers), help="ONNX Runtime providers, comma separated, or 'auto'")
-    g.add_argument("--threads", type=int, default=d.threads, help="ONNX Runtime threads per detector call (default: all cores but one, split over --detect-workers)")
-    g.add_argument("--detect-workers", type=int, default=d.workers, help="detector calls run at once on consecutive frames (default: 2 for ONNX Runtime on a CPU with 2+ cores, else 1)")
-    g.add_argument("--backend", default=d.backend, choices=["onnxruntime", "tensorrt", "auto"], help="inference backend (tensorrt needs an NVIDIA GPU and a built engine)")
+    g.add_argument("--threads", type=int, default=d.threads, help="CPU threads per detector call (default: all cores but one, split over --detect-workers)")
+    g.add_argument("--detect-workers", type=int, default=d.workers, help="detector calls run at once on consecutive frames (default: 2 for a CPU backend with 2+ cores, else 1)")
+    g.add_argument(
+        "--backend",
+        default=d.backend,
+        choices=list(BACKENDS),
+        help="inference backend (default auto: TensorRT, else ONNX Runtime on a GPU, else OpenVINO, else ONNX Runtime on the CPU)",
+    )
+    g.add_argument(
+        "--precision",
+        default=d.precision,
+        choices=list(PRECISIONS),
+        help="network precision (default auto: fp16 on TensorRT, bf16 on OpenVINO where the CPU has it natively, else fp32)",
+    )
     g.add_argument("--engine-dir", default=d.engine_dir, help="folder of TensorRT engines built by build_engines.py")
     g.add_argument("--detect-every", type=int, default=t.detect_every, help=f"run the detector every N frames (default {t.detect_every})")
     g.add_argument("--max-coast", type=int, default=t.max_coast, help=f"keep masking a lost face for N frames (default {t.max_coast})")
@@ -105,6 +117,7 @@ def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
             threads=ns.threads,
             workers=ns.detect_workers,
             backend=ns.backend,
+            precision=ns.precision,
             engine_dir=ns.engine_dir,
         ),
         track=TrackConfig(enabled=not ns.no_track, detect_every=ns.detect_every, max_coast=ns.max_coast),
@@ -112,6 +125,7 @@ def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
             method=ns.method,
             shape=ns.shape,
             mask_scale=ns.mask_scale,
+            mask_margin=ns.mask_margin,
             color=ns.color,
             blur_strength=ns.blur_strength,
             pixel_blocks=ns.pixel_blocks,
@@ -298,9 +312,21 @@ def doctor() -> int:
     for k, v in package_versions().items():
         print(f"  {k}: {v}")
     print(f"ONNX Runtime providers: {', '.join(available_providers())}")
+    from .backends.openvino import openvino_status
     from .backends.tensorrt import tensorrt_status
 
+    print(f"OpenVINO: {openvino_status()}")
     print(f"TensorRT: {tensorrt_status()}")
+    try:
+        from .detect.centerface import resolve_backend
+
+        choice = resolve_backend(DetectConfig())
+        print(f"default backend: {choice.config.backend} {choice.config.precision} on the {'CPU' if choice.on_cpu else 'GPU'}")
+    except StreamanonError as exc:
+        ok_backend = False
+        print(f"default backend: unusable ({exc})")
+    else:
+        ok_backend = True
     ok = True
     for name, entry in load_registry()["models"].items():
         try:
@@ -310,4 +336,4 @@ def doctor() -> int:
             optional = "used_by" in entry  # eval-only models come with the [eval] extra
             ok = ok and optional
             print(f"model {name}: {'optional, ' if optional else ''}{exc}")
-    return 0 if ok else 7
+    return 0 if ok and ok_backend else 7

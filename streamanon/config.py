@@ -34,6 +34,10 @@ def _unknown(cls: type, data: dict[str, Any]) -> None:
             raise ConfigError(f"unknown {cls.__name__} key {key!r}{extra}")
 
 
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
 @dataclass(frozen=True)
 class DetectConfig:
     """Face detection settings.
@@ -49,15 +53,17 @@ class DetectConfig:
     det_size: int | None = None  # long side of the network input; None = native (max 1920)
     batch: int = 1
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    threads: int = 0  # ONNX Runtime intra-op threads per call; 0 = auto (all cores but one, split over workers)
-    workers: int = 0  # concurrent detector calls; 0 = auto (2 for ONNX Runtime on the CPU with >= 2 cores)
-    backend: Literal["onnxruntime", "tensorrt", "auto"] = "onnxruntime"
+    threads: int = 0  # CPU threads per detector call; 0 = auto (all cores but one, split over workers)
+    workers: int = 0  # concurrent detector calls; 0 = auto (2 for a CPU backend with >= 2 cores)
+    # auto: TensorRT, else ONNX Runtime on a GPU, else OpenVINO, else ONNX Runtime (backends/select.py)
+    backend: Literal["auto", "onnxruntime", "openvino", "tensorrt"] = "auto"
     engine_dir: str = "engines"
-    precision: Literal["fp16", "fp32"] = "fp16"
+    # auto: fp16 on TensorRT, bf16 on OpenVINO where the CPU has it natively, else fp32
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
 
     def __post_init__(self) -> None:
-        _check(self.backend in ("onnxruntime", "tensorrt", "auto"), "backend", self.backend, "'onnxruntime', 'tensorrt' or 'auto'")
-        _check(self.precision in ("fp16", "fp32"), "precision", self.precision, "'fp16' or 'fp32'")
+        _check(self.backend in BACKENDS, "backend", self.backend, ", ".join(f"'{b}'" for b in BACKENDS))
+        _check(self.precision in PRECISIONS, "precision", self.precision, ", ".join(f"'{p}'" for p in PRECISIONS))
         _check(0.0 < self.threshold < 1.0, "threshold", self.threshold, "a number in (0, 1)")
         _check(
             self.det_size is None or (isinstance(self.det_size, int) and 32 <= self.det_size <= 4096),
@@ -108,6 +114,9 @@ class AnonymizeConfig:
     method: str = "solid"
     shape: Literal["ellipse", "box"] = "ellipse"
     mask_scale: float = 1.3
+    # pixels added around every mask after scaling (small faces: a 12 px box is off by a
+    # pixel or two between frames and backends, 1.3x leaves under 2 px of slack)
+    mask_margin: float = 2.0
     color: tuple[int, int, int] = (0, 0, 0)  # RGB for ``solid``
     blur_strength: float = 1.0  # multiplies the size-proportional kernel
     pixel_blocks: int = 8  # blocks across a face for ``pixelate``
@@ -117,6 +126,7 @@ class AnonymizeConfig:
     def __post_init__(self) -> None:
         _check(self.shape in ("ellipse", "box"), "shape", self.shape, "'ellipse' or 'box'")
         _check(1.0 <= self.mask_scale <= 4.0, "mask_scale", self.mask_scale, "a number in [1, 4]")
+        _check(0.0 <= self.mask_margin <= 64.0, "mask_margin", self.mask_margin, "a number of pixels in [0, 64]")
         color = tuple(int(c) for c in self.color)
         _check(len(color) == 3 and all(0 <= c <= 255 for c in color), "color", self.color, "three values in [0, 255]")
         object.__setattr__(self, "color", color)

@@ -22,6 +22,8 @@ an exit code (see ``EXIT_CODES``); library code never prints or exits.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class StreamanonError(Exception):
     """Base class of every error streamanon raises on purpose."""
@@ -101,6 +103,16 @@ class MissingDependencyError(StreamanonError, ImportError):
     @classmethod
     def for_extra(cls, module: str, extra: str) -> MissingDependencyError:
         return cls(f"{module} is not installed; install it with: pip install 'streamanon[{extra}]'")
+
+
+def import_extra(module: str, extra: str) -> Any:
+    """``import module``, or ``MissingDependencyError`` naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError.for_extra(module, extra) from exc
 
 
 EXIT_CODES: dict[str, int] = {

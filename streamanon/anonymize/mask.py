@@ -21,16 +21,19 @@ class FaceRegion:
     mask: NDArray[np.uint8]  # (y1-y0, x1-x0), 255 inside
 
 
-def _ellipse_params(box: NDArray[np.float32], landmarks: NDArray[np.float32], scale: float) -> tuple[float, float, float, float, float]:
+def _ellipse_params(
+    box: NDArray[np.float32], landmarks: NDArray[np.float32], scale: float, margin: float = 0.0
+) -> tuple[float, float, float, float, float]:
     """Centre, semi-axes and angle (degrees) of the face ellipse.
 
-    The ellipse is the box's inscribed ellipse grown by ``scale``; when landmarks are
+    The ellipse is the box's inscribed ellipse grown by ``scale`` and then by ``margin``
+    pixels; when landmarks are
     present it is rotated to the eye line (head roll) and re-centred on the landmarks'
     centroid between box centre and landmarks, so tilted heads stay covered.
     """
     x1, y1, x2, y2 = (float(v) for v in box)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    ax, ay = (x2 - x1) / 2 * scale, (y2 - y1) / 2 * scale
+    ax, ay = (x2 - x1) / 2 * scale + margin, (y2 - y1) / 2 * scale + margin
     angle = 0.0
     if not np.isnan(landmarks).any():
         (lx, ly), (rx, ry) = landmarks[0], landmarks[1]
@@ -46,27 +49,32 @@ def _ellipse_params(box: NDArray[np.float32], landmarks: NDArray[np.float32], sc
     return cx, cy, ax, ay, angle
 
 
-def face_regions(dets: Detections, width: int, height: int, shape: str, scale: float) -> list[FaceRegion]:
-    """One ``FaceRegion`` per detection, clipped to the frame (empty ones skipped)."""
+def face_regions(dets: Detections, width: int, height: int, shape: str, scale: float, margin: float = 0.0) -> list[FaceRegion]:
+    """One ``FaceRegion`` per detection, clipped to the frame (empty ones skipped).
+
+    Masks are the box grown by ``scale`` plus ``margin`` pixels on every side: the margin
+    matters for small faces, whose boxes are off by a pixel or two from frame to frame and
+    from one backend precision to another, more than any fraction of their size.
+    """
     regions: list[FaceRegion] = []
     for i in range(len(dets)):
         box, lms = dets.xyxy[i], dets.landmarks[i]
         if shape == "box":
             x1, y1, x2, y2 = (float(v) for v in box)
             cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-            hw, hh = (x2 - x1) / 2 * scale, (y2 - y1) / 2 * scale
+            hw, hh = (x2 - x1) / 2 * scale + margin, (y2 - y1) / 2 * scale + margin
             x0, y0 = max(0, math.floor(cx - hw)), max(0, math.floor(cy - hh))
             xe, ye = min(width, math.ceil(cx + hw)), min(height, math.ceil(cy + hh))
             if xe <= x0 or ye <= y0:
                 continue
             regions.append(FaceRegion((x0, y0, xe, ye), np.full((ye - y0, xe - x0), 255, np.uint8)))
             continue
-        cx, cy, ax, ay, angle = _ellipse_params(box, lms, scale)
+        cx, cy, ax, ay, angle = _ellipse_params(box, lms, scale, margin)
         r = math.hypot(ax, ay) if angle else 0.0
         ex, ey = (r, r) if angle else (ax, ay)
         x0, y0 = max(0, math.floor(cx - ex)), max(0, math.floor(cy - ey))
         xe, ye = min(width, math.ceil(cx + ex) + 1), min(height, math.ceil(cy + ey) + 1)
-        if xe <= x0 or ye <= y0 or ax < 0.5 or ay < 0.5:
+        if xe <= x0 or ye <= y0 or ax < 0.5 + margin or ay < 0.5 + margin:
             continue
         mask = np.zeros((ye - y0, xe - x0), np.uint8)
         # cv2.ellipse takes integer geometry; a 4-bit sub-pixel shift keeps precision.
@@ -93,10 +101,10 @@ def composite(dst: NDArray[np.uint8], region: FaceRegion, replacement: NDArray[n
         np.copyto(roi, replacement, where=(region.mask > 0)[:, :, None])
 
 
-def union_mask(dets: Detections, width: int, height: int, shape: str, scale: float) -> NDArray[np.bool_]:
+def union_mask(dets: Detections, width: int, height: int, shape: str, scale: float, margin: float = 0.0) -> NDArray[np.bool_]:
     """Boolean (H, W) mask of every face region (tests, eval)."""
     out = np.zeros((height, width), np.bool_)
-    for reg in face_regions(dets, width, height, shape, scale):
+    for reg in face_regions(dets, width, height, shape, scale, margin):
         x0, y0, x1, y1 = reg.roi
         out[y0:y1, x0:x1] |= reg.mask > 0
     return out

@@ -28,7 +28,7 @@ class RegionAnonymizer:
         if not len(dets):
             return out
         h, w = image.shape[:2]
-        for region in face_regions(dets, w, h, self.config.shape, self.config.mask_scale):
+        for region in face_regions(dets, w, h, self.config.shape, self.config.mask_scale, self.config.mask_margin):
             x0, y0, x1, y1 = region.roi
             composite(out, region, self.replace(out[y0:y1, x0:x1], region), self.config.feather)
         return out

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import EngineError, MissingDependencyError
-from .manifest import check_manifest, find_engine
+from ..errors import EngineError, MissingDependencyError, import_extra
+from .manifest import EngineManifest, check_manifest, find_engine
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,7 @@ def tensorrt_status() -> str:
 
 
 def _import_trt() -> Any:
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise MissingDependencyError.for_extra("tensorrt", "tensorrt") from exc
-    return trt
+    return import_extra("tensorrt", "tensorrt")
 
 
 def _cudart() -> Any:
@@ -72,6 +68,26 @@ def compute_capability(device: int = 0) -> str:
     return f"{props.major}.{props.minor}"
 
 
+def usable_engine(engine_dir: Path, model: str, onnx_sha256: str, precision: str) -> tuple[Path, EngineManifest]:
+    """The engine TensorRT would load, checked without loading it.
+
+    Raises:
+        MissingDependencyError: TensorRT or cuda-python is not installed.
+        EngineError: no GPU, no engine, or a stale one (the message has the rebuild command).
+    """
+    trt = _import_trt()
+    _cudart()
+    path, manifest = find_engine(engine_dir, model, precision)
+    check_manifest(
+        manifest,
+        onnx_sha256=onnx_sha256,
+        tensorrt_version=trt.__version__,
+        compute_capability=compute_capability(),
+        engine_dir=engine_dir,
+    )
+    return path, manifest
+
+
 class TensorRTBackend:
     """Run a serialized engine with the same ``infer(dict) -> list`` contract as ORT.
 
@@ -83,16 +99,8 @@ class TensorRTBackend:
     """
 
     def __init__(self, engine_dir: Path, model: str, onnx_sha256: str, precision: str = "fp16") -> None:
-        trt = _import_trt()
-        cudart = _cudart()
-        path, manifest = find_engine(engine_dir, model, precision)
-        check_manifest(
-            manifest,
-            onnx_sha256=onnx_sha256,
-            tensorrt_version=trt.__version__,
-            compute_capability=compute_capability(),
-            engine_dir=engine_dir,
-        )
+        trt, cudart = _import_trt(), _cudart()
+        path, manifest = usable_engine(engine_dir, model, onnx_sha256, precision)
         self._trt, self._cudart = trt, cudart
         self._logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(path.read_bytes())

@@ -22,7 +22,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import ConfigError, MissingDependencyError
+from ..errors import ConfigError, import_extra
 from .engine import OnDone, OnStart, TaskFn, crashed_result
 from .worker import Task, process_task
 
@@ -32,11 +32,7 @@ WAIT_S = 1.0
 
 
 def import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise MissingDependencyError.for_extra("ray", "cluster") from exc
-    return ray
+    return import_extra("ray", "cluster")
 
 
 class RayEngine:

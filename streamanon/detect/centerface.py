@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..backends.registry import model_entry, resolve_model
+from ..backends.select import BackendChoice, choose_backend
 from ..config import DetectConfig
 from ..errors import MissingDependencyError
 from ..types import Detections
@@ -79,29 +80,39 @@ def network_size(width: int, height: int, det_size: int | None, stride: int = 32
     return w, h
 
 
-def load_backend(config: DetectConfig, model: str = "centerface") -> Any:
-    """The inference backend ``config.backend`` asks for.
-
-    ``tensorrt`` fails loudly (missing package, no GPU, no or stale engine); ``auto``
-    takes TensorRT when it can be used and otherwise ONNX Runtime with every available
-    provider, and logs which it took and why.
-    """
+def resolve_backend(config: DetectConfig, model: str = "centerface") -> BackendChoice:
+    """``config`` with ``backend``/``precision`` ``auto`` resolved (``backends/select.py``)."""
     from ..backends.manifest import sha256_bytes
-    from ..backends.onnxruntime import OrtBackend
-    from ..errors import EngineError
 
+    return choose_backend(config, lambda: sha256_bytes(prepare_model(model)), model)
+
+
+def load_backend(config: DetectConfig, model: str = "centerface", streams: int = 1) -> Any:
+    """The inference backend ``config`` asks for (``auto`` resolved and logged).
+
+    A named backend that cannot be used fails loudly (missing package, no GPU, no or
+    stale engine, a precision it cannot run). ``streams``: concurrent calls to expect.
+    """
+    return open_backend(resolve_backend(config, model), model, streams, log_choice=config.backend == "auto")
+
+
+def open_backend(choice: BackendChoice, model: str = "centerface", streams: int = 1, log_choice: bool = False) -> Any:
+    """The backend object for a resolved ``choice``."""
+    c = choice.config
+    log.log(logging.INFO if log_choice else logging.DEBUG, "inference: %s", choice)
     onnx_bytes = prepare_model(model)
-    if config.backend in ("tensorrt", "auto"):
+    if c.backend == "tensorrt":
+        from ..backends.manifest import sha256_bytes
         from ..backends.tensorrt import TensorRTBackend
 
-        try:
-            return TensorRTBackend(Path(config.engine_dir), model, sha256_bytes(onnx_bytes), config.precision)
-        except (MissingDependencyError, EngineError) as exc:
-            if config.backend == "tensorrt":
-                raise
-            log.info("backend auto: TensorRT not used (%s); using ONNX Runtime", exc)
-            return OrtBackend(onnx_bytes, ["auto"], config.threads)
-    return OrtBackend(onnx_bytes, config.providers, config.threads)
+        return TensorRTBackend(Path(c.engine_dir), model, sha256_bytes(onnx_bytes), c.precision)
+    if c.backend == "openvino":
+        from ..backends.openvino import OpenVinoBackend
+
+        return OpenVinoBackend(onnx_bytes, c.precision, c.threads, streams)
+    from ..backends.onnxruntime import OrtBackend
+
+    return OrtBackend(onnx_bytes, c.providers, c.threads)
 
 
 class CenterFaceDetector:
@@ -113,19 +124,29 @@ class CenterFaceDetector:
         low_threshold: keep detections down to this score (for the tracker's second pass);
             defaults to ``config.threshold``.
         backend: an object with ``infer(dict) -> list`` (tests and GPU backends plug in here).
+        streams: concurrent calls the caller will make (detector workers).
     """
 
     name = "centerface"
 
-    def __init__(self, config: DetectConfig, low_threshold: float | None = None, backend: Any = None) -> None:
+    def __init__(self, config: DetectConfig, low_threshold: float | None = None, backend: Any = None, streams: int = 1) -> None:
         self.config = config
         self.low_threshold = min(config.threshold, low_threshold if low_threshold is not None else config.threshold)
+        # Reduced precision scores near-threshold faces lower than fp32: this backend's
+        # detections are kept down to ``low_threshold * score_margin``, and whoever applies
+        # thresholds to them (the tracker) multiplies by the same factor.
+        self.score_margin = 1.0
+        self.choice: BackendChoice | None = None  # None: a backend handed in
         entry = model_entry("centerface")
         self._in_name: str = entry["input"]["name"]
         outs = entry["outputs"]
         self._out_names = [outs["heatmap"], outs["scale"], outs["offset"], outs["landmarks"]]
         self._stride = int(entry["output_stride"])
-        self.backend = backend if backend is not None else load_backend(config)
+        if backend is None:
+            choice = self.choice = resolve_backend(config)
+            self.score_margin = choice.score_margin
+            backend = open_backend(choice, streams=streams, log_choice=config.backend == "auto")
+        self.backend = backend
 
     def __call__(self, images: Sequence[NDArray[np.uint8]]) -> list[Detections]:
         if not images:
@@ -153,7 +174,8 @@ class CenterFaceDetector:
         w0: int,
         h0: int,
     ) -> Detections:
-        ys, xs = np.nonzero(heat > self.low_threshold)
+        floor = self.low_threshold * self.score_margin
+        ys, xs = np.nonzero(heat > floor)
         if len(ys) == 0:
             return Detections.empty()
         s = self._stride
@@ -170,7 +192,7 @@ class CenterFaceDetector:
         keep = cv2.dnn.NMSBoxes(
             [[float(a), float(b), float(c - a), float(d - b)] for a, b, c, d in xyxy],
             score.astype(float).tolist(),
-            float(self.low_threshold),
+            float(floor),
             NMS_IOU,
         )
         keep = np.asarray(keep, dtype=np.int64).reshape(-1)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..cli import _ArgParser, _setup_logging, add_pipeline_options, config_from_args
-from ..config import DetectConfig, PipelineConfig
+from ..config import BACKENDS, PRECISIONS, DetectConfig, PipelineConfig
 from ..errors import ConfigError, SinkError, StreamanonError
 from . import report
 
@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--det-size", default="auto", help="network long side(s): integers, auto, native; comma list")
     d.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default 0.5)")
     d.add_argument("--min-size", type=float, default=0.0, help="ignore faces less tall than this (px)")
-    d.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+    d.add_argument("--threads", type=int, default=1, help="CPU threads per detector call (default 1)")
+    d.add_argument("--backend", default=DetectConfig().backend, choices=list(BACKENDS), help="inference backend (default auto, as the product)")
+    d.add_argument("--precision", default=DetectConfig().precision, choices=list(PRECISIONS), help="network precision (default auto, as the product)")
     _common(d)
 
     v = sub.add_parser("video", help="frames of an anonymised video where a face is still recognised")
@@ -336,7 +338,7 @@ def detect_command(ns: argparse.Namespace) -> int:
         raise ConfigError(f"invalid --iou {ns.iou}: expected a number in (0, 1]")
     _check_outputs(ns)
     gts = load_annotations(ns.annotations, ns.images, ns.format)
-    base = DetectConfig(threads=max(0, ns.threads))
+    base = DetectConfig(threads=max(0, ns.threads), backend=ns.backend, precision=ns.precision)
     runs = [evaluate_detector(gts, s, thresholds, base=base, iou=ns.iou, min_size=ns.min_size) for s in sizes]
     out: dict[str, Any] = {
         "dataset": {**dataset_stats(gts), "annotations": str(ns.annotations), "format": ns.format},

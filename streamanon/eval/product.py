@@ -125,7 +125,7 @@ class ProductRunner:
             raise AnonymizationError(f"the product failed on an image: {res.failed}")
         out = np.ascontiguousarray(res.image[p : p + h, p : p + w])
         a = spec.config
-        mask = union_mask(res.dets, padded.shape[1], padded.shape[0], a.shape, a.mask_scale)[p : p + h, p : p + w]
+        mask = union_mask(res.dets, padded.shape[1], padded.shape[0], a.shape, a.mask_scale, a.mask_margin)[p : p + h, p : p + w]
         dets = res.dets
         if p:
             dets = dataclasses.replace(dets, xyxy=dets.xyxy - p, landmarks=dets.landmarks - p).clipped(w, h)

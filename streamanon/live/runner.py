@@ -153,6 +153,7 @@ class LiveRunner:
         self.report.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         t_start = time.monotonic()
         stages = self.stages or Stages(self.config)  # load models before connecting
+        self.report.live_options["inference"] = dict(stages.inference)
         backoff = Backoff(self.opts.backoff_initial, self.opts.backoff_max)
         source = LiveSource(
             self.in_spec,

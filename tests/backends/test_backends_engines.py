@@ -93,11 +93,13 @@ def test_tensorrt_missing_is_a_clear_error(tmp_path: Path) -> None:
     assert "streamanon[tensorrt]" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_auto_falls_back_to_onnxruntime_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_auto_falls_back_to_a_cpu_backend_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from streamanon.backends.openvino import OpenVinoBackend, openvino_available
+
     caplog.set_level("INFO")
     det = CenterFaceDetector(DetectConfig(backend="auto", engine_dir=str(tmp_path)))
-    assert isinstance(det.backend, OrtBackend)
-    assert "TensorRT not used" in caplog.text
+    assert isinstance(det.backend, OpenVinoBackend if openvino_available() else OrtBackend)
+    assert "TensorRT not used" in caplog.text and "on the CPU" in caplog.text
 
 
 @pytest.mark.gpu
@@ -109,7 +111,7 @@ def test_tensorrt_engine_matches_onnxruntime(tmp_path: Path) -> None:  # pragma:
     build_engines.build("centerface", "fp32", tmp_path)
     img = np.random.default_rng(0).integers(0, 255, (2, 360, 640, 3), np.uint8)
     trt_det = CenterFaceDetector(DetectConfig(backend="tensorrt", engine_dir=str(tmp_path), precision="fp32"))
-    ort_det = CenterFaceDetector(DetectConfig())
+    ort_det = CenterFaceDetector(DetectConfig(backend="onnxruntime"))
     for a, b in zip(trt_det(list(img)), ort_det(list(img))):
         np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1.0)
     json.loads(next(tmp_path.glob("*.engine.json")).read_text())

@@ -26,7 +26,7 @@ def test_changes_inside_only(method: str, shape: str) -> None:
     cfg = AnonymizeConfig(method=method, shape=shape)
     out = create_anonymizer(cfg).apply(img, d)
     assert out is not img and np.array_equal(img, noise()), "input must not be modified"
-    m = union_mask(d, 300, 200, shape, cfg.mask_scale)
+    m = union_mask(d, 300, 200, shape, cfg.mask_scale, cfg.mask_margin)
     assert np.array_equal(out[~m], img[~m])
     inside = np.abs(out[m].astype(int) - img[m]).mean()
     assert inside > 40, inside
@@ -37,7 +37,7 @@ def test_changes_inside_only(method: str, shape: str) -> None:
 
 def test_solid_colour_and_whole_frame_mask() -> None:
     img = noise()
-    out = create_anonymizer(AnonymizeConfig(method="solid", color=(10, 200, 30), shape="box", mask_scale=1.0)).apply(img, dets((0, 0, 50, 40)))
+    out = create_anonymizer(AnonymizeConfig(method="solid", color=(10, 200, 30), shape="box", mask_scale=1.0, mask_margin=0)).apply(img, dets((0, 0, 50, 40)))
     assert (out[0:40, 0:50] == (10, 200, 30)).all()
     assert (mask_whole_frame(img) == 0).all()
 
@@ -46,7 +46,7 @@ def test_blur_scales_with_face_size() -> None:
     """A big face is blurred as hard, relative to its size, as a small one."""
     rng = np.random.default_rng(1)
     small, big = rng.integers(0, 256, (20, 20, 3), np.uint8), rng.integers(0, 256, (200, 200, 3), np.uint8)
-    an = create_anonymizer(AnonymizeConfig(method="blur", shape="box", mask_scale=1.0))
+    an = create_anonymizer(AnonymizeConfig(method="blur", shape="box", mask_scale=1.0, mask_margin=0))
     for img, n in ((small, 20), (big, 200)):
         out = an.apply(img, dets((0, 0, n, n)))
         # Remaining detail: std of the blurred region relative to the original's.
@@ -55,7 +55,7 @@ def test_blur_scales_with_face_size() -> None:
 
 def test_pixelate_block_count() -> None:
     img = noise(256, 256)
-    out = create_anonymizer(AnonymizeConfig(method="pixelate", pixel_blocks=8, shape="box", mask_scale=1.0)).apply(img, dets((0, 0, 256, 256)))
+    out = create_anonymizer(AnonymizeConfig(method="pixelate", pixel_blocks=8, shape="box", mask_scale=1.0, mask_margin=0)).apply(img, dets((0, 0, 256, 256)))
     assert len(np.unique(out.reshape(-1, 3), axis=0)) <= 64
     assert len(np.unique(out[:32, :32].reshape(-1, 3), axis=0)) == 1
 

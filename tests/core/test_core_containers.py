@@ -13,7 +13,6 @@ from mediautil import audio_packets, decode
 from streamanon.config import PipelineConfig
 from streamanon.runner import process_file
 
-
 # AVI files in the wild are MJPEG/MPEG-4 without reordering (AVI cannot store pts).
 CODEC = {".webm": "libvpx-vp9", ".avi": "mjpeg"}
 

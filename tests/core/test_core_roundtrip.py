@@ -99,7 +99,7 @@ def report_masks(report: dict, width: int, height: int, turns: int) -> list[np.n
             np.array([f["box"] for f in faces], np.float32).reshape(-1, 4),
             landmarks=np.array([f["landmarks"] if f["landmarks"] else np.full((5, 2), np.nan) for f in faces], np.float32).reshape(-1, 5, 2),
         )
-        m = union_mask(dets, w, h, CFG.anonymize.shape, CFG.anonymize.mask_scale)
+        m = union_mask(dets, w, h, CFG.anonymize.shape, CFG.anonymize.mask_scale, CFG.anonymize.mask_margin)
         masks.append(np.rot90(m, -turns) if turns else m)
     return masks
 

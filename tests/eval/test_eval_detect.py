@@ -32,13 +32,15 @@ def test_wider_recall_floor(tmp_path: Path, capsys: pytest.CaptureFixture[str], 
     assert code == 0, capsys.readouterr().err
     run = json.loads(out.read_text())["runs"][0]
     at = run["overall"]["at"]["0.3"]
-    # Measured at the defaults (auto = 640, threshold 0.3): recall 0.47, AP 0.52; faces of
-    # 32-64 px 0.91, >= 128 px 0.98. Most misses are WIDER's < 16 px crowd faces (0.03).
-    assert at["recall"] > 0.40
-    assert run["overall"]["ap"] > 0.45
+    # Measured at the defaults (native size; on a CPU with native bf16, OpenVINO bf16 whose
+    # scores count at threshold x 0.8): AP 0.68, recall 0.65 / precision 0.70 at 0.3 (fp32:
+    # 0.63 / 0.82; the margin buys recall with masked background); faces of 32-64 px 0.93,
+    # >= 128 px 0.99. Most misses are WIDER's < 16 px crowd faces (0.27).
+    assert at["recall"] > 0.55
+    assert run["overall"]["ap"] > 0.60
     assert run["buckets"]["32-64"]["at"]["0.3"]["recall"] > 0.85
     assert run["buckets"][">=128"]["at"]["0.3"]["recall"] > 0.90
-    assert at["precision"] > 0.70
+    assert at["precision"] > 0.65
     assert run["overall"]["faces"] == 2651 - 108
 
 

@@ -68,7 +68,7 @@ def test_coverage_metric_counts_only_masked_pixels() -> None:
 
     common = load_bench_common()
     ref = [Detections(np.array([[10, 10, 50, 50]], np.float32))]
-    box = AnonymizeConfig(shape="box", mask_scale=1.0)
+    box = AnonymizeConfig(shape="box", mask_scale=1.0, mask_margin=0)
     same = common.region_coverage(ref, [ref[0]], (100, 100), box)
     shifted = common.region_coverage(ref, [Detections(np.array([[16, 10, 56, 50]], np.float32))], (100, 100), box)
     failed = common.region_coverage(ref, [None], (100, 100), box)  # fully masked frame

@@ -33,7 +33,7 @@ BLACK = 40  # h264 at crf 18 keeps a black region well below this; noise is >= 6
 def config(every: int = 1, batch: int = 1, on_error: str = "mask-frame", workers: int = 1) -> PipelineConfig:
     return PipelineConfig(
         detect=DetectConfig(batch=batch, workers=workers),
-        anonymize=AnonymizeConfig(method="solid", shape="box", mask_scale=1.0),
+        anonymize=AnonymizeConfig(method="solid", shape="box", mask_scale=1.0, mask_margin=0),
         track=TrackConfig(detect_every=every),
         io=IOConfig(on_error=on_error, queue_size=2),  # type: ignore[arg-type]
     )

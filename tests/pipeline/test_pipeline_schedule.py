@@ -177,11 +177,8 @@ def test_auto_threads_leave_a_core_for_decode_and_encode() -> None:
     assert replace(Stages.detect_config(DetectConfig()), threads=0) == DetectConfig()
 
 
-def test_auto_workers_only_for_onnxruntime_on_a_multicore_cpu() -> None:
-    cpu = DetectConfig()
-    assert [Stages.auto_workers(cpu, n) for n in (1, 2, 8)] == [1, 2, 2]
-    assert Stages.auto_workers(replace(cpu, backend="tensorrt"), 8) == 1
-    assert Stages.auto_workers(replace(cpu, providers=("CUDAExecutionProvider", "CPUExecutionProvider")), 8) == 1
+def test_workers_share_the_threads() -> None:
+    # (auto workers per device: tests/backends/test_backends_select.py)
     # threads are shared by the workers, never below one per call
     assert Stages.detect_config(DetectConfig(), workers=2).threads == max(1, auto_threads() // 2)
     assert Stages.detect_config(DetectConfig(threads=3), workers=2).threads == 3

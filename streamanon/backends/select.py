@@ -1,0 +1,149 @@
+"""Which inference backend and precision a run uses, decided once, before any model loads.
+
+``backend="auto"`` (the default) takes, in order:
+
+1. TensorRT, when the package, a CUDA GPU and a matching engine are all there;
+2. ONNX Runtime on a GPU, when a GPU execution provider is installed or ``providers``
+   names one;
+3. OpenVINO on the CPU (bf16 where the CPU computes it natively, else fp32);
+4. ONNX Runtime on the CPU (fp32).
+
+``precision="auto"`` is the fastest precision of the chosen backend whose detections were
+measured against fp32 (README, "Speed"): fp16 on TensorRT, bf16 on OpenVINO with native
+bf16, fp32 otherwise. An explicit precision that the named backend cannot run is a
+``ConfigError``; under ``auto`` it only narrows the candidates (fp16 beyond TensorRT falls
+back to fp32, never to something less precise than asked).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..config import DetectConfig
+from ..errors import ConfigError, EngineError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+CPU_PROVIDERS = ("CPUExecutionProvider",)
+# ONNX Runtime providers that run on an accelerator (others, e.g. Azure, are not devices)
+GPU_PROVIDERS = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "ROCMExecutionProvider",
+    "MIGraphXExecutionProvider",
+    "DmlExecutionProvider",
+)
+PRECISIONS = {"tensorrt": ("fp16", "fp32"), "openvino": ("bf16", "fp32"), "onnxruntime": ("fp32",)}
+# Score thresholds are multiplied by this for a backend of that precision. bf16 (8-bit
+# mantissa) scores faces near the threshold lower than fp32: on the shared clips the
+# bf16/fp32 score ratio of faces scored 0.2-0.5 had 1st percentiles 0.79-0.95 (minimum
+# 0.66), so at an unchanged threshold 2-5% of the fp32 detections at 0.2 were lost and
+# coverage fell to 96.7-98.3% (benchmarks/probe_precision.py, README "Speed").
+SCORE_MARGIN = {"bf16": 0.8}
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """A concrete backend: ``config`` has no ``auto`` left in backend or precision."""
+
+    config: DetectConfig
+    on_cpu: bool
+    reason: str
+
+    @property
+    def score_margin(self) -> float:
+        """Factor for score thresholds on this backend (1.0: the fp32 thresholds)."""
+        return SCORE_MARGIN.get(self.config.precision, 1.0)
+
+    def __str__(self) -> str:
+        c = self.config
+        return f"{c.backend} {c.precision} on the {'CPU' if self.on_cpu else 'GPU'} ({self.reason})"
+
+    def describe(self) -> dict[str, object]:
+        """For run reports and logs."""
+        c = self.config
+        out: dict[str, object] = {"backend": c.backend, "precision": c.precision, "device": "cpu" if self.on_cpu else "gpu"}
+        if c.backend == "onnxruntime":
+            out["providers"] = list(c.providers)
+        out["why"] = self.reason
+        return out
+
+
+def _gpu_providers() -> list[str]:
+    from .onnxruntime import available_providers
+
+    return [p for p in available_providers() if p in GPU_PROVIDERS]
+
+
+def _ort_choice(config: DetectConfig, reason: str) -> BackendChoice:
+    if config.precision not in ("auto", "fp32"):
+        raise ConfigError(f"ONNX Runtime runs the model in fp32, not {config.precision}; use --precision fp32 or auto")
+    asked = _gpu_providers() if list(config.providers) == ["auto"] else list(config.providers)
+    on_cpu = not any(p in GPU_PROVIDERS for p in asked)
+    return BackendChoice(replace(config, backend="onnxruntime", precision="fp32"), on_cpu, reason)
+
+
+def _openvino_choice(config: DetectConfig, reason: str) -> BackendChoice:
+    from .openvino import native_bf16
+
+    precision = config.precision
+    if precision == "auto":
+        precision = "bf16" if native_bf16() else "fp32"
+    elif precision not in PRECISIONS["openvino"]:
+        raise ConfigError(f"OpenVINO runs bf16 or fp32 on the CPU, not {precision}")
+    elif precision == "bf16" and not native_bf16():
+        raise ConfigError("precision bf16 needs a CPU with native bfloat16 (AVX512-BF16 or AMX); use fp32")
+    return BackendChoice(replace(config, backend="openvino", precision=precision), True, reason)
+
+
+def _tensorrt_choice(config: DetectConfig, onnx_sha256: str, model: str) -> BackendChoice:
+    from .tensorrt import usable_engine
+
+    precision = "fp16" if config.precision == "auto" else config.precision
+    if precision not in PRECISIONS["tensorrt"]:
+        raise ConfigError(f"TensorRT engines are built in fp16 or fp32, not {precision}")
+    usable_engine(Path(config.engine_dir), model, onnx_sha256, precision)
+    return BackendChoice(replace(config, backend="tensorrt", precision=precision), False, "asked for")
+
+
+def choose_backend(config: DetectConfig, onnx_sha256: Callable[[], str], model: str = "centerface") -> BackendChoice:
+    """The backend ``config`` asks for, with ``auto`` resolved (see the module doc).
+
+    ``onnx_sha256`` is called only when a TensorRT engine has to be checked.
+
+    Raises:
+        ConfigError: a precision the named backend cannot run.
+        MissingDependencyError, EngineError: a named backend that cannot be used here.
+    """
+    from .openvino import openvino_available
+
+    if config.backend == "onnxruntime":
+        return _ort_choice(config, "asked for")
+    if config.backend == "openvino":
+        if not openvino_available():
+            raise MissingDependencyError.for_extra("openvino", "openvino")
+        return _openvino_choice(config, "asked for")
+    if config.backend == "tensorrt":
+        return _tensorrt_choice(config, onnx_sha256(), model)
+
+    why = []
+    if config.precision in ("auto", "fp16", "fp32"):
+        try:
+            return replace(_tensorrt_choice(config, onnx_sha256(), model), reason="auto: TensorRT engine and GPU found")
+        except (MissingDependencyError, EngineError) as exc:
+            why.append(f"TensorRT not used ({exc})")
+    fallback = replace(config, precision="fp32") if config.precision == "fp16" else config
+    if config.precision in ("auto", "fp16", "fp32"):
+        explicit = tuple(config.providers) not in (CPU_PROVIDERS, ("auto",))
+        gpus = _gpu_providers()
+        if explicit or gpus:
+            providers = config.providers if explicit else ("auto",)
+            return _ort_choice(replace(fallback, providers=providers), "; ".join(why + ["auto: ONNX Runtime GPU provider"]))
+    if openvino_available():
+        return _openvino_choice(fallback, "; ".join(why + ["auto: no GPU, OpenVINO on the CPU"]))
+    if config.precision == "bf16":
+        raise MissingDependencyError.for_extra("openvino", "openvino")
+    return _ort_choice(fallback, "; ".join(why + ["auto: no GPU and no OpenVINO, ONNX Runtime on the CPU"]))
