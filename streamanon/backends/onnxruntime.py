@@ -7,6 +7,7 @@ ones: streamanon never silently falls back to a slower device.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,6 +72,8 @@ class OrtBackend:
         except Exception as exc:  # ORT raises its own untyped errors for bad models
             raise ModelError(f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}") from exc
         self.providers = self.session.get_providers()
+        # CPU threads one call runs on (live mode's size fit counts core-milliseconds)
+        self.threads_per_call = threads or max(1, os.cpu_count() or 1)
         log.info("ONNX Runtime providers: %s", ", ".join(self.providers))
 
     def input_spec(self) -> list[tuple[str, list[Any], str]]:

@@ -141,7 +141,8 @@ def choose_backend(config: DetectConfig, onnx_sha256: Callable[[], str], model: 
         gpus = _gpu_providers()
         if explicit or gpus:
             providers = config.providers if explicit else ("auto",)
-            return _ort_choice(replace(fallback, providers=providers), "; ".join(why + ["auto: ONNX Runtime GPU provider"]))
+            what = "the ONNX Runtime providers asked for" if explicit else "an ONNX Runtime GPU provider"
+            return _ort_choice(replace(fallback, providers=providers), "; ".join(why + [f"auto: {what}"]))
     if openvino_available():
         return _openvino_choice(fallback, "; ".join(why + ["auto: no GPU, OpenVINO on the CPU"]))
     if config.precision == "bf16":
