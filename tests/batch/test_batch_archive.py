@@ -213,7 +213,7 @@ def test_sigterm_stops_workers_and_records_the_interruption(tmp_path: Path, data
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130 and b"interrupted" in err
+    assert proc.returncode == 130 and b"interrupted" in err, (proc.returncode, err.decode(errors="replace"))
     _, alive = psutil.wait_procs(workers, timeout=20)
     assert alive == []
     got = rows(out)
