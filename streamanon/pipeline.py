@@ -8,8 +8,9 @@ written fully masked (``on_error="mask-frame"``) or the run stops (``"abort"``);
 frame is never written.
 
 Detector workers: with every frame detected, ``Stages.detect_workers`` calls run at once
-on consecutive batches (ONNX Runtime runs concurrent calls of one session in parallel);
-their results are tracked strictly in frame order, so the output is the same as with one.
+on consecutive batches (ONNX Runtime runs concurrent calls of one session in parallel;
+OpenVINO runs one network call at a time, while the workers overlap the rest of the
+call); their results are tracked strictly in frame order, so the output is the same as with one.
 
 Detect-every-N: the detector runs on every N-th frame and on scene cuts; the tracker
 predicts in between. Coverage is made symmetric in time: the frames between two
@@ -144,7 +145,7 @@ class Stages:
             self.detect_workers = config.detect.workers or self.auto_workers(choice)
             detect = self.detect_config(choice.config, self.detect_workers)
             low = config.track.low_threshold if config.track.enabled else config.detect.threshold
-            detector = create_detector(detect, low_threshold=low, streams=self.detect_workers)
+            detector = create_detector(detect, low_threshold=low, callers=self.detect_workers, choice=replace(choice, config=detect))
             self.inference = choice.describe() | {"threads_per_call": detect.threads}
         # A reduced-precision detector scores faces lower than fp32 (CenterFaceDetector):
         # the tracker's thresholds follow its margin.
@@ -161,10 +162,11 @@ class Stages:
     def auto_workers(choice: BackendChoice, cores: int | None = None) -> int:
         """Concurrent detector calls when ``DetectConfig.workers`` is 0.
 
-        CPU backends (ONNX Runtime, OpenVINO) run concurrent calls in parallel, each on its
-        own threads; on 2 cores two one-thread calls on consecutive frames use the core
-        that decoding and encoding leave idle (benchmarks/bench_fps.py). GPU backends keep
-        one call at a time (one execution context).
+        On CPU backends two workers on consecutive frames use the core that decoding and
+        encoding leave idle (benchmarks/bench_fps.py): ONNX Runtime runs the two one-thread
+        calls in parallel; OpenVINO runs one network call at a time on both workers'
+        threads while the other worker resizes its input or decodes its outputs. GPU
+        backends keep one call at a time (one execution context).
         """
         n = available_cores() if cores is None else cores
         return 2 if choice.on_cpu and n >= 2 else 1

@@ -27,9 +27,9 @@ def _ellipse_params(
     """Centre, semi-axes and angle (degrees) of the face ellipse.
 
     The ellipse is the box's inscribed ellipse grown by ``scale`` and then by ``margin``
-    pixels; when landmarks are
-    present it is rotated to the eye line (head roll) and re-centred on the landmarks'
-    centroid between box centre and landmarks, so tilted heads stay covered.
+    pixels; when landmarks are present it is rotated to the eye line (head roll) and
+    re-centred on the landmarks' centroid between box centre and landmarks, so tilted
+    heads stay covered.
     """
     x1, y1, x2, y2 = (float(v) for v in box)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2

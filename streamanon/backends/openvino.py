@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 # streamanon precision name -> OpenVINO INFERENCE_PRECISION_HINT
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
+NO_NATIVE_BF16 = "precision bf16 needs a CPU with native bfloat16 (AVX512-BF16 or AMX); use fp32"
 # Compiled shapes kept (a video has one; a folder of photos of many sizes recompiles,
 # ~0.2-0.6 s a shape here, instead of growing without bound).
 MAX_SHAPES = 8
@@ -90,30 +91,29 @@ class OpenVinoBackend:
         model: serialized ONNX (dynamic dimensions allowed).
         precision: ``fp32`` or ``bf16`` (bf16 on a CPU without native support is refused:
             OpenVINO would emulate it slower than fp32).
-        threads: CPU threads per concurrent call (0: OpenVINO's default).
-        streams: concurrent callers (the pipeline's detector workers); their threads are
+        threads: CPU threads per caller (0: OpenVINO's default).
+        callers: concurrent callers (the pipeline's detector workers); their threads are
             pooled for the one call that runs at a time.
     """
 
-    def __init__(self, model: bytes, precision: str = "fp32", threads: int = 1, streams: int = 1) -> None:
+    def __init__(self, model: bytes, precision: str = "fp32", threads: int = 1, callers: int = 1) -> None:
         if precision not in _HINTS:
             raise ConfigError(f"OpenVINO runs fp32 or bf16, not {precision!r}")
         self._core = shared_core()
         if precision == "bf16" and not native_bf16(self._core):
-            raise ConfigError("precision bf16 needs a CPU with native bfloat16 (AVX512-BF16 or AMX); use fp32")
+            raise ConfigError(NO_NATIVE_BF16)
         try:
             self._model = self._core.read_model(model)
         except Exception as exc:  # OpenVINO raises its own untyped errors for bad models
             raise ModelError(f"OpenVINO cannot read the model: {str(exc).splitlines()[0]}") from exc
         self.precision = precision
-        self.threads = max(0, threads)
-        self.streams = max(1, streams)
+        self._threads = max(0, threads) * max(1, callers)  # per call; 0: OpenVINO's default
         self.providers = [f"OpenVINO CPU {precision}"]
         # CPU threads one call runs on (live mode's size fit counts core-milliseconds)
-        self.threads_per_call = self.threads * self.streams or max(1, os.cpu_count() or 1)
+        self.threads_per_call = self._threads or max(1, os.cpu_count() or 1)
         self._lock = threading.Lock()  # held for a whole call: compile (first time) and infer
         self._compiled: OrderedDict[tuple[int, ...], tuple[Any, Any]] = OrderedDict()
-        log.info("OpenVINO %s on the CPU: %s thread(s) a call", precision, self.threads * self.streams or "default")
+        log.info("OpenVINO %s on the CPU: %s thread(s) a call", precision, self._threads or "default")
 
     def _compiled_for(self, shape: tuple[int, ...]) -> tuple[Any, Any]:
         """(compiled model, its infer request) for ``shape``; the caller holds the lock."""
@@ -130,8 +130,8 @@ class OpenVinoBackend:
             # Decode and encode threads share these cores: never pin to them.
             "ENABLE_CPU_PINNING": "NO",
         }
-        if self.threads:
-            config["INFERENCE_NUM_THREADS"] = str(self.threads * self.streams)
+        if self._threads:
+            config["INFERENCE_NUM_THREADS"] = str(self._threads)
         try:
             compiled = self._core.compile_model(model, "CPU", config)
         except Exception as exc:

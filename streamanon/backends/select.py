@@ -39,9 +39,10 @@ GPU_PROVIDERS = (
 PRECISIONS = {"tensorrt": ("fp16", "fp32"), "openvino": ("bf16", "fp32"), "onnxruntime": ("fp32",)}
 # Score thresholds are multiplied by this for a backend of that precision. bf16 (8-bit
 # mantissa) scores faces near the threshold lower than fp32: on the shared clips the
-# bf16/fp32 score ratio of faces scored 0.2-0.5 had 1st percentiles 0.79-0.95 (minimum
-# 0.66), so at an unchanged threshold 2-5% of the fp32 detections at 0.2 were lost and
-# coverage fell to 96.7-98.3% (benchmarks/probe_precision.py, README "Speed").
+# bf16/fp32 score ratio of faces scored 0.2-0.5 had 1st percentiles 0.78-0.95, so at an
+# unchanged threshold bf16 found 94.4-97.9% of fp32's faces at 0.2 and coverage fell to
+# 96.7-98.3%; with this margin it finds 99.75-99.84% (benchmarks/probe_precision.py,
+# README "Speed").
 SCORE_MARGIN = {"bf16": 0.8}
 
 
@@ -87,7 +88,7 @@ def _ort_choice(config: DetectConfig, reason: str) -> BackendChoice:
 
 
 def _openvino_choice(config: DetectConfig, reason: str) -> BackendChoice:
-    from .openvino import native_bf16
+    from .openvino import NO_NATIVE_BF16, native_bf16
 
     precision = config.precision
     if precision == "auto":
@@ -95,7 +96,7 @@ def _openvino_choice(config: DetectConfig, reason: str) -> BackendChoice:
     elif precision not in PRECISIONS["openvino"]:
         raise ConfigError(f"OpenVINO runs bf16 or fp32 on the CPU, not {precision}")
     elif precision == "bf16" and not native_bf16():
-        raise ConfigError("precision bf16 needs a CPU with native bfloat16 (AVX512-BF16 or AMX); use fp32")
+        raise ConfigError(NO_NATIVE_BF16)
     return BackendChoice(replace(config, backend="openvino", precision=precision), True, reason)
 
 
@@ -130,13 +131,12 @@ def choose_backend(config: DetectConfig, onnx_sha256: Callable[[], str], model: 
         return _tensorrt_choice(config, onnx_sha256(), model)
 
     why = []
-    if config.precision in ("auto", "fp16", "fp32"):
+    fallback = replace(config, precision="fp32") if config.precision == "fp16" else config
+    if config.precision != "bf16":  # TensorRT and ONNX Runtime do not run bf16
         try:
             return replace(_tensorrt_choice(config, onnx_sha256(), model), reason="auto: TensorRT engine and GPU found")
         except (MissingDependencyError, EngineError) as exc:
             why.append(f"TensorRT not used ({exc})")
-    fallback = replace(config, precision="fp32") if config.precision == "fp16" else config
-    if config.precision in ("auto", "fp16", "fp32"):
         explicit = tuple(config.providers) not in (CPU_PROVIDERS, ("auto",))
         gpus = _gpu_providers()
         if explicit or gpus:

@@ -87,16 +87,16 @@ def resolve_backend(config: DetectConfig, model: str = "centerface") -> BackendC
     return choose_backend(config, lambda: sha256_bytes(prepare_model(model)), model)
 
 
-def load_backend(config: DetectConfig, model: str = "centerface", streams: int = 1) -> Any:
+def load_backend(config: DetectConfig, model: str = "centerface", callers: int = 1) -> Any:
     """The inference backend ``config`` asks for (``auto`` resolved and logged).
 
     A named backend that cannot be used fails loudly (missing package, no GPU, no or
-    stale engine, a precision it cannot run). ``streams``: concurrent calls to expect.
+    stale engine, a precision it cannot run). ``callers``: concurrent callers to expect.
     """
-    return open_backend(resolve_backend(config, model), model, streams, log_choice=config.backend == "auto")
+    return open_backend(resolve_backend(config, model), model, callers, log_choice=config.backend == "auto")
 
 
-def open_backend(choice: BackendChoice, model: str = "centerface", streams: int = 1, log_choice: bool = False) -> Any:
+def open_backend(choice: BackendChoice, model: str = "centerface", callers: int = 1, log_choice: bool = False) -> Any:
     """The backend object for a resolved ``choice``."""
     c = choice.config
     log.log(logging.INFO if log_choice else logging.DEBUG, "inference: %s", choice)
@@ -109,7 +109,7 @@ def open_backend(choice: BackendChoice, model: str = "centerface", streams: int 
     if c.backend == "openvino":
         from ..backends.openvino import OpenVinoBackend
 
-        return OpenVinoBackend(onnx_bytes, c.precision, c.threads, streams)
+        return OpenVinoBackend(onnx_bytes, c.precision, c.threads, callers)
     from ..backends.onnxruntime import OrtBackend
 
     return OrtBackend(onnx_bytes, c.providers, c.threads)
@@ -124,12 +124,21 @@ class CenterFaceDetector:
         low_threshold: keep detections down to this score (for the tracker's second pass);
             defaults to ``config.threshold``.
         backend: an object with ``infer(dict) -> list`` (tests and GPU backends plug in here).
-        streams: concurrent calls the caller will make (detector workers).
+        callers: concurrent callers (detector workers).
+        choice: the backend already resolved from ``config`` (``resolve_backend``), so
+            that a caller who resolved it does not resolve it again.
     """
 
     name = "centerface"
 
-    def __init__(self, config: DetectConfig, low_threshold: float | None = None, backend: Any = None, streams: int = 1) -> None:
+    def __init__(
+        self,
+        config: DetectConfig,
+        low_threshold: float | None = None,
+        backend: Any = None,
+        callers: int = 1,
+        choice: BackendChoice | None = None,
+    ) -> None:
         self.config = config
         self.low_threshold = min(config.threshold, low_threshold if low_threshold is not None else config.threshold)
         # Reduced precision scores near-threshold faces lower than fp32: this backend's
@@ -143,9 +152,9 @@ class CenterFaceDetector:
         self._out_names = [outs["heatmap"], outs["scale"], outs["offset"], outs["landmarks"]]
         self._stride = int(entry["output_stride"])
         if backend is None:
-            choice = self.choice = resolve_backend(config)
+            choice = self.choice = choice or resolve_backend(config)
             self.score_margin = choice.score_margin
-            backend = open_backend(choice, streams=streams, log_choice=config.backend == "auto")
+            backend = open_backend(choice, callers=callers, log_choice=config.backend == "auto")
         self.backend = backend
 
     def __call__(self, images: Sequence[NDArray[np.uint8]]) -> list[Detections]:

@@ -12,8 +12,9 @@ does not depend on content) and keeps the largest whose cost fits ``BUDGET_SHARE
 frame interval, never going below ``MIN_LONG_SIDE``. The cost is in core-milliseconds: a
 call's time times the threads it runs on (``threads_per_call`` of the backend), since
 decoding and encoding need the other cores (a 2-thread OpenVINO call timed alone at 960
-fitted 32 ms of wall time, and then dropped 30% of a 720p feed). The choice is logged as a warning, since a
-smaller network input misses more small faces; ``--det-size`` overrides it.
+fitted 32 ms of wall time, and then dropped 30% of a 720p feed). The choice is logged as
+a warning, since a smaller network input misses more small faces; ``--det-size``
+overrides it.
 """
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ def test_openvino_fp32_matches_onnxruntime(frames: list[np.ndarray]) -> None:
 
 @needs_ov
 def test_openvino_concurrent_calls_match_sequential(frames: list[np.ndarray]) -> None:
-    backend = ovb.OpenVinoBackend(prepare_model(), "fp32", threads=1, streams=2)
+    backend = ovb.OpenVinoBackend(prepare_model(), "fp32", threads=1, callers=2)
     det = CenterFaceDetector(DetectConfig(backend="openvino", precision="fp32"), backend=backend)
     sequential = [det([im])[0] for im in frames[:8]]
     out: dict[int, object] = {}
