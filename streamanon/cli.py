@@ -30,6 +30,10 @@ SUBCOMMANDS: dict[str, str] = {
     "eval": "streamanon.eval.cli:main",
     "batch": "streamanon.batch:main",
     "doctor": "streamanon.cli:doctor_command",
+    "train": "streamanon.generate.cli:train_main",  # train generator DATA... -o MODEL.pt
+    "export": "streamanon.generate.cli:export_main",  # export generator MODEL.pt -o MODEL.onnx
+    "demo": "streamanon.demo:main",
+    "streams": "streamanon.live.streams:main",
 }
 
 
@@ -53,6 +57,15 @@ def _color(text: str) -> tuple[int, int, int]:
     raise argparse.ArgumentTypeError(f"invalid color {text!r}: use R,G,B or #RRGGBB")
 
 
+def _region(text: str) -> tuple[float, ...]:
+    from .anonymize.selective import parse_region
+
+    try:
+        return parse_region(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _kv(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
@@ -60,8 +73,11 @@ def _kv(text: str) -> tuple[str, str]:
     return k.strip(), v.strip()
 
 
-def add_pipeline_options(p: argparse.ArgumentParser) -> None:
-    """Options that map one-to-one onto ``PipelineConfig`` fields (shared by run and batch)."""
+def add_pipeline_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
+    """Options that map one-to-one onto ``PipelineConfig`` fields (shared by run and batch).
+
+    ``seed=False`` leaves ``--seed`` to a caller that defines its own (``streamanon eval``).
+    """
     d, t, a, io = DetectConfig(), TrackConfig(), AnonymizeConfig(), IOConfig()
     g = p.add_argument_group("anonymisation")
     g.add_argument("--method", default=a.method, help=f"one of: {', '.join(sorted(METHODS))} (default {a.method})")
@@ -72,6 +88,92 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--blur-strength", type=float, default=a.blur_strength, help="blur radius multiplier (default 1)")
     g.add_argument("--pixel-blocks", type=int, default=a.pixel_blocks, help="mosaic blocks across a face (default 8)")
     g.add_argument("--feather", type=float, default=a.feather, help="soft mask edge, fraction of the face (default 0)")
+    g.add_argument(
+        "--epsilon",
+        type=float,
+        default=a.epsilon,
+        help="privacy parameter of dp-pixelate (per channel and track, default 1) and svd (per unit of singular value, default 0.01); "
+        "for adversarial the L-inf bound in /255 code values (default 6)",
+    )
+    g.add_argument("--dp-cells", type=int, default=a.dp_cells, help=f"dp-pixelate: cells across the face (default {a.dp_cells})")
+    g.add_argument("--dp-m", type=int, default=a.dp_m, help=f"dp-pixelate: pixels two neighbouring images may differ in (default {a.dp_m})")
+    g.add_argument("--k", type=int, default=a.k, help=f"k-same: faces averaged into each surrogate (default {a.k})")
+    g.add_argument("--face-bank", default=a.face_bank, metavar="DIR", help="k-same: folder of face images added to the pool")
+    g.add_argument("--svd-k", type=int, default=a.svd_k, help=f"svd: singular values kept per channel (default {a.svd_k})")
+    g.add_argument("--svd-size", type=int, default=a.svd_size, help=f"svd: aligned chip side in pixels (default {a.svd_size})")
+    g.add_argument(
+        "--landmarks",
+        default=a.landmarks,
+        choices=["5", "68"],
+        help="k-same/svd align faces on the detector's 5 points (default) or dlib's 68 (pip install 'streamanon[align]')",
+    )
+    g.add_argument(
+        "--steps",
+        type=int,
+        default=a.adv_steps,
+        help=f"adversarial: PGD steps a frame from the track's last perturbation (default {a.adv_steps}; "
+        "a track's first frame: 20)",
+    )
+    g.add_argument(
+        "--objective",
+        default=a.adv_objective,
+        choices=["untargeted", "targeted", "k-anonymity"],
+        help="adversarial: away from the face's own embedding (default), towards a secret per-track decoy from "
+        "--face-bank, or k-anonymity against --face-bank (--k)",
+    )
+    g.add_argument(
+        "--no-eot",
+        action="store_true",
+        help="adversarial: no expectation over encoder-like transformations (less robust to encoding)",
+    )
+    g.add_argument("--device", default=a.device, choices=["cpu", "cuda"], help="adversarial: torch device (default cpu)")
+    g.add_argument(
+        "--generator",
+        default=a.generator,
+        metavar="PATH",
+        help="generate: exported generator ONNX (default: the shipped engines/generator-64.onnx; a TensorRT engine "
+        "built for it by build_engines.py is used where available)",
+    )
+    g.add_argument(
+        "--generate-fallback",
+        default=a.generate_fallback,
+        choices=["blur", "solid"],
+        help="generate: what faces the generator cannot serve get (too small, no landmarks, extreme pose; default blur)",
+    )
+    g.add_argument(
+        "--generate-min-size",
+        type=int,
+        default=a.generate_min_size,
+        metavar="PX",
+        help=f"generate: smallest face box side it generates (default {a.generate_min_size}); smaller ones get the fallback",
+    )
+    if seed:
+        g.add_argument("--seed", type=int, default=a.seed, help="seed of the randomised methods (default: a fresh secret each run)")
+    g = p.add_argument_group("selective anonymisation")
+    g.add_argument(
+        "--only-region",
+        type=_region,
+        action="append",
+        default=[],
+        metavar="X0,Y0,X1,Y1",
+        help="anonymise only inside this rectangle (or polygon X0,Y0,X1,Y1,X2,Y2,...; pixels, or relative when all values are in [0, 1]); repeatable",
+    )
+    g.add_argument(
+        "--ignore-region",
+        type=_region,
+        action="append",
+        default=[],
+        metavar="X0,Y0,X1,Y1",
+        help="never change the pixels of this rectangle or polygon (burned-in overlays, a private garden); repeatable",
+    )
+    g.add_argument(
+        "--keep-face",
+        action="append",
+        default=[],
+        metavar="PHOTO",
+        help="leave this consenting person visible: a photo with exactly one face; only a confident, repeated match is kept "
+        "(dlib's recogniser: pip install 'streamanon[eval]'); repeatable",
+    )
     g = p.add_argument_group("detection and tracking")
     g.add_argument("--threshold", type=float, default=d.threshold, help=f"face score threshold (default {d.threshold})")
     g.add_argument("--det-size", type=int, default=d.det_size, help="network input long side (default: native resolution, at most 1920; live feeds: the largest that keeps up with the frame rate)")
@@ -95,6 +197,16 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--detect-every", type=int, default=t.detect_every, help=f"run the detector every N frames (default {t.detect_every})")
     g.add_argument("--max-coast", type=int, default=t.max_coast, help=f"keep masking a lost face for N frames (default {t.max_coast})")
     g.add_argument("--no-track", action="store_true", help="mask raw detections only")
+    g.add_argument(
+        "--small-faces",
+        default=d.small_faces,
+        choices=["auto", "on", "off"],
+        help="also detect on upscaled tiles (faces under ~32 px; costs time); auto: on for 1080p and larger frames, or when "
+        "the first frames show faces under 32 px (files only, not live feeds) (default off: tiles cost 3-9x the speed)",
+    )
+    g.add_argument("--tile-scale", type=float, default=d.tile_scale, help=f"--small-faces: tile upscaling (default {d.tile_scale:g})")
+    g.add_argument("--tile-every", type=int, default=d.tile_every, help=f"--small-faces: visit each tile at least every N detector frames (default {d.tile_every})")
+    g.add_argument("--max-face-size", type=float, default=d.max_face_size, metavar="PX", help="drop detections larger than this (sqrt of the box area; drone footage)")
     g = p.add_argument_group("encoding")
     g.add_argument("--codec", default=io.codec, help="video encoder (default libx264; webm->vp9, gif->gif)")
     g.add_argument("--crf", type=int, default=io.crf, help=f"quality, lower is better (default {io.crf})")
@@ -119,6 +231,10 @@ def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
             backend=ns.backend,
             precision=ns.precision,
             engine_dir=ns.engine_dir,
+            small_faces=getattr(ns, "small_faces", "off"),
+            tile_scale=getattr(ns, "tile_scale", DetectConfig.tile_scale),
+            tile_every=getattr(ns, "tile_every", DetectConfig.tile_every),
+            max_face_size=getattr(ns, "max_face_size", None),
         ),
         track=TrackConfig(enabled=not ns.no_track, detect_every=ns.detect_every, max_coast=ns.max_coast),
         anonymize=AnonymizeConfig(
@@ -130,6 +246,25 @@ def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
             blur_strength=ns.blur_strength,
             pixel_blocks=ns.pixel_blocks,
             feather=ns.feather,
+            seed=getattr(ns, "seed", None),
+            epsilon=ns.epsilon,
+            dp_cells=ns.dp_cells,
+            dp_m=ns.dp_m,
+            k=ns.k,
+            face_bank=ns.face_bank,
+            svd_k=ns.svd_k,
+            svd_size=ns.svd_size,
+            landmarks=ns.landmarks,
+            adv_steps=ns.steps,
+            adv_objective=ns.objective,
+            adv_eot=not ns.no_eot,
+            device=ns.device,
+            only_regions=tuple(getattr(ns, "only_region", ())),
+            ignore_regions=tuple(getattr(ns, "ignore_region", ())),
+            keep_faces=tuple(getattr(ns, "keep_face", ())),
+            generator=getattr(ns, "generator", None),
+            generate_fallback=getattr(ns, "generate_fallback", AnonymizeConfig.generate_fallback),
+            generate_min_size=getattr(ns, "generate_min_size", AnonymizeConfig.generate_min_size),
         ),
         io=IOConfig(
             codec=ns.codec,
@@ -230,13 +365,21 @@ def run_command(argv: list[str]) -> int:
     from .pipeline import Stages
 
     stages = Stages(config)  # models load once for every file
+    pool = None
+    if stages.anonymizer_factory.pooled and len(jobs) > 1:
+        # k-same over a folder: the pool is the folder's faces (a first pass over every file)
+        from .runner import collect_pool
+
+        pool = collect_pool([src for src, _ in jobs], config, stages)
     failures: list[tuple[Path, StreamanonError]] = []
     reports = []
     for src, dst in jobs:
         if len(jobs) > 1:
             dst.parent.mkdir(parents=True, exist_ok=True)
         try:
-            rep = process_file(src, dst, config, stages=stages, progress=not ns.quiet, report_frames=ns.report is not None)
+            rep = process_file(
+                src, dst, config, stages=stages, progress=not ns.quiet, report_frames=ns.report is not None, pool=pool
+            )
         except StreamanonError as exc:
             rep = getattr(exc, "report", None)
             if len(jobs) == 1:

@@ -35,6 +35,7 @@ def _unknown(cls: type, data: dict[str, Any]) -> None:
 
 
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
+SMALL_FACES = ("auto", "on", "off")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
@@ -60,8 +61,24 @@ class DetectConfig:
     engine_dir: str = "engines"
     # auto: fp16 on TensorRT, bf16 on OpenVINO where the CPU has it natively, else fp32
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    # Upscaled tiles for faces under ~32 px (detect/tiles.py). auto: on for frames of 1080p
+    # and up, or when one of the first frames shows a face under 32 px (files; not live).
+    # Default off: tiles cost 3-9x the speed (README, "Small faces"); auto is for drone/CCTV.
+    small_faces: Literal["auto", "on", "off"] = "off"
+    tile_scale: float = 2.0  # tile upscaling: an 8 px face reaches the network as 16 px
+    tile_every: int = 8  # each tile visited at least every N detector frames (tracker in between)
+    max_face_size: float | None = None  # drop boxes larger than this (px, sqrt of the area)
 
     def __post_init__(self) -> None:
+        _check(self.small_faces in SMALL_FACES, "small_faces", self.small_faces, ", ".join(f"'{m}'" for m in SMALL_FACES))
+        _check(1.0 <= self.tile_scale <= 4.0, "tile_scale", self.tile_scale, "a number in [1, 4]")
+        _check(isinstance(self.tile_every, int) and 1 <= self.tile_every <= 64, "tile_every", self.tile_every, "an integer in [1, 64]")
+        _check(
+            self.max_face_size is None or (isinstance(self.max_face_size, (int, float)) and self.max_face_size >= 8),
+            "max_face_size",
+            self.max_face_size,
+            "a size in pixels >= 8, or None",
+        )
         _check(self.backend in BACKENDS, "backend", self.backend, ", ".join(f"'{b}'" for b in BACKENDS))
         _check(self.precision in PRECISIONS, "precision", self.precision, ", ".join(f"'{p}'" for p in PRECISIONS))
         _check(0.0 < self.threshold < 1.0, "threshold", self.threshold, "a number in (0, 1)")
@@ -121,7 +138,34 @@ class AnonymizeConfig:
     blur_strength: float = 1.0  # multiplies the size-proportional kernel
     pixel_blocks: int = 8  # blocks across a face for ``pixelate``
     feather: float = 0.0  # soft edge as a fraction of the mask size (0 = hard edge)
-    seed: int = 0
+    seed: int | None = None  # per-run secret for randomised methods; None = fresh from the OS each run
+    # dp-pixelate / svd privacy parameter, adversarial L-inf bound in /255 code values;
+    # None = the method's default (anonymize/dp.py, svd.py, adversarial.py)
+    epsilon: float | None = None
+    dp_cells: int = 8  # dp-pixelate: cells across the face
+    dp_m: int = 16  # dp-pixelate: pixels that may differ between neighbouring images
+    k: int = 10  # k-same: faces averaged into each surrogate
+    face_bank: str | None = None  # k-same: folder of face images added to the pool
+    svd_k: int = 1  # svd: singular values kept (and perturbed) per channel (README: k 1 identifies least)
+    svd_size: int = 64  # svd: side of the aligned chip the decomposition runs on
+    # landmarks the chip methods align on: the detector's 5 points, or dlib's 68-point
+    # predictor on detector rows (the ``align`` extra)
+    landmarks: Literal["5", "68"] = "5"
+    # adversarial (anonymize/adversarial.py; --epsilon is then in /255 code values, default 6)
+    adv_steps: int = 2  # PGD steps a frame from the track's last perturbation (first frame: 20)
+    adv_objective: Literal["untargeted", "targeted", "k-anonymity"] = "untargeted"
+    adv_eot: bool = True  # expectation over JPEG-like quantisation and resizes (encoder robustness)
+    device: Literal["cpu", "cuda"] = "cpu"  # torch device of the torch methods
+    # generate (anonymize/generate.py): an exported generator ONNX (None = the shipped
+    # engines/generator-64.onnx), the per-face fallback and the smallest box side it serves
+    generator: str | None = None
+    generate_fallback: Literal["blur", "solid"] = "blur"
+    generate_min_size: int = 24
+    # Selective anonymisation (anonymize/selective.py): rectangles x0,y0,x1,y1 or polygons
+    # x0,y0,x1,y1,x2,y2,... in pixels, or relative when every value is in [0, 1]
+    only_regions: tuple[tuple[float, ...], ...] = ()  # anonymise only inside these
+    ignore_regions: tuple[tuple[float, ...], ...] = ()  # never change these pixels
+    keep_faces: tuple[str, ...] = ()  # photos of consenting people left visible (the eval extra)
 
     def __post_init__(self) -> None:
         _check(self.shape in ("ellipse", "box"), "shape", self.shape, "'ellipse' or 'box'")
@@ -138,6 +182,40 @@ class AnonymizeConfig:
             "an integer in [2, 64]",
         )
         _check(0.0 <= self.feather <= 0.5, "feather", self.feather, "a number in [0, 0.5]")
+        _check(self.seed is None or isinstance(self.seed, int), "seed", self.seed, "an integer or None")
+        _check(
+            self.epsilon is None or (isinstance(self.epsilon, (int, float)) and 0 < self.epsilon <= 1000),
+            "epsilon",
+            self.epsilon,
+            "a number in (0, 1000] or None (the method's default)",
+        )
+        _check(isinstance(self.dp_cells, int) and 2 <= self.dp_cells <= 64, "dp_cells", self.dp_cells, "an integer in [2, 64]")
+        _check(isinstance(self.dp_m, int) and 1 <= self.dp_m <= 4096, "dp_m", self.dp_m, "an integer in [1, 4096]")
+        _check(isinstance(self.k, int) and 2 <= self.k <= 1000, "k", self.k, "an integer in [2, 1000]")
+        _check(isinstance(self.svd_k, int) and 1 <= self.svd_k <= 64, "svd_k", self.svd_k, "an integer in [1, 64]")
+        _check(isinstance(self.svd_size, int) and 8 <= self.svd_size <= 256, "svd_size", self.svd_size, "an integer in [8, 256]")
+        _check(self.landmarks in ("5", "68"), "landmarks", self.landmarks, "'5' or '68'")
+        steps_ok = isinstance(self.adv_steps, int) and 1 <= self.adv_steps <= 100
+        _check(steps_ok, "adv_steps", self.adv_steps, "an integer in [1, 100]")
+        objectives = ("untargeted", "targeted", "k-anonymity")
+        allowed = ", ".join(f"'{o}'" for o in objectives)
+        _check(self.adv_objective in objectives, "adv_objective", self.adv_objective, allowed)
+        _check(isinstance(self.adv_eot, bool), "adv_eot", self.adv_eot, "true or false")
+        _check(self.device in ("cpu", "cuda"), "device", self.device, "'cpu' or 'cuda'")
+        _check(self.generator is None or isinstance(self.generator, str), "generator", self.generator, "a path or None")
+        fallbacks = ("blur", "solid")
+        _check(self.generate_fallback in fallbacks, "generate_fallback", self.generate_fallback, "'blur' or 'solid'")
+        min_ok = isinstance(self.generate_min_size, int) and 8 <= self.generate_min_size <= 1024
+        _check(min_ok, "generate_min_size", self.generate_min_size, "an integer in [8, 1024]")
+        for name in ("only_regions", "ignore_regions"):
+            regions = tuple(tuple(float(v) for v in r) for r in getattr(self, name))
+            if regions:
+                from .anonymize.selective import check_region
+
+                for r in regions:
+                    check_region(r)
+            object.__setattr__(self, name, regions)
+        object.__setattr__(self, "keep_faces", tuple(str(p) for p in self.keep_faces))
 
 
 @dataclass(frozen=True)

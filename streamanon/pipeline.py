@@ -38,7 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._workers import END, Stopped, Workers
-from .anonymize import Anonymizer, create_anonymizer, mask_whole_frame
+from .anonymize import AnonymizerFactory, AnonymizerSession, FixedFactory, FrameInfo, mask_whole_frame
 from .backends.select import BackendChoice
 from .config import DetectConfig, PipelineConfig
 from .detect import Detector, create_detector
@@ -69,6 +69,7 @@ class Result:
     dets: Detections
     failed: str | None = None  # why the frame was fully masked
     detected: bool = True  # whether the detector ran on this frame
+    seconds: float = 0.0  # time spent anonymising it
 
 
 def _stage_clock() -> dict[str, float]:
@@ -118,7 +119,9 @@ class Stages:
     Args:
         config: the run's settings.
         detector: ``images -> list[Detections]`` (default: ``create_detector``).
-        anonymizer: object with ``apply(image, dets)`` (default: ``create_anonymizer``).
+        anonymizer: object with ``apply(image, dets)``, used as it is for every run
+            (default: a fresh one per run from ``anonymizer_factory``).
+        anonymizer_factory: builds each run's anonymiser (default: from ``config.anonymize``).
         tracker_factory: builds a fresh tracker (``update(dets | None, index)``).
         scene_factory: builds a fresh scene-cut detector (``image -> bool``).
     """
@@ -127,7 +130,8 @@ class Stages:
         self,
         config: PipelineConfig,
         detector: Detector | None = None,
-        anonymizer: Anonymizer | None = None,
+        anonymizer: Any = None,
+        anonymizer_factory: AnonymizerFactory | None = None,
         tracker_factory: Callable[[], Any] | None = None,
         scene_factory: Callable[[], Any] | None = None,
     ) -> None:
@@ -137,6 +141,7 @@ class Stages:
         # A detector given by the caller may not be thread-safe: one call at a time unless asked.
         self.detect_workers = config.detect.workers or 1
         self.inference: dict[str, Any] = {"backend": "given by the caller"}
+        built = detector is None
         if detector is None:
             from .detect.centerface import resolve_backend
 
@@ -151,8 +156,36 @@ class Stages:
         # the tracker's thresholds follow its margin.
         margin = float(getattr(detector, "score_margin", 1.0))
         self.inference |= {"workers": self.detect_workers, "score_margin": margin}
+        if built and (config.detect.small_faces != "off" or config.detect.max_face_size is not None):
+            from .detect.tiles import TiledDetector
+
+            d = config.detect
+            detector = TiledDetector(
+                detector,
+                d.small_faces,
+                d.tile_scale,
+                d.tile_every,
+                d.max_face_size,
+                d.threshold,
+                lag=d.batch * max(2, self.detect_workers),
+                detect_every=config.track.detect_every,
+            )
         self.detector = detector
-        self.anonymizer = anonymizer if anonymizer is not None else create_anonymizer(config.anonymize)
+        # People to keep visible (--keep-face): the recogniser and references load once.
+        self.keep_faces: Any = None
+        if config.anonymize.keep_faces:
+            from .anonymize.selective import KeepFaces
+
+            self.keep_faces = KeepFaces(config.anonymize.keep_faces)
+        self.anonymizer_factory: AnonymizerFactory | FixedFactory = (
+            FixedFactory(anonymizer)
+            if anonymizer is not None
+            else anonymizer_factory
+            if anonymizer_factory is not None
+            else AnonymizerFactory(config.anonymize)
+        )
+        # A k-same face bank is read once, with the product's own detector.
+        self.anonymizer_factory.load_bank(lambda image: self.detector([image])[0])
         high = config.detect.threshold * margin
         track = replace(config.track, low_threshold=config.track.low_threshold * margin)
         self._tracker_factory = tracker_factory or (lambda: create_tracker(track, high))
@@ -177,6 +210,18 @@ class Stages:
         if config.threads:
             return config
         return replace(config, threads=max(1, auto_threads() // max(1, workers)))
+
+    def new_anonymizer(self, still: bool = False, **kwargs: Any) -> Any:
+        """A fresh anonymiser for one run (per-track state starts empty); wrapped by the
+        selection (regions, kept faces) when the config asks for one. ``still``: the run
+        is one image (a kept face then needs one match, not a repeated one)."""
+        anonymizer = self.anonymizer_factory(**kwargs)
+        a = self.config.anonymize
+        if a.only_regions or a.ignore_regions or self.keep_faces is not None:
+            from .anonymize.selective import SelectiveAnonymizer
+
+            anonymizer = SelectiveAnonymizer(anonymizer, a.only_regions, a.ignore_regions, self.keep_faces, still=still)
+        return anonymizer
 
     def new_tracker(self) -> Any:
         """A tracker with no tracks."""
@@ -263,20 +308,30 @@ class Pipeline:
         self.live = live
         self.stats = PipelineStats()
         self.workers: Workers | None = None
+        # The anonymiser's report of the last run (method, parameters, per-track records).
+        self.anonymizer_report: dict[str, Any] = {}
+        # The tiled detector's decision and cost in the last run (--small-faces), or {}.
+        self.detector_report: dict[str, Any] = {}
 
     def close(self) -> None:
         """Stop and join the stage threads of the current run (idempotent)."""
         if self.workers is not None:
             self.workers.join()
 
-    def run(self, frames: Iterable[Frame]) -> Generator[Result, None, None]:
+    def run(self, frames: Iterable[Frame], anonymizer: Any = None, still: bool = False) -> Generator[Result, None, None]:
         """Yield ``Result``s in frame order.
+
+        Every run gets a fresh anonymiser from the stages' factory (or ``anonymizer``, e.g.
+        a k-same one built with the run's pool), so no per-track state crosses runs.
 
         Errors of any stage are re-raised here; SIGINT/SIGTERM (and ``KeyboardInterrupt``)
         end the run with ``Interrupted`` after every thread was joined. Closing the
         generator early stops and joins the threads too.
         """
         w = self.workers = Workers()
+        start_run = getattr(self.stages.detector, "start_run", None)
+        if callable(start_run):
+            start_run(live=self.live)  # a scheduling detector (tiles) starts its schedule over
         qsize = self.config.io.queue_size
         q_read: queue.Queue[Any] = queue.Queue(qsize)
         q_det: queue.Queue[Any] = queue.Queue(qsize)
@@ -285,7 +340,8 @@ class Pipeline:
         with _StopOnSignal(w):
             w.spawn("read", lambda: self._read(w, frames, q_read))
             w.spawn("detect", lambda: self._detect_track(w, q_read, q_det))
-            w.spawn("anonymize", lambda: self._anonymize(w, q_det, q_anon))
+            session = AnonymizerSession(anonymizer if anonymizer is not None else self.stages.new_anonymizer(still=still))
+            w.spawn("anonymize", lambda: self._anonymize(w, q_det, q_anon, session))
             try:
                 while True:
                     try:
@@ -308,6 +364,8 @@ class Pipeline:
                 w.join()
                 self.stats.seconds = time.perf_counter() - start
                 self.stats.dropped_frames = w.dropped
+                report = getattr(self.stages.detector, "report", None)
+                self.detector_report = report() if callable(report) else {}
         if w.error is not None:
             raise w.error
 
@@ -358,6 +416,9 @@ class Pipeline:
         st = self.stats.stage_seconds
         every = cfg.detect_every
         tracker = self.stages.new_tracker()
+        # Track ids stay unique within the run when the tracker starts over after a failure
+        # (a new tracker numbers from 1 again): its ids are shifted past every id used so far.
+        id_base = id_max = 0
         scene = self.stages.new_scene_detector() if every > 1 else None
         last_detect: int | None = None
         force = True  # detect the next frame (start, after a failure)
@@ -417,10 +478,15 @@ class Pipeline:
                         dets = raw.get(f.index)
                         try:
                             cover = tracker.update(dets, f.index)
+                            if len(cover) and id_base:
+                                cover = replace(cover, track_id=np.where(cover.track_id >= 0, cover.track_id + id_base, cover.track_id))
+                            if len(cover):
+                                id_max = max(id_max, int(cover.track_id.max()))
                         except Exception as exc:  # fail closed, start over with a fresh tracker
                             log.debug("tracker failed on frame %d: %r", f.index, exc)
                             err = f"tracking: {exc!r}"
                             tracker = self.stages.new_tracker()
+                            id_base = id_max
                     if err is not None:
                         flush()
                         w.put(q_out, Result(f, f.image, Detections.empty(), failed=err, detected=False))
@@ -444,28 +510,38 @@ class Pipeline:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def _anonymize(self, w: Workers, q_in: queue.Queue[Any], q_out: queue.Queue[Any]) -> None:
+    def _anonymize(self, w: Workers, q_in: queue.Queue[Any], q_out: queue.Queue[Any], session: AnonymizerSession) -> None:
         st = self.stats.stage_seconds
         on_error = self.config.io.on_error
-        anonymizer = self.stages.anonymizer
-        while True:
-            item = w.get(q_in)
-            if item is END:
-                w.put(q_out, END)
-                return
-            t0 = time.perf_counter()
-            if item.failed is None:
-                try:
-                    item.image = anonymizer.apply(item.frame.image, item.dets)
-                except Exception as exc:  # fail closed: mask the frame, never pass it raw
-                    log.debug("anonymiser failed on frame %d: %r", item.frame.index, exc)
-                    item.failed = f"anonymisation: {exc!r}"
-            if item.failed is not None:
-                if on_error == "abort":
-                    raise AnonymizationError(f"frame {item.frame.index}: {item.failed} (--on-error abort)")
-                item.image = mask_whole_frame(item.frame.image)
-            st["anonymize"] += time.perf_counter() - t0
-            w.put(q_out, item)
+        try:
+            while True:
+                item = w.get(q_in)
+                if item is END:
+                    self.anonymizer_report = session.close()
+                    w.put(q_out, END)
+                    return
+                self._anonymize_one(item, session, on_error)
+                st["anonymize"] += item.seconds
+                w.put(q_out, item)
+        finally:
+            if not self.anonymizer_report:
+                self.anonymizer_report = session.close() | {"incomplete": True}
+
+    def _anonymize_one(self, item: Result, session: AnonymizerSession, on_error: str) -> None:
+        t0 = time.perf_counter()
+        info = FrameInfo(item.frame.index, item.frame.time)
+        if item.failed is None:
+            try:
+                item.image = session(item.frame.image, item.dets, info)
+            except Exception as exc:  # fail closed: mask the frame, never pass it raw
+                log.debug("anonymiser failed on frame %d: %r", item.frame.index, exc)
+                item.failed = f"anonymisation: {exc!r}"
+        if item.failed is not None:
+            session.skip(info)  # the tracker starts over too: per-track state ends here
+            if on_error == "abort":
+                raise AnonymizationError(f"frame {item.frame.index}: {item.failed} (--on-error abort)")
+            item.image = mask_whole_frame(item.frame.image)
+        item.seconds = time.perf_counter() - t0
 
     def _detect(self, frames: list[Frame]) -> tuple[dict[int, Detections], dict[int, str]]:
         """Detections per frame index; a failing batch is retried frame by frame so that
@@ -473,7 +549,10 @@ class Pipeline:
         if not frames:
             return {}, {}
         try:
-            dets = self.stages.detector([f.image for f in frames])
+            # A scheduling detector (tiles) is told which frames these are.
+            by_index = getattr(self.stages.detector, "detect_frames", None)
+            images = [f.image for f in frames]
+            dets = by_index(images, [f.index for f in frames]) if by_index is not None else self.stages.detector(images)
             if len(dets) != len(frames):
                 raise ValueError(f"detector returned {len(dets)} results for {len(frames)} images")
             return {f.index: d for f, d in zip(frames, dets, strict=True)}, {}

@@ -41,6 +41,11 @@ class RunReport:
     fps: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     inference: dict[str, Any] = field(default_factory=dict)  # backend, precision, device, workers
+    anonymizer: dict[str, Any] = field(default_factory=dict)  # method, guarantee, per-track records
+    # --small-faces: whether tiles ran, why, and what they cost (detect/tiles.py)
+    small_faces: dict[str, Any] = field(default_factory=dict)
+    # --only-region/--ignore-region/--keep-face: regions, and per track kept or not, with distances
+    selection: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     per_frame: list[dict[str, Any]] = field(default_factory=list)
 
@@ -127,8 +132,12 @@ def process_file(
     stages: Stages | None = None,
     progress: bool = False,
     report_frames: bool = True,
+    pool: Any = None,
 ) -> RunReport:
     """Anonymise ``src`` into ``dst`` (image or video, chosen by content).
+
+    A method defined over a set of faces (k-same) takes ``pool``; without one, a first
+    pass over ``src`` collects its faces (plus the face bank) before the second writes.
 
     Raises:
         StreamanonError subclasses; ``DecodeError`` after writing what decoded when the
@@ -138,18 +147,43 @@ def process_file(
     src, dst = Path(src), Path(dst)
     check_paths(src, dst)
     stages = stages or Stages(config)
+    anonymizer = None
+    if stages.anonymizer_factory.pooled:
+        anonymizer = stages.new_anonymizer(pool=pool if pool is not None else collect_pool([src], config, stages))
     if is_image_path(src):
-        return _process_image(src, dst, config, stages)
-    return _process_video(src, dst, config, stages, progress, report_frames)
+        return _process_image(src, dst, config, stages, anonymizer)
+    return _process_video(src, dst, config, stages, progress, report_frames, anonymizer)
 
 
-def _process_image(src: Path, dst: Path, config: PipelineConfig, stages: Stages) -> RunReport:
+def collect_pool(sources: list[Path], config: PipelineConfig, stages: Stages) -> Any:
+    """First pass of a pooled method: the face bank plus one face per track of ``sources``.
+
+    Runs detection and tracking as the second pass will (same stages, same settings) and
+    keeps one mean aligned chip per track, in memory; nothing is written.
+    """
+    factory = stages.anonymizer_factory
+    pool = factory.new_pool()
+    for n, src in enumerate(sources):
+        collector = factory.collector(pool, label=f"{n}:")
+        pipe = Pipeline(config, stages)
+        if is_image_path(src):
+            for _ in pipe.run([Frame(read_image(src).image, 0)], anonymizer=collector):
+                pass
+            continue
+        with VideoSource(src, audio=False) as source:
+            for _ in pipe.run(source, anonymizer=collector):
+                pass
+    log.info("k-same pool: %d faces (%d from the face bank)", len(pool), len(factory.new_pool()))
+    return pool
+
+
+def _process_image(src: Path, dst: Path, config: PipelineConfig, stages: Stages, anonymizer: Any = None) -> RunReport:
     report = RunReport(str(src), str(dst), "image", expected_frames=1)
     t0 = time.perf_counter()
     still = read_image(src)
     frame = Frame(still.image, 0)
     pipe = Pipeline(config, stages)
-    results = list(pipe.run([frame]))
+    results = list(pipe.run([frame], anonymizer=anonymizer, still=True))
     res = results[0]
     write_image(dst, still, res.image, keep_metadata=config.io.keep_metadata)
     _fill(report, pipe, time.perf_counter() - t0, results)
@@ -157,7 +191,7 @@ def _process_image(src: Path, dst: Path, config: PipelineConfig, stages: Stages)
 
 
 def _process_video(
-    src: Path, dst: Path, config: PipelineConfig, stages: Stages, progress: bool, report_frames: bool
+    src: Path, dst: Path, config: PipelineConfig, stages: Stages, progress: bool, report_frames: bool, anonymizer: Any = None
 ) -> RunReport:
     report = RunReport(str(src), str(dst), "video")
     t0 = time.perf_counter()
@@ -170,7 +204,7 @@ def _process_video(
         kept: list[Any] = []
         commit = False
         try:
-            for res in pipe.run(source):
+            for res in pipe.run(source, anonymizer=anonymizer):
                 tw = time.perf_counter()
                 if sink is None:
                     sink = VideoSink(dst, source.info, config.io)
@@ -216,6 +250,9 @@ def _fill(report: RunReport, pipe: Pipeline, seconds: float, results: list[Any] 
     report.fps = round(st.frames / seconds, 2) if seconds > 0 else 0.0
     report.stage_seconds = {k: round(v, 3) for k, v in st.stage_seconds.items()}
     report.inference = dict(pipe.stages.inference)
+    report.anonymizer = dict(pipe.anonymizer_report)
+    report.selection = report.anonymizer.pop("selection", {})
+    report.small_faces = dict(pipe.detector_report)
     if results is not None:
         report.per_frame = [_frame_record(r) for r in results]
 

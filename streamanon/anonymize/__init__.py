@@ -1,15 +1,10 @@
-"""Anonymisers behind one protocol and a name registry."""
+"""Anonymisers behind one protocol, a name registry and per-run factories."""
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import numpy as np
-from numpy.typing import NDArray
-
 from ..config import AnonymizeConfig
-from ..errors import ConfigError
-from ..types import Detections
+from .base import Anonymizer, AnonymizerSession, FaceAnonymizer, FrameInfo
+from .factory import METHODS, POOLED, AnonymizerFactory, FixedFactory, check_method
 from .methods import (
     BlurAnonymizer,
     IdentityAnonymizer,
@@ -20,39 +15,28 @@ from .methods import (
 )
 
 
-class Anonymizer(Protocol):
-    """``apply(image, dets)`` returns a new image with every face in ``dets`` anonymised."""
-
-    name: str
-
-    def apply(self, image: NDArray[np.uint8], dets: Detections) -> NDArray[np.uint8]: ...
-
-
-METHODS: dict[str, type[RegionAnonymizer]] = {
-    "blur": BlurAnonymizer,
-    "pixelate": PixelateAnonymizer,
-    "solid": SolidAnonymizer,
-}
-# Methods only the evaluation harness may ask for.
-_EVAL_ONLY: dict[str, type[RegionAnonymizer]] = {"none": IdentityAnonymizer}
-
-
 def create_anonymizer(config: AnonymizeConfig, *, allow_eval_only: bool = False) -> Anonymizer:
-    """Build the anonymiser named by ``config.method``; unknown names list valid ones."""
-    table = {**METHODS, **_EVAL_ONLY} if allow_eval_only else METHODS
-    try:
-        cls = table[config.method]
-    except KeyError:
-        raise ConfigError(f"unknown method {config.method!r}; choose from: {', '.join(sorted(table))}") from None
-    return cls(config)
+    """One anonymiser for ``config.method`` (a pooled method gets the bank-only pool);
+    unknown names list valid ones. Runs build theirs through ``AnonymizerFactory``."""
+    anonymizer: Anonymizer = AnonymizerFactory(config, allow_eval_only=allow_eval_only)()
+    return anonymizer
 
 
 __all__ = [
     "METHODS",
+    "POOLED",
     "Anonymizer",
+    "AnonymizerFactory",
+    "AnonymizerSession",
     "BlurAnonymizer",
+    "FaceAnonymizer",
+    "FixedFactory",
+    "FrameInfo",
+    "IdentityAnonymizer",
     "PixelateAnonymizer",
+    "RegionAnonymizer",
     "SolidAnonymizer",
+    "check_method",
     "create_anonymizer",
     "mask_whole_frame",
 ]

@@ -49,41 +49,55 @@ def _ellipse_params(
     return cx, cy, ax, ay, angle
 
 
-def face_regions(dets: Detections, width: int, height: int, shape: str, scale: float, margin: float = 0.0) -> list[FaceRegion]:
-    """One ``FaceRegion`` per detection, clipped to the frame (empty ones skipped).
+def face_region(
+    box: NDArray[np.float32], landmarks: NDArray[np.float32], width: int, height: int, shape: str, scale: float, margin: float = 0.0
+) -> FaceRegion | None:
+    """One face's ``FaceRegion`` clipped to the frame, or None when nothing of it is inside.
 
     Masks are the box grown by ``scale`` plus ``margin`` pixels on every side: the margin
     matters for small faces, whose boxes are off by a pixel or two from frame to frame and
     from one backend precision to another, more than any fraction of their size.
     """
-    regions: list[FaceRegion] = []
+    if shape == "box":
+        x1, y1, x2, y2 = (float(v) for v in box)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        hw, hh = (x2 - x1) / 2 * scale + margin, (y2 - y1) / 2 * scale + margin
+        x0, y0 = max(0, math.floor(cx - hw)), max(0, math.floor(cy - hh))
+        xe, ye = min(width, math.ceil(cx + hw)), min(height, math.ceil(cy + hh))
+        if xe <= x0 or ye <= y0:
+            return None
+        return FaceRegion((x0, y0, xe, ye), np.full((ye - y0, xe - x0), 255, np.uint8))
+    cx, cy, ax, ay, angle = _ellipse_params(box, landmarks, scale, margin)
+    r = math.hypot(ax, ay) if angle else 0.0
+    ex, ey = (r, r) if angle else (ax, ay)
+    x0, y0 = max(0, math.floor(cx - ex)), max(0, math.floor(cy - ey))
+    xe, ye = min(width, math.ceil(cx + ex) + 1), min(height, math.ceil(cy + ey) + 1)
+    if xe <= x0 or ye <= y0 or ax < 0.5 + margin or ay < 0.5 + margin:
+        return None
+    mask = np.zeros((ye - y0, xe - x0), np.uint8)
+    # cv2.ellipse takes integer geometry; a 4-bit sub-pixel shift keeps precision.
+    sh = 4
+    centre = (int(round((cx - x0) * 16)), int(round((cy - y0) * 16)))
+    axes = (int(math.ceil(ax * 16)), int(math.ceil(ay * 16)))
+    cv2.ellipse(mask, centre, axes, angle, 0, 360, 255, thickness=-1, lineType=cv2.LINE_8, shift=sh)
+    return FaceRegion((x0, y0, xe, ye), mask)
+
+
+def indexed_regions(
+    dets: Detections, width: int, height: int, shape: str, scale: float, margin: float = 0.0
+) -> list[tuple[int, FaceRegion]]:
+    """``(row, region)`` for every detection row with a region inside the frame."""
+    out: list[tuple[int, FaceRegion]] = []
     for i in range(len(dets)):
-        box, lms = dets.xyxy[i], dets.landmarks[i]
-        if shape == "box":
-            x1, y1, x2, y2 = (float(v) for v in box)
-            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-            hw, hh = (x2 - x1) / 2 * scale + margin, (y2 - y1) / 2 * scale + margin
-            x0, y0 = max(0, math.floor(cx - hw)), max(0, math.floor(cy - hh))
-            xe, ye = min(width, math.ceil(cx + hw)), min(height, math.ceil(cy + hh))
-            if xe <= x0 or ye <= y0:
-                continue
-            regions.append(FaceRegion((x0, y0, xe, ye), np.full((ye - y0, xe - x0), 255, np.uint8)))
-            continue
-        cx, cy, ax, ay, angle = _ellipse_params(box, lms, scale, margin)
-        r = math.hypot(ax, ay) if angle else 0.0
-        ex, ey = (r, r) if angle else (ax, ay)
-        x0, y0 = max(0, math.floor(cx - ex)), max(0, math.floor(cy - ey))
-        xe, ye = min(width, math.ceil(cx + ex) + 1), min(height, math.ceil(cy + ey) + 1)
-        if xe <= x0 or ye <= y0 or ax < 0.5 + margin or ay < 0.5 + margin:
-            continue
-        mask = np.zeros((ye - y0, xe - x0), np.uint8)
-        # cv2.ellipse takes integer geometry; a 4-bit sub-pixel shift keeps precision.
-        sh = 4
-        centre = (int(round((cx - x0) * 16)), int(round((cy - y0) * 16)))
-        axes = (int(math.ceil(ax * 16)), int(math.ceil(ay * 16)))
-        cv2.ellipse(mask, centre, axes, angle, 0, 360, 255, thickness=-1, lineType=cv2.LINE_8, shift=sh)
-        regions.append(FaceRegion((x0, y0, xe, ye), mask))
-    return regions
+        reg = face_region(dets.xyxy[i], dets.landmarks[i], width, height, shape, scale, margin)
+        if reg is not None:
+            out.append((i, reg))
+    return out
+
+
+def face_regions(dets: Detections, width: int, height: int, shape: str, scale: float, margin: float = 0.0) -> list[FaceRegion]:
+    """One ``FaceRegion`` per detection, clipped to the frame (empty ones skipped)."""
+    return [reg for _, reg in indexed_regions(dets, width, height, shape, scale, margin)]
 
 
 def composite(dst: NDArray[np.uint8], region: FaceRegion, replacement: NDArray[np.uint8], feather: float = 0.0) -> None:

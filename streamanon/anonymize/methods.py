@@ -8,10 +8,11 @@ from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
 from ..types import Detections
+from .base import FaceAnonymizer, FrameInfo
 from .mask import FaceRegion, composite, face_regions
 
 
-class RegionAnonymizer:
+class RegionAnonymizer(FaceAnonymizer):
     """Base: compute each face's region, replace its pixels, composite through the mask.
 
     Subclasses implement ``replace(roi, region) -> new roi pixels``. ``apply`` never
@@ -23,7 +24,7 @@ class RegionAnonymizer:
     def __init__(self, config: AnonymizeConfig) -> None:
         self.config = config
 
-    def apply(self, image: NDArray[np.uint8], dets: Detections) -> NDArray[np.uint8]:
+    def apply(self, image: NDArray[np.uint8], dets: Detections, info: FrameInfo | None = None) -> NDArray[np.uint8]:
         out = image.copy()
         if not len(dets):
             return out
@@ -88,7 +89,7 @@ class IdentityAnonymizer(RegionAnonymizer):
 
     name = "none"
 
-    def apply(self, image: NDArray[np.uint8], dets: Detections) -> NDArray[np.uint8]:
+    def apply(self, image: NDArray[np.uint8], dets: Detections, info: FrameInfo | None = None) -> NDArray[np.uint8]:
         return image.copy()
 
 

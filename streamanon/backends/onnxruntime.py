@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError, ModelError
+from .base import Dim, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +46,34 @@ def select_providers(requested: Sequence[str]) -> list[str]:
     return list(requested)
 
 
+def _dtype(ort_type: str) -> str:
+    """``tensor(float)`` -> ``float32``: the NumPy name every backend reports."""
+    inner = ort_type.removeprefix("tensor(").removesuffix(")")
+    return {"float": "float32", "double": "float64"}.get(inner, inner)
+
+
+def _spec(arg: Any) -> TensorSpec:
+    shape: tuple[Dim, ...] = tuple(d if isinstance(d, (int, str)) else None for d in arg.shape)
+    return TensorSpec(arg.name, shape, _dtype(arg.type))
+
+
 class OrtBackend:
-    """Run an ONNX model; describes its own inputs and outputs.
+    """Run an ONNX model; describes its own inputs and outputs (``backends.base.Backend``).
 
     Args:
         model: path or serialized bytes of the model.
         providers: execution providers in priority order.
         threads: intra-op threads (0 = ORT default).
+        label: what the model is called in error messages (its file).
     """
 
-    def __init__(self, model: str | bytes, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0):
+    def __init__(
+        self,
+        model: str | Path | bytes,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: int = 0,
+        label: str = "the model",
+    ) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -68,20 +87,29 @@ class OrtBackend:
         ort.set_default_logger_severity(_ORT_QUIET)
         chosen = select_providers(providers)
         try:
-            self.session = ort.InferenceSession(model, sess_options=opts, providers=chosen)
+            self.session = ort.InferenceSession(
+                str(model) if isinstance(model, Path) else model, sess_options=opts, providers=chosen
+            )
         except Exception as exc:  # ORT raises its own untyped errors for bad models
-            raise ModelError(f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}") from exc
-        self.providers = self.session.get_providers()
+            raise ModelError(f"ONNX Runtime cannot load {label}: {str(exc).splitlines()[0]}") from exc
+        self.providers: list[str] = self.session.get_providers()
+        self._inputs = tuple(_spec(i) for i in self.session.get_inputs())
+        self._outputs = tuple(_spec(o) for o in self.session.get_outputs())
+        self._output_names = [o.name for o in self._outputs]
         # CPU threads one call runs on (live mode's size fit counts core-milliseconds)
         self.threads_per_call = threads or max(1, os.cpu_count() or 1)
         log.info("ONNX Runtime providers: %s", ", ".join(self.providers))
 
-    def input_spec(self) -> list[tuple[str, list[Any], str]]:
-        return [(i.name, list(i.shape), i.type) for i in self.session.get_inputs()]
+    def input_spec(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
 
-    def output_spec(self) -> list[tuple[str, list[Any], str]]:
-        return [(o.name, list(o.shape), o.type) for o in self.session.get_outputs()]
+    def output_spec(self) -> tuple[TensorSpec, ...]:
+        return self._outputs
 
-    def infer(self, inputs: dict[str, NDArray[np.float32]], outputs: Sequence[str] | None = None) -> list[NDArray[Any]]:
-        result: list[NDArray[Any]] = self.session.run(list(outputs) if outputs else None, inputs)
-        return result
+    def infer(self, inputs: Mapping[str, NDArray[Any]], outputs: Sequence[str] | None = None) -> dict[str, NDArray[Any]]:
+        names = list(outputs) if outputs else self._output_names
+        result: list[NDArray[Any]] = self.session.run(names, dict(inputs) if not isinstance(inputs, dict) else inputs)
+        return dict(zip(names, result, strict=True))
+
+    def close(self) -> None:
+        """Nothing to release early: the session frees its memory when dropped."""

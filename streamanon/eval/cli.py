@@ -1,4 +1,4 @@
-"""``streamanon eval identity|attack|detect|video``: measure privacy and quality.
+"""``streamanon eval identity|attack|detect|video|temporal``: measure privacy and quality.
 
 Results print as a table on stdout; ``--json PATH`` writes them machine-readable and
 ``--html PATH`` an offline report with plots (face images appear only in that report).
@@ -37,6 +37,8 @@ ID_COLUMNS = (
     "psnr_outside",
     "ssim_outside",
     "ms_ssim_outside",
+    "psnr_face",
+    "ssim_face",
 )
 
 
@@ -55,7 +57,7 @@ def _recogniser_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``streamanon eval`` parser with its four subcommands."""
     p = _ArgParser(prog="streamanon eval", description="Measure how well streamanon removes identities.")
-    sub = p.add_subparsers(dest="command", metavar="{identity,attack,detect,video}")
+    sub = p.add_subparsers(dest="command", metavar="{identity,attack,detect,video,temporal}")
     sub.required = True
 
     q = sub.add_parser("identity", help="recognisability of identity photos after each method")
@@ -78,8 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--examples", type=int, default=6, help="faces shown in the HTML report (default 6)")
     _recogniser_options(q)
+    q.add_argument(
+        "--also",
+        default="",
+        metavar="NAMES",
+        help="also score the same outputs with these recognisers (comma list: faceres; "
+        "a transfer number for --method adversarial)",
+    )
+    q.add_argument(
+        "--encode-crf",
+        default="",
+        metavar="CRFS",
+        help="also score the outputs after H.264 (libx264 intra frame, --preset) at these CRFs, "
+        "comma list (e.g. 18,28)",
+    )
     _common(q)
-    add_pipeline_options(q)
+    add_pipeline_options(q, seed=False)
 
     a = sub.add_parser("attack", help="train a learned inverse on some identities, attack the others")
     a.add_argument("--faces", type=Path, action="append", required=True, metavar="DIR", help="as for identity")
@@ -90,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--pad", type=float, default=0.5, help="as for identity")
     _recogniser_options(a)
     _common(a)
-    add_pipeline_options(a)  # --method (comma list allowed), --blur-strength, --pixel-blocks, ...
+    add_pipeline_options(a, seed=False)  # --method (comma list allowed), --blur-strength, --pixel-blocks, ...
 
     d = sub.add_parser("detect", help="precision/recall/AP of the product's detector against face boxes")
     d.add_argument("--images", type=Path, required=True, metavar="DIR", help="image folder the annotations refer to")
@@ -103,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--threads", type=int, default=1, help="CPU threads per detector call (default 1)")
     d.add_argument("--backend", default=DetectConfig().backend, choices=list(BACKENDS), help="inference backend (default auto, as the product)")
     d.add_argument("--precision", default=DetectConfig().precision, choices=list(PRECISIONS), help="network precision (default auto, as the product)")
+    d.add_argument(
+        "--small-faces",
+        default="off",
+        choices=["auto", "on", "off"],
+        help="add every upscaled tile of each image, merged as the product merges them (default off: the detector alone)",
+    )
+    d.add_argument("--tile-scale", type=float, default=DetectConfig().tile_scale, help="--small-faces: tile upscaling (default 2)")
+    d.add_argument("--max-face-size", type=float, default=None, metavar="PX", help="drop detections larger than this")
     _common(d)
 
     v = sub.add_parser("video", help="frames of an anonymised video where a face is still recognised")
@@ -112,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--save-leaks", type=Path, metavar="DIR", help="write crops of leaked faces here (off by default)")
     _recogniser_options(v)
     _common(v)
+
+    t = sub.add_parser("temporal", help="flicker, identity along a track and the background, per method and clip")
+    t.add_argument("clips", type=Path, nargs="+", metavar="CLIP", help="video files (short: every frame is compared)")
+    t.add_argument("--methods", default="solid,generate", help="comma list, as for identity (default solid,generate)")
+    t.add_argument("--every", type=int, default=5, help="faces checked by the recogniser every N-th frame (default 5)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the randomised methods (default 0)")
+    t.add_argument("--keep", type=Path, metavar="DIR", help="keep the anonymised clips here (default: deleted)")
+    _recogniser_options(t)
+    _common(t)
+    add_pipeline_options(t, seed=False)
     return p
 
 
@@ -177,6 +211,50 @@ def _references(ns: argparse.Namespace) -> tuple[Any, list[Any], dict[str, Any]]
     return rec, refs, info
 
 
+ALSO_RECOGNISERS = ("faceres",)
+
+
+def _crfs(text: str) -> list[int]:
+    out = []
+    for t in (t.strip() for t in text.split(",")):
+        if not t:
+            continue
+        if not t.isdigit() or not 0 <= int(t) <= 51:
+            raise ConfigError(f"invalid --encode-crf value {t!r}: expected integers in [0, 51], comma separated")
+        out.append(int(t))
+    return out
+
+
+def _also(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip() and n.strip() != "dlib"]
+    for name in names:
+        if name not in ALSO_RECOGNISERS:
+            raise ConfigError(f"unknown recogniser {name!r} in --also; choose from: {', '.join(ALSO_RECOGNISERS)}")
+    return names
+
+
+def _views(ns: argparse.Namespace, rec: Any, refs: list[Any], preset: str) -> list[Any]:
+    """The extra scorings of ``eval identity``: each recogniser (dlib, then ``--also``) on
+    the outputs as they are and after H.264 at each ``--encode-crf``; dlib as-is is the main one."""
+    from .identity import View
+
+    crfs = _crfs(ns.encode_crf)
+    recs = [(rec, np.stack([r.embedding for r in refs]))]
+    for name in _also(ns.also):
+        from .faceres import FaceResRecogniser
+
+        assert name == "faceres"  # the only one of ALSO_RECOGNISERS
+        other = FaceResRecogniser(locator=rec)
+        recs.append((other, np.stack([other.embed(r.image, [r.face])[0] for r in refs])))
+    views = []
+    for r, emb in recs:
+        for crf in [None, *crfs]:
+            if r is rec and crf is None:
+                continue
+            views.append(View(r, emb, crf, preset))
+    return views
+
+
 def _fmt_row(values: list[Any]) -> str:
     return "| " + " | ".join(report.fmt_text(v) for v in values) + " |"
 
@@ -190,13 +268,16 @@ def identity_command(ns: argparse.Namespace) -> int:
     specs = parse_methods(ns.methods, config.anonymize)
     product = ProductRunner(config, pad=ns.pad)
     _check_outputs(ns)
+    _crfs(ns.encode_crf)  # option errors before the (slow) references
+    _also(ns.also)
     rec, refs, info = _references(ns)
     keep: list[int] = []
     if ns.html and ns.examples > 0:
         rng = np.random.default_rng(ns.seed)
         keep = sorted(rng.choice(len(refs), size=min(ns.examples, len(refs)), replace=False).tolist())
+    views = _views(ns, rec, refs, config.io.preset)
     result, raw = evaluate_identity(
-        refs, product, rec, specs, keep_rows=keep, progress=lambda k: log.info("method %s", k)
+        refs, product, rec, specs, keep_rows=keep, progress=lambda k: log.info("method %s", k), views=views
     )
     result.update(
         dataset=info,
@@ -207,6 +288,8 @@ def identity_command(ns: argparse.Namespace) -> int:
             "dlib_detector": ns.dlib_detector,
             "threshold": rec.threshold,
             "seed": ns.seed,
+            "also": _also(ns.also),
+            "encode_crf": _crfs(ns.encode_crf),
         },
     )
     _write_json(ns.json, result)
@@ -338,7 +421,14 @@ def detect_command(ns: argparse.Namespace) -> int:
         raise ConfigError(f"invalid --iou {ns.iou}: expected a number in (0, 1]")
     _check_outputs(ns)
     gts = load_annotations(ns.annotations, ns.images, ns.format)
-    base = DetectConfig(threads=max(0, ns.threads), backend=ns.backend, precision=ns.precision)
+    base = DetectConfig(
+        threads=max(0, ns.threads),
+        backend=ns.backend,
+        precision=ns.precision,
+        small_faces=ns.small_faces,
+        tile_scale=ns.tile_scale,
+        max_face_size=ns.max_face_size,
+    )
     runs = [evaluate_detector(gts, s, thresholds, base=base, iou=ns.iou, min_size=ns.min_size) for s in sizes]
     out: dict[str, Any] = {
         "dataset": {**dataset_stats(gts), "annotations": str(ns.annotations), "format": ns.format},
@@ -428,11 +518,61 @@ def video_command(ns: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"identity": identity_command, "attack": attack_command, "detect": detect_command, "video": video_command}
+TEMPORAL_COLUMNS = (
+    "clip",
+    "method",
+    "frames",
+    "fps",
+    "anonymize_ms_per_face",
+    "psnr_outside",
+    "flicker_ratio",
+    "leakage",
+    "dlib_survival",
+    "product_survival",
+    "intra_track_distance",
+    "intra_track_distance_original",
+    "intra_track_same",
+)
+
+
+def temporal_command(ns: argparse.Namespace) -> int:
+    """``eval temporal``: each method on each clip through the product, compared over time."""
+    from .product import parse_methods
+    from .temporal import evaluate_temporal
+
+    if ns.every < 1:
+        raise ConfigError(f"invalid --every {ns.every}: expected an integer >= 1")
+    config = _eval_config(ns)
+    specs = parse_methods(ns.methods, config.anonymize)
+    _check_outputs(ns)
+    res = evaluate_temporal(ns.clips, specs, config, _recogniser(ns), every=ns.every, keep=ns.keep)
+    res["settings"] = {"config": config.to_dict(), "seed": ns.seed}
+    _write_json(ns.json, res)
+    rows = [{"clip": c, "method": m, **v} for c, ms in res["clips"].items() for m, v in ms.items()]
+    print(_fmt_row(list(TEMPORAL_COLUMNS)))
+    print("|" + "---|" * len(TEMPORAL_COLUMNS))
+    for r in rows:
+        print(_fmt_row([r.get(c) for c in TEMPORAL_COLUMNS]))
+    if ns.html:
+        report.write_html(ns.html, "streamanon eval temporal", [("Results", report.table_html(rows, TEMPORAL_COLUMNS))])
+    return 0
+
+
+COMMANDS = {
+    "identity": identity_command,
+    "attack": attack_command,
+    "detect": detect_command,
+    "video": video_command,
+    "temporal": temporal_command,
+}
 
 
 def main(argv: list[str]) -> int:
     """Entry point of ``streamanon eval``; errors propagate to ``streamanon.cli.main``."""
+    if argv[:1] == ["generator"]:  # the memorisation check has its own parser (extra [torch] not needed)
+        from ..generate.memorisation import eval_generator_main
+
+        return eval_generator_main(argv[1:])
     ns = build_parser().parse_args(argv)
     _setup_logging(False)
     if ns.verbose:  # progress of streamanon only (dependencies stay quiet)

@@ -113,7 +113,12 @@ def evaluate_detector(
                 backend=base.backend,
                 precision=base.precision,
             )
-            det = detectors[size] = create_detector(cfg, low_threshold=AP_FLOOR)  # type: ignore[index]
+            det = create_detector(cfg, low_threshold=AP_FLOOR)
+            if base.small_faces != "off" or base.max_face_size is not None:
+                from ..detect.tiles import TiledDetector  # every tile of every image (stills)
+
+                det = TiledDetector(det, base.small_faces, base.tile_scale, base.tile_every, base.max_face_size, cfg.threshold)
+            detectors[size] = det  # type: ignore[index]
         dets = det([image])[0]
         ignore = gt.ignore.copy()
         if min_size > 0:
@@ -129,6 +134,7 @@ def evaluate_detector(
     result = evaluate_detections(items, thresholds, iou)
     return {
         "det_size": size_label(det_size),
+        "small_faces": base.small_faces,
         "inference": next((str(d.choice) for d in detectors.values() if getattr(d, "choice", None)), "custom detector"),
         "images": len(items),
         "seconds": round(seconds, 2),

@@ -15,14 +15,23 @@ Per method:
 * ``rank1``: anonymised probes matched against the OTHER originals (leave-one-out), over
   every identity with at least two photos; ``chance`` is the rate of a random guess;
 * ``detection_survival``: share of anonymised faces dlib's detector still finds (IoU >= 0.5);
-* quality: PSNR/SSIM/MS-SSIM of the whole image and outside the product's masks.
+* quality: PSNR/SSIM/MS-SSIM of the whole image and outside the product's masks, and
+  PSNR/SSIM inside them (``psnr_face``/``ssim_face``: what a method that keeps the face,
+  ``adversarial``, changes of it).
+
+Extra views (``View``) score the same anonymised outputs again: with another recogniser
+(FaceRes: a transfer number for a perturbation computed against dlib) and/or after the
+image went through H.264 at a CRF (``encode_h264``), so a method is not credited for what
+the encoder of its own output file would undo.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import cv2
@@ -33,7 +42,7 @@ from ..io import read_image
 from ..track.association import box_iou
 from ..track.coverage import box_inside_fraction
 from .data import IdentityImage
-from .metrics import mean_of, quality
+from .metrics import mean_of, psnr, quality, ssim
 from .product import MethodSpec, ProductRunner
 from .recognizer import Face, Recogniser, distance
 
@@ -75,10 +84,64 @@ class FaceResult:
 
 @dataclass
 class MethodResult:
-    """Every face of one method, in reference order."""
+    """Every face of one method, in reference order (``views``: the extra views' results)."""
 
     key: str
     faces: list[FaceResult] = field(default_factory=list)
+    views: dict[str, MethodResult] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class View:
+    """An extra way to score the anonymised outputs: ``recogniser`` (with ``embeddings``,
+    its ``(N, D)`` vectors of the reference faces) on the image as it is, or after H.264
+    at ``crf``."""
+
+    recogniser: Recogniser
+    embeddings: NDArray[np.float32]
+    crf: int | None = None
+    preset: str = "veryfast"
+
+    def key(self, method: str) -> str:
+        """``method`` tagged with the view: ``adversarial @faceres crf28``."""
+        tags = [] if self.recogniser.name == "dlib" else [self.recogniser.name]
+        tags += [] if self.crf is None else [f"crf{self.crf}"]
+        return f"{method} @{' '.join(tags)}" if tags else method
+
+
+def encode_h264(image: NDArray[np.uint8], crf: int, preset: str = "veryfast") -> NDArray[np.uint8]:
+    """``image`` after one H.264 intra frame (PyAV libx264, yuv420p, ``crf``, ``preset``) and back.
+
+    Odd sides are edge-padded to even for 4:2:0 and cropped back. One intra frame is
+    what a still output or a video's key frame gets; inter frames of a video are coded
+    from references and can lose more detail at the same CRF.
+    """
+    import av
+
+    h, w = image.shape[:2]
+    img = image
+    if h % 2 or w % 2:
+        img = np.asarray(cv2.copyMakeBorder(image, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE), np.uint8)
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width, ctx.height = img.shape[1], img.shape[0]
+    ctx.pix_fmt = "yuv420p"
+    ctx.time_base = Fraction(1, 25)
+    ctx.options = {"crf": str(crf), "preset": preset}
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+    packets = list(ctx.encode(frame)) + list(ctx.encode(None))
+    dec = av.CodecContext.create("h264", "r")
+    frames = [f for pkt in packets for f in dec.decode(pkt)] + list(dec.decode(None))
+    if len(frames) != 1:
+        raise ValueError(f"H.264 round trip returned {len(frames)} frames, expected 1")
+    out: NDArray[np.uint8] = np.ascontiguousarray(frames[0].to_ndarray(format="rgb24")[:h, :w], np.uint8)
+    return out
+
+
+def _face_quality(
+    original: NDArray[np.uint8], other: NDArray[np.uint8], mask: NDArray[np.bool_]
+) -> dict[str, float | None]:
+    """PSNR and SSIM inside the product's masks (``None`` where nothing was masked)."""
+    return {"psnr_face": psnr(original, other, mask), "ssim_face": ssim(original, other, mask)}
 
 
 def build_references(images: Sequence[IdentityImage], rec: Recogniser) -> tuple[list[Reference], list[str]]:
@@ -124,23 +187,43 @@ def anonymise_faces(
     rec: Recogniser,
     spec: MethodSpec,
     keep_rows: Collection[int] = (),
+    views: Sequence[View] = (),
 ) -> MethodResult:
     """Run the product with one method on every reference photo and score each face.
 
     Args:
         keep_rows: reference rows whose anonymised face crop is kept (for reports).
+        views: extra scorings of the same outputs (``result.views``, keyed ``View.key``).
     """
     result = MethodResult(spec.key)
+    for v in views:
+        result.views[v.key(spec.key)] = MethodResult(v.key(spec.key))
+    product.prepare([r.image for r in refs], spec)
     for i, ref in enumerate(refs):
         out = product.run(ref.image, spec)
         covered = float(box_inside_fraction(ref.face.box, out.dets.xyxy)[0]) if len(out.dets) else 0.0
+        missed = covered < MISSED_BELOW
         emb = rec.embed(out.image, [ref.face])[0]
         dist = float(distance(emb, ref.embedding)[0, 0])
         found = rec.detect(out.image)
         survived = bool(found) and bool((box_iou([ref.face.box], [f.box for f in found]) >= SURVIVAL_IOU).any())
         crop = face_crop(out.image, ref.face.box, EXAMPLE_SIZE) if i in keep_rows else None
-        q = quality(ref.image, out.image, out.mask)
-        result.faces.append(FaceResult(dist, covered < MISSED_BELOW, survived, q, emb, crop))
+        q = quality(ref.image, out.image, out.mask) | _face_quality(ref.image, out.image, out.mask)
+        result.faces.append(FaceResult(dist, missed, survived, q, emb, crop))
+        encoded: dict[int, tuple[NDArray[np.uint8], bool, dict[str, float | None]]] = {}
+        for v in views:
+            if v.crf is None:
+                img, surv, vq = out.image, survived, q
+            else:
+                if v.crf not in encoded:
+                    e = encode_h264(out.image, v.crf, v.preset)
+                    found = rec.detect(e)
+                    s = bool(found) and bool((box_iou([ref.face.box], [f.box for f in found]) >= SURVIVAL_IOU).any())
+                    encoded[v.crf] = (e, s, quality(ref.image, e, out.mask) | _face_quality(ref.image, e, out.mask))
+                img, surv, vq = encoded[v.crf]
+            vemb = v.recogniser.embed(img, [ref.face])[0]
+            vdist = float(distance(vemb, v.embeddings[i])[0, 0])
+            result.views[v.key(spec.key)].faces.append(FaceResult(vdist, missed, surv, vq, vemb))
     return result
 
 
@@ -210,7 +293,7 @@ def summarise(
         "distance_min": float(dists.min()) if n else None,
         "defeated": (n - leaked) / n if n else None,
     }
-    for key in ("psnr", "ssim", "ms_ssim", "psnr_outside", "ssim_outside", "ms_ssim_outside"):
+    for key in ("psnr", "ssim", "ms_ssim", "psnr_outside", "ssim_outside", "ms_ssim_outside", "psnr_face", "ssim_face"):
         out[key] = mean_of(qrows, key)
     return out
 
@@ -222,20 +305,28 @@ def evaluate_identity(
     specs: Sequence[MethodSpec],
     keep_rows: Collection[int] = (),
     progress: Callable[[str], None] | None = None,
+    views: Sequence[View] = (),
 ) -> tuple[dict[str, Any], dict[str, MethodResult]]:
-    """Score every method on every reference face.
+    """Score every method on every reference face (and in every extra view).
 
     Returns:
-        ``({"methods": {key: summary}, "control": {...}}, raw results per method)``.
+        ``({"methods": {key: summary}, "control": {...}}, raw results per method)``; a
+        view's summary is keyed ``View.key(method)`` and follows its method's.
     """
     methods: dict[str, Any] = {}
     raw: dict[str, MethodResult] = {}
     for spec in specs:
         if progress:
             progress(spec.key)
-        res = anonymise_faces(refs, product, rec, spec, keep_rows=keep_rows)
+        res = anonymise_faces(refs, product, rec, spec, keep_rows=keep_rows, views=views)
         raw[spec.key] = res
         methods[spec.key] = summarise(refs, res, rec.threshold)
+        for v in views:
+            vrefs = [dataclasses.replace(r, embedding=v.embeddings[i]) for i, r in enumerate(refs)]
+            methods[v.key(spec.key)] = summarise(vrefs, res.views[v.key(spec.key)], v.recogniser.threshold) | {
+                "recogniser": v.recogniser.name,
+                "encode_crf": v.crf,
+            }
     out: dict[str, Any] = {"methods": methods}
     if "none" in methods:
         leak = methods["none"]["verification_leakage"]

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from ..anonymize import METHODS, create_anonymizer
+from ..anonymize import METHODS, POOLED, AnonymizerFactory
 from ..anonymize.mask import union_mask
 from ..config import AnonymizeConfig, PipelineConfig
 from ..detect import Detector
@@ -34,35 +36,78 @@ EVAL_METHODS = ("none", *sorted(METHODS))
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method to evaluate: ``name`` or ``name:param`` (``blur:2`` = blur_strength 2,
-    ``pixelate:16`` = 16 blocks), applied on top of the run's ``AnonymizeConfig``."""
+    """A method to evaluate: ``name``, ``name:value`` (its main parameter) or
+    ``name:key=value:key=value``, applied on top of the run's ``AnonymizeConfig``:
+    ``blur:2`` (strength), ``pixelate:16`` (blocks), ``dp-pixelate:0.5`` (epsilon;
+    keys ``eps``, ``cells``, ``m``), ``svd:0.01`` (epsilon; keys ``eps``, ``k``), ``k-same:5``
+    (k; keys ``k``, ``bank``), ``adversarial:4`` (epsilon in /255 code values; keys ``eps``,
+    ``steps``, ``objective``, ``k``, ``bank``), ``generate:PATH`` (generator ONNX; keys ``model``,
+    ``fallback``, ``min``)."""
 
     key: str
     config: AnonymizeConfig
 
+    @property
+    def pooled(self) -> bool:
+        return self.config.method in POOLED
+
+
+# method -> (main parameter, {key: (AnonymizeConfig field, type)})
+PARAMS: dict[str, tuple[str, dict[str, tuple[str, type]]]] = {
+    "blur": ("strength", {"strength": ("blur_strength", float)}),
+    "pixelate": ("blocks", {"blocks": ("pixel_blocks", int)}),
+    "dp-pixelate": ("eps", {"eps": ("epsilon", float), "cells": ("dp_cells", int), "m": ("dp_m", int)}),
+    "svd": ("eps", {"eps": ("epsilon", float), "k": ("svd_k", int), "size": ("svd_size", int)}),
+    "k-same": ("k", {"k": ("k", int), "bank": ("face_bank", str)}),
+    "adversarial": (
+        "eps",
+        {
+            "eps": ("epsilon", float),
+            "steps": ("adv_steps", int),
+            "objective": ("adv_objective", str),
+            "k": ("k", int),
+            "bank": ("face_bank", str),
+        },
+    ),
+    "generate": (
+        "model",
+        {"model": ("generator", str), "fallback": ("generate_fallback", str), "min": ("generate_min_size", int)},
+    ),
+}
+
+
+def _with_params(cfg: AnonymizeConfig, name: str, params: list[str], raw: str) -> AnonymizeConfig:
+    if name not in PARAMS:
+        raise ConfigError(f"method {name!r} takes no parameter (got {raw!r})")
+    main, table = PARAMS[name]
+    values: dict[str, Any] = {}
+    for item in params:
+        key, eq, value = item.partition("=")
+        if not eq:
+            key, value = main, item
+        if key not in table:
+            raise ConfigError(f"method {name!r} has no parameter {key!r} (got {raw!r}); it takes: {', '.join(table)}")
+        field, kind = table[key]
+        try:
+            values[field] = kind(value)
+        except ValueError:
+            raise ConfigError(f"invalid parameter in method {raw!r}: {key}={value!r} is not a {kind.__name__}") from None
+    return dataclasses.replace(cfg, **values)
+
 
 def parse_methods(text: str, base: AnonymizeConfig) -> list[MethodSpec]:
-    """``"none,blur,pixelate:4"`` -> specs; unknown names and bad parameters raise ConfigError."""
+    """``"none,blur,pixelate:4,dp-pixelate:eps=0.5:cells=12"`` -> specs; unknown names and
+    bad parameters raise ConfigError."""
     specs: list[MethodSpec] = []
     for raw in (t.strip() for t in text.split(",")):
         if not raw:
             continue
-        name, _, param = raw.partition(":")
+        name, *params = raw.split(":")
         if name not in EVAL_METHODS:
             raise ConfigError(f"unknown method {name!r}; choose from: {', '.join(EVAL_METHODS)}")
         cfg = dataclasses.replace(base, method=name)
-        if param:
-            try:
-                if name == "blur":
-                    cfg = dataclasses.replace(cfg, blur_strength=float(param))
-                elif name == "pixelate":
-                    cfg = dataclasses.replace(cfg, pixel_blocks=int(param))
-                else:
-                    raise ConfigError(f"method {name!r} takes no parameter (got {raw!r})")
-            except ValueError as exc:
-                if isinstance(exc, ConfigError):
-                    raise
-                raise ConfigError(f"invalid parameter in method {raw!r}: {exc}") from None
+        if params:
+            cfg = _with_params(cfg, name, params, raw)
         if raw in (s.key for s in specs):
             continue
         specs.append(MethodSpec(raw, cfg))
@@ -96,17 +141,43 @@ class ProductRunner:
         self.config = config
         self.pad = pad
         self._stages: dict[str, Stages] = {}
+        self._pools: dict[str, Any] = {}
         self._detector: Detector | None = None
 
     def _stages_for(self, spec: MethodSpec) -> Stages:
         st = self._stages.get(spec.key)
         if st is None:
             cfg = dataclasses.replace(self.config, anonymize=spec.config)
-            anonymizer = create_anonymizer(spec.config, allow_eval_only=True)
-            st = Stages(cfg, detector=self._detector, anonymizer=anonymizer)
+            factory = AnonymizerFactory(spec.config, allow_eval_only=True)
+            st = Stages(cfg, detector=self._detector, anonymizer_factory=factory)
             self._detector = st.detector  # one detector (one ONNX session) for every method
             self._stages[spec.key] = st
         return st
+
+    def _pad(self, image: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], int]:
+        h, w = image.shape[:2]
+        p = min(PAD_MAX, round(self.pad * max(h, w)))
+        padded = cv2.copyMakeBorder(image, p, p, p, p, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3) if p else image
+        return np.ascontiguousarray(padded), p
+
+    def prepare(self, images: Sequence[NDArray[np.uint8]], spec: MethodSpec) -> None:
+        """First pass of a pooled method (k-same): the evaluated set's faces become its pool.
+
+        k-Same is defined over the set it de-identifies: here that is every image the
+        evaluation will run (plus the face bank, if the spec names one). No-op for others.
+        """
+        if not spec.pooled or spec.key in self._pools:
+            return
+        stages = self._stages_for(spec)
+        factory = stages.anonymizer_factory
+        pool = factory.new_pool()
+        for n, image in enumerate(images):
+            padded, _ = self._pad(image)
+            pipe = Pipeline(stages.config, stages)
+            for _ in pipe.run([Frame(padded, 0)], anonymizer=factory.collector(pool, label=f"image{n}:")):
+                pass
+        log.info("k-same pool for %s: %d faces", spec.key, len(pool))
+        self._pools[spec.key] = pool
 
     def run(self, image: NDArray[np.uint8], spec: MethodSpec) -> ProductOutput:
         """Anonymise one RGB still with the product (padded, then cropped back).
@@ -115,11 +186,11 @@ class ProductRunner:
             AnonymizationError: the product failed on the image (it was fully masked).
         """
         h, w = image.shape[:2]
-        p = min(PAD_MAX, round(self.pad * max(h, w)))
-        padded = cv2.copyMakeBorder(image, p, p, p, p, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3) if p else image
+        padded, p = self._pad(image)
         stages = self._stages_for(spec)
         pipe = Pipeline(stages.config, stages)
-        results = list(pipe.run([Frame(np.ascontiguousarray(padded), 0)]))
+        anonymizer = stages.new_anonymizer(pool=self._pools.get(spec.key)) if spec.pooled else None
+        results = list(pipe.run([Frame(padded, 0)], anonymizer=anonymizer))
         res = results[0]
         if res.failed:
             raise AnonymizationError(f"the product failed on an image: {res.failed}")

@@ -65,6 +65,8 @@ class LiveReport:
     segments: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     live_options: dict[str, Any] = field(default_factory=dict)
+    anonymizer: dict[str, Any] = field(default_factory=dict)  # method, guarantee, per-track records
+    small_faces: dict[str, Any] = field(default_factory=dict)  # tiling decision, grid, tile-only faces
 
     def summary(self, config: PipelineConfig) -> dict[str, Any]:
         from ..runner import package_versions
@@ -165,7 +167,7 @@ class LiveRunner:
             loop=self.opts.loop,
             opener=self.opener,
         )
-        pipe = Pipeline(self.config, stages, live=self.opts.drop)
+        pipe = self._pipe = Pipeline(self.config, stages, live=self.opts.drop)
         output: LiveOutput | None = None
         consumer: threading.Thread | None = None
         failure: BaseException | None = None
@@ -312,6 +314,9 @@ class LiveRunner:
         self.report.metrics = self.metrics.snapshot()
         self.report.events = [e.to_dict() for e in source.events]
         self.report.segments = list(output.segments) if output is not None else []
+        pipe: Pipeline | None = getattr(self, "_pipe", None)
+        self.report.anonymizer = dict(pipe.anonymizer_report) if pipe is not None else {}
+        self.report.small_faces = dict(pipe.detector_report) if pipe is not None else {}
 
     def _outcome(self, source: LiveSource, failure: BaseException | None) -> LiveReport:
         report = self.report

@@ -18,7 +18,7 @@ from streamanon.backends.manifest import EngineManifest, check_manifest, find_en
 from streamanon.backends.onnxruntime import OrtBackend
 from streamanon.backends.tensorrt import tensorrt_status
 from streamanon.config import DetectConfig
-from streamanon.detect.centerface import CenterFaceDetector, load_backend
+from streamanon.detect.centerface import CenterFaceDetector, load_backend, prepare_model
 from streamanon.errors import EngineIncompatibleError, EngineNotFoundError, MissingDependencyError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def test_engine_without_manifest_is_not_used(tmp_path: Path) -> None:
         find_engine(tmp_path, "centerface", "fp16")
 
 
-def test_export_only_writes_a_dynamic_onnx_that_runs(tmp_path: Path) -> None:
+def test_export_only_writes_the_prepared_dynamic_onnx_that_runs(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "build_engines.py"), "--export-only", "--engine-dir", str(tmp_path)],
         capture_output=True,
@@ -72,13 +72,15 @@ def test_export_only_writes_a_dynamic_onnx_that_runs(tmp_path: Path) -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    onnx = tmp_path / "centerface.dynamic.onnx"
+    onnx = tmp_path / "centerface.export.onnx"
+    assert onnx.read_bytes() == prepare_model()  # the registry's hook applied
+    assert "profile input.1: min [1, 3, 32, 32] opt [4, 3, 384, 640] max [16, 3, 1088, 1920]" in proc.stderr
     be = OrtBackend(str(onnx))
-    (name, shape, _), = be.input_spec()
-    assert name == "input.1" and shape[0] == "B" and shape[2] == "H"
+    (spec,) = be.input_spec()
+    assert spec.name == "input.1" and spec.shape == ("B", 3, "H", "W") and spec.dtype == "float32"
     for b, h, w in ((1, 64, 96), (3, 128, 64)):
         outs = be.infer({"input.1": np.zeros((b, 3, h, w), np.float32)})
-        assert outs[0].shape == (b, 1, h // 4, w // 4)
+        assert outs["537"].shape == (b, 1, h // 4, w // 4)
 
 
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here")

@@ -69,7 +69,8 @@ def test_ellipse_follows_head_roll() -> None:
 
 
 def test_unknown_method_lists_valid_names() -> None:
-    with pytest.raises(ConfigError, match="choose from: blur, pixelate, solid"):
+    assert {"blur", "pixelate", "solid", "dp-pixelate", "k-same", "svd"} <= set(METHODS)
+    with pytest.raises(ConfigError, match="choose from: " + ", ".join(sorted(METHODS))):
         create_anonymizer(AnonymizeConfig(method="nope"))
     with pytest.raises(ConfigError):
         create_anonymizer(AnonymizeConfig(method="none"))  # eval-only control

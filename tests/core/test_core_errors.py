@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from mediautil import decode, sha256
 
+from streamanon.anonymize import METHODS
 from streamanon.cli import main
 from streamanon.errors import ConfigError, DecodeError, SinkError, SourceOpenError
 
@@ -106,7 +107,7 @@ def test_unwritable_output(tmp_path: Path, clip_factory, capsys: pytest.CaptureF
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--method", "smudge"], "unknown method 'smudge'; choose from: blur, pixelate, solid"),
+        (["--method", "smudge"], "unknown method 'smudge'; choose from: " + ", ".join(sorted(METHODS))),
         (["--frobnicate"], "unrecognized arguments"),
         (["--threshold", "1.5"], "invalid threshold=1.5"),
         (["--color", "purple"], "invalid color"),

@@ -67,8 +67,8 @@ def test_broken_harness_is_reported(
 ) -> None:
     """If the 'none' control stops leaking, the command must refuse its own numbers."""
 
-    def solid_apply(self: IdentityAnonymizer, image: np.ndarray, dets: Any) -> np.ndarray:
-        return SolidAnonymizer(self.config).apply(image, dets)
+    def solid_apply(self: IdentityAnonymizer, image: np.ndarray, dets: Any, info: Any = None) -> np.ndarray:
+        return SolidAnonymizer(self.config).apply(image, dets, info)
 
     monkeypatch.setattr(IdentityAnonymizer, "apply", solid_apply)
     faces = subset_faces("dlib_johns", identities=2, per_identity=2)

@@ -1,0 +1,111 @@
+"""What every inference backend offers, and the settings that pick one.
+
+One contract for every ONNX model streamanon runs (detector, generator, recogniser,
+landmark network) on every runtime (ONNX Runtime, OpenVINO, TensorRT): the caller names
+its inputs, gets its outputs by name, and can ask the backend what it expects. The
+settings that choose the runtime (``EngineConfig``) are separate from any model's own
+settings, so a second model in a run can be placed on a different device than the detector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from numpy.typing import NDArray
+
+from ..config import BACKENDS, PRECISIONS
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import DetectConfig
+
+BackendName = Literal["auto", "onnxruntime", "openvino", "tensorrt"]
+PrecisionName = Literal["auto", "fp32", "fp16", "bf16"]
+# A dimension: a fixed size, the symbolic name of a dynamic one, or None (dynamic, unnamed).
+Dim = int | str | None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a model, as the backend sees it.
+
+    ``dtype`` is the NumPy name (``float32``, ``int64``; ``bfloat16`` has none in NumPy),
+    the same on every runtime, so specs of two backends compare equal where they agree.
+    """
+
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether some dimension is decided per call."""
+        return any(not isinstance(d, int) for d in self.shape)
+
+    def static_shape(self) -> tuple[int, ...] | None:
+        """The shape if every dimension is fixed, else None."""
+        return None if self.dynamic else tuple(int(d) for d in self.shape if isinstance(d, int))
+
+
+class Backend(Protocol):
+    """A loaded model on one runtime.
+
+    ``infer`` takes every input by name and returns outputs by name (all of them, or the
+    ones named in ``outputs``, which a runtime may then skip computing). Inputs should
+    have the dtype of ``input_spec()``. Implementations may be called from several threads.
+    """
+
+    @property
+    def providers(self) -> list[str]:
+        """What runs the model, for logs and reports."""
+        ...
+
+    @property
+    def threads_per_call(self) -> int:
+        """CPU threads one call runs on (live mode's size fit counts core-milliseconds)."""
+        ...
+
+    def input_spec(self) -> tuple[TensorSpec, ...]: ...
+
+    def output_spec(self) -> tuple[TensorSpec, ...]: ...
+
+    def infer(self, inputs: Mapping[str, NDArray[Any]], outputs: Sequence[str] | None = None) -> dict[str, NDArray[Any]]: ...
+
+    def close(self) -> None:
+        """Release device memory now rather than at garbage collection."""
+        ...
+
+
+def _check(cond: bool, field_name: str, value: object, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(f"invalid {field_name}={value!r}: expected {allowed}")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Which runtime, precision and device run a model (``backends/select.py``).
+
+    Defaults are the detector's: ``auto`` picks TensorRT, else ONNX Runtime on a GPU,
+    else OpenVINO, else ONNX Runtime on the CPU.
+    """
+
+    backend: BackendName = "auto"
+    precision: PrecisionName = "auto"
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)  # ONNX Runtime's, in priority order, or ("auto",)
+    threads: int = 0  # CPU threads per call; 0 = the runtime's default
+    engine_dir: str = "engines"  # TensorRT engines built by build_engines.py
+
+    def __post_init__(self) -> None:
+        _check(self.backend in BACKENDS, "backend", self.backend, ", ".join(f"'{b}'" for b in BACKENDS))
+        _check(self.precision in PRECISIONS, "precision", self.precision, ", ".join(f"'{p}'" for p in PRECISIONS))
+        _check(isinstance(self.threads, int) and self.threads >= 0, "threads", self.threads, "an integer >= 0")
+        object.__setattr__(self, "providers", tuple(self.providers))
+        _check(bool(self.providers), "providers", self.providers, "at least one provider or 'auto'")
+
+    @classmethod
+    def from_detect(cls, config: DetectConfig) -> EngineConfig:
+        """The engine settings inside a ``DetectConfig`` (validated there already)."""
+        return cls(config.backend, config.precision, config.providers, config.threads, config.engine_dir)
+

@@ -1,0 +1,194 @@
+"""``eval temporal CLIP...``: what a method does over time and to the rest of the frame.
+
+Each method runs through the product (``runner.process_file``, the run's encoder settings)
+on each clip; the output is decoded and compared with the decoded original frame by frame:
+
+* ``psnr_outside``: PSNR of every pixel outside the product's masks (pooled over frames):
+  what the method changed beyond the faces, next to what the encoder alone changes (``solid``
+  replaces nothing outside its masks, so it is the reference);
+* ``flicker_ratio``: mean frame-to-frame change inside the faces (pixels in the masks of
+  both frames) divided by the original's (1: the face changes as much as the real one; far
+  above 1: the replacement flickers; 0: a constant fill);
+* on every ``every``-th frame, dlib's faces in the ORIGINAL, embedded there and at the same
+  landmarks in the output (as ``eval video``): ``leakage`` (distance < the recogniser's
+  threshold), ``dlib_survival`` (dlib still finds a face there, IoU >= 0.5) and
+  ``product_survival`` (the product's own detector still finds the face it found in the
+  original, IoU >= 0.5);
+* ``intra_track_distance``: mean recogniser distance between the output faces of one track
+  (pairs of sampled frames; under the threshold = "the same person"), beside the original's
+  (the real person against themself), and ``intra_track_same``: share of those pairs under
+  the threshold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import math
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..anonymize.mask import union_mask
+from ..config import PipelineConfig
+from ..io import VideoSource
+from ..track.association import box_iou
+from ..types import SOURCE_DETECTOR, SOURCE_TRACK, Detections
+from .product import MethodSpec
+from .recognizer import Recogniser, distance
+
+log = logging.getLogger(__name__)
+
+SURVIVAL_IOU = 0.5
+#: A dlib face belongs to the product row (and its track) it overlaps at least this much.
+TRACK_IOU = 0.3
+
+
+def dets_from_records(records: Sequence[dict[str, Any]]) -> Detections:
+    """``Detections`` back from a run report's per-frame ``faces`` (``Detections.to_records``)."""
+    if not records:
+        return Detections.empty()
+    xyxy = np.array([r["box"] for r in records], np.float32)
+    lms = np.array(
+        [r["landmarks"] if r.get("landmarks") is not None else np.full((5, 2), np.nan) for r in records], np.float32
+    )
+    tid = np.array([r.get("track_id", -1) for r in records], np.int64)
+    src = np.array([SOURCE_TRACK if r.get("source") == "track" else SOURCE_DETECTOR for r in records], np.uint8)
+    return Detections(xyxy, np.array([r["score"] for r in records], np.float32), lms, tid, src)
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def score_output(
+    original: str | Path,
+    anonymised: str | Path,
+    per_frame: Sequence[dict[str, Any]],
+    config: PipelineConfig,
+    rec: Recogniser,
+    detector: Any,
+    every: int = 5,
+) -> dict[str, Any]:
+    """Compare one anonymised clip with its original (module doc); ``per_frame``: the run
+    report's frame records (the masks), ``detector``: the product's (``images -> [Detections]``)."""
+    a = config.anonymize
+    by_index = {int(r["index"]): dets_from_records(r["faces"]) for r in per_frame}
+    sq_out, n_out = 0.0, 0
+    change_anon = change_orig = 0.0
+    prev: tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.bool_]] | None = None
+    leaks, checked, dlib_found, product_found, product_faces = 0, 0, 0, 0, 0
+    tracks: dict[int, tuple[list[NDArray[np.float32]], list[NDArray[np.float32]]]] = {}
+    frames = 0
+    with VideoSource(original, audio=False) as so, VideoSource(anonymised, audio=False) as sa:
+        for fo, fa in zip(so, sa, strict=False):
+            frames += 1
+            o, an = fo.image, fa.image
+            h, w = o.shape[:2]
+            dets = by_index.get(fo.index, Detections.empty())
+            mask = union_mask(dets, w, h, a.shape, a.mask_scale, a.mask_margin)
+            diff = o[~mask].astype(np.float64) - an[~mask]
+            sq_out += float((diff**2).sum())
+            n_out += diff.size
+            if prev is not None:
+                both = mask & prev[2]
+                if both.any():
+                    change_anon += float(np.abs(an[both].astype(np.float64) - prev[1][both]).sum())
+                    change_orig += float(np.abs(o[both].astype(np.float64) - prev[0][both]).sum())
+            prev = (o, an, mask)
+            if fo.index % every:
+                continue
+            mine = dets[dets.source == SOURCE_DETECTOR]
+            if len(mine):
+                found = detector([an])[0]
+                product_faces += len(mine)
+                if len(found):
+                    product_found += int((box_iou(mine.xyxy, found.xyxy) >= SURVIVAL_IOU).any(1).sum())
+            faces = rec.detect(o)
+            if not faces:
+                continue
+            e_o, e_a = rec.embed(o, faces), rec.embed(an, faces)
+            d = np.sqrt(((e_o - e_a) ** 2).sum(1))
+            checked += len(faces)
+            leaks += int((d < rec.threshold).sum())
+            again = rec.detect(an)
+            boxes = np.stack([f.box for f in faces])
+            if again:
+                dlib_found += int((box_iou(boxes, np.stack([f.box for f in again])) >= SURVIVAL_IOU).any(1).sum())
+            if len(dets):
+                iou = box_iou(boxes, dets.xyxy)
+                for k in range(len(faces)):
+                    j = int(np.argmax(iou[k]))
+                    tid = int(dets.track_id[j])
+                    if iou[k, j] >= TRACK_IOU and tid >= 0:
+                        ta, to = tracks.setdefault(tid, ([], []))
+                        ta.append(e_a[k])
+                        to.append(e_o[k])
+    pairs_a: list[float] = []
+    pairs_o: list[float] = []
+    for ta, to in tracks.values():
+        for i, j in itertools.combinations(range(len(ta)), 2):
+            pairs_a.append(float(distance(ta[i][None], ta[j][None])[0, 0]))
+            pairs_o.append(float(distance(to[i][None], to[j][None])[0, 0]))
+    mse = sq_out / n_out if n_out else 0.0
+    return {
+        "frames": frames,
+        "psnr_outside": 100.0 if mse == 0 else min(100.0, 10 * math.log10(255.0**2 / mse)),
+        "flicker_ratio": change_anon / change_orig if change_orig else None,
+        "faces_checked": checked,
+        "leakage": leaks / checked if checked else None,
+        "dlib_survival": dlib_found / checked if checked else None,
+        "product_survival": product_found / product_faces if product_faces else None,
+        "tracks_scored": sum(1 for ta, _ in tracks.values() if len(ta) > 1),
+        "intra_track_pairs": len(pairs_a),
+        "intra_track_distance": _mean(pairs_a),
+        "intra_track_distance_original": _mean(pairs_o),
+        "intra_track_same": _mean([float(p < rec.threshold) for p in pairs_a]),
+    }
+
+
+def evaluate_temporal(
+    clips: Sequence[str | Path],
+    specs: Sequence[MethodSpec],
+    config: PipelineConfig,
+    rec: Recogniser,
+    every: int = 5,
+    keep: str | Path | None = None,
+) -> dict[str, Any]:
+    """Every method on every clip through the product, scored by ``score_output``.
+
+    Outputs go to ``keep`` (``<clip stem>.<method>.mp4``) or a temporary folder.
+    """
+    from ..pipeline import Stages
+    from ..runner import process_file
+
+    results: dict[str, Any] = {}
+    detector: Any = None
+    with tempfile.TemporaryDirectory(prefix="streamanon-temporal-") as tmp:
+        folder = Path(keep) if keep is not None else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        for spec in specs:
+            cfg = dataclasses.replace(config, anonymize=spec.config)
+            stages = Stages(cfg, detector=detector)
+            detector = stages.detector  # one detector for every method and the survival check
+            for clip in clips:
+                clip = Path(clip)
+                out = folder / f"{clip.stem}.{spec.key.replace(':', '_').replace('/', '_')}.mp4"
+                log.info("%s: %s", spec.key, clip.name)
+                run = process_file(clip, out, cfg, stages=stages, report_frames=True)
+                scores = score_output(clip, out, run.per_frame, cfg, rec, detector, every)
+                scores.update(
+                    fps=run.fps,
+                    anonymize_ms_per_face=round(1000 * run.stage_seconds.get("anonymize", 0.0) / run.faces, 2)
+                    if run.faces
+                    else None,
+                    faces=run.faces,
+                    served=run.anonymizer.get("faces"),
+                )
+                results.setdefault(clip.name, {})[spec.key] = scores
+    return {"clips": results, "every": every, "threshold": rec.threshold}

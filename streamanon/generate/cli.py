@@ -1,0 +1,261 @@
+"""``streamanon train generator`` and ``streamanon export generator``.
+
+Entry points for ``streamanon.cli.SUBCOMMANDS``: ``train_main`` (``train``) and
+``export_main`` (``export``); each takes the arguments after its subcommand word, the
+first of which is the model kind (``generator``). ``main`` takes both words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from ..errors import ConfigError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("generator",)
+
+
+def _need_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError.for_extra("torch", "torch") from exc
+
+
+def train_parser() -> argparse.ArgumentParser:
+    from ..cli import _ArgParser
+    from .model import GeneratorConfig
+    from .train import TrainConfig
+
+    g, t = GeneratorConfig(), TrainConfig()
+    p = _ArgParser(
+        prog="streamanon train generator",
+        description="Train the face generator on the faces in DATA (images and videos, searched recursively).",
+    )
+    p.add_argument("kind", choices=KINDS, help="what to train")
+    p.add_argument("data", nargs="+", type=Path, metavar="DATA", help="folders or files of images and videos")
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="MODEL.pt", help="checkpoint to write (and resume)"
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="folder for the aligned training faces and sample grids (raw faces: keep it private)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from MODEL.pt (its settings are kept)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs in total, counting resumed ones (default 10)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in total")
+    p.add_argument("--size", type=int, default=g.size, choices=[64, 128], help=f"chip size (default {g.size})")
+    p.add_argument(
+        "--channels",
+        type=int,
+        default=g.channels,
+        help=f"generator width: first level's channels (default {g.channels})",
+    )
+    p.add_argument("--batch", type=int, default=t.batch, help=f"faces per step (default {t.batch})")
+    p.add_argument("--lr", type=float, default=t.lr_g, help=f"learning rate of G and D (default {t.lr_g:g})")
+    p.add_argument(
+        "--rec-weight",
+        type=float,
+        default=t.rec_weight,
+        help=f"L1 inside the mask (default {t.rec_weight:g}; 0 = pure GAN)",
+    )
+    p.add_argument(
+        "--id-weight",
+        type=float,
+        default=t.id_weight,
+        help=f"identity repulsion through dlib's recogniser (default {t.id_weight:g}; 0 = off)",
+    )
+    p.add_argument("--r1", type=float, default=t.r1_gamma, help=f"R1 penalty gamma (default {t.r1_gamma:g})")
+    p.add_argument("--seed", type=int, default=t.seed, help="seed of initialisation, batches and latents (default 0)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="training device (default cpu)")
+    p.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default 1)")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=100,
+        help="write the checkpoint every N steps (default 100; also every epoch)",
+    )
+    p.add_argument("--video-step", type=int, default=4, help="use every N-th video frame (default 4)")
+    p.add_argument("--max-per-video", type=int, default=150, help="faces per video at most (default 150)")
+    p.add_argument(
+        "--max-per-person",
+        type=int,
+        default=100,
+        help="faces per person (folder) or video used for training (default 100)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="stop (with a checkpoint) after this much training time in this run",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    return p
+
+
+def _setup(verbose: bool) -> None:
+    from ..cli import _setup_logging
+
+    _setup_logging(False)
+    if verbose:
+        logging.getLogger("streamanon").setLevel(logging.INFO)
+
+
+def train_main(argv: list[str]) -> int:
+    """``streamanon train generator DATA... -o MODEL.pt --cache DIR``."""
+    ns = train_parser().parse_args(argv)
+    _setup(ns.verbose)
+    _need_torch()
+    import cv2
+    import numpy as np
+    import torch
+
+    from .data import ChipSettings, build_cache, cap_per_label, scan_sources
+    from .model import GeneratorConfig, count_params, flops_per_face
+    from .train import TrainConfig, Trainer, read_checkpoint, sample_grid, to_batch
+
+    if ns.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda: PyTorch sees no CUDA GPU (install a CUDA build of torch, or use --device cpu)"
+        )
+    if ns.threads < 1:
+        raise ConfigError("--threads must be >= 1")
+    if ns.epochs < 1 or (ns.max_steps is not None and ns.max_steps < 1):
+        raise ConfigError("--epochs and --max-steps must be >= 1")
+    torch.set_num_threads(ns.threads)
+    size = ns.size
+    if ns.resume:
+        size = int(read_checkpoint(ns.output)["config"]["size"])
+        if size != ns.size and "--size" in argv:
+            raise ConfigError(f"--size {ns.size} does not match the checkpoint's {size} px model")
+    elif ns.output.exists():
+        raise ConfigError(f"{ns.output} exists: pass --resume to continue it, or choose another -o")
+    settings = ChipSettings(size=size, video_step=ns.video_step, max_per_video=ns.max_per_video)
+    sources = scan_sources(ns.data)
+    cache = ns.cache
+    from tqdm import tqdm
+
+    with tqdm(total=len(sources), desc="faces", unit="file", disable=ns.no_progress) as bar:
+
+        def step(i: int, n: int, name: str) -> None:
+            bar.n = i
+            bar.set_postfix_str(name[-30:], refresh=True)
+
+        found = build_cache(sources, cache, settings, progress=step)
+        bar.n = len(sources)
+    if ns.max_per_person < 1:
+        raise ConfigError("--max-per-person must be >= 1")
+    data = cap_per_label(found, ns.max_per_person)
+    where = cache / f"chips-{size}"
+    print(f"training faces: {len(data)} of {len(found)} found in {len(found.sources)} files (cache {where})")
+
+    if ns.resume:
+        trainer = Trainer.resume(ns.output, data, ns.device)
+    else:
+        gcfg = GeneratorConfig(size=size, channels=ns.channels)
+        tcfg = TrainConfig(
+            batch=ns.batch,
+            lr_g=ns.lr,
+            lr_d=ns.lr,
+            rec_weight=ns.rec_weight,
+            id_weight=ns.id_weight,
+            r1_gamma=ns.r1,
+            seed=ns.seed,
+        )
+        trainer = Trainer(data, gcfg, tcfg, ns.device)
+    g = trainer.G
+    params, gflops = count_params(g) / 1e6, flops_per_face(g) / 1e9
+    print(f"generator: {params:.2f} M parameters, {gflops:.2f} GFLOPs per face at {size} px")
+    total = ns.epochs * trainer.steps_per_epoch
+    if ns.max_steps is not None:
+        total = min(total, ns.max_steps)
+    samples_dir = cache / "samples"
+    fixed = to_batch(data, np.random.default_rng(1).permutation(len(data))[: min(8, len(data))], ns.device)
+
+    def on_epoch(tr: Trainer) -> None:
+        samples_dir.mkdir(parents=True, exist_ok=True)
+        grid = sample_grid(tr.G_ema, fixed)
+        scale = max(1, 256 // size)
+        big = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+        out = samples_dir / f"{ns.output.stem}-epoch{tr.epoch:03d}.png"
+        cv2.imwrite(str(out), cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
+        last = tr.history.epochs[-1] if tr.history.epochs else {}
+        log.info(
+            "epoch %d (step %d): %s; samples %s", tr.epoch, tr.step, {k: round(v, 4) for k, v in last.items()}, out
+        )
+
+    t0 = time.monotonic()
+    limit = None if ns.time_limit is None else ns.time_limit * 60
+    done = trainer.fit(total, ns.output, ns.checkpoint_every, on_epoch, progress=not ns.no_progress, time_limit=limit)
+    wall = time.monotonic() - t0
+    last = trainer.history.epochs[-1] if trainer.history.epochs else {}
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in ("epoch", "step", "partial"))
+    rate = (trainer.step and trainer.step / max(trainer.history.seconds, 1e-9)) or 0.0
+    spent = trainer.history.seconds
+    print(
+        f"step {trainer.step}/{total}, epoch {trainer.epoch}, {wall:.0f} s this run, {spent:.0f} s in total"
+        f" ({rate:.2f} steps/s)"
+    )
+    if losses:
+        print(f"losses: {losses}")
+    if not done and trainer.stopped_by == "time limit":
+        print(f"time limit reached: checkpoint {ns.output} saved at step {trainer.step}; continue with --resume")
+        return 0
+    if not done:
+        print(
+            f"interrupted: checkpoint {ns.output} saved at step {trainer.step}; continue with --resume", file=sys.stderr
+        )
+        return 130
+    print(f"checkpoint: {ns.output}; samples: {samples_dir}")
+    return 0
+
+
+def export_parser() -> argparse.ArgumentParser:
+    from ..cli import _ArgParser
+
+    p = _ArgParser(
+        prog="streamanon export generator",
+        description="Export a trained generator to ONNX (dynamic batch) and check it.",
+    )
+    p.add_argument("kind", choices=KINDS, help="what to export")
+    p.add_argument("model", type=Path, metavar="MODEL.pt", help="checkpoint written by 'streamanon train generator'")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL.onnx", help="ONNX file to write")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    return p
+
+
+def export_main(argv: list[str]) -> int:
+    """``streamanon export generator MODEL.pt -o MODEL.onnx``."""
+    ns = export_parser().parse_args(argv)
+    _setup(ns.verbose)
+    _need_torch()
+    import torch
+
+    from .export import export_generator
+
+    torch.set_num_threads(1)
+    res = export_generator(ns.model, ns.output)
+    print(f"wrote {res.path} ({res.bytes / 1e6:.1f} MB, {res.size} px chips, z {res.z_dim}, dynamic batch)")
+    print(f"max |onnx - torch| on random inputs: {res.max_abs_diff:.2e}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """``train generator ...`` or ``export generator ...``."""
+    if not argv or argv[0] not in ("train", "export"):
+        raise ConfigError("expected 'train generator ...' or 'export generator ...'")
+    return train_main(argv[1:]) if argv[0] == "train" else export_main(argv[1:])
+
+
+if __name__ == "__main__":  # python -m streamanon.generate.cli train generator ...
+    sys.exit(main(sys.argv[1:]))

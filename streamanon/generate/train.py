@@ -1,0 +1,474 @@
+"""Training loop of the generator: GAN steps, EMA, checkpoints that resume exactly, sample grids.
+
+Everything a run needs to continue is in the checkpoint (weights of G, D and the EMA
+generator, both optimisers, step, epoch, losses, wall time, settings). Batches and latent
+codes are drawn from generators seeded by ``(seed, epoch)`` and ``(seed, step)``, so a
+resumed run sees the same batches it would have seen without the interruption.
+
+Losses (weights in ``TrainConfig``): hinge GAN, R1 on real images every ``r1_every``
+steps (lazy regularisation), L1 between the raw output and the chip outside the mask
+(``ctx``: the generated region must continue its surroundings), L1 inside the mask
+(``rec``: not part of DeepPrivacy2's recipe; it is what lets a model trained for minutes
+on a CPU paint a face at all, and the identity term pushes away from the original), and
+identity repulsion through dlib's recogniser (``losses.IdentityRepulsion``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from torch import Tensor
+
+from ..errors import ConfigError, ModelError
+from .data import ChipSet
+from .geometry import FLIP68
+from .losses import IdentityRepulsion, d_hinge, g_hinge, masked_l1, r1_penalty
+from .model import Discriminator, Generator, GeneratorConfig
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_KIND = "streamanon-generator"
+CHECKPOINT_VERSION = 1
+LOSS_NAMES = ("d", "r1", "g_adv", "ctx", "rec", "id", "id_dist")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (stored in the checkpoint; a resumed run keeps them)."""
+
+    batch: int = 8
+    lr_g: float = 1e-3
+    lr_d: float = 1e-3
+    beta1: float = 0.0
+    beta2: float = 0.99
+    r1_gamma: float = 0.1  # StyleGAN2 heuristic 0.0002 * res^2 / batch = 0.1 at 64 px, batch 8 (1.0 flattened D)
+    r1_every: int = 4
+    ctx_weight: float = 1.0
+    rec_weight: float = 4.0
+    id_weight: float = 0.5
+    id_margin: float = 0.1
+    id_every: int = 2  # identity repulsion every n-th step (dlib's ResNet costs a G step)
+    id_faces: int = 8  # on at most this many faces of the batch
+    ema_decay: float = 0.995
+    seed: int = 0
+    flip: bool = True
+    mask_jitter: int = 2  # masks randomly grown or shrunk by up to this many pixels
+
+    def __post_init__(self) -> None:
+        if self.batch < 1 or self.r1_every < 1 or self.id_every < 1 or self.id_faces < 1:
+            raise ConfigError("batch, r1_every, id_every and id_faces must be >= 1")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"invalid ema_decay={self.ema_decay}: expected a number in [0, 1)")
+
+
+def _f(t: Tensor) -> float:
+    return float(t.detach())
+
+
+@dataclass
+class Batch:
+    chip: Tensor  # (N, 3, S, S) in [0, 1]
+    mask: Tensor  # (N, 1, S, S)
+    landmarks: Tensor  # (N, 68, 2)
+
+
+def to_batch(data: ChipSet, idx: NDArray[np.int64], device: str) -> Batch:
+    chip = torch.from_numpy(np.ascontiguousarray(data.chips[idx].transpose(0, 3, 1, 2))).float().div_(255)
+    mask = torch.from_numpy(data.masks[idx][:, None].astype(np.float32))
+    lms = torch.from_numpy(np.ascontiguousarray(data.landmarks[idx]))
+    return Batch(chip.to(device), mask.to(device), lms.to(device))
+
+
+def augment(b: Batch, gen: torch.Generator, flip: bool, jitter: int) -> Batch:
+    """Random horizontal flips (landmarks mirrored and re-indexed) and mask growth/shrinkage
+    (the product's ellipse moves by a pixel or two with the detector's box)."""
+    chip, mask, lms = b.chip, b.mask, b.landmarks
+    s = chip.shape[-1]
+    if flip:
+        f = torch.rand(len(chip), generator=gen) < 0.5
+        if f.any():
+            fi = f.to(chip.device)
+            chip = torch.where(fi[:, None, None, None], chip.flip(-1), chip)
+            mask = torch.where(fi[:, None, None, None], mask.flip(-1), mask)
+            flipped = lms[:, torch.from_numpy(FLIP68).to(lms.device)].clone()
+            flipped[..., 0] = s - 1 - flipped[..., 0]
+            lms = torch.where(fi[:, None, None], flipped, lms)
+    if jitter:
+        k = int(torch.randint(-jitter, jitter + 1, (1,), generator=gen))
+        if k > 0:
+            mask = F.max_pool2d(mask, 2 * k + 1, 1, k)
+        elif k < 0:
+            mask = -F.max_pool2d(-mask, -2 * k + 1, 1, -k)
+    return Batch(chip, mask, lms)
+
+
+@dataclass
+class History:
+    """Mean losses per epoch and the wall time spent training."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _Running:
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] for k in self.sums}
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[Callable[[], bool]]:
+    """While active, SIGINT/SIGTERM only ask the loop to stop after the current step, so a
+    checkpoint is never written from half-updated weights. A second Ctrl-C stops at once."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag.is_set
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if flag.is_set():
+            raise KeyboardInterrupt
+        log.warning("stopping after this step (Ctrl-C again to stop now)")
+        flag.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag.is_set
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class Trainer:
+    """One training run (fresh or resumed) of a generator on a ``ChipSet``.
+
+    Args:
+        data: the training chips (their size must be the model's).
+        gcfg: architecture (ignored on resume: the checkpoint's is used).
+        tcfg: optimisation settings (ignored on resume).
+        device: ``cpu`` or ``cuda``.
+        identity: the identity-repulsion loss (default: dlib's recogniser when
+            ``tcfg.id_weight`` > 0).
+    """
+
+    def __init__(
+        self,
+        data: ChipSet,
+        gcfg: GeneratorConfig,
+        tcfg: TrainConfig,
+        device: str = "cpu",
+        identity: IdentityRepulsion | None = None,
+    ) -> None:
+        if data.size != gcfg.size:
+            raise ConfigError(f"training chips are {data.size} px but the model is {gcfg.size} px")
+        if len(data) < 2:
+            raise ConfigError(f"need at least 2 training faces, got {len(data)}")
+        self.data, self.gcfg, self.tcfg, self.device = data, gcfg, tcfg, device
+        torch.manual_seed(tcfg.seed)
+        self.G = Generator(gcfg).to(device)
+        self.D = Discriminator(gcfg).to(device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        betas = (tcfg.beta1, tcfg.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=tcfg.lr_g, betas=betas)
+        # lazy R1: the optimiser step is scaled as in StyleGAN2's lazy regularisation
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=tcfg.lr_d, betas=betas)
+        self.identity = (
+            identity if identity is not None or tcfg.id_weight <= 0 else IdentityRepulsion(tcfg.id_margin, device)
+        )
+        self.step = 0
+        self.history = History()
+        self.stopped_by: str | None = None  # why the last ``fit`` ended early
+        self.batch_size = min(tcfg.batch, len(data))
+
+    # -- schedule ------------------------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.data) // self.batch_size)
+
+    @property
+    def epoch(self) -> int:
+        return self.step // self.steps_per_epoch
+
+    def batch_indices(self, step: int) -> NDArray[np.int64]:
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng([self.tcfg.seed, epoch]).permutation(len(self.data))
+        return order[pos * self.batch_size : (pos + 1) * self.batch_size]
+
+    def _gen(self, step: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.tcfg.seed * 1_000_003 + step)
+
+    # -- one step --------------------------------------------------------------------
+    def train_step(self, b: Batch, gen: torch.Generator) -> dict[str, float]:
+        t = self.tcfg
+        n = len(b.chip)
+        z = torch.randn(n, self.gcfg.z_dim, generator=gen).to(self.device)
+        out: dict[str, float] = {}
+        # discriminator
+        self.D.requires_grad_(True)
+        with torch.no_grad():
+            fake, _ = self.G(b.chip, b.mask, b.landmarks, z)
+        loss_d = d_hinge(self.D(b.chip, b.mask, b.landmarks), self.D(fake, b.mask, b.landmarks))
+        out["d"] = _f(loss_d)
+        if self.step % t.r1_every == 0 and t.r1_gamma > 0:
+            real = b.chip.detach().requires_grad_(True)
+            r1 = r1_penalty(self.D(real, b.mask, b.landmarks), real)
+            loss_d = loss_d + t.r1_gamma / 2 * r1 * t.r1_every
+            out["r1"] = _f(r1)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()  # type: ignore[no-untyped-call]
+        self.opt_d.step()
+        # generator
+        self.D.requires_grad_(False)
+        z = torch.randn(n, self.gcfg.z_dim, generator=gen).to(self.device)
+        fake, raw = self.G(b.chip, b.mask, b.landmarks, z)
+        g_adv = g_hinge(self.D(fake, b.mask, b.landmarks))
+        ctx = masked_l1(raw, b.chip, 1 - b.mask)
+        rec = masked_l1(raw, b.chip, b.mask)
+        loss_g = g_adv + t.ctx_weight * ctx + t.rec_weight * rec
+        out |= {"g_adv": _f(g_adv), "ctx": _f(ctx), "rec": _f(rec)}
+        if self.identity is not None and t.id_weight > 0 and self.step % t.id_every == 0:
+            k = min(n, t.id_faces)
+            dist = self.identity.distances(fake[:k], b.chip[:k], b.landmarks[:k])
+            id_loss = F.relu(self.identity.target - dist).mean()
+            loss_g = loss_g + t.id_weight * t.id_every * id_loss
+            out |= {"id": _f(id_loss), "id_dist": _f(dist.mean())}
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()  # type: ignore[no-untyped-call]
+        self.opt_g.step()
+        self._update_ema()
+        self.step += 1
+        return out
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # short runs: the average must not be dominated by the random initialisation
+        decay = min(self.tcfg.ema_decay, (1 + self.step) / (10 + self.step))
+        for pe, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
+            pe.lerp_(p, 1 - decay)
+        for be, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
+            be.copy_(b)
+
+    @torch.no_grad()
+    def evaluate(self, b: Batch, ema: bool = True) -> dict[str, float]:
+        """L1 losses of the (EMA) generator on a fixed batch with fixed latents."""
+        g = self.G_ema if ema else self.G
+        z = torch.randn(len(b.chip), self.gcfg.z_dim, generator=torch.Generator().manual_seed(12345)).to(self.device)
+        _, raw = g(b.chip, b.mask, b.landmarks, z)
+        return {"ctx": float(masked_l1(raw, b.chip, 1 - b.mask)), "rec": float(masked_l1(raw, b.chip, b.mask))}
+
+    # -- the loop --------------------------------------------------------------------
+    def fit(
+        self,
+        total_steps: int,
+        checkpoint: Path | None = None,
+        checkpoint_every: int = 200,
+        on_epoch: Callable[[Trainer], None] | None = None,
+        progress: bool = True,
+        time_limit: float | None = None,
+    ) -> bool:
+        """Train until ``total_steps`` (counted from the first run); True if it got there,
+        False if stopped by Ctrl-C/SIGTERM or after ``time_limit`` seconds of this call
+        (the checkpoint is then written first, after the step in progress)."""
+        from tqdm import tqdm
+
+        self.G.train()
+        running = _Running()
+        bar = tqdm(total=total_steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
+        finished = clean = False
+        t0 = start = time.monotonic()
+        try:
+            with stop_requests() as stopping:
+                while self.step < total_steps:
+                    if stopping() or (time_limit is not None and time.monotonic() - start >= time_limit):
+                        self.stopped_by = "signal" if stopping() else "time limit"
+                        break
+                    step = self.step
+                    gen = self._gen(step)
+                    b = augment(
+                        to_batch(self.data, self.batch_indices(step), self.device),
+                        gen,
+                        self.tcfg.flip,
+                        self.tcfg.mask_jitter,
+                    )
+                    losses = self.train_step(b, gen)
+                    if not all(math.isfinite(v) for v in losses.values()):
+                        raise ModelError(f"training diverged at step {step}: {losses}")
+                    running.add(losses)
+                    bar.update(1)
+                    bar.set_postfix(
+                        {k: f"{v:.3f}" for k, v in losses.items() if k in ("d", "g_adv", "rec", "id_dist")},
+                        refresh=False,
+                    )
+                    epoch_done = self.step % self.steps_per_epoch == 0
+                    if epoch_done or self.step == total_steps:
+                        self.history.epochs.append(
+                            {"epoch": float(self.epoch), "step": float(self.step), **running.means()}
+                        )
+                        running = _Running()
+                    if checkpoint is not None and (
+                        self.step % checkpoint_every == 0 or epoch_done or self.step == total_steps
+                    ):
+                        self.history.seconds += time.monotonic() - t0
+                        t0 = time.monotonic()
+                        self.save(checkpoint)
+                    if epoch_done and on_epoch is not None:
+                        on_epoch(self)
+                else:
+                    finished = True
+            clean = True
+        finally:
+            bar.close()
+            self.history.seconds += time.monotonic() - t0
+            # after an exception (a second Ctrl-C mid-step, divergence) the weights may be
+            # half-updated: the last periodic checkpoint is kept instead
+            if checkpoint is not None and clean and not finished:
+                if running.counts:
+                    self.history.epochs.append(
+                        {"epoch": float(self.epoch), "step": float(self.step), **running.means(), "partial": 1.0}
+                    )
+                self.save(checkpoint)
+        return finished
+
+    # -- checkpoints -----------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "kind": CHECKPOINT_KIND,
+            "version": CHECKPOINT_VERSION,
+            "config": self.gcfg.to_dict(),
+            "train": asdict(self.tcfg),
+            "step": self.step,
+            "batch_size": self.batch_size,
+            "chips": len(self.data),
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "history": {"epochs": self.history.epochs, "seconds": self.history.seconds},
+        }
+
+    def save(self, path: Path) -> None:
+        """Write the checkpoint atomically (a crash mid-write keeps the previous one)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        torch.save(self.state(), tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def resume(
+        cls, path: Path, data: ChipSet, device: str = "cpu", identity: IdentityRepulsion | None = None
+    ) -> Trainer:
+        """A trainer in the state of checkpoint ``path``.
+
+        Raises:
+            ModelError: the file is missing or is not a generator checkpoint.
+            ConfigError: the chips do not fit the checkpoint's model.
+        """
+        state = read_checkpoint(path)
+        gcfg = GeneratorConfig(**state["config"])
+        tcfg = TrainConfig(**state["train"])
+        tr = cls(data, gcfg, tcfg, device, identity)
+        try:
+            tr.G.load_state_dict(state["G"])
+            tr.D.load_state_dict(state["D"])
+            tr.G_ema.load_state_dict(state["G_ema"])
+            tr.opt_g.load_state_dict(state["opt_g"])
+            tr.opt_d.load_state_dict(state["opt_d"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise ModelError(f"{path}: checkpoint does not match its model: {str(exc).splitlines()[0]}") from exc
+        tr.step = int(state["step"])
+        if int(state.get("batch_size", tr.batch_size)) != tr.batch_size or int(state.get("chips", len(data))) != len(
+            data
+        ):
+            log.warning(
+                "resuming on different data (%d chips, was %s): batches differ from the first run",
+                len(data),
+                state.get("chips"),
+            )
+        hist = state.get("history", {})
+        tr.history = History(list(hist.get("epochs", [])), float(hist.get("seconds", 0.0)))
+        return tr
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict of a generator ``.pt`` file (tensors only: ``weights_only``).
+
+    Raises:
+        ModelError: missing, unreadable, or not a streamanon generator checkpoint.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"generator model {p} not found")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors for bad files
+        raise ModelError(
+            f"generator model {p} is unreadable (not a PyTorch checkpoint: {str(exc).splitlines()[0][:120]})"
+        ) from exc
+    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
+        raise ModelError(f"generator model {p} is not a streamanon generator checkpoint")
+    if int(state.get("version", -1)) != CHECKPOINT_VERSION:
+        raise ModelError(
+            f"generator model {p} has checkpoint version {state.get('version')}, expected {CHECKPOINT_VERSION}"
+        )
+    for key in ("config", "G_ema", "step"):
+        if key not in state:
+            raise ModelError(f"generator model {p} is incomplete (no {key!r})")
+    return state
+
+
+def load_generator(path: str | Path, ema: bool = True) -> tuple[Generator, dict[str, Any]]:
+    """The trained generator of a checkpoint, in eval mode (the EMA weights by default).
+
+    Raises:
+        ModelError: see ``read_checkpoint``; also weights that do not fit the architecture.
+    """
+    state = read_checkpoint(path)
+    try:
+        gen = Generator(GeneratorConfig(**state["config"]))
+        gen.load_state_dict(state["G_ema" if ema else "G"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelError(
+            f"generator model {path}: weights do not fit the architecture: {str(exc).splitlines()[0][:160]}"
+        ) from exc
+    return gen.eval(), state
+
+
+def sample_grid(gen: Generator, b: Batch, zs: int = 3, seed: int = 0) -> NDArray[np.uint8]:
+    """RGB grid, one row per face: masked input | ``zs`` generated faces | original."""
+    gen.eval()
+    cols: list[Tensor] = [b.chip * (1 - b.mask) + 0.5 * b.mask]
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _ in range(zs):
+            z = torch.randn(len(b.chip), gen.cfg.z_dim, generator=g).to(b.chip.device)
+            cols.append(gen(b.chip, b.mask, b.landmarks, z)[0])
+    cols.append(b.chip)
+    rows = [torch.cat([c[i] for c in cols], dim=2) for i in range(len(b.chip))]  # (3, S, S * columns)
+    grid = torch.cat(rows, dim=1)
+    return np.ascontiguousarray((grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy())
