@@ -173,7 +173,7 @@ def collect_pool(sources: list[Path], config: PipelineConfig, stages: Stages) ->
         with VideoSource(src, audio=False) as source:
             for _ in pipe.run(source, anonymizer=collector):
                 pass
-    log.info("k-same pool: %d faces (%d from the face bank)", len(pool), len(factory.new_pool()))
+    log.info("k-same pool: %d faces (%d from the face bank)", len(pool), factory.bank_faces)
     return pool
 
 

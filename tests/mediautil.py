@@ -29,6 +29,30 @@ def decode(path: Path | str, limit: int | None = None) -> tuple[list[np.ndarray]
     return frames, times, info
 
 
+def reencode(
+    src: Path | str, dst: Path | str, frames: int, *, rate: int = 25, fmt: str | None = None, size: tuple[int, int] | None = None
+) -> list[np.ndarray]:
+    """The first ``frames`` frames of ``src`` as H.264 in ``dst`` (``fmt``: container, e.g.
+    mpegts); ``size`` (w, h) crops from the top left. Returns the RGB frames that were encoded."""
+    kept: list[np.ndarray] = []
+    with av.open(str(src)) as c, av.open(str(dst), "w", format=fmt) as out:
+        s = out.add_stream("libx264", rate=rate)
+        for f in c.decode(video=0):
+            if len(kept) >= frames:
+                break
+            img = f.to_ndarray(format="rgb24")
+            if size is not None:
+                img = np.ascontiguousarray(img[: size[1], : size[0]])
+            if not kept:
+                s.width, s.height, s.pix_fmt = img.shape[1], img.shape[0], "yuv420p"
+            kept.append(img)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return kept
+
+
 def audio_packets(path: Path | str) -> list[bytes]:
     with av.open(str(path)) as c:
         if not c.streams.audio:

@@ -17,11 +17,21 @@ from ..config import AnonymizeConfig
 from ..types import SOURCE_DETECTOR, Detections
 from .align import Alignment, Landmarker68, align_faces, chip_to_roi, warp_chip
 from .base import FaceAnonymizer, FrameInfo
-from .mask import composite, indexed_regions
+from .mask import FaceRegion, composite, indexed_regions
 
 #: Chip side for the classical chip methods: 64 px holds what a recogniser-free average or
 #: a low-rank reconstruction keeps of a face, and costs ~0.1 ms a face to warp.
 CHIP_SIZE = 64
+
+
+def masked_rows(
+    image: NDArray[np.uint8], dets: Detections, config: AnonymizeConfig
+) -> tuple[list[tuple[int, FaceRegion]], Detections]:
+    """The frame's face regions (``(row, region)``, those inside the frame) and their rows of
+    ``dets`` in the same order: what a chip method aligns, replaces and pastes back."""
+    h, w = image.shape[:2]
+    regions = indexed_regions(dets, w, h, config.shape, config.mask_scale, config.mask_margin)
+    return regions, dets[np.array([i for i, _ in regions], np.intp)]
 
 
 class ChipAnonymizer(FaceAnonymizer):
@@ -54,16 +64,13 @@ class ChipAnonymizer(FaceAnonymizer):
 
     def apply(self, image: NDArray[np.uint8], dets: Detections, info: FrameInfo | None = None) -> NDArray[np.uint8]:
         out = image.copy()
-        h, w = image.shape[:2]
-        c = self.config
-        regions = indexed_regions(dets, w, h, c.shape, c.mask_scale, c.mask_margin)
+        regions, rows = masked_rows(image, dets, self.config)
         if not regions:
             return out
-        rows = dets[np.array([i for i, _ in regions], np.intp)]
         lm68 = self.landmarks68(image, rows)
         aligns = align_faces(rows, self.chip_size, lm68)
         chips = np.stack([warp_chip(image, a) for a in aligns])
         new = self.process(chips, aligns, rows, info)
         for (_, region), a, chip in zip(regions, aligns, new, strict=True):
-            composite(out, region, chip_to_roi(chip, a, region), c.feather)
+            composite(out, region, chip_to_roi(chip, a, region), self.config.feather)
         return out

@@ -99,6 +99,11 @@ class AnonymizerFactory:
         if self.adversarial is not None and self.config.face_bank:
             self.adversarial.load_gallery(self.config.face_bank, detect)
 
+    @property
+    def bank_faces(self) -> int:
+        """Faces read from ``--face-bank`` (0 without one)."""
+        return len(self._bank)
+
     def new_pool(self) -> FacePool:
         """A pool holding the face bank (the set a run's faces are added to)."""
         pool = FacePool(self.config.k)
@@ -128,6 +133,7 @@ class FixedFactory:
     """A "factory" returning one caller-built anonymiser every run (tests, custom code)."""
 
     pooled = False
+    bank_faces = 0
 
     def __init__(self, anonymizer: Any) -> None:
         self.anonymizer = anonymizer

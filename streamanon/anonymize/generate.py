@@ -44,7 +44,8 @@ from ..generate.geometry import chip_masks, generator_alignments
 from ..types import SOURCE_DETECTOR, Detections
 from .align import Alignment, five_from_68, warp_chip
 from .base import FaceAnonymizer, FrameInfo
-from .mask import FaceRegion, composite, indexed_regions
+from .chips import masked_rows
+from .mask import FaceRegion, composite
 from .methods import BlurAnonymizer, RegionAnonymizer, SolidAnonymizer
 
 log = logging.getLogger(__name__)
@@ -435,14 +436,12 @@ class GenerateAnonymizer(FaceAnonymizer):
 
     def apply(self, image: NDArray[np.uint8], dets: Detections, info: FrameInfo | None = None) -> NDArray[np.uint8]:
         out = image.copy()
-        h, w = image.shape[:2]
-        c = self.config
-        regions = indexed_regions(dets, w, h, c.shape, c.mask_scale, c.mask_margin)
+        regions, rows = masked_rows(image, dets, self.config)
         if not regions:
             return out
+        c = self.config
         info = info or FrameInfo(0)
         t = info.time if info.time is not None else info.index / DEFAULT_FPS
-        rows = dets[np.array([i for i, _ in regions], np.intp)]
         side = np.minimum(rows.xyxy[:, 2] - rows.xyxy[:, 0], rows.xyxy[:, 3] - rows.xyxy[:, 1])
         big = side >= self.min_size
         fit = self._landmarks(image, rows, big & (rows.source == SOURCE_DETECTOR))

@@ -122,6 +122,7 @@ class FacePool:
     cluster_sizes: list[int] = field(default_factory=list)
     persons: int = 0
     _surrogates: NDArray[np.float32] | None = None  # per entry, the cluster average
+    _groups: list[list[int]] | None = None
     _desc: NDArray[np.float32] | None = None
 
     def __len__(self) -> int:
@@ -131,7 +132,7 @@ class FacePool:
         self.chips.append(np.asarray(chip, np.float32))
         self.labels.append(label)
         self.embeddings.append(None if embedding is None else np.asarray(embedding, np.float32))
-        self._surrogates = None
+        self._surrogates = self._groups = None
 
     @property
     def by_person(self) -> bool:
@@ -139,9 +140,13 @@ class FacePool:
         return bool(self.embeddings) and all(e is not None for e in self.embeddings)
 
     def groups(self) -> list[list[int]]:
-        if self.by_person:
-            return group_persons(np.stack([e for e in self.embeddings if e is not None]))
-        return [[i] for i in range(len(self))]
+        """The pool's faces grouped into persons (computed once per pool content)."""
+        if self._groups is None:
+            if self.by_person:
+                self._groups = group_persons(np.stack([e for e in self.embeddings if e is not None]))
+            else:
+                self._groups = [[i] for i in range(len(self))]
+        return self._groups
 
     @property
     def ready(self) -> bool:
@@ -376,8 +381,8 @@ def load_face_bank(
             continue
         h, w = img.shape[:2]
         p = min(256, round(BANK_PAD * max(h, w)))
-        padded = cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REPLICATE)
-        dets = detect(np.ascontiguousarray(padded))
+        padded: NDArray[np.uint8] = np.ascontiguousarray(cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REPLICATE), np.uint8)
+        dets = detect(padded)
         if not len(dets):
             log.info("face bank: no face in %s", path)
             continue

@@ -161,13 +161,15 @@ class MetricsServer:
         ConfigError: the address/port cannot be bound.
     """
 
-    def __init__(self, metrics: LiveMetrics, port: int, addr: str = "127.0.0.1") -> None:
+    def __init__(self, metrics: LiveMetrics | Any, port: int, addr: str = "127.0.0.1") -> None:
+        """``metrics``: a ``LiveMetrics``, or a prometheus-client collector of its own
+        (``streams.py`` serves every feed's and their total this way)."""
         try:
             from prometheus_client import CollectorRegistry, make_wsgi_app
         except ImportError as exc:
             raise MissingDependencyError.for_extra("prometheus_client", "live") from exc
         registry = CollectorRegistry()
-        registry.register(_Collector(metrics))
+        registry.register(_Collector(metrics) if isinstance(metrics, LiveMetrics) else metrics)
         try:
             self._server = make_server(addr, port, make_wsgi_app(registry), _ThreadingWSGIServer, _QuietHandler)
         except OSError as exc:

@@ -63,7 +63,7 @@ from ..pipeline import Interrupted, Stages
 from ..types import Detections
 from .detsize import DetSizeChoice, fit_det_size
 from .endpoints import InputSpec, OutputSpec, input_spec, output_spec
-from .metrics import COUNTERS, LiveMetrics, _QuietHandler, _ThreadingWSGIServer
+from .metrics import COUNTERS, LiveMetrics, MetricsServer
 from .options import LiveOptions
 from .runner import DEFAULT_FPS, LiveReport, LiveRunner, _signals_deferred
 
@@ -576,35 +576,6 @@ class _StreamsCollector:
         )
 
 
-class StreamsMetricsServer:
-    """``/metrics`` of every feed and of their total (needs prometheus-client, ``streamanon[live]``)."""
-
-    def __init__(self, streams: Streams, port: int, addr: str) -> None:
-        from wsgiref.simple_server import make_server
-
-        from ..errors import MissingDependencyError
-
-        try:
-            from prometheus_client import CollectorRegistry, make_wsgi_app
-        except ImportError as exc:
-            raise MissingDependencyError.for_extra("prometheus_client", "live") from exc
-        registry = CollectorRegistry()
-        registry.register(_StreamsCollector(streams))
-        try:
-            self._server = make_server(addr, port, make_wsgi_app(registry), _ThreadingWSGIServer, _QuietHandler)
-        except OSError as exc:
-            raise ConfigError(f"cannot serve metrics on {addr}:{port}: {exc.strerror}") from exc
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, name="streamanon-metrics", daemon=True)
-        self._thread.start()
-        log.info("metrics on http://%s:%d/metrics", addr, self.port)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-
 # -- the process ---------------------------------------------------------------------------------------
 class Streams:
     """Every feed of a ``StreamsConfig`` over one ``BatchingDetector``.
@@ -742,7 +713,7 @@ def run_streams(path: Path, *, duration: float | None = None, quiet: bool = Fals
     config = parse_streams_config(path)
     streams = Streams(config, stages)
     server = (
-        StreamsMetricsServer(streams, config.metrics_port, config.metrics_addr)
+        MetricsServer(_StreamsCollector(streams), config.metrics_port, config.metrics_addr)
         if config.metrics_port is not None
         else None
     )

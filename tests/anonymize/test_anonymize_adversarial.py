@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import av
 import cv2
 import numpy as np
 import pytest
+from mediautil import decode, reencode
 
 from streamanon.anonymize import AnonymizerFactory, FrameInfo
 from streamanon.anonymize.mask import face_region, union_mask
@@ -299,22 +299,12 @@ def test_cuda_device_obeys_the_bound(face: tuple[np.ndarray, Detections]) -> Non
 
 def _clip(data_dir: Path, dst: Path, n: int, fmt: str | None = None) -> Path:
     """The first ``n`` frames of the talking-head clip, re-encoded (H.264)."""
-    with av.open(str(data_dir / CLIP)) as src, av.open(str(dst), "w", format=fmt) as out:
-        s = out.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 512, 512, "yuv420p"
-        for i, f in enumerate(src.decode(video=0)):
-            if i >= n:
-                break
-            for p in s.encode(av.VideoFrame.from_ndarray(f.to_ndarray(format="rgb24"), format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
+    reencode(data_dir / CLIP, dst, n, fmt=fmt)
     return dst
 
 
 def _frames(path: Path) -> list[np.ndarray]:
-    with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    return decode(path)[0]
 
 
 def _looks_unchanged(raw: list[np.ndarray], anon: list[np.ndarray]) -> None:

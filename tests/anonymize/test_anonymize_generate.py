@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import pytest
+from mediautil import decode, reencode
 
 from streamanon.anonymize import AnonymizerSession, FrameInfo
 from streamanon.anonymize.align import five_from_68
@@ -376,25 +376,11 @@ def _needs_dlib() -> None:
 
 
 def _cut(src: Path, dst: Path, n: int, fmt: str | None = None) -> list[np.ndarray]:
-    frames = []
-    with av.open(str(src)) as c, av.open(str(dst), "w", format=fmt) as out:
-        s = out.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 512, 512, "yuv420p"
-        for i, f in enumerate(c.decode(video=0)):
-            if i >= n:
-                break
-            img = f.to_ndarray(format="rgb24")[:512, :512]
-            frames.append(img)
-            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return frames
+    return reencode(src, dst, n, fmt=fmt, size=(512, 512))
 
 
 def _decode(path: Path) -> list[np.ndarray]:
-    with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    return decode(path)[0]
 
 
 def _face_changed(raw: list[np.ndarray], anon: list[np.ndarray]) -> None:
