@@ -128,13 +128,16 @@ def choose_profiles(
         missing = [k for k in ("min", "opt", "max") if k not in given]
         if missing:
             together = ", ".join(SHAPE_FLAGS)
-            raise ConfigError(f"input {spec.name!r} of {model}: no {'/'.join(missing)} shape given ({together} go together)")
+            raise ConfigError(
+                f"input {spec.name!r} of {model}: no {'/'.join(missing)} shape given ({together} go together)"
+            )
         lo, opt, hi = given["min"], given["opt"], given["max"]
         for shape in (lo, opt, hi):
             fits = len(shape) == len(spec.shape)
             if not fits or any(isinstance(d, int) and d != n for d, n in zip(spec.shape, shape, strict=True)):
                 raise ConfigError(
-                    f"input {spec.name!r} of {model} has shape {list(spec.shape)}; profile shape {list(shape)} does not fit it"
+                    f"input {spec.name!r} of {model} has shape {list(spec.shape)}; "
+                    f"profile shape {list(shape)} does not fit it"
                 )
         if not all(a <= b <= c for a, b, c in zip(lo, opt, hi, strict=True)):
             got = f"{list(lo)}, {list(opt)}, {list(hi)}"
@@ -213,12 +216,18 @@ def asked_shapes(ns: argparse.Namespace) -> dict[str, dict[str, Shape]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="centerface", help="registry name (engines/registry.json) or path of an ONNX file")
+    p.add_argument(
+        "--model", default="centerface", help="registry name (engines/registry.json) or path of an ONNX file"
+    )
     p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"])
     p.add_argument("--engine-dir", type=Path, default=Path(__file__).resolve().parent / "engines")
-    p.add_argument("--export-only", action="store_true", help="only write the ONNX that would be compiled (no GPU needed)")
+    p.add_argument(
+        "--export-only", action="store_true", help="only write the ONNX that would be compiled (no GPU needed)"
+    )
     for flag in SHAPE_FLAGS:
-        p.add_argument(flag, metavar="NAME:DxD...[,...]", help=f"{flag[2:5]} shape of each dynamic input (trtexec's form)")
+        p.add_argument(
+            flag, metavar="NAME:DxD...[,...]", help=f"{flag[2:5]} shape of each dynamic input (trtexec's form)"
+        )
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -227,7 +236,11 @@ def main(argv: list[str] | None = None) -> int:
             _, m = export_onnx(ns.model, ns.engine_dir)
             try:
                 for prof in choose_profiles(onnx_inputs(m.data), m.entry, shapes, m.source):
-                    log.info("profile %s: min %s opt %s max %s", prof.name, *(list(s) for s in (prof.min, prof.opt, prof.max)))
+                    log.info(
+                        "profile %s: min %s opt %s max %s",
+                        prof.name,
+                        *(list(s) for s in (prof.min, prof.opt, prof.max)),
+                    )
             except ConfigError as exc:  # the export is still what a build elsewhere compiles
                 log.warning("a build would need profiles: %s", exc)
         else:

@@ -1,4 +1,5 @@
-"""Speed of ``--method adversarial``: per-face milliseconds and end-to-end fps.
+"""Speed of ``--method adversarial`` and ``--method generate --adversarial``: per-face
+milliseconds and end-to-end fps.
 
 * per face: the anonymiser alone on the first ``--frames`` frames of a shared clip (faces
   from the product's detector, one track per face), for 1 and 3 PGD steps a frame: the
@@ -9,7 +10,11 @@
 * end to end: ``streamanon CLIP --method adversarial`` (detector, tracker, encoder) on the
   same frames: frames per second of wall time.
 
-    python benchmarks/bench_adversarial.py [--clip videos/NAME] [--frames 30] [--threads 1] [--json FILE]
+``--methods adversarial,generate-adversarial`` (default both): the second is the generator
+followed by the perturbation of the generated face (its per-face ms include the generator).
+
+    python benchmarks/bench_adversarial.py [--clip videos/NAME] [--frames 30] [--threads 1] [--methods M,M]
+        [--json FILE]
 """
 
 from __future__ import annotations
@@ -62,9 +67,18 @@ def _trim(src: Path, dst: Path, frames: list[np.ndarray]) -> Path:
     return dst
 
 
-def per_face(frames: list[np.ndarray], dets: list[Detections], steps: int, epsilon: float | None) -> dict[str, Any]:
+METHODS = {
+    "adversarial": {"method": "adversarial"},
+    "generate-adversarial": {"method": "generate", "generate_adversarial": True},
+}
+
+
+def per_face(
+    frames: list[np.ndarray], dets: list[Detections], steps: int, epsilon: float | None, method: str = "adversarial"
+) -> dict[str, Any]:
     """CPU ms per face of the cold first frame and of the warm frames, and what they reach."""
-    factory = AnonymizerFactory(AnonymizeConfig(method="adversarial", adv_steps=steps, epsilon=epsilon, seed=0))
+    cfg = AnonymizeConfig(adv_steps=steps, epsilon=epsilon, seed=0, **METHODS[method])  # type: ignore[arg-type]
+    factory = AnonymizerFactory(cfg)
     an = factory()
     ids: set[int] = set()
     cold: list[float] = []
@@ -80,9 +94,11 @@ def per_face(frames: list[np.ndarray], dets: list[Detections], steps: int, epsil
     for t in sorted(ids):
         an.track_ended(int(t), FrameInfo(len(frames)))
     rep = an.report()
+    rep = rep.get("adversarial", rep)  # generate --adversarial: the perturbation's part
     tracks = rep["per_track"]
     met = sum(r["objective_met"] for r in tracks)
     return {
+        "method": method,
         "steps": steps,
         "epsilon": rep["epsilon"],
         "faces": rep["perturbed_faces"],
@@ -94,16 +110,17 @@ def per_face(frames: list[np.ndarray], dets: list[Detections], steps: int, epsil
     }
 
 
-def end_to_end(clip: Path, frames: list[np.ndarray], steps: int) -> dict[str, Any]:
+def end_to_end(clip: Path, frames: list[np.ndarray], steps: int, method: str = "adversarial") -> dict[str, Any]:
     from streamanon.runner import process_file
 
-    cfg = PipelineConfig(anonymize=AnonymizeConfig(method="adversarial", adv_steps=steps))
+    cfg = PipelineConfig(anonymize=AnonymizeConfig(adv_steps=steps, **METHODS[method]))  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as tmp:
         src = _trim(clip, Path(tmp) / "in.mp4", frames)
         t0 = time.perf_counter()
         rep = process_file(src, Path(tmp) / "out.mp4", cfg, progress=False)
         wall = time.perf_counter() - t0
     return {
+        "method": method,
         "steps": steps,
         "frames": rep.frames,
         "faces": rep.faces,
@@ -119,8 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--epsilon", type=float, default=None, help="L-inf bound in /255 (default: the method's)")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        ap.error(f"unknown --methods {', '.join(bad)}: choose from {', '.join(METHODS)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
 
@@ -142,13 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         "per_face": [],
         "end_to_end": [],
     }
-    for steps in (1, 3):
-        r = per_face(frames, dets, steps, args.epsilon)
-        log.info("per face, %d steps: %s", steps, r)
-        out["per_face"].append(r)
-    r2 = end_to_end(clip, frames, 2)
-    log.info("end to end: %s", r2)
-    out["end_to_end"].append(r2)
+    for method in methods:
+        for steps in (1, 3):
+            r = per_face(frames, dets, steps, args.epsilon, method)
+            log.info("per face, %s, %d steps: %s", method, steps, r)
+            out["per_face"].append(r)
+        r2 = end_to_end(clip, frames, 2, method)
+        log.info("end to end, %s: %s", method, r2)
+        out["end_to_end"].append(r2)
     text = json.dumps(out, indent=1)
     print(text)
     if args.json:

@@ -87,7 +87,8 @@ def sa_config(spec: str) -> PipelineConfig:
         ("bank", "face_bank", str),
     ):
         if key in opts:
-            anon = replace(anon, **{fld: kind(opts[key])})
+            change: dict[str, Any] = {fld: kind(opts[key])}
+            anon = replace(anon, **change)
     if "every" in opts:
         track = replace(track, detect_every=int(opts["every"]))
     if "det" in opts:

@@ -355,7 +355,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    head = ("size", "args", "fps in", "added p50 ms", "p95 ms", "e2e p50 ms", "drops", "no-drop fps", "sustained", "det size")
+    head = (
+        "size",
+        "args",
+        "fps in",
+        "added p50 ms",
+        "p95 ms",
+        "e2e p50 ms",
+        "drops",
+        "no-drop fps",
+        "sustained",
+        "det size",
+    )
     print(" | ".join(f"{h:>12}" for h in head))
     for r in results:
         lat = r["latency"]

@@ -166,9 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| scene | size | frames | mode | tiles | tiles/frame | coverage | fps |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
+        shown = r["mode"] if r["mode"] != "on" else f"on K={r['tile_every']}"
         print(
-            f"| {r['scene']} | {r['size']} | {r['frames']} | {r['mode']}{'' if r['mode'] != 'on' else ' K=' + str(r['tile_every'])} | "
-            f"{'on' if r['tiles_on'] else 'off'} | {r['tiles_per_frame']} | {100 * r['coverage']:.1f}% ({r['reference_faces']}) | {r['fps']:.2f} |"
+            f"| {r['scene']} | {r['size']} | {r['frames']} | {shown} | {'on' if r['tiles_on'] else 'off'} | "
+            f"{r['tiles_per_frame']} | {100 * r['coverage']:.1f}% ({r['reference_faces']}) | {r['fps']:.2f} |"
         )
     return 0
 

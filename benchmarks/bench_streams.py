@@ -3,17 +3,21 @@
 Usage::
 
     python benchmarks/bench_streams.py                         # 1, 2 and 4 feeds of 720p25
-    python benchmarks/bench_streams.py --feeds 1 2 4 8 --seconds 20 --out bench_results/streams.json
+    python benchmarks/bench_streams.py --feeds 1 2 4 8 --sizes 720 1080 --seconds 20 --out bench_results/streams.json
+    python benchmarks/bench_streams.py --feeds 2 4 --modes streams:ovasync=0 streams:ovasync=1   # OpenVINO calls
 
 Needs the GStreamer RTSP server of the live tests (``.ci/install-live.sh``).
 
-The source is a real clip with people (``openpose__video``, 1280x720) re-encoded once at
-25 fps (H.264, a keyframe a second, cached in bench_results/) and served by the loopback
+The source is a real clip with people (``openpose__video``, 1280x720; scaled to 1920x1080
+for ``--sizes 1080``) re-encoded once at 25 fps (H.264, a keyframe a second, cached in
+bench_results/) and served by the loopback
 GStreamer RTSP server's ``/file`` mount, which streams it in real time to every client
 with no encoding of its own. For N feeds, N sessions of that mount are anonymised
 
-* by one ``streamanon streams CONFIG.toml`` process with N ``[[stream]]`` entries, and
-* by N ``streamanon rtsp://... -o ...`` processes,
+* by one ``streamanon streams CONFIG.toml`` process with N ``[[stream]]`` entries (mode
+  ``streams``; ``streams:ovasync=0|1`` forces OpenVINO's calls serialised or concurrent,
+  ``backends.openvino.CONCURRENT_CALLS``, instead of the product's default), and
+* by N ``streamanon rtsp://... -o ...`` processes (mode ``separate``),
 
 each feed writing an MPEG-TS file (the same encoder work as a network push), with the same
 settings in both (``--det-size``, default 640: what live mode's own fit picks for a
@@ -51,30 +55,33 @@ from live_helpers import GstServer, free_port, gst_missing  # noqa: E402
 
 DATA = Path(os.environ.get("STREAMANON_DATA", REPO / ".." / "shared" / "data")).resolve()
 CLIP = "videos/openpose__video.avi"
-SIZE = (1280, 720)
+SIZES = {720: (1280, 720), 1080: (1920, 1080)}
 FPS = 25
-CACHE = REPO / "bench_results" / "streams_720p25.mp4"
+CACHE = REPO / "bench_results"
 
 
-def source_clip(seconds: float) -> Path:
-    """The clip at 720p25, looped to ``seconds`` (cached)."""
+def source_clip(seconds: float, height: int = 720) -> Path:
+    """The clip at ``height``p25 (``SIZES``), looped to ``seconds`` (cached)."""
     import av
     import cv2
+    import numpy as np
 
+    size = SIZES[height]
     frames = round(seconds * FPS)
-    dst = CACHE.with_name(f"{CACHE.stem}_{frames}.mp4")
+    dst = CACHE / f"streams_{height}p25_{frames}.mp4"
     if dst.is_file():
         return dst
     dst.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(DATA / CLIP)) as c:
         images = [
-            cv2.resize(f.to_ndarray(format="rgb24"), SIZE, interpolation=cv2.INTER_AREA) for f in c.decode(video=0)
+            np.asarray(cv2.resize(f.to_ndarray(format="rgb24"), size, interpolation=cv2.INTER_LINEAR), np.uint8)
+            for f in c.decode(video=0)
         ]
     tmp = dst.with_suffix(".partial.mp4")
     with av.open(str(tmp), "w") as out:
         opts = {"preset": "ultrafast", "crf": "23", "g": str(FPS), "bf": "0"}
         s = out.add_stream("libx264", rate=FPS, options=opts)
-        s.width, s.height, s.pix_fmt = *SIZE, "yuv420p"
+        s.width, s.height, s.pix_fmt = *size, "yuv420p"
         for n in range(frames):
             vf = av.VideoFrame.from_ndarray(images[n % len(images)], format="rgb24")
             vf.pts, vf.time_base = n, Fraction(1, FPS)
@@ -142,7 +149,7 @@ def run(mode: str, feeds: int, url: str, det_size: int, warmup: float, seconds: 
     procs: list[subprocess.Popen[bytes]] = []
     ports: list[int] = []
     reports: list[Path] = []
-    if mode == "streams":
+    if mode.startswith("streams"):
         port = free_port()
         ports.append(port)
         cfg = tmp / "streams.toml"
@@ -157,9 +164,13 @@ def run(mode: str, feeds: int, url: str, det_size: int, warmup: float, seconds: 
             lines += ["[[stream]]", f'name = "f{i}"', f'input = "{url}"', f'output = "{tmp / f"f{i}.ts"}"']
             reports.append(tmp / "reports" / f"f{i}.json")
         cfg.write_text("\n".join(lines) + "\n")
-        procs.append(
-            subprocess.Popen([sys.executable, "-m", "streamanon", "streams", str(cfg), "-q"], stderr=subprocess.PIPE)
-        )
+        knob = mode.partition(":ovasync=")[2]
+        # the product's default, or OpenVINO's calls forced serialised (0) / concurrent (1)
+        code = "import sys; from streamanon.cli import main; "
+        if knob:
+            code += f"import streamanon.backends.openvino as ov; ov.CONCURRENT_CALLS = {knob == '1'}; "
+        code += "sys.exit(main(sys.argv[1:]))"
+        procs.append(subprocess.Popen([sys.executable, "-c", code, "streams", str(cfg), "-q"], stderr=subprocess.PIPE))
     else:
         for i in range(feeds):
             port = free_port()
@@ -237,7 +248,13 @@ def run(mode: str, feeds: int, url: str, det_size: int, warmup: float, seconds: 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--feeds", nargs="+", type=int, default=[1, 2, 4])
-    p.add_argument("--modes", nargs="+", default=["streams", "separate"], choices=["streams", "separate"])
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        default=["streams", "separate"],
+        choices=["streams", "separate", "streams:ovasync=0", "streams:ovasync=1"],
+    )
+    p.add_argument("--sizes", nargs="+", type=int, default=[720], choices=sorted(SIZES), help="feed heights")
     p.add_argument("--det-size", type=int, default=640, help="network long side in both modes (default 640)")
     p.add_argument("--warmup", type=float, default=6.0)
     p.add_argument("--seconds", type=float, default=12.0, help="measured seconds per run (default 12)")
@@ -247,32 +264,38 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"bench_streams: {reason}", file=sys.stderr)
         return 2
-    clip = source_clip(args.warmup + args.seconds + 40)  # startup and the slowest connection included
-    server = GstServer(file=clip).start()
     rows = []
-    try:
-        for n in args.feeds:
-            for mode in args.modes if n % 2 else args.modes[::-1]:  # alternate which mode runs first
-                with tempfile.TemporaryDirectory(prefix="bench_streams.") as d:
-                    row = run(mode, n, server.url("file"), args.det_size, args.warmup, args.seconds, Path(d))
-                rows.append(row | {"load_avg": round(os.getloadavg()[0], 2)})
-                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    finally:
-        server.kill()
+    for height in args.sizes:
+        # startup (8 separate processes load 8 models) and the slowest connection included
+        clip = source_clip(args.warmup + args.seconds + 90, height)
+        server = GstServer(file=clip).start()
+        try:
+            for n in args.feeds:
+                for mode in args.modes if n % 2 else args.modes[::-1]:  # alternate which mode runs first
+                    load0 = os.getloadavg()[0]
+                    with tempfile.TemporaryDirectory(prefix="bench_streams.") as d:
+                        row = run(mode, n, server.url("file"), args.det_size, args.warmup, args.seconds, Path(d))
+                    load = {"load_avg_before": round(load0, 2), "load_avg": round(os.getloadavg()[0], 2)}
+                    rows.append({"size": "x".join(map(str, SIZES[height])), **row, **load})
+                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        finally:
+            server.kill()
     meta = {
         "machine": platform.platform(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
-        "size": "1280x720",
+        "sizes": [f"{w}x{h}" for w, h in (SIZES[s] for s in args.sizes)],
         "fps": FPS,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
-    print("| feeds | mode | total fps (of N x 25) | drops per feed | latency p50 / p95 ms | RSS per feed MiB | load |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| size | feeds | mode | total fps (of N x 25) | drops per feed | latency p50 / p95 ms | RSS/feed MiB | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['feeds']} | {r['mode']} | {r['total_fps']} | {r['drop_rate_mean']} | "
+            f"| {r['size']} | {r['feeds']} | {r['mode']} | {r['total_fps']} | {r['drop_rate_mean']} | "
             f"{r['latency_p50_ms']} / {r['latency_p95_ms_worst']} | {r['rss_mib_per_feed']} | {r['load_avg']} |"
         )
     return 0

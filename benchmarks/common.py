@@ -264,7 +264,11 @@ def region_coverage(
     count = 0
     for i, (ref, dets) in enumerate(zip(reference_dets, anonymised, strict=False)):
         count += 1
-        mask = None if dets is None else union_mask(dets, w, h, anonymize.shape, anonymize.mask_scale, anonymize.mask_margin)
+        mask = (
+            None
+            if dets is None
+            else union_mask(dets, w, h, anonymize.shape, anonymize.mask_scale, anonymize.mask_margin)
+        )
         cov.add(i, ref, mask)
     if count != len(reference_dets):
         raise ValueError(f"reference has {len(reference_dets)} frames, the run produced {count}")

@@ -122,11 +122,16 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     x2 = np.minimum(a[:, None, 2], b[None, :, 2])
     y2 = np.minimum(a[:, None, 3], b[None, :, 3])
     inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])
+
+    def area(r: np.ndarray) -> np.ndarray:
+        return (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])
+
     return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
 
 
-def timing_row(clip: Path, images: list[np.ndarray], t_fp32: list[float], t_other: list[float], other: str) -> dict[str, Any]:
+def timing_row(
+    clip: Path, images: list[np.ndarray], t_fp32: list[float], t_other: list[float], other: str
+) -> dict[str, Any]:
     """Clip, network size and median detector ms of fp32 and ``other``."""
     h0, w0 = images[0].shape[:2]
     ms32, ms = statistics.median(t_fp32) * 1000, statistics.median(t_other) * 1000

@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     margin = SCORE_MARGIN[args.precision]
     fp32 = CenterFaceDetector(DetectConfig(threshold=THRESHOLD, threads=1, backend="onnxruntime"))
     # Scores down to 0.1 x margin, the floor the product's tracker reads.
-    low = CenterFaceDetector(DetectConfig(threshold=THRESHOLD, threads=1, backend="openvino", precision=args.precision), low_threshold=0.1)
+    low = CenterFaceDetector(
+        DetectConfig(threshold=THRESHOLD, threads=1, backend="openvino", precision=args.precision), low_threshold=0.1
+    )
     rows = [compare(c, fp32, low, margin, args.frames) for c in args.clips]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"precision": args.precision, "margin": margin, "rows": rows}, indent=1))

@@ -15,13 +15,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import NoReturn
 
 from . import __version__
 from .anonymize import METHODS
 from .config import BACKENDS, PRECISIONS, AnonymizeConfig, DetectConfig, IOConfig, PipelineConfig, TrackConfig
 from .errors import EXIT_CODES, ConfigError, SinkError, SourceOpenError, StreamanonError
-from .io import is_image_path, is_live, is_video_path, redact
+from .io import hwaccel, is_image_path, is_live, is_video_path, redact
 
 log = logging.getLogger("streamanon")
 
@@ -40,7 +40,7 @@ SUBCOMMANDS: dict[str, str] = {
 class _ArgParser(argparse.ArgumentParser):
     """argparse that raises ConfigError instead of exiting, so errors stay one line."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise ConfigError(message)
 
 
@@ -83,7 +83,12 @@ def add_pipeline_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
     g.add_argument("--method", default=a.method, help=f"one of: {', '.join(sorted(METHODS))} (default {a.method})")
     g.add_argument("--shape", default=a.shape, choices=["ellipse", "box"], help="mask shape (default ellipse)")
     g.add_argument("--mask-scale", type=float, default=a.mask_scale, help="grow masks by this factor (default 1.3)")
-    g.add_argument("--mask-margin", type=float, default=a.mask_margin, help=f"then by this many pixels on every side (default {a.mask_margin:g})")
+    g.add_argument(
+        "--mask-margin",
+        type=float,
+        default=a.mask_margin,
+        help=f"then by this many pixels on every side (default {a.mask_margin:g})",
+    )
     g.add_argument("--color", type=_color, default=a.color, help="fill colour for --method solid (R,G,B or #RRGGBB)")
     g.add_argument("--blur-strength", type=float, default=a.blur_strength, help="blur radius multiplier (default 1)")
     g.add_argument("--pixel-blocks", type=int, default=a.pixel_blocks, help="mosaic blocks across a face (default 8)")
@@ -92,20 +97,35 @@ def add_pipeline_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
         "--epsilon",
         type=float,
         default=a.epsilon,
-        help="privacy parameter of dp-pixelate (per channel and track, default 1) and svd (per unit of singular value, default 0.01); "
+        help="privacy parameter of dp-pixelate (per channel and track, default 1) "
+        "and svd (per unit of singular value, default 0.01); "
         "for adversarial the L-inf bound in /255 code values (default 6)",
     )
-    g.add_argument("--dp-cells", type=int, default=a.dp_cells, help=f"dp-pixelate: cells across the face (default {a.dp_cells})")
-    g.add_argument("--dp-m", type=int, default=a.dp_m, help=f"dp-pixelate: pixels two neighbouring images may differ in (default {a.dp_m})")
+    g.add_argument(
+        "--dp-cells", type=int, default=a.dp_cells, help=f"dp-pixelate: cells across the face (default {a.dp_cells})"
+    )
+    g.add_argument(
+        "--dp-m",
+        type=int,
+        default=a.dp_m,
+        help=f"dp-pixelate: pixels two neighbouring images may differ in (default {a.dp_m})",
+    )
     g.add_argument("--k", type=int, default=a.k, help=f"k-same: faces averaged into each surrogate (default {a.k})")
-    g.add_argument("--face-bank", default=a.face_bank, metavar="DIR", help="k-same: folder of face images added to the pool")
-    g.add_argument("--svd-k", type=int, default=a.svd_k, help=f"svd: singular values kept per channel (default {a.svd_k})")
-    g.add_argument("--svd-size", type=int, default=a.svd_size, help=f"svd: aligned chip side in pixels (default {a.svd_size})")
+    g.add_argument(
+        "--face-bank", default=a.face_bank, metavar="DIR", help="k-same: folder of face images added to the pool"
+    )
+    g.add_argument(
+        "--svd-k", type=int, default=a.svd_k, help=f"svd: singular values kept per channel (default {a.svd_k})"
+    )
+    g.add_argument(
+        "--svd-size", type=int, default=a.svd_size, help=f"svd: aligned chip side in pixels (default {a.svd_size})"
+    )
     g.add_argument(
         "--landmarks",
         default=a.landmarks,
         choices=["5", "68"],
-        help="k-same/svd align faces on the detector's 5 points (default) or dlib's 68 (pip install 'streamanon[align]')",
+        help="k-same/svd align faces on the detector's 5 points (default) "
+        "or dlib's 68 (pip install 'streamanon[align]')",
     )
     g.add_argument(
         "--steps",
@@ -126,7 +146,15 @@ def add_pipeline_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
         action="store_true",
         help="adversarial: no expectation over encoder-like transformations (less robust to encoding)",
     )
-    g.add_argument("--device", default=a.device, choices=["cpu", "cuda"], help="adversarial: torch device (default cpu)")
+    g.add_argument(
+        "--device", default=a.device, choices=["cpu", "cuda"], help="adversarial: torch device (default cpu)"
+    )
+    g.add_argument(
+        "--adversarial",
+        action="store_true",
+        help="generate: then perturb the generated face (at most --epsilon /255 inside its mask) so that dlib's "
+        "recogniser moves away from the original face (--steps, --objective, --no-eot, --device as for adversarial)",
+    )
     g.add_argument(
         "--generator",
         default=a.generator,
@@ -138,17 +166,21 @@ def add_pipeline_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
         "--generate-fallback",
         default=a.generate_fallback,
         choices=["blur", "solid"],
-        help="generate: what faces the generator cannot serve get (too small, no landmarks, extreme pose; default blur)",
+        help="generate: what faces the generator cannot serve get "
+        "(too small, no landmarks, extreme pose; default blur)",
     )
     g.add_argument(
         "--generate-min-size",
         type=int,
         default=a.generate_min_size,
         metavar="PX",
-        help=f"generate: smallest face box side it generates (default {a.generate_min_size}); smaller ones get the fallback",
+        help=f"generate: smallest face box side it generates (default {a.generate_min_size}); "
+        "smaller ones get the fallback",
     )
     if seed:
-        g.add_argument("--seed", type=int, default=a.seed, help="seed of the randomised methods (default: a fresh secret each run)")
+        g.add_argument(
+            "--seed", type=int, default=a.seed, help="seed of the randomised methods (default: a fresh secret each run)"
+        )
     g = p.add_argument_group("selective anonymisation")
     g.add_argument(
         "--only-region",
@@ -156,7 +188,8 @@ def add_pipeline_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
         action="append",
         default=[],
         metavar="X0,Y0,X1,Y1",
-        help="anonymise only inside this rectangle (or polygon X0,Y0,X1,Y1,X2,Y2,...; pixels, or relative when all values are in [0, 1]); repeatable",
+        help="anonymise only inside this rectangle (or polygon X0,Y0,X1,Y1,X2,Y2,...; "
+        "pixels, or relative when all values are in [0, 1]); repeatable",
     )
     g.add_argument(
         "--ignore-region",
@@ -171,50 +204,121 @@ def add_pipeline_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
         action="append",
         default=[],
         metavar="PHOTO",
-        help="leave this consenting person visible: a photo with exactly one face; only a confident, repeated match is kept "
-        "(dlib's recogniser: pip install 'streamanon[eval]'); repeatable",
+        help="leave this consenting person visible: a photo with exactly one face; "
+        "only a confident, repeated match is kept (dlib's recogniser: pip install 'streamanon[eval]'); repeatable",
     )
     g = p.add_argument_group("detection and tracking")
     g.add_argument("--threshold", type=float, default=d.threshold, help=f"face score threshold (default {d.threshold})")
-    g.add_argument("--det-size", type=int, default=d.det_size, help="network input long side (default: native resolution, at most 1920; live feeds: the largest that keeps up with the frame rate)")
+    g.add_argument(
+        "--det-size",
+        type=int,
+        default=d.det_size,
+        help="network input long side (default: native resolution, at most 1920; "
+        "live feeds: the largest that keeps up with the frame rate)",
+    )
     g.add_argument("--batch", type=int, default=d.batch, help=f"frames per detector call (default {d.batch})")
-    g.add_argument("--providers", default=",".join(d.providers), help="ONNX Runtime providers, comma separated, or 'auto'")
-    g.add_argument("--threads", type=int, default=d.threads, help="CPU threads per detector call (default: all cores but one, split over --detect-workers)")
-    g.add_argument("--detect-workers", type=int, default=d.workers, help="detector calls run at once on consecutive frames (default: 2 for a CPU backend with 2+ cores, else 1)")
+    g.add_argument(
+        "--providers", default=",".join(d.providers), help="ONNX Runtime providers, comma separated, or 'auto'"
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="CPU threads per detector call (default: all cores but one, split over --detect-workers)",
+    )
+    g.add_argument(
+        "--detect-workers",
+        type=int,
+        default=d.workers,
+        help="detector calls run at once on consecutive frames (default: 2 for a CPU backend with 2+ cores, else 1)",
+    )
     g.add_argument(
         "--backend",
         default=d.backend,
         choices=list(BACKENDS),
-        help="inference backend (default auto: TensorRT, else ONNX Runtime on a GPU, else OpenVINO, else ONNX Runtime on the CPU)",
+        help="inference backend (default auto: TensorRT, else ONNX Runtime on a GPU, else OpenVINO, "
+        "else ONNX Runtime on the CPU)",
     )
     g.add_argument(
         "--precision",
         default=d.precision,
         choices=list(PRECISIONS),
-        help="network precision (default auto: fp16 on TensorRT, bf16 on OpenVINO where the CPU has it natively, else fp32)",
+        help="network precision (default auto: fp16 on TensorRT, "
+        "bf16 on OpenVINO where the CPU has it natively, else fp32)",
     )
     g.add_argument("--engine-dir", default=d.engine_dir, help="folder of TensorRT engines built by build_engines.py")
-    g.add_argument("--detect-every", type=int, default=t.detect_every, help=f"run the detector every N frames (default {t.detect_every})")
-    g.add_argument("--max-coast", type=int, default=t.max_coast, help=f"keep masking a lost face for N frames (default {t.max_coast})")
+    g.add_argument(
+        "--detect-every",
+        type=int,
+        default=t.detect_every,
+        help=f"run the detector every N frames (default {t.detect_every})",
+    )
+    g.add_argument(
+        "--max-coast",
+        type=int,
+        default=t.max_coast,
+        help=f"keep masking a lost face for N frames (default {t.max_coast})",
+    )
     g.add_argument("--no-track", action="store_true", help="mask raw detections only")
     g.add_argument(
         "--small-faces",
         default=d.small_faces,
         choices=["auto", "on", "off"],
-        help="also detect on upscaled tiles (faces under ~32 px; costs time); auto: on for 1080p and larger frames, or when "
-        "the first frames show faces under 32 px (files only, not live feeds) (default off: tiles cost 3-9x the speed)",
+        help="also detect on upscaled tiles (faces under ~32 px; costs time); "
+        "auto: on for 1080p and larger frames, or when the first frames show faces under 32 px "
+        "(files only, not live feeds) (default off: tiles cost 3-9x the speed)",
     )
-    g.add_argument("--tile-scale", type=float, default=d.tile_scale, help=f"--small-faces: tile upscaling (default {d.tile_scale:g})")
-    g.add_argument("--tile-every", type=int, default=d.tile_every, help=f"--small-faces: visit each tile at least every N detector frames (default {d.tile_every})")
-    g.add_argument("--max-face-size", type=float, default=d.max_face_size, metavar="PX", help="drop detections larger than this (sqrt of the box area; drone footage)")
+    g.add_argument(
+        "--tile-scale",
+        type=float,
+        default=d.tile_scale,
+        help=f"--small-faces: tile upscaling (default {d.tile_scale:g})",
+    )
+    g.add_argument(
+        "--tile-every",
+        type=int,
+        default=d.tile_every,
+        help=f"--small-faces: visit each tile at least every N detector frames (default {d.tile_every})",
+    )
+    g.add_argument(
+        "--max-face-size",
+        type=float,
+        default=d.max_face_size,
+        metavar="PX",
+        help="drop detections larger than this (sqrt of the box area; drone footage)",
+    )
     g = p.add_argument_group("encoding")
     g.add_argument("--codec", default=io.codec, help="video encoder (default libx264; webm->vp9, gif->gif)")
+    g.add_argument(
+        "--hwaccel",
+        default=hwaccel.DEFAULT_HWACCEL,
+        help="hardware decode: auto (NVDEC when a CUDA device opens, else software), none, or a device "
+        f"({', '.join(hwaccel.DECODE_DEVICES[:3])}...) that must open (default {hwaccel.DEFAULT_HWACCEL})",
+    )
+    g.add_argument(
+        "--encoder",
+        default=hwaccel.DEFAULT_ENCODER,
+        help="hardware encode: none (--codec, in software), auto (h264_nvenc/hevc_nvenc for libx264/libx265 "
+        f"when one opens, else --codec), or an encoder name that must open (default {hwaccel.DEFAULT_ENCODER})",
+    )
     g.add_argument("--crf", type=int, default=io.crf, help=f"quality, lower is better (default {io.crf})")
     g.add_argument("--preset", default=io.preset, help=f"encoder preset (default {io.preset})")
-    g.add_argument("--encoder-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE", help="extra encoder option (repeatable)")
+    g.add_argument(
+        "--encoder-opt",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra encoder option (repeatable)",
+    )
     g.add_argument("--no-audio", action="store_true", help="drop audio (default: copied bit-exactly)")
     g.add_argument("--keep-metadata", action="store_true", help="keep container/EXIF metadata (default: stripped)")
-    g.add_argument("--on-error", default=io.on_error, choices=["mask-frame", "abort"], help="a frame that fails is fully masked (default) or the run stops")
+    g.add_argument(
+        "--on-error",
+        default=io.on_error,
+        choices=["mask-frame", "abort"],
+        help="a frame that fails is fully masked (default) or the run stops",
+    )
 
 
 def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
@@ -259,6 +363,7 @@ def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
             adv_objective=ns.objective,
             adv_eot=not ns.no_eot,
             device=ns.device,
+            generate_adversarial=getattr(ns, "adversarial", False),
             only_regions=tuple(getattr(ns, "only_region", ())),
             ignore_regions=tuple(getattr(ns, "ignore_region", ())),
             keep_faces=tuple(getattr(ns, "keep_face", ())),
@@ -274,6 +379,8 @@ def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
             audio=not ns.no_audio,
             keep_metadata=ns.keep_metadata,
             on_error=ns.on_error,
+            hwaccel=getattr(ns, "hwaccel", IOConfig.hwaccel),
+            encoder=getattr(ns, "encoder", IOConfig.encoder),
         ),
     )
 
@@ -320,7 +427,11 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
         old = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not in the main thread
         return lambda: None
-    return lambda: signal.signal(signal.SIGTERM, old)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, old)
+
+    return restore
 
 
 def _collect(inp: Path, out: Path) -> list[tuple[Path, Path]]:
@@ -336,7 +447,7 @@ def run_command(argv: list[str]) -> int:
     _setup_logging(ns.verbose)
     config = config_from_args(ns)
     if is_live(ns.input) or (ns.output and is_live(ns.output)):
-        from .live import run_live  # noqa: PLC0415 - live deps only when needed
+        from .live import run_live  # live deps only when needed
 
         return run_live(ns, config)
     from .live.options import live_flags_given
@@ -347,7 +458,7 @@ def run_command(argv: list[str]) -> int:
             f"{', '.join(unused)} only appl{'ies' if len(unused) == 1 else 'y'} to live feeds "
             "(a network URL, /dev/video* or - as input or output)"
         )
-    from .runner import default_output, process_file, write_report
+    from .runner import RunReport, default_output, process_file, write_report
 
     inp = Path(ns.input)
     if not inp.exists():
@@ -377,7 +488,7 @@ def run_command(argv: list[str]) -> int:
         if len(jobs) > 1:
             dst.parent.mkdir(parents=True, exist_ok=True)
         try:
-            rep = process_file(
+            rep: RunReport | None = process_file(
                 src, dst, config, stages=stages, progress=not ns.quiet, report_frames=ns.report is not None, pool=pool
             )
         except StreamanonError as exc:
@@ -394,7 +505,9 @@ def run_command(argv: list[str]) -> int:
     if len(jobs) == 1:
         write_report(ns.report, reports[0] if reports else None, config)
     elif ns.report:
-        ns.report.write_text(json.dumps({"files": [r.summary(config) | {"frames_detail": r.per_frame} for r in reports]}, indent=1))
+        ns.report.write_text(
+            json.dumps({"files": [r.summary(config) | {"frames_detail": r.per_frame} for r in reports]}, indent=1)
+        )
     if failures:
         print(f"streamanon: {len(failures)} of {len(jobs)} files failed", file=sys.stderr)
         return max(exc.exit_code for _, exc in failures)
@@ -425,7 +538,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         if verbose:
             raise
-        print(f"streamanon: internal error: {type(exc).__name__}: {redact(str(exc))} (run with -v for details)", file=sys.stderr)
+        print(
+            f"streamanon: internal error: {type(exc).__name__}: {redact(str(exc))} (run with -v for details)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         restore()
@@ -464,7 +580,8 @@ def doctor() -> int:
         from .detect.centerface import resolve_backend
 
         choice = resolve_backend(DetectConfig())
-        print(f"default backend: {choice.config.backend} {choice.config.precision} on the {'CPU' if choice.on_cpu else 'GPU'}")
+        where = "CPU" if choice.on_cpu else "GPU"
+        print(f"default backend: {choice.config.backend} {choice.config.precision} on the {where}")
     except StreamanonError as exc:
         ok_backend = False
         print(f"default backend: unusable ({exc})")

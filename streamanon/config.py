@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from .errors import ConfigError
 
@@ -70,9 +70,16 @@ class DetectConfig:
     max_face_size: float | None = None  # drop boxes larger than this (px, sqrt of the area)
 
     def __post_init__(self) -> None:
-        _check(self.small_faces in SMALL_FACES, "small_faces", self.small_faces, ", ".join(f"'{m}'" for m in SMALL_FACES))
+        _check(
+            self.small_faces in SMALL_FACES, "small_faces", self.small_faces, ", ".join(f"'{m}'" for m in SMALL_FACES)
+        )
         _check(1.0 <= self.tile_scale <= 4.0, "tile_scale", self.tile_scale, "a number in [1, 4]")
-        _check(isinstance(self.tile_every, int) and 1 <= self.tile_every <= 64, "tile_every", self.tile_every, "an integer in [1, 64]")
+        _check(
+            isinstance(self.tile_every, int) and 1 <= self.tile_every <= 64,
+            "tile_every",
+            self.tile_every,
+            "an integer in [1, 64]",
+        )
         _check(
             self.max_face_size is None or (isinstance(self.max_face_size, (int, float)) and self.max_face_size >= 8),
             "max_face_size",
@@ -90,7 +97,9 @@ class DetectConfig:
         )
         _check(isinstance(self.batch, int) and 1 <= self.batch <= 64, "batch", self.batch, "an integer in [1, 64]")
         _check(isinstance(self.threads, int) and self.threads >= 0, "threads", self.threads, "an integer >= 0")
-        _check(isinstance(self.workers, int) and 0 <= self.workers <= 16, "workers", self.workers, "an integer in [0, 16]")
+        _check(
+            isinstance(self.workers, int) and 0 <= self.workers <= 16, "workers", self.workers, "an integer in [0, 16]"
+        )
         object.__setattr__(self, "providers", tuple(self.providers))
 
 
@@ -161,6 +170,9 @@ class AnonymizeConfig:
     generator: str | None = None
     generate_fallback: Literal["blur", "solid"] = "blur"
     generate_min_size: int = 24
+    # generate --adversarial (anonymize/generate_adversarial.py): the generated face is then
+    # perturbed as --method adversarial does (--epsilon, --steps, --objective, --no-eot)
+    generate_adversarial: bool = False
     # Selective anonymisation (anonymize/selective.py): rectangles x0,y0,x1,y1 or polygons
     # x0,y0,x1,y1,x2,y2,... in pixels, or relative when every value is in [0, 1]
     only_regions: tuple[tuple[float, ...], ...] = ()  # anonymise only inside these
@@ -189,11 +201,21 @@ class AnonymizeConfig:
             self.epsilon,
             "a number in (0, 1000] or None (the method's default)",
         )
-        _check(isinstance(self.dp_cells, int) and 2 <= self.dp_cells <= 64, "dp_cells", self.dp_cells, "an integer in [2, 64]")
+        _check(
+            isinstance(self.dp_cells, int) and 2 <= self.dp_cells <= 64,
+            "dp_cells",
+            self.dp_cells,
+            "an integer in [2, 64]",
+        )
         _check(isinstance(self.dp_m, int) and 1 <= self.dp_m <= 4096, "dp_m", self.dp_m, "an integer in [1, 4096]")
         _check(isinstance(self.k, int) and 2 <= self.k <= 1000, "k", self.k, "an integer in [2, 1000]")
         _check(isinstance(self.svd_k, int) and 1 <= self.svd_k <= 64, "svd_k", self.svd_k, "an integer in [1, 64]")
-        _check(isinstance(self.svd_size, int) and 8 <= self.svd_size <= 256, "svd_size", self.svd_size, "an integer in [8, 256]")
+        _check(
+            isinstance(self.svd_size, int) and 8 <= self.svd_size <= 256,
+            "svd_size",
+            self.svd_size,
+            "an integer in [8, 256]",
+        )
         _check(self.landmarks in ("5", "68"), "landmarks", self.landmarks, "'5' or '68'")
         steps_ok = isinstance(self.adv_steps, int) and 1 <= self.adv_steps <= 100
         _check(steps_ok, "adv_steps", self.adv_steps, "an integer in [1, 100]")
@@ -207,6 +229,8 @@ class AnonymizeConfig:
         _check(self.generate_fallback in fallbacks, "generate_fallback", self.generate_fallback, "'blur' or 'solid'")
         min_ok = isinstance(self.generate_min_size, int) and 8 <= self.generate_min_size <= 1024
         _check(min_ok, "generate_min_size", self.generate_min_size, "an integer in [8, 1024]")
+        adv = self.generate_adversarial
+        _check(isinstance(adv, bool), "generate_adversarial", adv, "true or false")
         for name in ("only_regions", "ignore_regions"):
             regions = tuple(tuple(float(v) for v in r) for r in getattr(self, name))
             if regions:
@@ -230,8 +254,14 @@ class IOConfig:
     keep_metadata: bool = False
     queue_size: int = 8
     on_error: OnError = "mask-frame"
+    hwaccel: str = "auto"  # --hwaccel: decode device (auto: CUDA if one opens, else software), none, or a device
+    encoder: str = "none"  # --encoder: none (= codec in software), auto (NVENC if one opens), or an encoder's name
 
     def __post_init__(self) -> None:
+        from .io.hwaccel import check_encoder, check_hwaccel  # here: io imports this module
+
+        check_hwaccel(self.hwaccel)
+        check_encoder(self.encoder)
         _check(isinstance(self.crf, int) and 0 <= self.crf <= 51, "crf", self.crf, "an integer in [0, 51]")
         _check(self.on_error in ("mask-frame", "abort"), "on_error", self.on_error, "'mask-frame' or 'abort'")
         _check(
@@ -252,7 +282,12 @@ class PipelineConfig:
     anonymize: AnonymizeConfig = field(default_factory=AnonymizeConfig)
     io: IOConfig = field(default_factory=IOConfig)
 
-    _PARTS = {"detect": DetectConfig, "track": TrackConfig, "anonymize": AnonymizeConfig, "io": IOConfig}
+    _PARTS: ClassVar[dict[str, type[Any]]] = {
+        "detect": DetectConfig,
+        "track": TrackConfig,
+        "anonymize": AnonymizeConfig,
+        "io": IOConfig,
+    }
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -150,7 +150,9 @@ class Stages:
             self.detect_workers = config.detect.workers or self.auto_workers(choice)
             detect = self.detect_config(choice.config, self.detect_workers)
             low = config.track.low_threshold if config.track.enabled else config.detect.threshold
-            detector = create_detector(detect, low_threshold=low, callers=self.detect_workers, choice=replace(choice, config=detect))
+            detector = create_detector(
+                detect, low_threshold=low, callers=self.detect_workers, choice=replace(choice, config=detect)
+            )
             self.inference = choice.describe() | {"threads_per_call": detect.threads}
         # A reduced-precision detector scores faces lower than fp32 (CenterFaceDetector):
         # the tracker's thresholds follow its margin.
@@ -318,7 +320,9 @@ class Pipeline:
         if self.workers is not None:
             self.workers.join()
 
-    def run(self, frames: Iterable[Frame], anonymizer: Any = None, still: bool = False) -> Generator[Result, None, None]:
+    def run(
+        self, frames: Iterable[Frame], anonymizer: Any = None, still: bool = False
+    ) -> Generator[Result, None, None]:
         """Yield ``Result``s in frame order.
 
         Every run gets a fresh anonymiser from the stages' factory (or ``anonymizer``, e.g.
@@ -340,7 +344,9 @@ class Pipeline:
         with _StopOnSignal(w):
             w.spawn("read", lambda: self._read(w, frames, q_read))
             w.spawn("detect", lambda: self._detect_track(w, q_read, q_det))
-            session = AnonymizerSession(anonymizer if anonymizer is not None else self.stages.new_anonymizer(still=still))
+            session = AnonymizerSession(
+                anonymizer if anonymizer is not None else self.stages.new_anonymizer(still=still)
+            )
             w.spawn("anonymize", lambda: self._anonymize(w, q_det, q_anon, session))
             try:
                 while True:
@@ -479,7 +485,10 @@ class Pipeline:
                         try:
                             cover = tracker.update(dets, f.index)
                             if len(cover) and id_base:
-                                cover = replace(cover, track_id=np.where(cover.track_id >= 0, cover.track_id + id_base, cover.track_id))
+                                cover = replace(
+                                    cover,
+                                    track_id=np.where(cover.track_id >= 0, cover.track_id + id_base, cover.track_id),
+                                )
                             if len(cover):
                                 id_max = max(id_max, int(cover.track_id.max()))
                         except Exception as exc:  # fail closed, start over with a fresh tracker
@@ -510,7 +519,9 @@ class Pipeline:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def _anonymize(self, w: Workers, q_in: queue.Queue[Any], q_out: queue.Queue[Any], session: AnonymizerSession) -> None:
+    def _anonymize(
+        self, w: Workers, q_in: queue.Queue[Any], q_out: queue.Queue[Any], session: AnonymizerSession
+    ) -> None:
         st = self.stats.stage_seconds
         on_error = self.config.io.on_error
         try:

@@ -170,7 +170,7 @@ def collect_pool(sources: list[Path], config: PipelineConfig, stages: Stages) ->
             for _ in pipe.run([Frame(read_image(src).image, 0)], anonymizer=collector):
                 pass
             continue
-        with VideoSource(src, audio=False) as source:
+        with VideoSource(src, audio=False, hwaccel=config.io.hwaccel) as source:
             for _ in pipe.run(source, anonymizer=collector):
                 pass
     log.info("k-same pool: %d faces (%d from the face bank)", len(pool), factory.bank_faces)
@@ -191,11 +191,17 @@ def _process_image(src: Path, dst: Path, config: PipelineConfig, stages: Stages,
 
 
 def _process_video(
-    src: Path, dst: Path, config: PipelineConfig, stages: Stages, progress: bool, report_frames: bool, anonymizer: Any = None
+    src: Path,
+    dst: Path,
+    config: PipelineConfig,
+    stages: Stages,
+    progress: bool,
+    report_frames: bool,
+    anonymizer: Any = None,
 ) -> RunReport:
     report = RunReport(str(src), str(dst), "video")
     t0 = time.perf_counter()
-    with VideoSource(src, audio=config.io.audio) as source:
+    with VideoSource(src, audio=config.io.audio, hwaccel=config.io.hwaccel) as source:
         report.expected_frames = source.info.frames
         report.expected_exact = source.frames_exact
         pipe = Pipeline(config, stages)
@@ -228,6 +234,10 @@ def _process_video(
                 report.audio_packets = sink.audio_packets if sink else 0
                 report.per_frame = kept
                 _fill(report, pipe, time.perf_counter() - t0)
+                # --hwaccel/--encoder: what decoded and encoded this file, and why
+                report.inference["video"] = {
+                    k: c.to_dict() for k, c in (("decode", source.info.decode), ("encode", sink and sink.encode)) if c
+                }
     return _finish(report)
 
 
@@ -265,7 +275,11 @@ def _finish(report: RunReport) -> RunReport:
         _remove_output(report.output)
         raise err
     if report.frames_lost or (report.decode_errors and report.kind == "video"):
-        lost = f"{report.frames_lost} of {report.expected_frames} frames lost" if report.frames_lost else f"{report.decode_errors} corrupt packets"
+        lost = (
+            f"{report.frames_lost} of {report.expected_frames} frames lost"
+            if report.frames_lost
+            else f"{report.decode_errors} corrupt packets"
+        )
         err = DecodeError(
             f"{redact(report.input)} is truncated or corrupt: wrote the {report.frames} frames that decoded ({lost})",
             source=report.input,

@@ -7,12 +7,12 @@ something builds a new object (``dataclasses.replace``).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 # Where a row of Detections came from.
 SOURCE_DETECTOR = 0
@@ -63,7 +63,7 @@ def _f32(a: Any, shape_tail: tuple[int, ...]) -> NDArray[np.float32]:
     return arr
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Detections:
     """Faces in one frame as a struct of arrays (N rows).
 
@@ -74,33 +74,39 @@ class Detections:
             NaN where a row has none (track predictions).
         track_id: ``(N,)`` int64, -1 where no track is assigned.
         source: ``(N,)`` uint8, ``SOURCE_DETECTOR`` or ``SOURCE_TRACK``.
+
+    Every argument but ``xyxy`` may be None: all-ones scores, NaN landmarks, no track
+    (-1), ``SOURCE_DETECTOR``.
     """
 
     xyxy: NDArray[np.float32]
-    score: NDArray[np.float32] = field(default=None)  # type: ignore[assignment]
-    landmarks: NDArray[np.float32] = field(default=None)  # type: ignore[assignment]
-    track_id: NDArray[np.int64] = field(default=None)  # type: ignore[assignment]
-    source: NDArray[np.uint8] = field(default=None)  # type: ignore[assignment]
+    score: NDArray[np.float32]
+    landmarks: NDArray[np.float32]
+    track_id: NDArray[np.int64]
+    source: NDArray[np.uint8]
 
-    def __post_init__(self) -> None:
-        xyxy = _f32(self.xyxy, (4,)).reshape(-1, 4) if np.size(self.xyxy) else _f32([], (4,))
-        n = len(xyxy)
-        score = np.ones(n, np.float32) if self.score is None else _f32(self.score, ()).reshape(-1)
-        if self.landmarks is None:
+    def __init__(
+        self,
+        xyxy: ArrayLike,
+        score: ArrayLike | None = None,
+        landmarks: ArrayLike | None = None,
+        track_id: ArrayLike | None = None,
+        source: ArrayLike | None = None,
+    ) -> None:
+        boxes = _f32(xyxy, (4,)).reshape(-1, 4) if np.size(xyxy) else _f32([], (4,))
+        n = len(boxes)
+        scores = np.ones(n, np.float32) if score is None else _f32(score, ()).reshape(-1)
+        if landmarks is None:
             lms = np.full((n, 5, 2), np.nan, np.float32)
         else:
-            lms = _f32(self.landmarks, (5, 2)).reshape(-1, 5, 2)
-        tid = np.full(n, -1, np.int64) if self.track_id is None else np.asarray(self.track_id, np.int64).reshape(-1)
-        src = (
-            np.full(n, SOURCE_DETECTOR, np.uint8)
-            if self.source is None
-            else np.asarray(self.source, np.uint8).reshape(-1)
-        )
-        for name, arr in (("score", score), ("landmarks", lms), ("track_id", tid), ("source", src)):
+            lms = _f32(landmarks, (5, 2)).reshape(-1, 5, 2)
+        tid = np.full(n, -1, np.int64) if track_id is None else np.asarray(track_id, np.int64).reshape(-1)
+        src = np.full(n, SOURCE_DETECTOR, np.uint8) if source is None else np.asarray(source, np.uint8).reshape(-1)
+        for name, arr in (("score", scores), ("landmarks", lms), ("track_id", tid), ("source", src)):
             if len(arr) != n:
                 raise ValueError(f"Detections.{name} has {len(arr)} rows but xyxy has {n}")
-        object.__setattr__(self, "xyxy", xyxy)
-        object.__setattr__(self, "score", score)
+        object.__setattr__(self, "xyxy", boxes)
+        object.__setattr__(self, "score", scores)
         object.__setattr__(self, "landmarks", lms)
         object.__setattr__(self, "track_id", tid)
         object.__setattr__(self, "source", src)
@@ -134,11 +140,12 @@ class Detections:
 
     @property
     def has_landmarks(self) -> NDArray[np.bool_]:
-        return ~np.isnan(self.landmarks).any(axis=(1, 2))
+        # np.asarray: numpy's stub types any(axis=...) as "scalar or array"; here it is always (N,)
+        return np.asarray(~np.isnan(self.landmarks).any(axis=(1, 2)))
 
     @property
     def area(self) -> NDArray[np.float32]:
-        wh = np.clip(self.xyxy[:, 2:] - self.xyxy[:, :2], 0, None)
+        wh: NDArray[np.float32] = np.clip(self.xyxy[:, 2:] - self.xyxy[:, :2], 0, None)
         return wh[:, 0] * wh[:, 1]
 
     def scaled(self, sx: float, sy: float) -> Detections:

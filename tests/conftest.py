@@ -55,7 +55,8 @@ def make_clip(
             if pattern is not None:
                 img = pattern(i)
             else:
-                img = np.stack([(xx + 4 * i) % 256, (yy + 2 * i) % 256, np.full_like(xx, (9 * i) % 256)], -1).astype(np.uint8)
+                planes = [(xx + 4 * i) % 256, (yy + 2 * i) % 256, np.full_like(xx, (9 * i) % 256)]
+                img = np.stack(planes, -1).astype(np.uint8)
             f = av.VideoFrame.from_ndarray(img, format="rgb24")
             f.pts = pts[i] if pts is not None else i
             f.time_base = tb

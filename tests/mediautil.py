@@ -30,7 +30,13 @@ def decode(path: Path | str, limit: int | None = None) -> tuple[list[np.ndarray]
 
 
 def reencode(
-    src: Path | str, dst: Path | str, frames: int, *, rate: int = 25, fmt: str | None = None, size: tuple[int, int] | None = None
+    src: Path | str,
+    dst: Path | str,
+    frames: int,
+    *,
+    rate: int = 25,
+    fmt: str | None = None,
+    size: tuple[int, int] | None = None,
 ) -> list[np.ndarray]:
     """The first ``frames`` frames of ``src`` as H.264 in ``dst`` (``fmt``: container, e.g.
     mpegts); ``size`` (w, h) crops from the top left. Returns the RGB frames that were encoded."""

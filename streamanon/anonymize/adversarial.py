@@ -26,6 +26,10 @@ landmarks) have no face evidence to perturb reliably: they get the irreversible 
 mask (counted in the report), never their raw pixels. Any error propagates, and the
 pipeline then masks the whole frame (fail closed).
 
+``perturb_replaced`` serves ``generate --adversarial`` (``generate_adversarial.py``): the
+same PGD on pixels another method already replaced, relative to the ORIGINAL face's
+embedding.
+
 What this is not: irreversible. The face is all there; a recogniser trained or adapted
 against such perturbations, or simply another one, may still match it (Radiya-Dixit et
 al., "Data poisoning won't save you from facial recognition", ICLR 2022). Numbers measured
@@ -89,6 +93,12 @@ GRID = 16
 #: (eps 4), the mean distance at the HOG box's landmarks went 0.577 -> 0.591 with 1% jitter
 #: (20 steps); with 3% and 6% it fell (10 steps: 0.529 -> 0.486, 0.456).
 ALIGN_JITTER = 0.01
+#: Resolution of the perturbation: cells across the dlib chip's square (the face plus its
+#: padding); the delta is optimised at ``side / DELTA_CELLS`` px a cell (at least 1) and
+#: enlarged bilinearly (``PGDConfig.scale``). None: every pixel free.
+DELTA_CELLS: float | None = None
+#: Expectation over transformations (``adversarial_core.EOTConfig`` fields over its defaults).
+EOT_SETTINGS: dict[str, Any] = {}
 #: dlib's same-person distance (``eval.recognizer.THRESHOLD``).
 THRESHOLD = 0.6
 OBJECTIVES = ("untargeted", "targeted", "k-anonymity")
@@ -328,7 +338,7 @@ class AdversarialAnonymizer(FaceAnonymizer):
                 )
         self.steps = config.adv_steps
         self.cold_steps = max(COLD_STEPS, self.steps)
-        self.eot = EOTConfig() if config.adv_eot else None
+        self.eot = EOTConfig(**EOT_SETTINGS) if config.adv_eot else None
         self.jitter = ALIGN_JITTER if config.adv_eot else 0.0
         # The decoys and the random draws must be unpredictable: a per-run secret from the
         # OS unless --seed is given.
@@ -337,6 +347,7 @@ class AdversarialAnonymizer(FaceAnonymizer):
         self._done: list[dict[str, Any]] = []
         self.faces = 0
         self.solid_rows = 0
+        self.kept_rows = 0  # perturb_replaced: rows left as the other method wrote them
         self.unsatisfied = 0
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -376,6 +387,7 @@ class AdversarialAnonymizer(FaceAnonymizer):
             "perturbed_faces": self.faces,
             "objective_not_met": self.unsatisfied,
             "solid_rows": self.solid_rows,
+            "kept_rows": self.kept_rows,
             "per_track": sorted(self._done, key=lambda r: int(r["track_id"])),
         }
 
@@ -454,8 +466,75 @@ class AdversarialAnonymizer(FaceAnonymizer):
             )
         return np.asarray(g.embeddings[int(self._rng.choice(far))], np.float32)
 
-    def _perturb(self, image: NDArray[np.uint8], out: NDArray[np.uint8], dets: Detections, faces: list[_Face]) -> None:
-        """PGD on the frame's faces as one batch; writes the perturbed masks into ``out``."""
+    def perturb_replaced(
+        self, original: NDArray[np.uint8], replaced: NDArray[np.uint8], dets: Detections, eligible: NDArray[np.bool_]
+    ) -> NDArray[np.uint8]:
+        """``replaced`` (``original`` with its faces already replaced, e.g. by the generator)
+        with every ``eligible`` detector row perturbed inside its mask, by at most epsilon
+        around the replaced pixels, so that the recogniser's embedding of the written face
+        moves away from (untargeted) the ORIGINAL face's embedding, or towards the track's
+        decoy, or below rank k among the face bank and the original.
+
+        The reference is taken on ``original`` at dlib's 5 points fitted there; the
+        perturbation is computed on the chip at the points fitted on ``replaced`` (what a
+        recogniser would see; the original's points where no fit is found there). Rows that
+        are not eligible, not from the detector, or without a 5-point fit on ``original``
+        keep their replaced pixels (counted as ``kept_rows``): they are already
+        anonymised, the perturbation is an add-on. Any error propagates (fail closed).
+        """
+        out = replaced.copy()
+        h, w = original.shape[:2]
+        c = self.config
+        ok = (dets.source == SOURCE_DETECTOR) & dets.has_landmarks & np.asarray(eligible, np.bool_)
+        rows = [i for i in range(len(dets)) if ok[i]]
+        lm_orig: dict[int, NDArray[np.float32]] = {}
+        lm_repl: dict[int, NDArray[np.float32]] = {}
+        if rows:
+            boxes = dets.xyxy[rows]
+            lm_orig = dict(zip(rows, self.models.landmarker(original, boxes), strict=True))
+            lm_repl = dict(zip(rows, self.models.landmarker(replaced, boxes), strict=True))
+        from ..eval.dlib_torch import face_chip_details
+
+        faces: list[_Face] = []
+        refs: list[ChipDetails] = []
+        for i in range(len(dets)):
+            region = face_region(dets.xyxy[i], dets.landmarks[i], w, h, c.shape, c.mask_scale, c.mask_margin)
+            if region is None:
+                continue
+            p0 = lm_orig.get(i)
+            if p0 is None or np.isnan(p0).any():
+                self.kept_rows += 1
+                continue
+            p1 = lm_repl[i]
+            d = face_chip_details(p1 if not np.isnan(p1).any() else p0)
+            faces.append(_Face(i, d, region, _work_crop(d, region, w, h)))
+            refs.append(face_chip_details(p0))
+        if faces:
+            self._perturb(replaced, out, dets, faces, reference=self._embed_clean(original, refs))
+        return out
+
+    def _embed_clean(self, image: NDArray[np.uint8], details: list[ChipDetails]) -> torch.Tensor:
+        """The recogniser's embeddings of ``image``'s faces at ``details`` (no gradient)."""
+        th = _torch()
+        from ..eval.dlib_torch import extract_image_chips
+
+        chips = extract_image_chips(image, details)
+        x = th.from_numpy(chips.transpose(0, 3, 1, 2).copy()).to(self.models.device, th.float32)
+        with th.no_grad():
+            emb: torch.Tensor = self.models.net(x)
+        return emb
+
+    def _perturb(
+        self,
+        image: NDArray[np.uint8],
+        out: NDArray[np.uint8],
+        dets: Detections,
+        faces: list[_Face],
+        reference: torch.Tensor | None = None,
+    ) -> None:
+        """PGD on the frame's faces as one batch; writes the perturbed masks into ``out``.
+        The objective is relative to ``reference`` (``(F, 128)``, e.g. the original faces'
+        embeddings when ``image`` holds replaced faces), or to ``image``'s own faces."""
         th = _torch()
         from ..eval.dlib_torch import ChipDetails, extract_image_chips_torch
         from .adversarial_core import PGDConfig, pgd
@@ -507,8 +586,11 @@ class AdversarialAnonymizer(FaceAnonymizer):
             emb: torch.Tensor = net(th.cat(chips))
             return emb
 
-        with th.no_grad():
-            ref = embed(x)
+        if reference is None:
+            with th.no_grad():
+                ref = embed(x)
+        else:
+            ref = reference
         objective = self._objective(ref, tracks)
         # A batch mixes warm tracks and new ones: new faces then start from their random
         # start inside the warm batch (pgd takes one start for the batch), with the cold
@@ -516,11 +598,13 @@ class AdversarialAnonymizer(FaceAnonymizer):
         steps = (
             self.steps if any_warm and all(t is not None and t.store is not None for t in tracks) else self.cold_steps
         )
+        side = min(_rect_side(f.details) for f in faces)
         cfg = PGDConfig(
             epsilon=self.epsilon,
             steps=steps,
             eot=self.eot,
             seed=int(self._rng.integers(2**62)),
+            scale=1 if DELTA_CELLS is None else int(min(16, max(1, side // DELTA_CELLS))),
         )
         start = None
         if any_warm:

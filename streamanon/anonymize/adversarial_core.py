@@ -59,6 +59,7 @@ __all__ = [
     "Targeted",
     "Untargeted",
     "eot_transform",
+    "h264_approx",
     "jpeg_approx",
     "pgd",
     "project",
@@ -206,6 +207,10 @@ class EOTConfig:
         resize_scale: scale range of the resize (drawn uniformly).
         noise_std: std of additive Gaussian noise in code values (0: none).
         samples: transformed copies whose gradients are averaged per step.
+        p_h264: probability of an H.264-like 4x4 quantisation (``h264_approx``) per sample
+            (drawn after the JPEG-like one, which it then replaces).
+        h264_qp: quantisation parameter range drawn uniformly (CRF 18 codes faces at QP
+            ~16-24 across I, P and B frames; CRF 28 at ~26-34).
     """
 
     p_jpeg: float = 0.5
@@ -214,14 +219,18 @@ class EOTConfig:
     resize_scale: tuple[float, float] = (0.75, 1.0)
     noise_std: float = 0.0
     samples: int = 1
+    p_h264: float = 0.0
+    h264_qp: tuple[float, float] = (16.0, 26.0)
 
     def __post_init__(self) -> None:
-        if not (0 <= self.p_jpeg <= 1 and 0 <= self.p_resize <= 1):
+        if not (0 <= self.p_jpeg <= 1 and 0 <= self.p_resize <= 1 and 0 <= self.p_h264 <= 1):
             raise ConfigError("EOT probabilities must be in [0, 1]")
         if not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
             raise ConfigError(f"invalid jpeg_quality range {self.jpeg_quality}: expected 1 <= lo <= hi <= 100")
         if not 0 < self.resize_scale[0] <= self.resize_scale[1] <= 1:
             raise ConfigError(f"invalid resize_scale range {self.resize_scale}: expected 0 < lo <= hi <= 1")
+        if not 0 <= self.h264_qp[0] <= self.h264_qp[1] <= 51:
+            raise ConfigError(f"invalid h264_qp range {self.h264_qp}: expected 0 <= lo <= hi <= 51")
         if self.noise_std < 0 or self.samples < 1:
             raise ConfigError("EOT noise_std must be >= 0 and samples >= 1")
 
@@ -301,6 +310,53 @@ def jpeg_approx(x: torch.Tensor, quality: float, chroma_420: bool = True) -> tor
     return out.clamp(0, 255)
 
 
+def h264_approx(x: torch.Tensor, qp: float, rounding: float = 1.0 / 3.0) -> torch.Tensor:
+    """Differentiable H.264-like intra round trip of ``(B, 3, H, W)`` RGB 0..255 at ``qp``.
+
+    YCbCr (BT.601), 4:2:0 chroma (2x2 mean, nearest up), 4x4 orthonormal DCT (H.264's
+    integer core transform with its scaling is this up to rounding), flat quantisation by
+    H.264's step ``0.625 * 2 ** (qp / 6)`` with the reference encoder's dead-zone rounding
+    offset (``rounding``: 1/3 intra, 1/6 inter; 1/2 is plain rounding), straight-through
+    in the backward pass. No prediction: the residual an encoder codes is smaller, so this
+    is harsher on a static face and milder on a moving one.
+    """
+    _need_torch()
+    import torch
+    import torch.nn.functional as F
+
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ConfigError(f"h264_approx expects (B, 3, H, W), got {tuple(x.shape)}")
+    step = 0.625 * 2.0 ** (float(qp) / 6.0)
+    dev, dt = x.device, x.dtype
+    d = torch.tensor(_dct_matrix(4), dtype=dt, device=dev)
+
+    def quant(plane: torch.Tensor) -> torch.Tensor:  # (B, C, h, w), h and w multiples of 4
+        bsz, ch, hh, ww = plane.shape
+        blocks = (plane - 128).reshape(bsz, ch, hh // 4, 4, ww // 4, 4).permute(0, 1, 2, 4, 3, 5)
+        coef = d @ blocks @ d.T
+        c = coef / step
+        q = torch.sign(c) * torch.floor(c.abs() + rounding)
+        coef = (c + (q - c).detach()) * step
+        out: torch.Tensor = (d.T @ coef @ d).permute(0, 1, 2, 4, 3, 5).reshape(bsz, ch, hh, ww) + 128
+        return out
+
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b + 128
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b + 128
+    h, w = x.shape[2], x.shape[3]
+    ph, pw = (-h) % 8, (-w) % 8
+    ycc = torch.stack([y, cb, cr], 1)
+    if ph or pw:
+        ycc = F.pad(ycc, (0, pw, 0, ph), mode="replicate")
+    luma = quant(ycc[:, :1])
+    chroma = F.interpolate(quant(F.avg_pool2d(ycc[:, 1:], 2)), scale_factor=2.0, mode="nearest")
+    rec = torch.cat([luma, chroma], 1)[:, :, :h, :w]
+    y, cb, cr = rec[:, 0], rec[:, 1] - 128, rec[:, 2] - 128
+    out = torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1)
+    return out.clamp(0, 255)
+
+
 def resize_down_up(x: torch.Tensor, scale: float) -> torch.Tensor:
     """Shrink ``(B, C, H, W)`` by ``scale`` (antialiased bilinear) and enlarge back: the
     detail a resolution change or a soft encoder loses."""
@@ -325,7 +381,9 @@ def eot_transform(x: torch.Tensor, cfg: EOTConfig, generator: torch.Generator | 
 
     if cfg.p_resize > 0 and float(torch.rand((), generator=generator)) < cfg.p_resize:
         x = resize_down_up(x, uniform(*cfg.resize_scale))
-    if cfg.p_jpeg > 0 and float(torch.rand((), generator=generator)) < cfg.p_jpeg:
+    if cfg.p_h264 > 0 and float(torch.rand((), generator=generator)) < cfg.p_h264:
+        x = h264_approx(x, uniform(*cfg.h264_qp))
+    elif cfg.p_jpeg > 0 and float(torch.rand((), generator=generator)) < cfg.p_jpeg:
         x = jpeg_approx(x, uniform(*cfg.jpeg_quality))
     if cfg.noise_std > 0:
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
@@ -390,6 +448,10 @@ class PGDConfig:
             there), so it needs a nonzero start; 1 code value is invisible.
         eot: encoder-robustness transformations, or ``None`` for the plain gradient.
         seed: seed of the random draws (EOT, random start); ``None``: torch's global RNG.
+        scale: resolution divisor of the perturbation: PGD optimises a delta of
+            ``ceil(H / scale) x ceil(W / scale)`` that is bilinearly enlarged to the image
+            (1: every pixel free). A smooth perturbation is what a video encoder keeps
+            (its quantisation removes high frequencies first) and costs less SSIM.
     """
 
     epsilon: float = 8.0
@@ -398,6 +460,7 @@ class PGDConfig:
     random_start: float = 1.0
     eot: EOTConfig | None = None
     seed: int | None = 0
+    scale: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.epsilon <= 255:
@@ -408,6 +471,8 @@ class PGDConfig:
             raise ConfigError(f"invalid random_start={self.random_start!r}: expected >= 0")
         if self.step_size is not None and self.step_size <= 0:
             raise ConfigError(f"invalid step_size={self.step_size!r}: expected > 0")
+        if not (isinstance(self.scale, int) and 1 <= self.scale <= 16):
+            raise ConfigError(f"invalid scale={self.scale!r}: expected an integer in 1..16")
 
     def alpha(self, warm: bool = False) -> float:
         """The step size used from a cold (or a ``warm``) start."""
@@ -481,30 +546,56 @@ def pgd(
     if cfg.seed is not None:
         gen = torch.Generator()
         gen.manual_seed(cfg.seed)
+    import torch.nn.functional as F
+
     eps, alpha = float(cfg.epsilon), cfg.alpha(warm=warm_start is not None)
-    if warm_start is not None:
-        delta = warm_start.detach().to(images.dtype)
+    h, w = int(images.shape[2]), int(images.shape[3])
+    low = (math.ceil(h / cfg.scale), math.ceil(w / cfg.scale))
+    shape = (*images.shape[:2], *low)  # the optimised parameter: the delta at 1/scale resolution
+
+    # At scale > 1 a warm start is kept at full resolution (``base``; pooling it would blur
+    # away part of it every frame) and the steps add a smooth change on top of it.
+    base: torch.Tensor | None = None
+    if warm_start is not None and cfg.scale > 1:
+        base = project(images, warm_start.detach().to(images.dtype), eps, mask)
+    limit = 2 * eps if base is not None else eps  # the step's room: from -eps to +eps and back
+
+    def full(p: torch.Tensor) -> torch.Tensor:
+        """The parameter as a delta on ``images`` (enlarged, inside the ball and the mask)."""
+        if cfg.scale > 1:
+            p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+        if base is not None:
+            p = base + p
+        return project(images, p, eps, mask)
+
+    if base is not None:
+        param = torch.zeros(shape, dtype=images.dtype, device=images.device)
+    elif warm_start is not None:
+        param = warm_start.detach().to(images.dtype)
     elif cfg.random_start > 0:
         amp = min(cfg.random_start, eps)
-        delta = ((torch.rand(images.shape, generator=gen, dtype=images.dtype) * 2 - 1) * amp).to(images.device)
+        param = ((torch.rand(shape, generator=gen, dtype=images.dtype) * 2 - 1) * amp).to(images.device)
     else:
-        delta = torch.zeros_like(images)
-    delta = project(images, delta, eps, mask)
+        param = torch.zeros(shape, dtype=images.dtype, device=images.device)
+    # at full resolution the parameter is the delta itself: kept inside the ball, [0, 255] and the mask
+    project_param = cfg.scale == 1 and base is None
+    param = project(images, param, eps, mask) if project_param else param.clamp(-limit, limit)
     samples = cfg.eot.samples if cfg.eot is not None else 1
     for _ in range(cfg.steps):
-        delta.requires_grad_(True)
-        grad = torch.zeros_like(images)
+        param.requires_grad_(True)
+        grad = torch.zeros_like(param)
         for _ in range(samples):
-            x = images + delta
+            x = images + full(param)
             if cfg.eot is not None:
                 x = eot_transform(x, cfg.eot, gen)
             loss = objective.loss(embed(x)).sum()
-            (g,) = torch.autograd.grad(loss, delta)
+            (g,) = torch.autograd.grad(loss, param)
             grad += g
         with torch.no_grad():
-            delta = project(images, delta.detach() - alpha * grad.sign(), eps, mask)
+            param = param.detach() - alpha * grad.sign()
+            param = project(images, param, eps, mask) if project_param else param.clamp(-limit, limit)
     with torch.no_grad():
-        delta = quantize_delta(images, delta, eps, mask)
+        delta = quantize_delta(images, full(param), eps, mask)
         adversarial = images + delta
         emb = embed(adversarial)
         loss = objective.loss(emb)

@@ -107,7 +107,9 @@ def _apply(matrix: NDArray[np.float64], pts: NDArray[np.float32]) -> NDArray[np.
     return (p @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
 
 
-def align_landmarks(landmarks5: NDArray[np.float32], size: int, landmarks68: NDArray[np.float32] | None = None) -> Alignment:
+def align_landmarks(
+    landmarks5: NDArray[np.float32], size: int, landmarks68: NDArray[np.float32] | None = None
+) -> Alignment:
     """Alignment from five points in frame pixels (and optional 68 for the record)."""
     m = similarity(np.asarray(landmarks5, np.float32), TEMPLATE5 * size)
     lm68 = None if landmarks68 is None else _apply(m, landmarks68)

@@ -16,8 +16,9 @@ Rows without a track (``--no-track``) are stateless: each is served on its own.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,6 +26,8 @@ from numpy.typing import NDArray
 from ..types import Detections
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,37 @@ class FaceAnonymizer:
         raise NotImplementedError
 
 
+class TrackStates(Generic[S]):
+    """An anonymiser's per-track state for one run, and a record of every track that ended.
+
+    ``start`` in ``track_started``; ``get`` when serving a row (None for an untracked row,
+    id < 0, or an id that was never started); ``end`` in ``track_ended`` pops the state and
+    keeps ``{"track_id": id, **record(state)}``; ``records()`` is the report's
+    ``per_track``, sorted by track id.
+    """
+
+    def __init__(self, record: Callable[[S], dict[str, Any]]) -> None:
+        self._record = record
+        self._live: dict[int, S] = {}
+        self._done: list[dict[str, Any]] = []
+
+    def start(self, track_id: int, state: S) -> None:
+        self._live[track_id] = state
+
+    def get(self, track_id: int) -> S | None:
+        return self._live.get(track_id) if track_id >= 0 else None
+
+    def end(self, track_id: int) -> S | None:
+        """Pop the state of ``track_id`` and record it; None (nothing recorded) if unknown."""
+        state = self._live.pop(track_id, None)
+        if state is not None:
+            self._done.append({"track_id": track_id, **self._record(state)})
+        return state
+
+    def records(self) -> list[dict[str, Any]]:
+        return sorted(self._done, key=lambda r: int(r["track_id"]))
+
+
 class AnonymizerSession:
     """One run of one anonymiser: derives track starts and ends from the rows' track ids.
 
@@ -92,7 +126,9 @@ class AnonymizerSession:
         self.tracks_seen += len(ids - self._alive)
         self._alive = ids
         self._last = info
-        out: NDArray[np.uint8] = self.anonymizer.apply(image, dets, info) if self._hooks else self.anonymizer.apply(image, dets)
+        out: NDArray[np.uint8] = (
+            self.anonymizer.apply(image, dets, info) if self._hooks else self.anonymizer.apply(image, dets)
+        )
         return out
 
     def skip(self, info: FrameInfo) -> None:

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
 from ..types import Detections
-from .base import FaceAnonymizer, FrameInfo
+from .base import FaceAnonymizer, FrameInfo, TrackStates
 from .mask import composite, indexed_regions
 
 #: Default epsilon (per channel, per track) when ``--epsilon`` is not given: chosen from
@@ -57,7 +57,9 @@ def cell_means(roi: NDArray[np.uint8], ys: NDArray[np.intp], xs: NDArray[np.intp
     return out
 
 
-def dp_pixelate(roi: NDArray[np.uint8], cells: int, m: int, epsilon: float, unit_noise: NDArray[np.float64]) -> tuple[NDArray[np.uint8], float]:
+def dp_pixelate(
+    roi: NDArray[np.uint8], cells: int, m: int, epsilon: float, unit_noise: NDArray[np.float64]
+) -> tuple[NDArray[np.uint8], float]:
     """One region pixelated with DP noise; returns the pixels and the Laplace scale used.
 
     ``unit_noise`` is a standard-Laplace array of shape ``(cells, cells, 3)`` (the track's
@@ -92,30 +94,26 @@ class DPPixelateAnonymizer(FaceAnonymizer):
         self.cells, self.m = config.dp_cells, config.dp_m
         # The noise must be unpredictable: a per-run secret from the OS unless --seed is given.
         self._rng = np.random.default_rng(config.seed)
-        self._tracks: dict[int, _TrackNoise] = {}
-        self._done: list[dict[str, Any]] = []
+        self._tracks: TrackStates[_TrackNoise] = TrackStates(self._record)
         self._untracked = 0
 
     def _draw(self) -> NDArray[np.float64]:
         return self._rng.laplace(0.0, 1.0, size=(self.cells, self.cells, 3))
 
+    def _record(self, t: _TrackNoise) -> dict[str, Any]:
+        return {
+            "first_frame": t.first,
+            "frames": t.frames,
+            "epsilon_per_channel": self.epsilon,
+            "laplace_scale_min": round(min(t.scales), 3) if t.scales else None,
+            "laplace_scale_max": round(max(t.scales), 3) if t.scales else None,
+        }
+
     def track_started(self, track_id: int, info: FrameInfo) -> None:
-        self._tracks[track_id] = _TrackNoise(self._draw(), info.index)
+        self._tracks.start(track_id, _TrackNoise(self._draw(), info.index))
 
     def track_ended(self, track_id: int, info: FrameInfo) -> None:
-        t = self._tracks.pop(track_id, None)
-        if t is None:
-            return
-        self._done.append(
-            {
-                "track_id": track_id,
-                "first_frame": t.first,
-                "frames": t.frames,
-                "epsilon_per_channel": self.epsilon,
-                "laplace_scale_min": round(min(t.scales), 3) if t.scales else None,
-                "laplace_scale_max": round(max(t.scales), 3) if t.scales else None,
-            }
-        )
+        self._tracks.end(track_id)
 
     def apply(self, image: NDArray[np.uint8], dets: Detections, info: FrameInfo | None = None) -> NDArray[np.uint8]:
         out = image.copy()
@@ -123,7 +121,7 @@ class DPPixelateAnonymizer(FaceAnonymizer):
         c = self.config
         for i, region in indexed_regions(dets, w, h, c.shape, c.mask_scale, c.mask_margin):
             tid = int(dets.track_id[i])
-            track = self._tracks.get(tid) if tid >= 0 else None
+            track = self._tracks.get(tid)
             if track is None:  # untracked row: a fresh draw, its own release
                 self._untracked += 1
                 noise = self._draw()
@@ -148,6 +146,6 @@ class DPPixelateAnonymizer(FaceAnonymizer):
             "dp_cells": self.cells,
             "dp_m": self.m,
             "untracked_releases": self._untracked,
-            "per_track": sorted(self._done, key=lambda r: int(r["track_id"])),
+            "per_track": self._tracks.records(),
         }
 

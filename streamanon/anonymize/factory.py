@@ -16,6 +16,7 @@ from .adversarial import AdversarialAnonymizer, AdversarialModels
 from .align import Landmarker68
 from .dp import DPPixelateAnonymizer
 from .generate import GenerateAnonymizer, GenerateModels
+from .generate_adversarial import GenerateAdversarialAnonymizer
 from .ksame import DlibFaceEmbedder, FaceEmbedder, FacePool, KSameAnonymizer, KSameCollector, load_face_bank
 from .methods import BlurAnonymizer, IdentityAnonymizer, PixelateAnonymizer, SolidAnonymizer
 from .svd import SVDAnonymizer
@@ -61,15 +62,22 @@ class AnonymizerFactory:
         self.name = config.method
         self.pooled = config.method in POOLED
         self._bank: list[tuple[NDArray[np.float32], str, NDArray[np.float32] | None]] = []
-        adversarial_bank = config.method == "adversarial" and config.adv_objective != "untargeted"
+        if config.generate_adversarial and config.method != "generate":
+            raise ConfigError(
+                f"--adversarial is for --method generate, not {config.method!r} "
+                "(--method adversarial perturbs the original face)"
+            )
+        perturbs = config.method == "adversarial" or config.generate_adversarial
+        adversarial_bank = perturbs and config.adv_objective != "untargeted"
         if config.face_bank and not self.pooled and not adversarial_bank:
             raise ConfigError(
-                "--face-bank is for --method k-same and --method adversarial --objective targeted|k-anonymity, "
-                f"not {config.method!r}"
+                "--face-bank is for --method k-same and --method adversarial (or generate --adversarial) "
+                f"--objective targeted|k-anonymity, not {config.method!r}"
             )
-        # adversarial: the torch recogniser and dlib's 5-point predictor, once per process
+        # adversarial (and generate --adversarial): the torch recogniser and dlib's 5-point
+        # predictor, once per process
         self.adversarial: AdversarialModels | None = None
-        if config.method == "adversarial":
+        if perturbs:
             self.adversarial = AdversarialModels(config)
         # One 68-point predictor per process, shared read-only by every run's anonymiser.
         self.landmarker: Landmarker68 | None = None
@@ -121,10 +129,12 @@ class AnonymizerFactory:
             return KSameAnonymizer(self.config, pool if pool is not None else self.new_pool(), self.landmarker)
         if self.name == "svd":
             return SVDAnonymizer(self.config, self.landmarker)
+        if self.generate is not None:
+            if self.adversarial is not None:
+                return GenerateAdversarialAnonymizer(self.config, self.generate, self.adversarial)
+            return GenerateAnonymizer(self.config, self.generate)
         if self.adversarial is not None:
             return AdversarialAnonymizer(self.config, self.adversarial)
-        if self.generate is not None:
-            return GenerateAnonymizer(self.config, self.generate)
         build = METHODS.get(self.name) or _EVAL_ONLY[self.name]
         return build(self.config)
 

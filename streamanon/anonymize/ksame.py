@@ -334,19 +334,25 @@ class KSameAnonymizer(ChipAnonymizer):
         unit = "persons" if self.pool.by_person else "faces"
         return {
             "guarantee": (
-                f"each surrogate is the average of a cluster of >= k={self.k} {unit} of the pool ({len(self.pool)} faces, "
-                f"{self.pool.persons or len(self.pool)} {unit}): matching a surrogate to the pool's originals succeeds "
-                "with probability <= 1/k, for the pool only"
+                f"each surrogate is the average of a cluster of >= k={self.k} {unit} of the pool "
+                f"({len(self.pool)} faces, {self.pool.persons or len(self.pool)} {unit}): "
+                "matching a surrogate to the pool's originals succeeds with probability <= 1/k, for the pool only"
             ),
             "k": self.k,
             "pool_faces": len(self.pool),
             "pool_persons": self.pool.persons if self.pool.by_person else None,
-            "grouped_by": "dlib recogniser, distance < 0.6" if self.pool.by_person else "none (each face counts as a person)",
+            "grouped_by": (
+                "dlib recogniser, distance < 0.6" if self.pool.by_person else "none (each face counts as a person)"
+            ),
             "clusters": len(sizes),
             "cluster_sizes": sizes,
             "fallback": None
             if self._fallback is None
-            else {"method": FALLBACK, "faces": self._fallback_faces, "why": f"pool of {len(self.pool.groups())} {unit} < k={self.k}"},
+            else {
+                "method": FALLBACK,
+                "faces": self._fallback_faces,
+                "why": f"pool of {len(self.pool.groups())} {unit} < k={self.k}",
+            },
             "per_track": sorted(self._done, key=lambda r: int(r["track_id"])),
         }
 
@@ -381,7 +387,9 @@ def load_face_bank(
             continue
         h, w = img.shape[:2]
         p = min(256, round(BANK_PAD * max(h, w)))
-        padded: NDArray[np.uint8] = np.ascontiguousarray(cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REPLICATE), np.uint8)
+        padded: NDArray[np.uint8] = np.ascontiguousarray(
+            cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REPLICATE), np.uint8
+        )
         dets = detect(padded)
         if not len(dets):
             log.info("face bank: no face in %s", path)

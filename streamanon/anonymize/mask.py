@@ -50,7 +50,13 @@ def _ellipse_params(
 
 
 def face_region(
-    box: NDArray[np.float32], landmarks: NDArray[np.float32], width: int, height: int, shape: str, scale: float, margin: float = 0.0
+    box: NDArray[np.float32],
+    landmarks: NDArray[np.float32],
+    width: int,
+    height: int,
+    shape: str,
+    scale: float,
+    margin: float = 0.0,
 ) -> FaceRegion | None:
     """One face's ``FaceRegion`` clipped to the frame, or None when nothing of it is inside.
 
@@ -77,8 +83,8 @@ def face_region(
     mask = np.zeros((ye - y0, xe - x0), np.uint8)
     # cv2.ellipse takes integer geometry; a 4-bit sub-pixel shift keeps precision.
     sh = 4
-    centre = (int(round((cx - x0) * 16)), int(round((cy - y0) * 16)))
-    axes = (int(math.ceil(ax * 16)), int(math.ceil(ay * 16)))
+    centre = (round((cx - x0) * 16), round((cy - y0) * 16))
+    axes = (math.ceil(ax * 16), math.ceil(ay * 16))
     cv2.ellipse(mask, centre, axes, angle, 0, 360, 255, thickness=-1, lineType=cv2.LINE_8, shift=sh)
     return FaceRegion((x0, y0, xe, ye), mask)
 
@@ -95,7 +101,9 @@ def indexed_regions(
     return out
 
 
-def face_regions(dets: Detections, width: int, height: int, shape: str, scale: float, margin: float = 0.0) -> list[FaceRegion]:
+def face_regions(
+    dets: Detections, width: int, height: int, shape: str, scale: float, margin: float = 0.0
+) -> list[FaceRegion]:
     """One ``FaceRegion`` per detection, clipped to the frame (empty ones skipped)."""
     return [reg for _, reg in indexed_regions(dets, width, height, shape, scale, margin)]
 
@@ -115,7 +123,9 @@ def composite(dst: NDArray[np.uint8], region: FaceRegion, replacement: NDArray[n
         np.copyto(roi, replacement, where=(region.mask > 0)[:, :, None])
 
 
-def union_mask(dets: Detections, width: int, height: int, shape: str, scale: float, margin: float = 0.0) -> NDArray[np.bool_]:
+def union_mask(
+    dets: Detections, width: int, height: int, shape: str, scale: float, margin: float = 0.0
+) -> NDArray[np.bool_]:
     """Boolean (H, W) mask of every face region (tests, eval)."""
     out = np.zeros((height, width), np.bool_)
     for reg in face_regions(dets, width, height, shape, scale, margin):

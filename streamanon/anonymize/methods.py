@@ -61,13 +61,17 @@ class BlurAnonymizer(RegionAnonymizer):
         radius = max(2.0, max(h, w) * 0.5 * self.config.blur_strength)
         # Work at a size where the radius is ~8 px: same look, bounded cost.
         f = min(1.0, 8.0 / radius)
-        small = cv2.resize(roi, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA) if f < 1 else roi
+        small = (
+            cv2.resize(roi, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+            if f < 1
+            else roi
+        )
         k = max(3, int(radius * f) * 2 + 1)
         blurred = cv2.GaussianBlur(small, (k, k), 0, borderType=cv2.BORDER_REFLECT)
         blurred = cv2.GaussianBlur(blurred, (k, k), 0, borderType=cv2.BORDER_REFLECT)
         if f < 1:
             blurred = cv2.resize(blurred, (w, h), interpolation=cv2.INTER_LINEAR)
-        return blurred
+        return np.asarray(blurred, np.uint8)  # already uint8 (no copy); OpenCV's stubs drop the dtype
 
 
 class PixelateAnonymizer(RegionAnonymizer):
@@ -81,7 +85,7 @@ class PixelateAnonymizer(RegionAnonymizer):
         bw = max(1, round(n * w / max(h, w)))
         bh = max(1, round(n * h / max(h, w)))
         small = cv2.resize(roi, (bw, bh), interpolation=cv2.INTER_AREA)
-        return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+        return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST), np.uint8)
 
 
 class IdentityAnonymizer(RegionAnonymizer):

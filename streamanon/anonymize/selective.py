@@ -79,7 +79,8 @@ def check_region(values: Sequence[float]) -> None:
     n = len(values)
     if n != 4 and (n < 6 or n % 2):
         raise ConfigError(
-            f"invalid region {','.join(f'{v:g}' for v in values)!r}: 4 numbers (x0,y0,x1,y1) or an even count >= 6 (polygon)"
+            f"invalid region {','.join(f'{v:g}' for v in values)!r}: "
+            "4 numbers (x0,y0,x1,y1) or an even count >= 6 (polygon)"
         )
     if any(not np.isfinite(v) or v < 0 for v in values):
         raise ConfigError(f"invalid region {','.join(f'{v:g}' for v in values)!r}: coordinates must be >= 0")
@@ -270,7 +271,8 @@ class SelectiveAnonymizer(FaceAnonymizer):
             "ignore_regions": [list(r) for r in self.ignore],
             "keep_faces": list(self.keep.names) if self.keep else [],
             "rule": (
-                f"kept after {1 if self.still else KEEP_FRAMES} detector frame(s) under {STILL_MATCH if self.still else KEEP_MATCH} "
+                f"kept after {1 if self.still else KEEP_FRAMES} detector frame(s) "
+                f"under {STILL_MATCH if self.still else KEEP_MATCH} "
                 f"and none above {KEEP_REJECT} (rejected tracks re-checked every {RETRY_EVERY} detector frames); "
                 f"faces under {MIN_KEEP_SIZE:g} px, untracked rows and recognition errors are anonymised"
             )

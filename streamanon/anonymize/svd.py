@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from ..config import AnonymizeConfig
 from ..types import Detections
 from .align import Alignment, Landmarker68
-from .base import FrameInfo
+from .base import FrameInfo, TrackStates
 from .chips import ChipAnonymizer
 
 #: Default epsilon (per unit of singular value, per channel) when ``--epsilon`` is not
@@ -36,7 +36,9 @@ from .chips import ChipAnonymizer
 DEFAULT_EPSILON = 0.01
 
 
-def svd_obfuscate(chip: NDArray[np.uint8], k: int, unit_noise: NDArray[np.float64], epsilon: float) -> NDArray[np.uint8]:
+def svd_obfuscate(
+    chip: NDArray[np.uint8], k: int, unit_noise: NDArray[np.float64], epsilon: float
+) -> NDArray[np.uint8]:
     """Rank-``k`` rebuild of ``chip`` (S, S, 3) with Laplace(1/epsilon) on its singular values.
 
     ``unit_noise`` is a standard-Laplace ``(3, k)`` array (the track's draw).
@@ -74,20 +76,20 @@ class SVDAnonymizer(ChipAnonymizer):
         self.k = min(config.svd_k, config.svd_size)
         self.epsilon = float(config.epsilon if config.epsilon is not None else DEFAULT_EPSILON)
         self._rng = np.random.default_rng(config.seed)
-        self._tracks: dict[int, _TrackDraw] = {}
-        self._done: list[dict[str, Any]] = []
+        self._tracks: TrackStates[_TrackDraw] = TrackStates(self._record)
         self._untracked = 0
 
     def _draw(self) -> NDArray[np.float64]:
         return self._rng.laplace(0.0, 1.0, size=(3, self.k))
 
+    def _record(self, t: _TrackDraw) -> dict[str, Any]:
+        return {"first_frame": t.first, "frames": t.frames, "epsilon": self.epsilon, "k": self.k}
+
     def track_started(self, track_id: int, info: FrameInfo) -> None:
-        self._tracks[track_id] = _TrackDraw(self._draw(), info.index)
+        self._tracks.start(track_id, _TrackDraw(self._draw(), info.index))
 
     def track_ended(self, track_id: int, info: FrameInfo) -> None:
-        t = self._tracks.pop(track_id, None)
-        if t is not None:
-            self._done.append({"track_id": track_id, "first_frame": t.first, "frames": t.frames, "epsilon": self.epsilon, "k": self.k})
+        self._tracks.end(track_id)
 
     def process(
         self, chips: NDArray[np.uint8], alignments: Sequence[Alignment], dets: Detections, info: FrameInfo | None
@@ -95,7 +97,7 @@ class SVDAnonymizer(ChipAnonymizer):
         out = np.empty_like(chips)
         for j in range(len(chips)):
             tid = int(dets.track_id[j])
-            track = self._tracks.get(tid) if tid >= 0 else None
+            track = self._tracks.get(tid)
             if track is None:
                 self._untracked += 1
                 noise = self._draw()
@@ -109,11 +111,12 @@ class SVDAnonymizer(ChipAnonymizer):
         return {
             "guarantee": (
                 f"epsilon={self.epsilon:g} metric privacy (L1) on the top k={self.k} singular values of each "
-                f"{self.chip_size}x{self.chip_size} aligned chip, per channel and track; singular vectors released as they are"
+                f"{self.chip_size}x{self.chip_size} aligned chip, per channel and track; "
+                "singular vectors released as they are"
             ),
             "epsilon": self.epsilon,
             "svd_k": self.k,
             "svd_size": self.chip_size,
             "untracked_releases": self._untracked,
-            "per_track": sorted(self._done, key=lambda r: int(r["track_id"])),
+            "per_track": self._tracks.records(),
         }

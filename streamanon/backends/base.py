@@ -71,7 +71,9 @@ class Backend(Protocol):
 
     def output_spec(self) -> tuple[TensorSpec, ...]: ...
 
-    def infer(self, inputs: Mapping[str, NDArray[Any]], outputs: Sequence[str] | None = None) -> dict[str, NDArray[Any]]: ...
+    def infer(
+        self, inputs: Mapping[str, NDArray[Any]], outputs: Sequence[str] | None = None
+    ) -> dict[str, NDArray[Any]]: ...
 
     def close(self) -> None:
         """Release device memory now rather than at garbage collection."""

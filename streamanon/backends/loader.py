@@ -112,7 +112,9 @@ def resolve_engine(model: OnnxModel, engine: EngineConfig) -> EngineChoice:
     return choose_engine(engine, model.sha256, model.name, model.source)
 
 
-def load_backend(model: str | Path, engine: EngineConfig | None = None, callers: int = 1) -> tuple[Backend, EngineChoice]:
+def load_backend(
+    model: str | Path, engine: EngineConfig | None = None, callers: int = 1
+) -> tuple[Backend, EngineChoice]:
     """Model ``model`` (registry name or ONNX path) on the backend ``engine`` asks for.
 
     A named backend that cannot be used fails loudly (missing package, no GPU, no or

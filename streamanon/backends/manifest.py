@@ -54,7 +54,12 @@ class EngineManifest:
         first, *rest = profiles
         others = tuple((p.name, p.min, p.opt, p.max) for p in rest)
         return cls(
-            input_name=first.name, profile_min=first.min, profile_opt=first.opt, profile_max=first.max, other_profiles=others, **fields
+            input_name=first.name,
+            profile_min=first.min,
+            profile_opt=first.opt,
+            profile_max=first.max,
+            other_profiles=others,
+            **fields,
         )
 
     def profiles(self) -> list[Profile]:
@@ -75,7 +80,9 @@ class EngineManifest:
         d: dict[str, Any] = json.loads(text)
         for k in ("profile_min", "profile_opt", "profile_max"):
             d[k] = tuple(d[k])
-        d["other_profiles"] = tuple((n, tuple(lo), tuple(opt), tuple(hi)) for n, lo, opt, hi in d.get("other_profiles", ()))
+        d["other_profiles"] = tuple(
+            (n, tuple(lo), tuple(opt), tuple(hi)) for n, lo, opt, hi in d.get("other_profiles", ())
+        )
         return cls(**d)
 
 
@@ -114,7 +121,9 @@ def find_engine(engine_dir: Path, model: str, precision: str, source: str | None
     )
 
 
-def check_manifest(manifest: EngineManifest, *, onnx_sha256: str, tensorrt_version: str, compute_capability: str, engine_dir: Path) -> None:
+def check_manifest(
+    manifest: EngineManifest, *, onnx_sha256: str, tensorrt_version: str, compute_capability: str, engine_dir: Path
+) -> None:
     """Raise ``EngineIncompatibleError`` naming every mismatch and the rebuild command."""
     problems = []
     if manifest.onnx_sha256 != onnx_sha256:
@@ -124,5 +133,9 @@ def check_manifest(manifest: EngineManifest, *, onnx_sha256: str, tensorrt_versi
     if manifest.compute_capability != compute_capability:
         problems.append(f"built for sm{manifest.compute_capability}, this GPU is sm{compute_capability}")
     if problems:
-        cmd = REBUILD.format(model=manifest.source or manifest.model, precision=manifest.precision, engine_dir=engine_dir)
-        raise EngineIncompatibleError(f"engine {manifest.file_name()} is stale ({'; '.join(problems)}); rebuild with: {cmd}")
+        cmd = REBUILD.format(
+            model=manifest.source or manifest.model, precision=manifest.precision, engine_dir=engine_dir
+        )
+        raise EngineIncompatibleError(
+            f"engine {manifest.file_name()} is stale ({'; '.join(problems)}); rebuild with: {cmd}"
+        )

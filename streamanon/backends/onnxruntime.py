@@ -41,7 +41,11 @@ def select_providers(requested: Sequence[str]) -> list[str]:
     if missing:
         raise ConfigError(
             f"execution provider(s) {', '.join(missing)} not available; available: {', '.join(available)}"
-            + ("; for CUDA install 'streamanon[ort-gpu]'" if any("CUDA" in m or "Tensorrt" in m for m in missing) else "")
+            + (
+                "; for CUDA install 'streamanon[ort-gpu]'"
+                if any("CUDA" in m or "Tensorrt" in m for m in missing)
+                else ""
+            )
         )
     return list(requested)
 
@@ -106,7 +110,9 @@ class OrtBackend:
     def output_spec(self) -> tuple[TensorSpec, ...]:
         return self._outputs
 
-    def infer(self, inputs: Mapping[str, NDArray[Any]], outputs: Sequence[str] | None = None) -> dict[str, NDArray[Any]]:
+    def infer(
+        self, inputs: Mapping[str, NDArray[Any]], outputs: Sequence[str] | None = None
+    ) -> dict[str, NDArray[Any]]:
         names = list(outputs) if outputs else self._output_names
         result: list[NDArray[Any]] = self.session.run(names, dict(inputs) if not isinstance(inputs, dict) else inputs)
         return dict(zip(names, result, strict=True))

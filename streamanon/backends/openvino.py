@@ -44,12 +44,16 @@ NO_NATIVE_BF16 = "precision bf16 needs a CPU with native bfloat16 (AVX512-BF16 o
 # Compiled shapes kept (a video has one; a folder of photos of many sizes recompiles,
 # ~0.2-0.6 s a shape here, instead of growing without bound).
 MAX_SHAPES = 8
-# Whether callers run concurrently when ``OpenVinoBackend(concurrent=None)`` (module doc).
-# Off by default: on the shared clips concurrent calls (start_async per caller) were not
-# clearly faster end to end (-13% to +11% per clip, +6% overall, machine load 6-9 on 2
-# cores, benchmarks/bench_fps.py ovasync=0|1), and the serialised path is the one with a
-# long deadlock-free record; the soak test (tests/backends/test_backends_soak.py) runs both.
-CONCURRENT_CALLS = False
+# Whether callers run concurrently when ``OpenVinoBackend(concurrent=None)`` (module doc);
+# True/False forces it everywhere (benchmarks' ovasync=1|0, the soak test). None, the
+# default, is serialised except where a caller switches to concurrent calls because they
+# measured faster there (``use_concurrent_calls``): ``streamanon streams`` with 2+ feeds,
+# whose shared detector's workers then run at once (2 feeds at 720p25: +15% and +90% total
+# fps in two runs, 4 feeds: +2% and +49%; bench_streams.py streams:ovasync=0|1, machine
+# load 13-17 on 2 cores). One clip through one pipeline was not clearly faster (-13% to
+# +11% per clip, +6% overall, bench_fps.py ovasync=0|1, load 6-9), so it stays serialised.
+# The soak test (tests/backends/test_backends_soak.py) runs both ways.
+CONCURRENT_CALLS: bool | None = None
 # A call not finished after this long raises (its frames are masked: fail closed) instead
 # of holding the pipeline for ever; a 1080p CenterFace call takes ~0.1-0.3 s here.
 CALL_TIMEOUT_S = 120.0
@@ -141,7 +145,7 @@ class OpenVinoBackend:
             threads.
         label: what the model is called in error messages (its file).
         concurrent: run the callers' calls at once through the asynchronous API (module
-            doc); None: ``CONCURRENT_CALLS``.
+            doc); None: ``CONCURRENT_CALLS`` (serialised while that is None).
     """
 
     def __init__(
@@ -165,13 +169,10 @@ class OpenVinoBackend:
         except Exception as exc:  # OpenVINO raises its own untyped errors for bad models
             raise ModelError(f"OpenVINO cannot read {label}: {str(exc).splitlines()[0]}") from exc
         self.precision = precision
-        self.concurrent = CONCURRENT_CALLS if concurrent is None else concurrent
-        callers = max(1, callers)
-        self._streams = callers if self.concurrent else 1
-        self._threads = max(0, threads) * callers  # of the compiled network; 0: OpenVINO's default
+        self._callers = max(1, callers)
+        self._threads = max(0, threads) * self._callers  # of the compiled network; 0: OpenVINO's default
         self.providers = [f"OpenVINO CPU {precision}"]
-        # CPU threads one call runs on (live mode's size fit counts core-milliseconds)
-        self.threads_per_call = max(1, (self._threads or os.cpu_count() or 1) // self._streams)
+        self._set_concurrent(bool(CONCURRENT_CALLS) if concurrent is None else concurrent)
         self._inputs = tuple(_spec(i) for i in self._model.inputs)
         self._outputs = tuple(_spec(o) for o in self._model.outputs)
         # (name, dtype fed) per input, in the model's order (the infer request's indices)
@@ -179,8 +180,29 @@ class OpenVinoBackend:
         # Guards the compiled networks; when not concurrent, held for a whole call.
         self._lock = threading.Lock()
         self._compiled: OrderedDict[tuple[tuple[int, ...], ...], _Network] = OrderedDict()
+        self._log_mode()
+
+    def _set_concurrent(self, concurrent: bool) -> None:
+        self.concurrent = concurrent
+        self._streams = self._callers if concurrent else 1
+        # CPU threads one call runs on (live mode's size fit counts core-milliseconds)
+        self.threads_per_call = max(1, (self._threads or os.cpu_count() or 1) // self._streams)
+
+    def _log_mode(self) -> None:
         how = f"{self._streams} concurrent call(s)" if self.concurrent else "one call at a time"
-        log.info("OpenVINO %s on the CPU: %s, %s thread(s) a call", precision, how, self.threads_per_call)
+        log.info("OpenVINO %s on the CPU: %s, %s thread(s) a call", self.precision, how, self.threads_per_call)
+
+    def use_concurrent_calls(self, concurrent: bool = True) -> bool:
+        """Switch the callers' calls to concurrent (or serialised) unless ``CONCURRENT_CALLS``
+        forces a mode; networks compiled so far are dropped (they are compiled per mode).
+        Returns whether calls are now concurrent."""
+        if CONCURRENT_CALLS is not None or concurrent == self.concurrent:
+            return self.concurrent
+        with self._lock:
+            self._set_concurrent(concurrent)
+            self._compiled.clear()
+        self._log_mode()
+        return self.concurrent
 
     def _network(self, shapes: tuple[tuple[int, ...], ...]) -> _Network:
         """The network compiled for ``shapes`` (compiled now the first time); the caller holds the lock."""

@@ -181,12 +181,12 @@ def choose_engine(
         if explicit or gpus:
             providers = config.providers if explicit else ("auto",)
             what = "the ONNX Runtime providers asked for" if explicit else "an ONNX Runtime GPU provider"
-            return _ort_choice(replace(fallback, providers=providers), "; ".join(why + [f"auto: {what}"]))
+            return _ort_choice(replace(fallback, providers=providers), "; ".join([*why, f"auto: {what}"]))
     if openvino_available():
-        return _openvino_choice(fallback, "; ".join(why + ["auto: no GPU, OpenVINO on the CPU"]))
+        return _openvino_choice(fallback, "; ".join([*why, "auto: no GPU, OpenVINO on the CPU"]))
     if config.precision == "bf16":
         raise MissingDependencyError.for_extra("openvino", "openvino")
-    return _ort_choice(fallback, "; ".join(why + ["auto: no GPU and no OpenVINO, ONNX Runtime on the CPU"]))
+    return _ort_choice(fallback, "; ".join([*why, "auto: no GPU and no OpenVINO, ONNX Runtime on the CPU"]))
 
 
 def choose_backend(config: DetectConfig, onnx_sha256: Callable[[], str], model: str = "centerface") -> BackendChoice:

@@ -10,7 +10,7 @@ cuda-python; it cannot run on the CPU-only CI and is never faked there.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +94,50 @@ def usable_engine(
     return path, manifest
 
 
+def profile_batch(manifest: EngineManifest) -> tuple[int, int]:
+    """The batch sizes (first dimension) every input's optimisation profile accepts: ``(min, max)``."""
+    profiles = manifest.profiles()
+    lo = max(int(p.min[0]) for p in profiles) if profiles else 1
+    hi = min(int(p.max[0]) for p in profiles) if profiles else 1
+    return max(1, lo), max(1, lo, hi)
+
+
+def run_in_batches(
+    call: Callable[[dict[str, NDArray[Any]]], dict[str, NDArray[Any]]],
+    inputs: Mapping[str, NDArray[Any]],
+    min_batch: int,
+    max_batch: int,
+) -> dict[str, NDArray[Any]]:
+    """``call`` on batches the engine's profile accepts, results joined in order.
+
+    A batch larger than ``max_batch`` (frames of many feeds, ``streamanon streams``) runs
+    as chunks of ``max_batch``; one smaller than ``min_batch`` is padded by repeating its
+    last item and the padding's results are dropped. Every input's first axis is the batch.
+    """
+    arrays = {k: np.asarray(v) for k, v in inputs.items()}
+    sizes = {a.shape[0] if a.ndim else 0 for a in arrays.values()}
+    if len(sizes) != 1 or 0 in sizes:
+        raise ModelError(f"inputs must share one batch (first) dimension, got {sorted(sizes)}")
+    n = sizes.pop()
+    if min_batch <= n <= max_batch:
+        return call(dict(arrays))
+    parts: list[dict[str, NDArray[Any]]] = []
+    for start in range(0, n, max_batch):
+        chunk = {k: a[start : start + max_batch] for k, a in arrays.items()}
+        m = next(iter(chunk.values())).shape[0]
+        if m < min_batch:
+            chunk = {k: np.concatenate([a, np.repeat(a[-1:], min_batch - m, axis=0)]) for k, a in chunk.items()}
+        parts.append({k: v[:m] for k, v in call(chunk).items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 class TensorRTBackend:
     """Run a serialized engine (``backends.base.Backend``); one call at a time.
+
+    A call's batch is fitted to the engine's optimisation profile (``run_in_batches``):
+    ``max_batch`` (the profile's, 16 for the registry's CenterFace profile) is the most
+    frames one execution takes; the shared detector of ``streamanon streams`` forms its
+    batches up to it.
 
     Args:
         engine_dir: folder with ``*.engine`` files and their ``.engine.json`` manifests.
@@ -119,6 +161,7 @@ class TensorRTBackend:
         self.stream = _check(cudart.cudaStreamCreate())
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device ptr, bytes)
         self.manifest = manifest
+        self.min_batch, self.max_batch = profile_batch(manifest)
         self.providers = [f"TensorRT {precision}"]
         self.threads_per_call = 1
         # name -> (is input, NumPy dtype), in the engine's order; asked once, not per call
@@ -151,11 +194,23 @@ class TensorRTBackend:
             self._buffers[name] = (ptr, nbytes)
         return int(ptr)
 
-    def infer(self, inputs: Mapping[str, NDArray[Any]], outputs: Sequence[str] | None = None) -> dict[str, NDArray[Any]]:
-        cudart = self._cudart
-        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+    def infer(
+        self, inputs: Mapping[str, NDArray[Any]], outputs: Sequence[str] | None = None
+    ) -> dict[str, NDArray[Any]]:
         if sorted(inputs) != sorted(self._input_names):
             raise ModelError(f"{self._label}: inputs {sorted(inputs)} given, it takes {self._input_names}")
+        results = run_in_batches(self._infer_once, inputs, self.min_batch, self.max_batch)
+        if not outputs:
+            return results
+        try:
+            return {n: results[n] for n in outputs}
+        except KeyError as exc:
+            raise ModelError(f"{self._label}: no output {exc.args[0]!r}; it has {self._output_names}") from None
+
+    def _infer_once(self, inputs: Mapping[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
+        """One execution of a batch within the profile: every output, on the host."""
+        cudart = self._cudart
+        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         staged = []  # host arrays must live until the stream is synchronised
         for name in self._input_names:
             arr = np.ascontiguousarray(inputs[name], self._io[name][1])
@@ -175,12 +230,7 @@ class TensorRTBackend:
         for name, host in results.items():
             _check(cudart.cudaMemcpyAsync(host.ctypes.data, self._buffers[name][0], host.nbytes, d2h, self.stream))
         _check(cudart.cudaStreamSynchronize(self.stream))
-        if not outputs:
-            return results
-        try:
-            return {n: results[n] for n in outputs}
-        except KeyError as exc:
-            raise ModelError(f"{self._label}: no output {exc.args[0]!r}; it has {self._output_names}") from None
+        return results
 
     def close(self) -> None:
         for ptr, _ in self._buffers.values():

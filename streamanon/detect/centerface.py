@@ -56,7 +56,7 @@ def prepare_model(name: str = "centerface") -> bytes:
         if spec is None:
             continue
         shape = value.type.tensor_type.shape
-        for dim, new in zip(shape.dim, spec):
+        for dim, new in zip(shape.dim, spec, strict=True):
             if isinstance(new, str):
                 dim.ClearField("dim_value")
                 dim.dim_param = new
@@ -76,8 +76,8 @@ def network_size(width: int, height: int, det_size: int | None, stride: int = 32
         return max(stride, math.ceil(width / stride) * stride), max(stride, math.ceil(height / stride) * stride)
     target = det_size if det_size else AUTO_LONG_SIDE
     scale = target / long_side
-    w = max(stride, int(round(width * scale / stride)) * stride)
-    h = max(stride, int(round(height * scale / stride)) * stride)
+    w = max(stride, round(width * scale / stride) * stride)
+    h = max(stride, round(height * scale / stride) * stride)
     return w, h
 
 
@@ -95,7 +95,9 @@ def load_backend(config: DetectConfig, model: str = "centerface", callers: int =
     return open_backend(resolve_backend(config, model), model, callers, log_choice=config.backend == "auto")
 
 
-def open_backend(choice: BackendChoice, model: str = "centerface", callers: int = 1, log_choice: bool = False) -> Backend:
+def open_backend(
+    choice: BackendChoice, model: str = "centerface", callers: int = 1, log_choice: bool = False
+) -> Backend:
     """The backend object for a resolved ``choice`` (``backends.loader``, as for every model)."""
     return loader.open_backend(loader.onnx_model(model), choice.engine_choice, callers, log_choice)
 
@@ -189,12 +191,12 @@ class CenterFaceDetector:
         # Landmarks are predicted relative to the box: (x1 + lx * w, y1 + ly * h).
         lm = lms[:, ys, xs].T.reshape(-1, 5, 2)  # channels alternate (y, x)
         lm_xy = np.stack([x1[:, None] + lm[:, :, 1] * bw[:, None], y1[:, None] + lm[:, :, 0] * bh[:, None]], axis=2)
-        keep = cv2.dnn.NMSBoxes(
+        kept = cv2.dnn.NMSBoxes(
             [[float(a), float(b), float(c - a), float(d - b)] for a, b, c, d in xyxy],
             score.astype(float).tolist(),
             float(floor),
             NMS_IOU,
         )
-        keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+        keep = np.asarray(kept, dtype=np.int64).reshape(-1)
         dets = Detections(xyxy[keep], score[keep], lm_xy[keep]).scaled(sx, sy)
         return dets.clipped(w0, h0)

@@ -327,7 +327,10 @@ class TiledDetector:
             return "--small-faces off"
         if r.live:
             return "auto is off on live feeds (tiles would exceed the frame budget); --small-faces on forces them"
-        return f"auto: frame under {AUTO_LARGE_SIDE}p and no face under {AUTO_SMALL_FACE:g} px in the first {AUTO_PROBE_FRAMES} frames"
+        return (
+            f"auto: frame under {AUTO_LARGE_SIDE}p and no face under {AUTO_SMALL_FACE:g} px "
+            f"in the first {AUTO_PROBE_FRAMES} frames"
+        )
 
     # -- detection ---------------------------------------------------------------------
     def __call__(self, images: Sequence[NDArray[np.uint8]]) -> list[Detections]:

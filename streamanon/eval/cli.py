@@ -117,15 +117,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default 0.5)")
     d.add_argument("--min-size", type=float, default=0.0, help="ignore faces less tall than this (px)")
     d.add_argument("--threads", type=int, default=1, help="CPU threads per detector call (default 1)")
-    d.add_argument("--backend", default=DetectConfig().backend, choices=list(BACKENDS), help="inference backend (default auto, as the product)")
-    d.add_argument("--precision", default=DetectConfig().precision, choices=list(PRECISIONS), help="network precision (default auto, as the product)")
+    d.add_argument(
+        "--backend",
+        default=DetectConfig().backend,
+        choices=list(BACKENDS),
+        help="inference backend (default auto, as the product)",
+    )
+    d.add_argument(
+        "--precision",
+        default=DetectConfig().precision,
+        choices=list(PRECISIONS),
+        help="network precision (default auto, as the product)",
+    )
     d.add_argument(
         "--small-faces",
         default="off",
         choices=["auto", "on", "off"],
-        help="add every upscaled tile of each image, merged as the product merges them (default off: the detector alone)",
+        help="add every upscaled tile of each image, merged as the product merges them "
+        "(default off: the detector alone)",
     )
-    d.add_argument("--tile-scale", type=float, default=DetectConfig().tile_scale, help="--small-faces: tile upscaling (default 2)")
+    d.add_argument(
+        "--tile-scale", type=float, default=DetectConfig().tile_scale, help="--small-faces: tile upscaling (default 2)"
+    )
     d.add_argument("--max-face-size", type=float, default=None, metavar="PX", help="drop detections larger than this")
     _common(d)
 
@@ -143,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--every", type=int, default=5, help="faces checked by the recogniser every N-th frame (default 5)")
     t.add_argument("--seed", type=int, default=0, help="seed of the randomised methods (default 0)")
     t.add_argument("--keep", type=Path, metavar="DIR", help="keep the anonymised clips here (default: deleted)")
+    t.add_argument(
+        "--no-attributes",
+        action="store_true",
+        help="skip the attribute drift (head pose, mouth, FaceRes age/gender)",
+    )
     _recogniser_options(t)
     _common(t)
     add_pipeline_options(t, seed=False)
@@ -532,6 +550,16 @@ TEMPORAL_COLUMNS = (
     "intra_track_distance",
     "intra_track_distance_original",
     "intra_track_same",
+    "inter_track_pairs",
+    "inter_track_distance",
+    "inter_track_same",
+    "pose_drift_yaw",
+    "pose_drift_pitch",
+    "pose_drift_roll",
+    "mouth_agreement",
+    "mouth_open_original",
+    "age_drift",
+    "gender_agreement",
 )
 
 
@@ -545,7 +573,9 @@ def temporal_command(ns: argparse.Namespace) -> int:
     config = _eval_config(ns)
     specs = parse_methods(ns.methods, config.anonymize)
     _check_outputs(ns)
-    res = evaluate_temporal(ns.clips, specs, config, _recogniser(ns), every=ns.every, keep=ns.keep)
+    res = evaluate_temporal(
+        ns.clips, specs, config, _recogniser(ns), every=ns.every, keep=ns.keep, attributes=not ns.no_attributes
+    )
     res["settings"] = {"config": config.to_dict(), "seed": ns.seed}
     _write_json(ns.json, res)
     rows = [{"clip": c, "method": m, **v} for c, ms in res["clips"].items() for m, v in ms.items()]

@@ -117,7 +117,9 @@ def evaluate_detector(
             if base.small_faces != "off" or base.max_face_size is not None:
                 from ..detect.tiles import TiledDetector  # every tile of every image (stills)
 
-                det = TiledDetector(det, base.small_faces, base.tile_scale, base.tile_every, base.max_face_size, cfg.threshold)
+                det = TiledDetector(
+                    det, base.small_faces, base.tile_scale, base.tile_every, base.max_face_size, cfg.threshold
+                )
             detectors[size] = det  # type: ignore[index]
         dets = det([image])[0]
         ignore = gt.ignore.copy()
@@ -135,7 +137,9 @@ def evaluate_detector(
     return {
         "det_size": size_label(det_size),
         "small_faces": base.small_faces,
-        "inference": next((str(d.choice) for d in detectors.values() if getattr(d, "choice", None)), "custom detector"),
+        "inference": next(
+            (str(c) for d in detectors.values() if (c := getattr(d, "choice", None))), "custom detector"
+        ),
         "images": len(items),
         "seconds": round(seconds, 2),
         "ms_per_image": round(1000 * seconds / max(1, len(items)), 1),

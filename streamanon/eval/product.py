@@ -42,7 +42,8 @@ class MethodSpec:
     keys ``eps``, ``cells``, ``m``), ``svd:0.01`` (epsilon; keys ``eps``, ``k``), ``k-same:5``
     (k; keys ``k``, ``bank``), ``adversarial:4`` (epsilon in /255 code values; keys ``eps``,
     ``steps``, ``objective``, ``k``, ``bank``), ``generate:PATH`` (generator ONNX; keys ``model``,
-    ``fallback``, ``min``)."""
+    ``fallback``, ``min``, and ``adv`` (epsilon in /255: turns ``--adversarial`` on), ``steps``,
+    ``objective``: ``generate:adv=6``)."""
 
     key: str
     config: AnonymizeConfig
@@ -71,7 +72,14 @@ PARAMS: dict[str, tuple[str, dict[str, tuple[str, type]]]] = {
     ),
     "generate": (
         "model",
-        {"model": ("generator", str), "fallback": ("generate_fallback", str), "min": ("generate_min_size", int)},
+        {
+            "model": ("generator", str),
+            "fallback": ("generate_fallback", str),
+            "min": ("generate_min_size", int),
+            "adv": ("epsilon", float),
+            "steps": ("adv_steps", int),
+            "objective": ("adv_objective", str),
+        },
     ),
 }
 
@@ -91,7 +99,11 @@ def _with_params(cfg: AnonymizeConfig, name: str, params: list[str], raw: str) -
         try:
             values[field] = kind(value)
         except ValueError:
-            raise ConfigError(f"invalid parameter in method {raw!r}: {key}={value!r} is not a {kind.__name__}") from None
+            raise ConfigError(
+                f"invalid parameter in method {raw!r}: {key}={value!r} is not a {kind.__name__}"
+            ) from None
+    if name == "generate" and "epsilon" in values:  # generate:adv=EPS: the generated face perturbed
+        values["generate_adversarial"] = True
     return dataclasses.replace(cfg, **values)
 
 
@@ -105,7 +117,9 @@ def parse_methods(text: str, base: AnonymizeConfig) -> list[MethodSpec]:
         name, *params = raw.split(":")
         if name not in EVAL_METHODS:
             raise ConfigError(f"unknown method {name!r}; choose from: {', '.join(EVAL_METHODS)}")
-        cfg = dataclasses.replace(base, method=name)
+        # --adversarial (a flag of generate) applies to the generate specs only
+        perturb = base.generate_adversarial and name == "generate"
+        cfg = dataclasses.replace(base, method=name, generate_adversarial=perturb)
         if params:
             cfg = _with_params(cfg, name, params, raw)
         if raw in (s.key for s in specs):
@@ -196,7 +210,8 @@ class ProductRunner:
             raise AnonymizationError(f"the product failed on an image: {res.failed}")
         out = np.ascontiguousarray(res.image[p : p + h, p : p + w])
         a = spec.config
-        mask = union_mask(res.dets, padded.shape[1], padded.shape[0], a.shape, a.mask_scale, a.mask_margin)[p : p + h, p : p + w]
+        full = union_mask(res.dets, padded.shape[1], padded.shape[0], a.shape, a.mask_scale, a.mask_margin)
+        mask = full[p : p + h, p : p + w]
         dets = res.dets
         if p:
             dets = dataclasses.replace(dets, xyxy=dets.xyxy - p, landmarks=dets.landmarks - p).clipped(w, h)

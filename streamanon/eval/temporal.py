@@ -17,7 +17,18 @@ on each clip; the output is decoded and compared with the decoded original frame
 * ``intra_track_distance``: mean recogniser distance between the output faces of one track
   (pairs of sampled frames; under the threshold = "the same person"), beside the original's
   (the real person against themself), and ``intra_track_same``: share of those pairs under
-  the threshold.
+  the threshold;
+* ``inter_track_distance``: the same between the output faces of DIFFERENT tracks of the
+  clip (per pair of tracks, the median over their sample pairs; mean over track pairs),
+  beside the original's, and ``inter_track_same``: the share of track pairs under the
+  threshold, i.e. two tracks that got the same synthetic person (a collision);
+* attribute drift on the same faces (``eval.attributes``): dlib's 68 points are fitted on
+  the original and, at the same box, on the output; ``pose_drift_yaw|pitch|roll``: mean
+  absolute difference of the head pose angles (degrees, generic 3D head), ``mouth_agreement``:
+  share of faces whose mouth is open in both or closed in both (``mouth_open_original``:
+  share open in the original, the base rate); with FaceRes built (``engines/faceres.onnx``),
+  ``age_drift``: mean absolute difference of its age estimates (years) and
+  ``gender_agreement``: share with the same gender call, both at the original's landmarks.
 """
 
 from __future__ import annotations
@@ -66,6 +77,77 @@ def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+class AttributeDrift:
+    """Pose, mouth, age and gender of the original's faces against the output's.
+
+    Args:
+        landmarker: ``(image, boxes) -> (N, 68, 2)`` (``anonymize.align.Landmarker68``).
+        faceres: a ``FaceResRecogniser`` (age and gender) or None to skip them.
+    """
+
+    def __init__(self, landmarker: Any, faceres: Any = None) -> None:
+        self.landmarker, self.faceres = landmarker, faceres
+        self.pose: list[tuple[float, float, float]] = []
+        self.mouth: list[tuple[bool, bool]] = []
+        self.age: list[float] = []
+        self.gender: list[bool] = []
+
+    def add(self, original: NDArray[np.uint8], output: NDArray[np.uint8], faces: Sequence[Any]) -> None:
+        from .attributes import head_pose, mouth_open, pose_difference
+
+        if not faces:
+            return
+        h, w = original.shape[:2]
+        boxes = np.stack([f.box for f in faces]).astype(np.float32)
+        lo, la = self.landmarker(original, boxes), self.landmarker(output, boxes)
+        for a, b in zip(lo, la, strict=True):
+            po, pa = head_pose(a, w, h), head_pose(b, w, h)
+            if po is not None and pa is not None:
+                self.pose.append(pose_difference(po, pa))
+            mo, ma = mouth_open(a), mouth_open(b)
+            if mo is not None and ma is not None:
+                self.mouth.append((mo, ma))
+        if self.faceres is not None:
+            for ao, aa in zip(self.faceres.analyse(original, faces), self.faceres.analyse(output, faces), strict=True):
+                self.age.append(abs(ao.age - aa.age))
+                self.gender.append(ao.gender == aa.gender)
+
+    def scores(self) -> dict[str, Any]:
+        pose = np.array(self.pose, np.float64).reshape(-1, 3)
+        return {
+            "attribute_faces": len(self.pose),
+            "pose_drift_yaw": float(pose[:, 0].mean()) if len(pose) else None,
+            "pose_drift_pitch": float(pose[:, 1].mean()) if len(pose) else None,
+            "pose_drift_roll": float(pose[:, 2].mean()) if len(pose) else None,
+            "mouth_agreement": _mean([float(a == b) for a, b in self.mouth]),
+            "mouth_open_original": _mean([float(a) for a, _ in self.mouth]),
+            "age_drift": _mean(self.age),
+            "gender_agreement": _mean([float(g) for g in self.gender]),
+        }
+
+
+def track_pair_scores(
+    tracks: dict[int, tuple[list[NDArray[np.float32]], list[NDArray[np.float32]]]], threshold: float
+) -> dict[str, Any]:
+    """Inter-track distances (module doc) from per-track (output, original) embeddings."""
+    from .recognizer import distance
+
+    meds_a: list[float] = []
+    meds_o: list[float] = []
+    ids = [t for t, (ta, _) in tracks.items() if ta]
+    for i, j in itertools.combinations(ids, 2):
+        (ai, oi), (aj, oj) = tracks[i], tracks[j]
+        meds_a.append(float(np.median(distance(np.stack(ai), np.stack(aj)))))
+        meds_o.append(float(np.median(distance(np.stack(oi), np.stack(oj)))))
+    return {
+        "inter_track_pairs": len(meds_a),
+        "inter_track_distance": _mean(meds_a),
+        "inter_track_distance_original": _mean(meds_o),
+        "inter_track_same": _mean([float(m < threshold) for m in meds_a]),
+        "inter_track_same_original": _mean([float(m < threshold) for m in meds_o]),
+    }
+
+
 def score_output(
     original: str | Path,
     anonymised: str | Path,
@@ -74,9 +156,11 @@ def score_output(
     rec: Recogniser,
     detector: Any,
     every: int = 5,
+    drift: AttributeDrift | None = None,
 ) -> dict[str, Any]:
     """Compare one anonymised clip with its original (module doc); ``per_frame``: the run
-    report's frame records (the masks), ``detector``: the product's (``images -> [Detections]``)."""
+    report's frame records (the masks), ``detector``: the product's (``images -> [Detections]``),
+    ``drift``: collects the attribute drift (skipped when None)."""
     a = config.anonymize
     by_index = {int(r["index"]): dets_from_records(r["faces"]) for r in per_frame}
     sq_out, n_out = 0.0, 0
@@ -113,6 +197,8 @@ def score_output(
             if not faces:
                 continue
             e_o, e_a = rec.embed(o, faces), rec.embed(an, faces)
+            if drift is not None:
+                drift.add(o, an, faces)
             d = np.sqrt(((e_o - e_a) ** 2).sum(1))
             checked += len(faces)
             leaks += int((d < rec.threshold).sum())
@@ -136,7 +222,7 @@ def score_output(
             pairs_a.append(float(distance(ta[i][None], ta[j][None])[0, 0]))
             pairs_o.append(float(distance(to[i][None], to[j][None])[0, 0]))
     mse = sq_out / n_out if n_out else 0.0
-    return {
+    out: dict[str, Any] = {
         "frames": frames,
         "psnr_outside": 100.0 if mse == 0 else min(100.0, 10 * math.log10(255.0**2 / mse)),
         "flicker_ratio": change_anon / change_orig if change_orig else None,
@@ -150,6 +236,28 @@ def score_output(
         "intra_track_distance_original": _mean(pairs_o),
         "intra_track_same": _mean([float(p < rec.threshold) for p in pairs_a]),
     }
+    out |= track_pair_scores(tracks, rec.threshold)
+    if drift is not None:
+        out |= drift.scores()
+    return out
+
+
+def attribute_models(rec: Recogniser) -> tuple[Any, Any]:
+    """dlib's 68-point predictor and FaceRes (None, logged, when it is not built)."""
+    from ..anonymize.align import Landmarker68
+    from ..errors import ModelError
+    from .faceres import BUILD_COMMAND, FaceResRecogniser, model_path
+
+    landmarker = Landmarker68()
+    faceres = None
+    if model_path().is_file():
+        try:
+            faceres = FaceResRecogniser(locator=rec)
+        except ModelError as exc:
+            log.warning("age/gender drift not measured: %s", exc)
+    else:
+        log.warning("age/gender drift not measured: FaceRes is not built (%s)", BUILD_COMMAND)
+    return landmarker, faceres
 
 
 def evaluate_temporal(
@@ -159,11 +267,14 @@ def evaluate_temporal(
     rec: Recogniser,
     every: int = 5,
     keep: str | Path | None = None,
+    attributes: bool = True,
 ) -> dict[str, Any]:
     """Every method on every clip through the product, scored by ``score_output``.
 
-    Outputs go to ``keep`` (``<clip stem>.<method>.mp4``) or a temporary folder.
+    Outputs go to ``keep`` (``<clip stem>.<method>.mp4``) or a temporary folder;
+    ``attributes``: also measure the attribute drift (dlib's 68 points, FaceRes if built).
     """
+    models = attribute_models(rec) if attributes else None
     from ..pipeline import Stages
     from ..runner import process_file
 
@@ -181,7 +292,8 @@ def evaluate_temporal(
                 out = folder / f"{clip.stem}.{spec.key.replace(':', '_').replace('/', '_')}.mp4"
                 log.info("%s: %s", spec.key, clip.name)
                 run = process_file(clip, out, cfg, stages=stages, report_frames=True)
-                scores = score_output(clip, out, run.per_frame, cfg, rec, detector, every)
+                drift = AttributeDrift(*models) if models is not None else None
+                scores = score_output(clip, out, run.per_frame, cfg, rec, detector, every, drift)
                 scores.update(
                     fps=run.fps,
                     anonymize_ms_per_face=round(1000 * run.stage_seconds.get("anonymize", 0.0) / run.faces, 2)

@@ -73,6 +73,37 @@ def train_parser() -> argparse.ArgumentParser:
         default=t.id_weight,
         help=f"identity repulsion through dlib's recogniser (default {t.id_weight:g}; 0 = off)",
     )
+    p.add_argument(
+        "--rec-pool",
+        type=int,
+        default=t.rec_pool,
+        help=f"the in-mask L1 compares POOL x POOL block means only (default {t.rec_pool}; 1 = every pixel)",
+    )
+    p.add_argument(
+        "--div-weight",
+        type=float,
+        default=t.div_weight,
+        help=f"mode-seeking diversity term between two latents (default {t.div_weight:g}; 0 = off)",
+    )
+    p.add_argument(
+        "--div-target",
+        type=float,
+        default=t.div_target,
+        help=f"in-mask change per unit latent change it pushes up to (default {t.div_target:g})",
+    )
+    p.add_argument(
+        "--id-div-weight",
+        type=float,
+        default=t.id_div_weight,
+        help=f"dlib distance between the faces of two latents pushed apart (default {t.id_div_weight:g}; 0 = off)",
+    )
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        metavar="WEIGHTS",
+        help="start the generator from these weights (a .pt checkpoint or an exported .onnx)",
+    )
     p.add_argument("--r1", type=float, default=t.r1_gamma, help=f"R1 penalty gamma (default {t.r1_gamma:g})")
     p.add_argument("--seed", type=int, default=t.seed, help="seed of initialisation, batches and latents (default 0)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="training device (default cpu)")
@@ -160,6 +191,8 @@ def train_main(argv: list[str]) -> int:
     print(f"training faces: {len(data)} of {len(found)} found in {len(found.sources)} files (cache {where})")
 
     if ns.resume:
+        if ns.init is not None:
+            raise ConfigError("--init starts a new run: it cannot be combined with --resume")
         trainer = Trainer.resume(ns.output, data, ns.device)
     else:
         gcfg = GeneratorConfig(size=size, channels=ns.channels)
@@ -171,8 +204,15 @@ def train_main(argv: list[str]) -> int:
             id_weight=ns.id_weight,
             r1_gamma=ns.r1,
             seed=ns.seed,
+            rec_pool=ns.rec_pool,
+            div_weight=ns.div_weight,
+            div_target=ns.div_target,
+            id_div_weight=ns.id_div_weight,
         )
         trainer = Trainer(data, gcfg, tcfg, ns.device)
+        if ns.init is not None:
+            trainer.init_generator(ns.init)
+            print(f"generator initialised from {ns.init}")
     g = trainer.G
     params, gflops = count_params(g) / 1e6, flops_per_face(g) / 1e9
     print(f"generator: {params:.2f} M parameters, {gflops:.2f} GFLOPs per face at {size} px")

@@ -43,6 +43,35 @@ def masked_l1(a: Tensor, b: Tensor, weight: Tensor) -> Tensor:
     return ((a - b).abs() * weight).sum() / (weight.sum() * a.shape[1]).clamp_min(1.0)
 
 
+def lowpass_l1(a: Tensor, b: Tensor, weight: Tensor, pool: int) -> Tensor:
+    """``masked_l1`` between ``pool`` x ``pool`` block means of ``a`` and ``b`` inside ``weight``.
+
+    Each block compares the mean of its pixels where ``weight`` is set, so a block half
+    outside the mask compares only its inside. It ties colour, illumination and coarse
+    shape (pose) of the generated face to the original and leaves the details inside a
+    block (the features that make an identity) free for the latent. ``pool`` 1 is
+    ``masked_l1``.
+    """
+    if pool <= 1:
+        return masked_l1(a, b, weight)
+    w = F.avg_pool2d(weight, pool)
+    pa = F.avg_pool2d(a * weight, pool) / w.clamp_min(1e-6)
+    pb = F.avg_pool2d(b * weight, pool) / w.clamp_min(1e-6)
+    return masked_l1(pa, pb, w)
+
+
+def mode_seeking(a: Tensor, b: Tensor, za: Tensor, zb: Tensor, mask: Tensor, target: float) -> Tensor:
+    """Bounded mode-seeking loss (Mao et al., CVPR 2019): per face, the mean absolute
+    difference inside ``mask`` between two outputs for the same input, over the mean
+    absolute difference of their latents, is pushed up to ``target`` and no further
+    (``relu(target - ratio) / target``, in [0, 1]): beyond it the term stops acting, so
+    it cannot blow the output up to noise."""
+    m = mask.sum(dim=(1, 2, 3)).mul(a.shape[1]).clamp_min(1.0)
+    img = ((a - b).abs() * mask).sum(dim=(1, 2, 3)) / m
+    lat = (za - zb).abs().mean(dim=1).clamp_min(1e-6)
+    return F.relu(target - img / lat).mean() / target
+
+
 class IdentityRepulsion(nn.Module):
     """``relu(threshold + margin - ||e(generated) - e(original)||)`` with dlib's recogniser.
 
@@ -83,6 +112,22 @@ class IdentityRepulsion(nn.Module):
         e_gen = self.net(self.chips(generated, details))
         d: Tensor = (e_gen - e_orig).pow(2).sum(dim=1).add(1e-8).sqrt()
         return d
+
+    def distances_pair(
+        self, a: Tensor, b: Tensor, original: Tensor, landmarks: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """dlib distances ``(a, original)``, ``(b, original)`` and ``(a, b)``; gradients flow
+        into ``a`` and ``b`` (two generated faces of the same input with different latents)."""
+        details = self._details(landmarks.detach().cpu().numpy())
+        with torch.no_grad():
+            e_orig = self.net(self.chips(original, details))
+        e = self.net(self.chips(torch.cat([a, b]), details + details))
+        ea, eb = e[: len(a)], e[len(a) :]
+
+        def dist(x: Tensor, y: Tensor) -> Tensor:
+            return (x - y).pow(2).sum(dim=1).add(1e-8).sqrt()
+
+        return dist(ea, e_orig), dist(eb, e_orig), dist(ea, eb)
 
     def forward(self, generated: Tensor, original: Tensor, landmarks: Tensor) -> Tensor:
         return F.relu(self.target - self.distances(generated, original, landmarks)).mean()

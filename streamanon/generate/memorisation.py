@@ -10,7 +10,11 @@ distance < 0.6 = same person) and reports:
 * ``real_match_rate``: the same for the real faces of the other people, i.e. how often
   dlib confuses a stranger with someone of the training set anyway (the baseline);
 * ``own_match_rate``: generated faces within 0.6 of the person whose context they were
-  painted into (what the conditioning leaks: hair, ears, face shape; issue 12's target).
+  painted into (what the conditioning leaks: hair, ears, face shape; issue 12's target);
+* ``latent_same_rate`` (with ``--samples`` >= 2): pairs of faces generated for the same
+  input with different latents that dlib calls the same person. Different tracks get
+  different latents, so this is the rate at which two tracks with the same context would
+  get the same synthetic person (the lower the better); ``latent_distance_median`` beside it.
 
 A generated rate clearly above the real one means the generator has memorised training
 identities. All faces are embedded on the same chips with the same landmarks (the
@@ -79,6 +83,25 @@ def generate_for(runner: Any, others: ChipSet, samples: int, seed: int) -> tuple
     return np.concatenate(outs), np.concatenate(rows)
 
 
+def latent_diversity(gen_emb: NDArray[np.float32], gen_rows: NDArray[np.int64], threshold: float) -> dict[str, Any]:
+    """dlib distances between the faces generated for the same input with different latents."""
+    dists: list[float] = []
+    for r in np.unique(gen_rows):
+        e = gen_emb[gen_rows == r]
+        for i in range(len(e)):
+            for j in range(i + 1, len(e)):
+                dists.append(float(np.sqrt(((e[i] - e[j]) ** 2).sum())))
+    if not dists:
+        return {"latent_pairs": 0, "latent_same_rate": None, "latent_distance_median": None}
+    d = np.array(dists)
+    return {
+        "latent_pairs": len(d),
+        "latent_same_rate": float((d < threshold).mean()),
+        "latent_distance_median": float(np.median(d)),
+        "latent_distance_mean": float(d.mean()),
+    }
+
+
 def memorisation_report(
     train_emb: NDArray[np.float32],
     train_labels: list[str],
@@ -109,7 +132,7 @@ def memorisation_report(
         "own_distance_median": float(np.median(own)),
         "matched_training_labels": dict(matched.most_common(10)),
         "memorisation": gen_rate > real_rate + TOLERANCE,
-    }
+    } | latent_diversity(gen_emb, gen_rows, threshold)
 
 
 def eval_parser() -> Any:
@@ -191,6 +214,11 @@ def eval_generator_main(argv: list[str]) -> int:
         f"generated face matches the person it replaced: {r['own_match_rate']:.3f}"
         f" (median distance {r['own_distance_median']:.3f})"
     )
+    if r["latent_pairs"]:
+        print(
+            f"two latents, same input, same person: {r['latent_same_rate']:.3f} of {r['latent_pairs']} pairs"
+            f" (median distance {r['latent_distance_median']:.3f})"
+        )
     verdict = "MEMORISATION: generated faces match training identities more often than strangers do"
     print("verdict: " + (verdict if r["memorisation"] else "no sign of memorisation"))
     if ns.json:

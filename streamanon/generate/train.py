@@ -38,14 +38,16 @@ from torch import Tensor
 from ..errors import ConfigError, ModelError
 from .data import ChipSet
 from .geometry import FLIP68
-from .losses import IdentityRepulsion, d_hinge, g_hinge, masked_l1, r1_penalty
+from .losses import IdentityRepulsion, d_hinge, g_hinge, lowpass_l1, masked_l1, mode_seeking, r1_penalty
 from .model import Discriminator, Generator, GeneratorConfig
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "streamanon-generator"
 CHECKPOINT_VERSION = 1
-LOSS_NAMES = ("d", "r1", "g_adv", "ctx", "rec", "id", "id_dist")
+LOSS_NAMES = ("d", "r1", "g_adv", "ctx", "rec", "div", "id", "id_dist", "id_div", "id_pair")
+# settings of checkpoints written before a field existed: a resumed old run keeps its recipe
+LEGACY_TRAIN = {"rec_pool": 1, "div_weight": 0.0, "div_target": 0.04, "id_div_weight": 0.0}
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,22 @@ class TrainConfig:
     seed: int = 0
     flip: bool = True
     mask_jitter: int = 2  # masks randomly grown or shrunk by up to this many pixels
+    # Diversity of z (off by default: the shipped model was trained without; the card gives
+    # the measured trade-off). rec_pool: the in-mask L1 compares pool x pool block means
+    # only, so colour, light and pose come from the real face and identity details are left
+    # to z (1 = every pixel).
+    rec_pool: int = 1
+    # bounded mode-seeking term (Mao et al. 2019): in-mask change per unit of latent change
+    div_weight: float = 0.0
+    div_target: float = 0.04
+    # dlib distance between the faces of two latents pushed above the same-person threshold + margin
+    id_div_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.batch < 1 or self.r1_every < 1 or self.id_every < 1 or self.id_faces < 1:
-            raise ConfigError("batch, r1_every, id_every and id_faces must be >= 1")
+        if self.batch < 1 or self.r1_every < 1 or self.id_every < 1 or self.id_faces < 1 or self.rec_pool < 1:
+            raise ConfigError("batch, r1_every, id_every, id_faces and rec_pool must be >= 1")
+        if self.div_target <= 0:
+            raise ConfigError(f"invalid div_target={self.div_target}: expected a number > 0")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"invalid ema_decay={self.ema_decay}: expected a number in [0, 1)")
 
@@ -197,7 +211,9 @@ class Trainer:
         # lazy R1: the optimiser step is scaled as in StyleGAN2's lazy regularisation
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=tcfg.lr_d, betas=betas)
         self.identity = (
-            identity if identity is not None or tcfg.id_weight <= 0 else IdentityRepulsion(tcfg.id_margin, device)
+            identity
+            if identity is not None or max(tcfg.id_weight, tcfg.id_div_weight) <= 0
+            else IdentityRepulsion(tcfg.id_margin, device)
         )
         self.step = 0
         self.history = History()
@@ -241,18 +257,41 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()  # type: ignore[no-untyped-call]
         self.opt_d.step()
-        # generator
+        # generator: two latents per face (mode seeking needs pairs); one forward pass for both
         self.D.requires_grad_(False)
+        pairs = t.div_weight > 0 or t.id_div_weight > 0
         z = torch.randn(n, self.gcfg.z_dim, generator=gen).to(self.device)
-        fake, raw = self.G(b.chip, b.mask, b.landmarks, z)
-        g_adv = g_hinge(self.D(fake, b.mask, b.landmarks))
-        ctx = masked_l1(raw, b.chip, 1 - b.mask)
-        rec = masked_l1(raw, b.chip, b.mask)
+        if pairs:
+            z2 = torch.randn(n, self.gcfg.z_dim, generator=gen).to(self.device)
+            both, raw_both = self.G(
+                b.chip.repeat(2, 1, 1, 1), b.mask.repeat(2, 1, 1, 1), b.landmarks.repeat(2, 1, 1), torch.cat([z, z2])
+            )
+            fake, fake2, raw, raw2 = both[:n], both[n:], raw_both[:n], raw_both[n:]
+            cond = (b.mask.repeat(2, 1, 1, 1), b.landmarks.repeat(2, 1, 1))
+            g_adv = g_hinge(self.D(both, *cond))
+            ctx = masked_l1(raw_both, b.chip.repeat(2, 1, 1, 1), 1 - cond[0])
+            rec = lowpass_l1(raw_both, b.chip.repeat(2, 1, 1, 1), cond[0], t.rec_pool)
+        else:
+            fake, raw = self.G(b.chip, b.mask, b.landmarks, z)
+            g_adv = g_hinge(self.D(fake, b.mask, b.landmarks))
+            ctx = masked_l1(raw, b.chip, 1 - b.mask)
+            rec = lowpass_l1(raw, b.chip, b.mask, t.rec_pool)
         loss_g = g_adv + t.ctx_weight * ctx + t.rec_weight * rec
         out |= {"g_adv": _f(g_adv), "ctx": _f(ctx), "rec": _f(rec)}
-        if self.identity is not None and t.id_weight > 0 and self.step % t.id_every == 0:
+        if pairs and t.div_weight > 0:
+            div = mode_seeking(raw, raw2, z, z2, b.mask, t.div_target)
+            loss_g = loss_g + t.div_weight * div
+            out |= {"div": _f(div)}
+        if self.identity is not None and (t.id_weight > 0 or t.id_div_weight > 0) and self.step % t.id_every == 0:
             k = min(n, t.id_faces)
-            dist = self.identity.distances(fake[:k], b.chip[:k], b.landmarks[:k])
+            if pairs:
+                d1, d2, d12 = self.identity.distances_pair(fake[:k], fake2[:k], b.chip[:k], b.landmarks[:k])
+                dist = torch.cat([d1, d2])
+                id_div = F.relu(self.identity.target - d12).mean()
+                loss_g = loss_g + t.id_div_weight * t.id_every * id_div
+                out |= {"id_div": _f(id_div), "id_pair": _f(d12.mean())}
+            else:
+                dist = self.identity.distances(fake[:k], b.chip[:k], b.landmarks[:k])
             id_loss = F.relu(self.identity.target - dist).mean()
             loss_g = loss_g + t.id_weight * t.id_every * id_loss
             out |= {"id": _f(id_loss), "id_dist": _f(dist.mean())}
@@ -278,7 +317,42 @@ class Trainer:
         g = self.G_ema if ema else self.G
         z = torch.randn(len(b.chip), self.gcfg.z_dim, generator=torch.Generator().manual_seed(12345)).to(self.device)
         _, raw = g(b.chip, b.mask, b.landmarks, z)
-        return {"ctx": float(masked_l1(raw, b.chip, 1 - b.mask)), "rec": float(masked_l1(raw, b.chip, b.mask))}
+        return {
+            "ctx": float(masked_l1(raw, b.chip, 1 - b.mask)),
+            "rec": float(lowpass_l1(raw, b.chip, b.mask, self.tcfg.rec_pool)),  # the term trained
+            "rec_full": float(masked_l1(raw, b.chip, b.mask)),
+        }
+
+    def init_generator(self, path: str | Path) -> None:
+        """Start G (and its EMA) from trained weights: a checkpoint's EMA generator or an
+        exported ONNX file (its initializers are the state dict, prefixed ``gen.``).
+
+        Raises:
+            ModelError: missing file, or weights that do not fit this architecture.
+        """
+        p = Path(path)
+        if not p.is_file():
+            raise ModelError(f"generator weights {p} not found")
+        if p.suffix == ".onnx":
+            import onnx
+            from onnx import numpy_helper
+
+            try:
+                model = onnx.load(str(p))
+            except Exception as exc:  # protobuf decode errors
+                raise ModelError(f"generator weights {p} are not a readable ONNX file") from exc
+            sd = {
+                i.name.removeprefix("gen."): torch.from_numpy(numpy_helper.to_array(i).copy())
+                for i in model.graph.initializer
+                if i.name.startswith("gen.")
+            }
+        else:
+            sd = read_checkpoint(p)["G_ema"]
+        try:
+            self.G.load_state_dict(sd)
+        except RuntimeError as exc:
+            raise ModelError(f"generator weights {p} do not fit the model: {str(exc).splitlines()[0][:160]}") from exc
+        self.G_ema.load_state_dict(self.G.state_dict())
 
     # -- the loop --------------------------------------------------------------------
     def fit(
@@ -391,7 +465,7 @@ class Trainer:
         """
         state = read_checkpoint(path)
         gcfg = GeneratorConfig(**state["config"])
-        tcfg = TrainConfig(**state["train"])
+        tcfg = TrainConfig(**(LEGACY_TRAIN | state["train"]))
         tr = cls(data, gcfg, tcfg, device, identity)
         try:
             tr.G.load_state_dict(state["G"])

@@ -31,10 +31,10 @@ class StillImage:
 def read_image(path: str | Path) -> StillImage:
     """Load an image as RGB; raise ``SourceOpenError`` with a one-line reason."""
     try:
-        with Image.open(path) as im:
-            fmt = im.format or "PNG"
-            exif = im.info.get("exif")
-            im = ImageOps.exif_transpose(im)
+        with Image.open(path) as opened:
+            fmt = opened.format or "PNG"
+            exif = opened.info.get("exif")
+            im = ImageOps.exif_transpose(opened)
             alpha = None
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 rgba = im.convert("RGBA")

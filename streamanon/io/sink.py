@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from ..config import IOConfig
 from ..errors import ConfigError, SinkError
 from ..types import Frame
+from . import hwaccel as hw
 from .source import SourceInfo, rotation_turns
 from .uri import redact
 
@@ -47,6 +48,23 @@ def _pix_fmt(codec: av.codec.Codec, width: int, height: int) -> str:
     return formats[0]
 
 
+def _encoder_options(codec_name: str, config: IOConfig, live: bool) -> dict[str, str]:
+    """Quality and latency options of ``codec_name`` from ``--crf``/``--preset`` (live: no delay)."""
+    options: dict[str, str] = {}
+    if codec_name in ("libx264", "libx265"):
+        options = {"crf": str(config.crf), "preset": config.preset}
+        if live:
+            options.update({"tune": "zerolatency", "bf": "0"})
+    elif codec_name.startswith("libvpx"):
+        options = {"crf": str(min(63, config.crf + 13)), "b": "0", "deadline": "realtime", "cpu-used": "8"}
+    elif codec_name.endswith("_nvenc"):
+        # constant quality at --crf's value (NVENC's cq scale is not x264's: sizes differ)
+        options = {"preset": "p4", "rc": "vbr", "cq": str(config.crf), "b": "0"}
+        if live:
+            options.update({"tune": "ll", "zerolatency": "1", "bf": "0"})
+    return options
+
+
 class VideoSink:
     """Write frames to ``target`` with the geometry and timing of ``info``.
 
@@ -57,6 +75,12 @@ class VideoSink:
         fmt: force a container format (``mpegts``, ``rtsp``...).
         live: low-latency encoder settings (no B-frames, zerolatency).
         atomic: write to a temp file and rename on success.
+        encoder: ``--encoder`` (``none``: ``config.codec``; ``auto``; an encoder's name;
+            None: ``config.encoder``); the choice is ``self.encode``.
+
+    Raises:
+        ConfigError: an unknown encoder, or a hardware encoder asked for by name that cannot open.
+        SinkError: the target cannot be written.
     """
 
     def __init__(
@@ -69,6 +93,7 @@ class VideoSink:
         live: bool = False,
         atomic: bool = True,
         container_options: dict[str, str] | None = None,
+        encoder: str | None = None,
     ) -> None:
         self.target = str(target)
         self.info = info
@@ -76,6 +101,8 @@ class VideoSink:
         self.frames_written = 0
         self.audio_packets = 0
         self._last_pts: int | None = None
+        self._requested_encoder = encoder if encoder is not None else config.encoder
+        self.encode: hw.HWChoice | None = None
         self._atomic = atomic
         self._path = temp_path_for(Path(self.target)) if atomic else None
         open_target = str(self._path) if self._path else self.target
@@ -86,6 +113,8 @@ class VideoSink:
         # bitexact: no random segment ids (MKV) or version strings, so the same input and
         # settings give the same bytes (batch manifests compare output hashes).
         options = {"fflags": "+bitexact", **(container_options or {})}
+        self._out: Any  # av's OutputContainer; None once closed
+        self._video: Any  # its VideoStream
         try:
             self._out = av.open(open_target, mode="w", format=fmt, options=options)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
@@ -108,22 +137,25 @@ class VideoSink:
             codec = av.codec.Codec(codec_name, "w")
         except (av.error.FFmpegError, ValueError) as exc:
             raise ConfigError(f"unknown or unavailable encoder {codec_name!r}") from exc
+        width, height = self.info.width, self.info.height
+        self.encode = hw.choose_encoder(
+            codec_name, width, height, _pix_fmt(codec, width, height), self._requested_encoder
+        )
+        if self.encode.chosen != codec_name:
+            codec_name = self.encode.chosen
+            codec = av.codec.Codec(codec_name, "w")
         rate = self.info.average_rate or Fraction(25, 1)
-        options: dict[str, str] = {}
-        if codec_name in ("libx264", "libx265"):
-            options = {"crf": str(self.config.crf), "preset": self.config.preset}
-            if live:
-                options.update({"tune": "zerolatency", "bf": "0"})
-        elif codec_name.startswith("libvpx"):
-            options = {"crf": str(min(63, self.config.crf + 13)), "b": "0", "deadline": "realtime", "cpu-used": "8"}
+        options = _encoder_options(codec_name, self.config, live)
         options.update(dict(self.config.encoder_options))
         try:
-            stream = self._out.add_stream(codec_name, rate=rate, options=options)
+            stream = self._out.add_stream(codec_name, rate=rate, options=options, hwaccel=hw.encode_accel(codec_name))
         except (av.error.FFmpegError, ValueError) as exc:
             raise SinkError(f"cannot add a {codec_name} stream to {redact(self.target)}: {exc}") from exc
         stream.width = self.info.width
         stream.height = self.info.height
         stream.pix_fmt = _pix_fmt(codec, self.info.width, self.info.height)
+        if hw.hw_pix_fmt(stream.pix_fmt):  # an encoder of device frames: PyAV uploads nv12
+            stream.pix_fmt = "nv12"
         # Keep the source's time base so every pts is carried over exactly (VFR stays VFR).
         stream.time_base = self.info.time_base
         stream.codec_context.time_base = self.info.time_base
@@ -195,7 +227,8 @@ class VideoSink:
         palette = np.zeros((256, 4), np.uint8)
         palette[:, 0] = 255  # PyAV takes (256, 4) ARGB rows
         palette[: len(rgb), 1:] = rgb
-        return av.VideoFrame.from_ndarray([np.asarray(q), palette], format="pal8")
+        planes: Any = [np.asarray(q), palette]
+        return av.VideoFrame.from_ndarray(planes, format="pal8")
 
     def close(self, commit: bool = True) -> None:
         """Flush the encoder and finish the file; rename into place if ``commit``."""

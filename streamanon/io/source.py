@@ -18,9 +18,11 @@ from typing import Any
 import av
 import av.error
 import numpy as np
+from numpy.typing import NDArray
 
 from ..errors import DecodeError, SourceOpenError, SourceTimeoutError
 from ..types import Frame
+from . import hwaccel as hw
 from .uri import redact
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class SourceInfo:
     metadata: dict[str, str] = field(default_factory=dict)
     stream_metadata: dict[str, str] = field(default_factory=dict)
     live: bool = False
+    decode: hw.HWChoice | None = None  # how the video is decoded (--hwaccel), and why
 
 
 @dataclass
@@ -62,9 +65,15 @@ class SourceStats:
     audio_packets: int = 0
 
 
-def _av_open(uri: str, options: dict[str, str] | None, timeout: tuple[float, float] | None, fmt: str | None) -> Any:
+def _av_open(
+    uri: str,
+    options: dict[str, str] | None,
+    timeout: tuple[float, float] | None,
+    fmt: str | None,
+    accel: Any = None,
+) -> Any:
     try:
-        return av.open(uri, mode="r", format=fmt, options=options or {}, timeout=timeout)
+        return av.open(uri, mode="r", format=fmt, options=options or {}, timeout=timeout, hwaccel=accel)
     except FileNotFoundError as exc:
         raise SourceOpenError(f"input not found: {redact(uri)}", source=uri) from exc
     except PermissionError as exc:
@@ -88,6 +97,11 @@ class VideoSource:
         audio: also demux audio streams and attach their packets to frames.
         fmt: force an input format (``v4l2``, ``mpegts``...).
         live: the source is a live feed (affects only ``info.live``; policies live in the pipeline).
+        hwaccel: ``--hwaccel`` (``auto``, ``none`` or a device, ``io.hwaccel``); the choice is
+            ``info.decode``.
+
+    Raises:
+        ConfigError: a hardware device asked for by name cannot decode this input.
     """
 
     def __init__(
@@ -99,10 +113,12 @@ class VideoSource:
         audio: bool = True,
         fmt: str | None = None,
         live: bool = False,
+        hwaccel: str = hw.DEFAULT_HWACCEL,
     ) -> None:
         self.uri = str(uri)
         self.stats = SourceStats()
-        self._container = _av_open(self.uri, options, timeout, fmt)
+        decode = hw.choose_decode(hwaccel)
+        self._container = _av_open(self.uri, options, timeout, fmt, hw.decode_accel(decode))
         try:
             if not self._container.streams.video:
                 raise SourceOpenError(f"no video stream in {redact(self.uri)}", source=self.uri)
@@ -111,6 +127,8 @@ class VideoSource:
             cc = self._video.codec_context
             if not cc.width or not cc.height:
                 raise SourceOpenError(f"video stream of {redact(self.uri)} has no frame size", source=self.uri)
+            if decode.hardware and not cc.is_hwaccel:
+                decode = hw.not_decoded_on(decode, cc.name)
             self._audio = list(self._container.streams.audio) if audio else []
             frames = int(self._video.frames or 0)
             self.frames_exact = frames > 0
@@ -129,6 +147,7 @@ class VideoSource:
                 metadata=dict(self._container.metadata),
                 stream_metadata=dict(self._video.metadata),
                 live=live,
+                decode=decode,
             )
             if not frames:
                 self.info.frames = self._estimate_frames()
@@ -146,7 +165,7 @@ class VideoSource:
             dur = self.info.duration
         if not rate or not dur:
             return 0
-        return int(round(dur * float(rate)))
+        return round(dur * float(rate))
 
     # -- iteration -----------------------------------------------------------------
     def _decoded(self) -> Iterator[tuple[str, Any]]:
@@ -213,14 +232,12 @@ class VideoSource:
             return max(1, round(1 / (rate * self.info.time_base)))
         return 1
 
-    def _to_frame(
-        self, vf: av.VideoFrame, index: int, packets: list[Any], step: int, last_pts: int | None
-    ) -> Frame:
+    def _to_frame(self, vf: av.VideoFrame, index: int, packets: list[Any], step: int, last_pts: int | None) -> Frame:
         pts = vf.pts
         if pts is None:
             pts = 0 if last_pts is None else last_pts + step
         self.stats.frames += 1
-        image = vf.to_ndarray(format="rgb24")
+        image: NDArray[np.uint8] = np.asarray(vf.to_ndarray(format="rgb24"), np.uint8)
         k = rotation_turns(self.info.rotation)
         if k:
             # Stages see the picture upright (as players show it); the sink turns it back

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from ..errors import ConfigError, SourceOpenError
 from ..io import is_video_path, redact
+from ..io.hwaccel import DEFAULT_ENCODER, DEFAULT_HWACCEL
 from .options import LiveOptions
 
 InputKind = Literal["network", "device", "stdin", "file"]
@@ -37,6 +39,7 @@ class InputSpec:
         options: demuxer/protocol options.
         open_timeout: seconds to wait for a network/device input to open, else ``None``.
         read_timeout: seconds without data after which the input is stalled, else ``None``.
+        hwaccel: ``--hwaccel`` (``io.hwaccel``).
     """
 
     uri: str
@@ -45,6 +48,7 @@ class InputSpec:
     options: dict[str, str]
     open_timeout: float | None = None
     read_timeout: float | None = None
+    hwaccel: str = DEFAULT_HWACCEL
 
     @property
     def timeout(self) -> tuple[float, float] | None:
@@ -75,12 +79,14 @@ class OutputSpec:
         kind: ``stream`` (network push; reconnects), ``stdout``, ``file`` or ``segments``.
         fmt: muxer (``None`` for files: chosen by extension).
         options: muxer/protocol options.
+        encoder: ``--encoder`` (``io.hwaccel``).
     """
 
     target: str
     kind: OutputKind
     fmt: str | None
     options: dict[str, str]
+    encoder: str = DEFAULT_ENCODER
 
     @property
     def redacted(self) -> str:
@@ -110,7 +116,7 @@ def input_spec(uri: str, opts: LiveOptions) -> InputSpec:
         if not Path(uri).is_file():
             raise SourceOpenError(f"input not found: {uri}", source=uri)
     options.update(dict(opts.input_options))
-    return InputSpec(uri, kind, fmt, options, *timeouts)
+    return InputSpec(uri, kind, fmt, options, *timeouts, hwaccel=opts.hwaccel)
 
 
 def output_spec(target: str | None, opts: LiveOptions) -> OutputSpec:
@@ -144,4 +150,4 @@ def output_spec(target: str | None, opts: LiveOptions) -> OutputSpec:
         spec = OutputSpec(target, kind, opts.output_format, {})
     if opts.segment and spec.kind != "segments":
         raise ConfigError("--segment needs a file output (-o 'out/%Y%m%d-%H%M%S.mp4')")
-    return spec
+    return dataclasses.replace(spec, encoder=opts.encoder)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import ConfigError
+from ..io import hwaccel as hw
 
 OnStall = Literal["repeat", "black"]
 
@@ -117,9 +118,7 @@ def add_live_options(p: argparse.ArgumentParser) -> list[argparse.Action]:
         help="write the output as S-second files; -o is a strftime pattern, e.g. 'out/%%Y%%m%%d-%%H%%M%%S.mp4'",
     )
     add("--fps", type=float, default=None, help="nominal output frame rate (default: the input's, else 25)")
-    add(
-        "--duration", type=float, default=None, metavar="S", help="stop after S seconds and finalise the output"
-    )
+    add("--duration", type=float, default=None, metavar="S", help="stop after S seconds and finalise the output")
     add("--loop", action="store_true", help="loop a file input that is streamed to a live output")
     add(
         "--no-drop",
@@ -179,8 +178,12 @@ class LiveOptions:
     drop: bool = True
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
+    hwaccel: str = hw.DEFAULT_HWACCEL  # --hwaccel / --encoder: flags of the main parser (io.hwaccel)
+    encoder: str = hw.DEFAULT_ENCODER
 
     def __post_init__(self) -> None:
+        hw.check_hwaccel(self.hwaccel)
+        hw.check_encoder(self.encoder)
         checks = [
             (self.rtsp_transport in ("tcp", "udp"), "--rtsp-transport", self.rtsp_transport, "tcp or udp"),
             (self.open_timeout > 0, "--open-timeout", self.open_timeout, "a number > 0"),
@@ -230,4 +233,6 @@ class LiveOptions:
             drop=not ns.no_drop,
             metrics_port=ns.metrics_port,
             metrics_addr=ns.metrics_addr,
+            hwaccel=getattr(ns, "hwaccel", hw.DEFAULT_HWACCEL),
+            encoder=getattr(ns, "encoder", hw.DEFAULT_ENCODER),
         )

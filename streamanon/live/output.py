@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from ..config import IOConfig
 from ..errors import SinkError
 from ..io import SourceInfo, VideoSink, redact
+from ..io.hwaccel import HWChoice
 from ..types import Frame
 from .endpoints import OutputSpec
 from .metrics import LiveMetrics
@@ -78,7 +79,14 @@ class _Encoder:
         )
         self.target = target
         self.sink = VideoSink(
-            target, info, io, fmt=spec.fmt, live=True, atomic=atomic, container_options=dict(spec.options)
+            target,
+            info,
+            io,
+            fmt=spec.fmt,
+            live=True,
+            atomic=atomic,
+            container_options=dict(spec.options),
+            encoder=spec.encoder,
         )
         self.t0: float | None = None
         self.frames = 0
@@ -128,6 +136,7 @@ class LiveOutput:
         self.geometry: Geometry | None = None
         self.segments: list[str] = []  # completed segment files
         self.frames = 0
+        self.encode: HWChoice | None = None  # the encoder chosen at the first open (--encoder)
         self._enc: _Encoder | None = None
         self._failures = 0
         self._retry_at = 0.0
@@ -165,6 +174,7 @@ class LiveOutput:
         except SinkError as exc:
             self._failed(exc)
             return None
+        self.encode = self.encode or self._enc.sink.encode
         log.info("writing %s", target if self.spec.kind == "segments" else self.spec.redacted)
         return self._enc
 

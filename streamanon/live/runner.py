@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from ..config import PipelineConfig
 from ..errors import AnonymizationError, SourceError, StreamanonError
 from ..io import SourceInfo, redact
+from ..io import hwaccel as hw
 from ..pipeline import Interrupted, Pipeline, Result, Stages
 from .detsize import fit_det_size
 from .endpoints import InputSpec, OutputSpec
@@ -67,6 +68,8 @@ class LiveReport:
     live_options: dict[str, Any] = field(default_factory=dict)
     anonymizer: dict[str, Any] = field(default_factory=dict)  # method, guarantee, per-track records
     small_faces: dict[str, Any] = field(default_factory=dict)  # tiling decision, grid, tile-only faces
+    # --hwaccel/--encoder: what decodes and encodes the video, and why (io.hwaccel)
+    video: dict[str, Any] = field(default_factory=dict)
 
     def summary(self, config: PipelineConfig) -> dict[str, Any]:
         from ..runner import package_versions
@@ -154,6 +157,7 @@ class LiveRunner:
         """
         self.report.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         t_start = time.monotonic()
+        hw.choose_decode(self.in_spec.hwaccel)  # --hwaccel DEVICE that cannot open: exit 2 before anything
         stages = self.stages or Stages(self.config)  # load models before connecting
         self.report.live_options["inference"] = dict(stages.inference)
         backoff = Backoff(self.opts.backoff_initial, self.opts.backoff_max)
@@ -317,6 +321,9 @@ class LiveRunner:
         pipe: Pipeline | None = getattr(self, "_pipe", None)
         self.report.anonymizer = dict(pipe.anonymizer_report) if pipe is not None else {}
         self.report.small_faces = dict(pipe.detector_report) if pipe is not None else {}
+        decode = source.info.decode if source.info is not None else None
+        encode = output.encode if output is not None else None
+        self.report.video = {k: c.to_dict() for k, c in (("decode", decode), ("encode", encode)) if c is not None}
 
     def _outcome(self, source: LiveSource, failure: BaseException | None) -> LiveReport:
         report = self.report

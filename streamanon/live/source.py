@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..errors import SourceError, SourceOpenError, SourceTimeoutError
+from ..errors import ConfigError, SourceError, SourceOpenError, SourceTimeoutError, StreamanonError
 from ..io import SourceInfo, VideoSource, redact
 from ..types import Frame
 from .endpoints import InputSpec
@@ -104,7 +104,12 @@ def open_input(spec: InputSpec) -> FrameSource:
     t0 = time.monotonic()
     try:
         return LowLatencySource(
-            spec.uri, options=spec.options, timeout=spec.timeout, fmt=spec.fmt, live=spec.kind != "file"
+            spec.uri,
+            options=spec.options,
+            timeout=spec.timeout,
+            fmt=spec.fmt,
+            live=spec.kind != "file",
+            hwaccel=spec.hwaccel,
         )
     except SourceOpenError as exc:
         if spec.open_timeout is not None and time.monotonic() - t0 >= spec.open_timeout:
@@ -155,7 +160,8 @@ class LiveSource:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self.info: SourceInfo | None = None  # of the first successful connection
-        self.error: SourceError | None = None  # why the source gave up, if it did
+        # why the source gave up, if it did (ConfigError: --hwaccel DEVICE cannot decode it)
+        self.error: StreamanonError | None = None
         self.events: deque[SourceEvent] = deque(maxlen=MAX_EVENTS)
         self._index = 0
 
@@ -223,6 +229,9 @@ class LiveSource:
     def _run(self) -> None:
         try:
             self._loop()
+        except ConfigError as exc:  # a setting that no retry can fix
+            self.error = exc
+            self._event("error", f"cannot open {self.spec.redacted}: {exc}")
         except Exception as exc:  # never leave the consumer waiting on a dead thread
             self.error = SourceError(
                 f"live input {self.spec.redacted} failed: {redact(repr(exc))}", source=self.spec.redacted

@@ -21,7 +21,8 @@ The file::
 
     backend = "auto"        # shared: one detector (backend, precision, providers, threads,
     batch = 4               #   detect_workers, engine_dir, det_size, threshold), the most
-    max_wait_ms = 0         #   frames per call and how long a call may wait for more,
+    max_wait_ms = 0         #   frames per call (default 1 on the CPU, 4 on a GPU, at most a
+                            #   TensorRT engine's max batch) and how long a call may wait,
     metrics_port = 9100     #   metrics_port/metrics_addr, report_dir
     [defaults]              # any option of the single-stream CLI, for every feed
     method = "solid"
@@ -39,6 +40,7 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+import math
 import queue
 import re
 import signal
@@ -59,6 +61,7 @@ from ..anonymize import check_method
 from ..config import PipelineConfig
 from ..errors import ConfigError, SourceError, StreamanonError
 from ..io import redact
+from ..io.hwaccel import choose_decode
 from ..pipeline import Interrupted, Stages
 from ..types import Detections
 from .detsize import DetSizeChoice, fit_det_size
@@ -89,7 +92,13 @@ PER_STREAM_ONLY = ("name", "input", "output", "report")
 # Small-face tiles keep a schedule per video (detect/tiles.py), which one detector shared
 # by several feeds cannot; live mode's ``auto`` runs the full frame only, as here.
 UNSUPPORTED = ("small_faces", "tile_scale", "tile_every", "max_face_size")
+# Frames per shared detector call when the file sets no ``batch``: 4 for a GPU backend; 1 on
+# the CPU, where a batch is no faster per frame and one worker's long batched call leaves the
+# backend's other concurrent caller idle (4 feeds, one process, bench_results by hand on the
+# 2-core machine under load 13-19: 720p25 25.2 fps total at batch 1 vs 23.4 at 4; 1080p25 11.4
+# vs 4.1, 2.5 before a worker left idle workers their share of the waiting frames).
 DEFAULT_BATCH = 4
+CPU_BATCH = 1
 # A feed's detector call that the shared detector has not answered after this long
 # raises in that feed's pipeline (its frame is masked) rather than holding the feed.
 CALL_TIMEOUT_S = 30.0
@@ -132,7 +141,7 @@ class StreamsConfig:
     """The whole file: shared detector settings, metrics, and the feeds."""
 
     detector: PipelineConfig  # the shared detector's settings (detect part)
-    batch: int
+    batch: int | None  # None: not set, CPU_BATCH or DEFAULT_BATCH by the backend (``default_batch``)
     max_wait_s: float
     metrics_port: int | None
     metrics_addr: str
@@ -220,7 +229,7 @@ def parse_streams_config(path: Path, data: Mapping[str, Any] | None = None) -> S
     try:
         det_argv = ["-", *_flags(shared, str(path), parser)]
         detector = config_from_args(parser.parse_args(det_argv))
-        batch = int(data.get("batch", DEFAULT_BATCH))
+        batch = int(data["batch"]) if "batch" in data else None
         max_wait = float(data.get("max_wait_ms", 0)) / 1000
         port = data.get("metrics_port")
         metrics_port = None if port is None else int(port)
@@ -229,7 +238,7 @@ def parse_streams_config(path: Path, data: Mapping[str, Any] | None = None) -> S
     if not 0 <= max_wait <= 1:
         raise ConfigError(f"{path}: invalid max_wait_ms {max_wait * 1000:g}: expected 0 to 1000")
     detector = dataclasses.replace(
-        detector, detect=dataclasses.replace(detector.detect, batch=batch, small_faces="off")
+        detector, detect=dataclasses.replace(detector.detect, batch=batch or DEFAULT_BATCH, small_faces="off")
     )
     report_dir = Path(str(data["report_dir"])) if "report_dir" in data else None
     specs: list[StreamSpec] = []
@@ -261,6 +270,7 @@ def parse_streams_config(path: Path, data: Mapping[str, Any] | None = None) -> S
             if opts.metrics_port is not None:
                 raise ConfigError("metrics_port is shared by all streams: set it at the top level")
             in_spec, out_spec = input_spec(ns.input, opts), output_spec(ns.output, opts)
+            choose_decode(in_spec.hwaccel)  # hwaccel = "cuda" that cannot open: exit 2 at start, not per feed
         except StreamanonError as exc:
             raise type(exc)(f"{where}: {exc}") from exc
         report = (
@@ -320,6 +330,7 @@ class BatchingDetector:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self.calls = self.frames = 0
+        self._idle = 0  # workers waiting for a request
         self.wait_s = 0.0  # summed over frames: queueing time before their call started
         self.batch_sizes: dict[int, int] = {}
         self._threads = [
@@ -369,13 +380,23 @@ class BatchingDetector:
 
     def _work(self) -> None:
         while True:
+            with self._lock:
+                self._idle += 1
             first = self._q.get()
+            with self._lock:
+                self._idle -= 1
+                idle_others = self._idle
             if first is None:
                 self._q.put(None)  # for the next worker
                 return
+            # Leave a share of what waits to the workers that are idle: one worker taking
+            # every waiting frame would run one long call while the others (the backend's
+            # other concurrent callers) sit idle (4 feeds at 1080p25: 2.5 fps total, not 11).
+            share = math.ceil((len(first.images) + self._q.qsize()) / (1 + idle_others))
+            limit = min(self.batch, max(1, share))
             batch, n = [first], len(first.images)
             deadline = time.monotonic() + self.max_wait_s
-            while n < self.batch:
+            while n < limit:
                 try:
                     wait = deadline - time.monotonic()
                     nxt = self._q.get(timeout=wait) if wait > 0 else self._q.get_nowait()
@@ -431,6 +452,26 @@ class BatchingDetector:
                 req.future.set_exception(failed[r])
             else:
                 req.future.set_result([d for d in results[r] if d is not None])
+
+
+def default_batch(detector: Any) -> int:
+    """``CPU_BATCH`` for a detector whose backend runs on the CPU, else ``DEFAULT_BATCH``."""
+    on_cpu = getattr(getattr(detector, "choice", None), "on_cpu", None)
+    return CPU_BATCH if on_cpu else DEFAULT_BATCH
+
+
+def shared_batch(detector: Any, batch: int) -> int:
+    """``batch``, or less where the detector's backend takes fewer frames a call.
+
+    A TensorRT engine's optimisation profile bounds the batch (``max_batch``): forming
+    batches up to it, rather than larger ones the backend would split into chunks, keeps
+    every call one execution of the engine.
+    """
+    limit = getattr(getattr(detector, "backend", None), "max_batch", None)
+    if isinstance(limit, int) and 1 <= limit < batch:
+        log.info("shared detector: batches of at most %d frames (the engine's profile), not %d", limit, batch)
+        return limit
+    return batch
 
 
 # -- one feed ----------------------------------------------------------------------------------------
@@ -593,13 +634,20 @@ class Streams:
         self.detsize: DetSizeChoice | None = None
         shared = stages or Stages(config.detector)  # the one model load
         self.inference: dict[str, Any] = dict(shared.inference)
-        self.inference |= {"shared_detector": True, "batch": config.batch, "max_wait_ms": config.max_wait_s * 1000}
         det = shared.detector
+        if len(config.streams) >= 2:
+            # several feeds: the shared detector's workers call at once where the backend can
+            # (OpenVINO's async API; measured faster here, backends/openvino.py CONCURRENT_CALLS)
+            switch = getattr(getattr(det, "backend", None), "use_concurrent_calls", None)
+            if callable(switch):
+                self.inference["concurrent_calls"] = bool(switch(True))
+        batch = shared_batch(det, config.batch if config.batch is not None else default_batch(det))
+        self.inference |= {"shared_detector": True, "batch": batch, "max_wait_ms": config.max_wait_s * 1000}
         fit = None
         if config.detector.detect.det_size is None and all(s.opts.drop for s in config.streams):
             fit = self._fit_for(det)
         self.detector: BatchingDetector | None = BatchingDetector(
-            det, config.batch, config.max_wait_s, shared.detect_workers, fit
+            det, batch, config.max_wait_s, shared.detect_workers, fit
         )
 
     def _fit_for(self, det: Any) -> Callable[[int, int], None]:

@@ -388,3 +388,162 @@ def test_batch_accepts_adversarial(torch: Any, data_dir: Path, tmp_path: Path, f
     )
     assert code == 0
     _looks_unchanged(_frames(clip), _frames(out / "talk.mp4"))
+
+
+# -- generate --adversarial --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gen_factory(torch: Any) -> AnonymizerFactory:
+    """generate --adversarial at epsilon 3 (the shipped generator), fixed seed."""
+    return AnonymizerFactory(AnonymizeConfig(method="generate", generate_adversarial=True, epsilon=3.0, seed=5))
+
+
+def _distance_to_original(factory: AnonymizerFactory, img: np.ndarray, out: np.ndarray, dets: Detections) -> float:
+    """dlib (torch port) distance between the original face and the written one, each at
+    the 5 points fitted on its own pixels (what a recogniser would do)."""
+    from streamanon.eval.dlib_torch import DlibTorchEmbedder
+    from streamanon.eval.recognizer import Face
+
+    assert factory.adversarial is not None
+    lm = factory.adversarial.landmarker
+    emb = DlibTorchEmbedder()
+    a = emb.embed(img, [Face(dets.xyxy[0], lm(img, dets.xyxy)[0])])[0]
+    b = emb.embed(out, [Face(dets.xyxy[0], lm(out, dets.xyxy)[0])])[0]
+    return float(np.linalg.norm(a - b))
+
+
+def test_generate_adversarial_moves_generated_pixels_by_at_most_epsilon_inside_the_mask(
+    torch: Any, gen_factory: AnonymizerFactory, face: tuple[np.ndarray, Detections], few_steps: None
+) -> None:
+    from streamanon.anonymize.generate import GenerateAnonymizer
+    from streamanon.anonymize.generate_adversarial import GenerateAdversarialAnonymizer
+
+    img, dets = face
+    cfg = gen_factory.config
+    assert gen_factory.generate is not None
+    an = gen_factory()
+    assert isinstance(an, GenerateAdversarialAnonymizer)
+    plain = GenerateAnonymizer(cfg, gen_factory.generate)  # same seed: the same latent, the same face
+    for a in (an, plain):
+        a.track_started(1, FrameInfo(0))
+    out, gen = an.apply(img, dets, FrameInfo(0)), plain.apply(img, dets, FrameInfo(0))
+    inside = union_mask(dets, img.shape[1], img.shape[0], cfg.shape, cfg.mask_scale, cfg.mask_margin)
+    diff = np.abs(out.astype(int) - gen.astype(int))
+    assert diff[~inside].max() == 0  # outside the mask: exactly generate's output
+    assert diff[inside].max() == 3  # inside: the generated pixels moved by epsilon at most
+    assert (diff[inside] > 0).mean() > 0.5
+    assert np.abs(gen.astype(int) - img.astype(int))[inside].mean() > 10  # and those are generated, not raw
+    # pushed further from the ORIGINAL face than the generated face alone
+    pushed = _distance_to_original(gen_factory, img, out, dets)
+    assert pushed > _distance_to_original(gen_factory, img, gen, dets) + 0.05
+    an.track_ended(1, FrameInfo(1))
+    rep = an.report()
+    assert rep["faces"] == {"generate": 1}
+    adv = rep["adversarial"]
+    assert adv["perturbed_faces"] == 1 and adv["kept_rows"] == 0 and adv["epsilon"] == 3.0
+    assert adv["per_track"][0]["perturbed"] == 1
+
+
+def test_generate_adversarial_keeps_the_generator_output_where_it_cannot_perturb(
+    torch: Any, gen_factory: AnonymizerFactory, face: tuple[np.ndarray, Detections], few_steps: None
+) -> None:
+    """A coasting row (no detection this frame) gets the generator's fallback, unperturbed:
+    never its raw pixels."""
+    img, dets = face
+    box = dets.xyxy[0] + np.float32([150, 0, 150, 0])
+    coast = Detections(box[None], np.float32([0.5]), None, np.array([3], np.int64), np.array([SOURCE_TRACK], np.uint8))
+    an = gen_factory()
+    for t in (1, 3):
+        an.track_started(t, FrameInfo(0))
+    out = an.apply(img, Detections.concat([dets, coast]), FrameInfo(0))
+    cfg = gen_factory.config
+    reg = face_region(box, coast.landmarks[0], img.shape[1], img.shape[0], cfg.shape, cfg.mask_scale, cfg.mask_margin)
+    assert reg is not None
+    x0, y0, x1, y1 = reg.roi
+    assert not (out[y0:y1, x0:x1] == img[y0:y1, x0:x1]).all(axis=-1)[reg.mask > 0].any()  # no raw pixel left
+    rep = an.report()
+    assert rep["fallback_reasons"] == {"no-detection": 1}
+    assert rep["adversarial"]["perturbed_faces"] == 1 and rep["adversarial"]["kept_rows"] == 1
+
+
+def test_generate_adversarial_error_masks_the_whole_frame(
+    torch: Any, face: tuple[np.ndarray, Detections], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamanon.anonymize import adversarial_core
+    from streamanon.pipeline import Pipeline, Stages
+
+    img, dets = face
+
+    def boom(*a: Any, **k: Any) -> Any:
+        raise RuntimeError("perturbation failed")
+
+    monkeypatch.setattr(adversarial_core, "pgd", boom)
+    cfg = PipelineConfig(anonymize=AnonymizeConfig(method="generate", generate_adversarial=True))
+    stages = Stages(
+        cfg, detector=lambda images: [dets[:1] for _ in images], anonymizer_factory=AnonymizerFactory(cfg.anonymize)
+    )
+    (res,) = list(Pipeline(cfg, stages).run([Frame(img, 0)]))
+    assert res.failed is not None and "perturbation failed" in res.failed
+    assert not res.image.any()  # neither the raw face nor an unperturbed generated one is written
+
+
+def test_generate_adversarial_options(torch: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from streamanon.cli import main as cli_main
+    from streamanon.eval.product import parse_methods
+
+    still = tmp_path / "in.png"
+    cv2.imwrite(str(still), np.full((64, 64, 3), 128, np.uint8))
+    assert cli_main([str(still), "-o", str(tmp_path / "out.png"), "--method", "blur", "--adversarial"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "--adversarial is for --method generate" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+    with pytest.raises(ConfigError, match="--adversarial is for --method generate"):
+        AnonymizerFactory(AnonymizeConfig(method="blur", generate_adversarial=True))
+    with pytest.raises(ConfigError, match="/255 code values"):
+        AnonymizerFactory(AnonymizeConfig(method="generate", generate_adversarial=True, epsilon=0.5))()
+    with pytest.raises(ConfigError, match="k-anonymity needs faces of other people"):
+        AnonymizerFactory(AnonymizeConfig(method="generate", generate_adversarial=True, adv_objective="k-anonymity"))()
+    if not torch.cuda.is_available():  # --device cuda: a clear error on a machine without CUDA
+        with pytest.raises(ConfigError, match="--device cuda: PyTorch sees no CUDA GPU"):
+            AnonymizerFactory(AnonymizeConfig(method="generate", generate_adversarial=True, device="cuda"))
+    specs = parse_methods("generate,generate:adv=4:steps=1,blur", AnonymizeConfig())
+    assert [s.config.generate_adversarial for s in specs] == [False, True, False]
+    assert specs[1].config.epsilon == 4.0 and specs[1].config.adv_steps == 1
+    flagged = parse_methods("generate,blur", AnonymizeConfig(generate_adversarial=True))  # eval ... --adversarial
+    assert [s.config.generate_adversarial for s in flagged] == [True, False]
+
+
+def test_cli_runs_generate_adversarial_on_a_real_clip(
+    torch: Any, data_dir: Path, tmp_path: Path, few_steps: None
+) -> None:
+    from streamanon.cli import main as cli_main
+
+    clip = _clip(data_dir, tmp_path / "in.mp4", 3)
+    out, rep = tmp_path / "out.mp4", tmp_path / "report.json"
+    argv = [str(clip), "-o", str(out), "-q", "--method", "generate", "--adversarial", "--steps", "1"]
+    assert cli_main([*argv, "--seed", "0", "--report", str(rep)]) == 0
+    raw, anon = _frames(clip), _frames(out)
+    assert len(raw) == len(anon) == 3 and all(a.max() > 0 for a in anon)  # no frame failed
+    summary = json.loads(rep.read_text())["summary"]["anonymizer"]
+    assert summary["method"] == "generate" and summary["faces"] == {"generate": 3}
+    assert summary["adversarial"]["perturbed_faces"] == 3 and summary["adversarial"]["steps"] == 1
+    assert summary["adversarial"]["per_track"][0]["perturbed"] == 3
+
+
+def test_batch_accepts_generate_adversarial(torch: Any, data_dir: Path, tmp_path: Path, few_steps: None) -> None:
+    from streamanon.cli import main as cli_main
+
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    _clip(data_dir, arch / "talk.mp4", 2)
+    runs = {}
+    for flags in ([], ["--adversarial", "--steps", "1"]):  # the same seed: the same generated face
+        out = tmp_path / f"out{len(flags)}"
+        argv = ["batch", str(arch), "-o", str(out), "--jobs", "1", "-q", "--method", "generate", "--seed", "0"]
+        assert cli_main([*argv, *flags]) == 0
+        runs[bool(flags)] = np.stack(_frames(out / "talk.mp4"))
+    assert len(runs[True]) == 2 and all(a.max() > 0 for a in runs[True])
+    # the flag reached the batch worker: the generated faces were perturbed (and only slightly)
+    diff = np.abs(runs[True].astype(int) - runs[False].astype(int))
+    assert 0 < diff.mean() < 2

@@ -27,17 +27,23 @@ def _lms(box: tuple[float, float, float, float]) -> np.ndarray:
     return (TEMPLATE5 * [x1 - x0, y1 - y0] + [x0, y0]).astype(np.float32)
 
 
-def _dets(*boxes: tuple[float, float, float, float], ids: list[int] | None = None, landmarks: bool = True) -> Detections:
+def _dets(
+    *boxes: tuple[float, float, float, float], ids: list[int] | None = None, landmarks: bool = True
+) -> Detections:
     xyxy = np.array(boxes, np.float32)
     lms = np.stack([_lms(b) for b in boxes]) if landmarks else None
-    return Detections(xyxy, np.full(len(boxes), 0.9, np.float32), lms, np.array(ids if ids else list(range(1, len(boxes) + 1))))
+    return Detections(
+        xyxy, np.full(len(boxes), 0.9, np.float32), lms, np.array(ids if ids else list(range(1, len(boxes) + 1)))
+    )
 
 
 def _image(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(40, 220, (H, W, 3), dtype=np.uint8)
 
 
-def _run(config: AnonymizeConfig, frames: list[tuple[np.ndarray, Detections]], pool: FacePool | None = None) -> tuple[list[np.ndarray], dict[str, Any]]:
+def _run(
+    config: AnonymizeConfig, frames: list[tuple[np.ndarray, Detections]], pool: FacePool | None = None
+) -> tuple[list[np.ndarray], dict[str, Any]]:
     factory = AnonymizerFactory(config)
     session = AnonymizerSession(factory(pool=pool) if factory.pooled else factory())
     outs = [session(img, d, FrameInfo(i)) for i, (img, d) in enumerate(frames)]
@@ -99,7 +105,9 @@ def test_rows_without_landmarks_take_the_box_path(config: AnonymizeConfig) -> No
 
 def test_dp_noise_matches_fans_laplace_scale() -> None:
     # a flat grey face: every cell mean is 128, so the released value - 128 is the noise
-    cfg = AnonymizeConfig(method="dp-pixelate", epsilon=4.0, dp_cells=8, dp_m=4, seed=11, mask_scale=1.0, mask_margin=0.0, shape="box")
+    cfg = AnonymizeConfig(
+        method="dp-pixelate", epsilon=4.0, dp_cells=8, dp_m=4, seed=11, mask_scale=1.0, mask_margin=0.0, shape="box"
+    )
     img = np.full((H, W, 3), 128, np.uint8)
     box = (0.0, 0.0, 160.0, 160.0)  # 20x20-pixel cells: b2 = 400
     scale = laplace_scale(400, 4, 4.0)
@@ -150,7 +158,7 @@ def test_k_same_clusters_have_at_least_k_members() -> None:
 def test_k_same_surrogate_is_shared_by_k_faces_and_is_no_single_face() -> None:
     pool = _pool(3, 10)
     surrogates = [pool.surrogate_for(c)[0] for c in pool.chips]
-    for i, s in enumerate(surrogates):
+    for s in surrogates:
         same = sum(np.array_equal(s, t) for t in surrogates)
         assert same >= 3
         assert not any(np.allclose(s, c) for c in pool.chips)

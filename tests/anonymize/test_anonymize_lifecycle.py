@@ -187,3 +187,19 @@ def test_method_state_does_not_leak_into_the_next_run(method: str) -> None:
         rep = session.close()
         assert rep["per_track"][0]["track_id"] == 1 and rep["per_track"][0]["frames"] == 1
     assert not np.array_equal(outs[0], outs[1])
+
+
+def test_track_states_records_each_ended_track_once_sorted() -> None:
+    from streamanon.anonymize.base import TrackStates
+
+    states: TrackStates[list[int]] = TrackStates(lambda s: {"frames": len(s)})
+    states.start(7, [1, 2])
+    states.start(3, [])
+    assert states.get(-1) is None and states.get(5) is None  # untracked row, never started
+    got = states.get(7)
+    assert got is not None
+    got.append(3)
+    assert states.end(7) == [1, 2, 3]
+    assert states.get(7) is None and states.end(7) is None  # ended once; a second end records nothing
+    states.end(3)
+    assert states.records() == [{"track_id": 3, "frames": 0}, {"track_id": 7, "frames": 3}]

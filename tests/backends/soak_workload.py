@@ -63,10 +63,10 @@ def direct_round(r: int, threads: int) -> int:
             errors.append(exc)
 
     pool = [threading.Thread(target=work, args=(t,), name=f"soak-{t}") for t in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
     if errors:
         raise errors[0]
     alone = [backend.infer({INPUT: x}) for x in inputs]  # one call at a time
@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hang-s", type=float, default=20.0, help="a round longer than this is a hang")
     p.add_argument("--threads", type=int, default=3, help="concurrent callers / detector workers")
     p.add_argument("--max-rounds", type=int, default=1000)
-    p.add_argument("--concurrent", type=int, choices=[0, 1], help="OpenVINO calls at once (default: the module's default)")
+    p.add_argument(
+        "--concurrent", type=int, choices=[0, 1], help="OpenVINO calls at once (default: the module's default)"
+    )
     ns = p.parse_args(argv)
     if ns.concurrent is not None:
         from streamanon.backends import openvino

@@ -26,7 +26,7 @@ HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
 
 def manifest(**kw: object) -> EngineManifest:
-    base = dict(
+    base: dict[str, object] = dict(
         model="centerface",
         precision="fp16",
         onnx_sha256="a" * 64,
@@ -52,15 +52,22 @@ def test_write_find_and_check(tmp_path: Path) -> None:
     found, m2 = find_engine(tmp_path, "centerface", "fp16")
     assert found == path and m2 == m
     check_manifest(m2, onnx_sha256="a" * 64, tensorrt_version="10.3.1", compute_capability="9.0", engine_dir=tmp_path)
-    with pytest.raises(EngineIncompatibleError, match=r"sm9.0, this GPU is sm8.6.*rebuild with: python build_engines.py --model centerface"):
-        check_manifest(m2, onnx_sha256="a" * 64, tensorrt_version="10.3.0", compute_capability="8.6", engine_dir=tmp_path)
-    with pytest.raises(EngineIncompatibleError, match="ONNX model changed.*TensorRT 10.3.0, running 8.6"):
-        check_manifest(m2, onnx_sha256="b" * 64, tensorrt_version="8.6.1", compute_capability="9.0", engine_dir=tmp_path)
+    with pytest.raises(
+        EngineIncompatibleError,
+        match=r"sm9.0, this GPU is sm8.6.*rebuild with: python build_engines.py --model centerface",
+    ):
+        check_manifest(
+            m2, onnx_sha256="a" * 64, tensorrt_version="10.3.0", compute_capability="8.6", engine_dir=tmp_path
+        )
+    with pytest.raises(EngineIncompatibleError, match=r"ONNX model changed.*TensorRT 10\.3\.0, running 8\.6"):
+        check_manifest(
+            m2, onnx_sha256="b" * 64, tensorrt_version="8.6.1", compute_capability="9.0", engine_dir=tmp_path
+        )
 
 
 def test_engine_without_manifest_is_not_used(tmp_path: Path) -> None:
     (tmp_path / manifest().file_name()).write_bytes(b"half-written")
-    with pytest.raises(EngineNotFoundError, match="build one with: python build_engines.py"):
+    with pytest.raises(EngineNotFoundError, match=r"build one with: python build_engines\.py"):
         find_engine(tmp_path, "centerface", "fp16")
 
 
@@ -89,7 +96,10 @@ def test_tensorrt_missing_is_a_clear_error(tmp_path: Path) -> None:
         load_backend(DetectConfig(backend="tensorrt", engine_dir=str(tmp_path)))
     assert "not installed" in tensorrt_status()
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "build_engines.py"), "--engine-dir", str(tmp_path)], capture_output=True, text=True, timeout=300
+        [sys.executable, str(ROOT / "build_engines.py"), "--engine-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == MissingDependencyError.exit_code
     assert "streamanon[tensorrt]" in proc.stderr and "Traceback" not in proc.stderr
@@ -114,6 +124,6 @@ def test_tensorrt_engine_matches_onnxruntime(tmp_path: Path) -> None:  # pragma:
     img = np.random.default_rng(0).integers(0, 255, (2, 360, 640, 3), np.uint8)
     trt_det = CenterFaceDetector(DetectConfig(backend="tensorrt", engine_dir=str(tmp_path), precision="fp32"))
     ort_det = CenterFaceDetector(DetectConfig(backend="onnxruntime"))
-    for a, b in zip(trt_det(list(img)), ort_det(list(img))):
+    for a, b in zip(trt_det(list(img)), ort_det(list(img)), strict=True):
         np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1.0)
     json.loads(next(tmp_path.glob("*.engine.json")).read_text())

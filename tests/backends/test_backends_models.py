@@ -322,7 +322,15 @@ def test_every_registry_entry_is_complete() -> None:
 def test_export_only_works_for_any_model(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "engines"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "build_engines.py"), "--model", str(tiny), "--export-only", "--engine-dir", str(out)],
+        [
+            sys.executable,
+            str(ROOT / "build_engines.py"),
+            "--model",
+            str(tiny),
+            "--export-only",
+            "--engine-dir",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -380,7 +388,9 @@ def test_profile_choice() -> None:
 
 def test_manifest_records_every_input_and_reads_old_ones(tmp_path: Path) -> None:
     profiles = [Profile("x", (1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8)), Profile("v", (2, 8), (2, 8), (2, 8))]
-    fields = dict(model="tiny", precision="fp16", onnx_sha256="a" * 64, tensorrt_version="10.3.0", compute_capability="9.0")
+    fields = dict(
+        model="tiny", precision="fp16", onnx_sha256="a" * 64, tensorrt_version="10.3.0", compute_capability="9.0"
+    )
     m = EngineManifest.for_profiles(profiles, source="/models/tiny.onnx", **fields)
     assert m.file_name() == "tiny-fp16-b1x2x4-sm90-trt10.3.engine"
     again = EngineManifest.from_json(m.to_json())
@@ -390,7 +400,9 @@ def test_manifest_records_every_input_and_reads_old_ones(tmp_path: Path) -> None
     legacy = EngineManifest.from_json(json.dumps(old))
     assert legacy.profiles() == profiles[:1] and legacy.source == ""
     # a model given by path is rebuilt by its path
-    with pytest.raises(EngineNotFoundError, match=r"build one with: python build_engines\.py --model /models/tiny\.onnx"):
+    with pytest.raises(
+        EngineNotFoundError, match=r"build one with: python build_engines\.py --model /models/tiny\.onnx"
+    ):
         find_engine(tmp_path, "tiny", "fp16", source="/models/tiny.onnx")
 
 

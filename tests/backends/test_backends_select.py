@@ -38,14 +38,19 @@ def choose(**kw: object) -> select.BackendChoice:
 def frames() -> list[np.ndarray]:
     if not CLIP.is_file():
         pytest.skip(f"shared clip missing: {CLIP}")
-    images, _, _ = decode(CLIP, limit=120)
+    images: list[np.ndarray] = decode(CLIP, limit=120)[0]
     return images[::4]
 
 
 # -- selection -------------------------------------------------------------------------
 def test_named_backends_and_precisions() -> None:
     ort = choose(backend="onnxruntime")
-    assert (ort.config.backend, ort.config.precision, ort.on_cpu, ort.score_margin) == ("onnxruntime", "fp32", True, 1.0)
+    assert (ort.config.backend, ort.config.precision, ort.on_cpu, ort.score_margin) == (
+        "onnxruntime",
+        "fp32",
+        True,
+        1.0,
+    )
     with pytest.raises(ConfigError, match="ONNX Runtime runs the model in fp32"):
         choose(backend="onnxruntime", precision="bf16")
     with pytest.raises(ConfigError, match="TensorRT engines are built in fp16 or fp32"):
@@ -198,7 +203,18 @@ def test_cli_refuses_a_precision_the_backend_cannot_run(tmp_path: Path) -> None:
 
     cv2.imwrite(str(src), np.zeros((32, 32, 3), np.uint8))
     proc = subprocess.run(
-        [sys.executable, "-m", "streamanon", str(src), "-o", str(tmp_path / "o.png"), "--backend", "onnxruntime", "--precision", "bf16"],
+        [
+            sys.executable,
+            "-m",
+            "streamanon",
+            str(src),
+            "-o",
+            str(tmp_path / "o.png"),
+            "--backend",
+            "onnxruntime",
+            "--precision",
+            "bf16",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

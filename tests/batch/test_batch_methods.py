@@ -25,7 +25,9 @@ def faces_archive(tmp_path: Path, data_dir: Path) -> Path:
     return arch
 
 
-@pytest.mark.parametrize("method", [["dp-pixelate"], ["svd"], ["k-same", "--k", "5", "--face-bank", "BANK"]], ids=lambda m: m[0])
+@pytest.mark.parametrize(
+    "method", [["dp-pixelate"], ["svd"], ["k-same", "--k", "5", "--face-bank", "BANK"]], ids=lambda m: m[0]
+)
 def test_batch_with_a_guaranteed_method(method: list[str], faces_archive: Path, tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "out"
     method = [str(data_dir / "identities" / "dlib_johns") if a == "BANK" else a for a in method]
@@ -34,7 +36,7 @@ def test_batch_with_a_guaranteed_method(method: list[str], faces_archive: Path, 
     for src in sorted(faces_archive.glob("*.mp4")):
         raw, anon = decode(src)[0], decode(out / src.name)[0]
         assert len(raw) == len(anon) == 12
-        changed = np.mean([np.abs(a.astype(int) - r.astype(int)).mean() for a, r in zip(anon, raw)])
+        changed = np.mean([np.abs(a.astype(int) - r.astype(int)).mean() for a, r in zip(anon, raw, strict=True)])
         assert changed > 1.0  # the faces were replaced (the rest of the frame is re-encoded only)
         # no method fell back to the solid (black) mask: a file's pool is its tracks plus the bank
         assert max(float((a.max(axis=-1) < 8).mean()) for a in anon) < 0.01

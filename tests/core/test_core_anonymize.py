@@ -37,7 +37,9 @@ def test_changes_inside_only(method: str, shape: str) -> None:
 
 def test_solid_colour_and_whole_frame_mask() -> None:
     img = noise()
-    out = create_anonymizer(AnonymizeConfig(method="solid", color=(10, 200, 30), shape="box", mask_scale=1.0, mask_margin=0)).apply(img, dets((0, 0, 50, 40)))
+    out = create_anonymizer(
+        AnonymizeConfig(method="solid", color=(10, 200, 30), shape="box", mask_scale=1.0, mask_margin=0)
+    ).apply(img, dets((0, 0, 50, 40)))
     assert (out[0:40, 0:50] == (10, 200, 30)).all()
     assert (mask_whole_frame(img) == 0).all()
 
@@ -55,7 +57,9 @@ def test_blur_scales_with_face_size() -> None:
 
 def test_pixelate_block_count() -> None:
     img = noise(256, 256)
-    out = create_anonymizer(AnonymizeConfig(method="pixelate", pixel_blocks=8, shape="box", mask_scale=1.0, mask_margin=0)).apply(img, dets((0, 0, 256, 256)))
+    out = create_anonymizer(
+        AnonymizeConfig(method="pixelate", pixel_blocks=8, shape="box", mask_scale=1.0, mask_margin=0)
+    ).apply(img, dets((0, 0, 256, 256)))
     assert len(np.unique(out.reshape(-1, 3), axis=0)) <= 64
     assert len(np.unique(out[:32, :32].reshape(-1, 3), axis=0)) == 1
 
@@ -74,11 +78,16 @@ def test_unknown_method_lists_valid_names() -> None:
         create_anonymizer(AnonymizeConfig(method="nope"))
     with pytest.raises(ConfigError):
         create_anonymizer(AnonymizeConfig(method="none"))  # eval-only control
-    assert create_anonymizer(AnonymizeConfig(method="none"), allow_eval_only=True).apply(noise(), dets((0, 0, 9, 9))).sum() == noise().sum()
+    assert (
+        create_anonymizer(AnonymizeConfig(method="none"), allow_eval_only=True).apply(noise(), dets((0, 0, 9, 9))).sum()
+        == noise().sum()
+    )
 
 
 def test_faces_at_the_border_and_empty_boxes() -> None:
     img = noise()
-    out = create_anonymizer(AnonymizeConfig()).apply(img, dets((-30, -20, 40, 30), (290, 190, 350, 260), (50, 50, 50, 50)))
+    out = create_anonymizer(AnonymizeConfig()).apply(
+        img, dets((-30, -20, 40, 30), (290, 190, 350, 260), (50, 50, 50, 50))
+    )
     assert out.shape == img.shape
     assert not np.array_equal(out[0:20, 0:30], img[0:20, 0:30])

@@ -25,7 +25,7 @@ def test_two_people(detector, data_dir: Path) -> None:
     strong = dets[dets.score >= 0.5]
     assert len(strong) == 2
     # Landmarks lie inside their boxes, eyes above the mouth.
-    for box, lm in zip(strong.xyxy, strong.landmarks):
+    for box, lm in zip(strong.xyxy, strong.landmarks, strict=True):
         assert (lm[:, 0] >= box[0]).all() and (lm[:, 0] <= box[2]).all()
         assert lm[0, 1] < lm[3, 1] and lm[1, 1] < lm[4, 1]
 
@@ -35,7 +35,7 @@ def test_batch_equals_single(detector, data_dir: Path) -> None:
     flipped = np.ascontiguousarray(img[:, ::-1])
     single = [detector([im])[0] for im in (img, flipped)]
     batched = detector([img, flipped])
-    for s, b in zip(single, batched):
+    for s, b in zip(single, batched, strict=True):
         np.testing.assert_allclose(s.xyxy, b.xyxy, atol=0.5)
 
 
@@ -45,7 +45,18 @@ def test_no_faces_in_noise(detector) -> None:
     assert (dets.score < 0.5).all()
 
 
-@pytest.mark.parametrize(("w", "h", "size"), [(640, 360, None), (1920, 1080, None), (321, 241, None), (608, 1080, 960), (50, 30, None), (820, 460, None), (3840, 2160, None)])
+@pytest.mark.parametrize(
+    ("w", "h", "size"),
+    [
+        (640, 360, None),
+        (1920, 1080, None),
+        (321, 241, None),
+        (608, 1080, 960),
+        (50, 30, None),
+        (820, 460, None),
+        (3840, 2160, None),
+    ],
+)
 def test_network_size(w: int, h: int, size: int | None) -> None:
     nw, nh = network_size(w, h, size)
     assert nw % 32 == 0 and nh % 32 == 0
@@ -56,7 +67,7 @@ def test_network_size(w: int, h: int, size: int | None) -> None:
 
 
 def test_unavailable_provider_is_an_error() -> None:
-    with pytest.raises(ConfigError, match="not available; available: .*CPUExecutionProvider"):
+    with pytest.raises(ConfigError, match=r"not available; available: .*CPUExecutionProvider"):
         select_providers(["CUDAExecutionProvider"])
     with pytest.raises(ConfigError):
         create_detector(DetectConfig(providers=("TensorrtExecutionProvider",)))

@@ -116,7 +116,9 @@ def test_unwritable_output(tmp_path: Path, clip_factory, capsys: pytest.CaptureF
         (["--no-reconnect", "--rtsp-transport", "udp"], "--no-reconnect, --rtsp-transport only apply to live feeds"),
     ],
 )
-def test_bad_options(tmp_path: Path, clip_factory, capsys: pytest.CaptureFixture[str], args: list[str], needle: str) -> None:
+def test_bad_options(
+    tmp_path: Path, clip_factory, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
     src = clip_factory("a.mp4")
     code, err = run([str(src), "-o", str(tmp_path / "o.mp4"), "-q", *args], capsys)
     assert code == ConfigError.exit_code, err

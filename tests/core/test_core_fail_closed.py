@@ -62,7 +62,9 @@ def pattern(i: int) -> np.ndarray:
 def test_detector_failure_masks_that_frame(tmp_path: Path, clip_factory, batch: int) -> None:
     src = clip_factory("in.mp4", frames=12, pattern=pattern)
     out = tmp_path / "out.mp4"
-    cfg = PipelineConfig.from_dict({"anonymize": {"shape": "box", "mask_scale": 1.0, "mask_margin": 0}, "detect": {"batch": batch}})
+    cfg = PipelineConfig.from_dict(
+        {"anonymize": {"shape": "box", "mask_scale": 1.0, "mask_margin": 0}, "detect": {"batch": batch}}
+    )
     stages = Stages(cfg, detector=FlakyDetector({5}))
     with pytest.raises(AnonymizationError, match="1 of 12 frames"):
         process_file(src, out, cfg, stages=stages)

@@ -61,7 +61,9 @@ def test_folder_is_mirrored(tmp_path: Path, data_dir: Path, clip_factory, capsys
     assert not (out / "notes.txt").exists()
 
 
-def test_folder_with_a_bad_file_continues_and_fails(tmp_path: Path, clip_factory, capsys: pytest.CaptureFixture[str]) -> None:
+def test_folder_with_a_bad_file_continues_and_fails(
+    tmp_path: Path, clip_factory, capsys: pytest.CaptureFixture[str]
+) -> None:
     inp = tmp_path / "in"
     inp.mkdir()
     clip_factory("in/good.mp4")

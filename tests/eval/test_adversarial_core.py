@@ -168,6 +168,42 @@ def test_eot_survives_a_jpeg_like_round_trip(ac: Any, net: Any, chips: Any, ref:
     assert d_robust.mean() >= d_plain.mean() - 0.05
 
 
+def test_h264_like_quantisation_loses_more_at_higher_qp(ac: Any, chips: Any, torch: Any) -> None:
+    x = chips[:1].clone().requires_grad_(True)
+    y = ac.h264_approx(x, 22)
+    y.sum().backward()
+    assert float(x.grad.abs().min()) > 0  # straight-through: every pixel gets a gradient
+    err = [float((ac.h264_approx(chips, qp) - chips).pow(2).mean().sqrt()) for qp in (0, 18, 28, 40)]
+    assert err[0] < 2.0  # QP 0: only the colour conversion and 4:2:0 chroma
+    assert err[0] < err[1] < err[2] < err[3]
+    assert err[2] < 10  # lossy, but a face at QP 28 is still close
+    with pytest.raises(ConfigError):
+        ac.EOTConfig(h264_qp=(30, 20))
+    with pytest.raises(ConfigError):
+        ac.EOTConfig(p_h264=1.5)
+
+
+def test_low_resolution_perturbation_is_smooth_and_bounded(
+    ac: Any, net: Any, chips: Any, ref: Any, torch: Any
+) -> None:
+    cfg = ac.PGDConfig(epsilon=6, steps=6, scale=4)
+    r = ac.pgd(chips, net, ac.Untargeted(ref), cfg)
+    full = ac.pgd(chips, net, ac.Untargeted(ref), ac.PGDConfig(epsilon=6, steps=6))
+    assert float(r.delta.abs().max()) == 6  # the same exact bound
+    np.testing.assert_array_equal(r.delta.numpy(), np.rint(r.delta.numpy()))
+
+    def roughness(d: Any) -> float:  # mean absolute difference of neighbouring pixels
+        return float((d[..., 1:] - d[..., :-1]).abs().mean() + (d[..., 1:, :] - d[..., :-1, :]).abs().mean())
+
+    assert roughness(r.delta) < 0.5 * roughness(full.delta)  # measured 0.33
+    assert (_dist(r.embeddings, ref) > 0.3).all()  # still an attack
+    with pytest.raises(ConfigError, match="scale"):
+        ac.PGDConfig(scale=0)
+    # a warm start at full resolution is taken in at the low resolution
+    warm = ac.pgd(chips, net, ac.Untargeted(ref), ac.PGDConfig(epsilon=6, steps=0, scale=4), warm_start=r.delta)
+    torch.testing.assert_close(warm.delta, r.delta)  # kept as it was, not pooled
+
+
 def test_frame_pixels_perturbed_through_differentiable_chips(
     ac: Any, net: Any, frames: list[Any], ref: Any, torch: Any
 ) -> None:

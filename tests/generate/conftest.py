@@ -66,7 +66,12 @@ def tiny_checkpoint(tmp_path: Path, faces64: Any) -> Path:
     from streamanon.generate.model import GeneratorConfig
     from streamanon.generate.train import TrainConfig, Trainer
 
-    tr = Trainer(faces64, GeneratorConfig(size=64, channels=8, d_channels=8), TrainConfig(batch=4, id_weight=0), "cpu")
+    tr = Trainer(
+        faces64,
+        GeneratorConfig(size=64, channels=8, d_channels=8),
+        TrainConfig(batch=4, id_weight=0, id_div_weight=0),
+        "cpu",
+    )
     path = tmp_path / "g.pt"
     tr.fit(2, path, progress=False)
     return path

@@ -156,6 +156,20 @@ def test_memorisation_report_tells_a_copying_generator_from_a_novel_one() -> Non
         memorisation_report(train[:0], [], real, novel, rows, 0.6)
 
 
+def test_latent_diversity_counts_pairs_of_one_input_only() -> None:
+    from streamanon.generate.memorisation import latent_diversity
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 1, (2, 128)).astype(np.float32)
+    # input 0: three latents give the same face; input 1: two latents give different faces
+    emb = np.stack([a, a + 0.001, a - 0.001, b, -b])
+    rows = np.array([0, 0, 0, 1, 1])
+    d = latent_diversity(emb, rows, 0.6)
+    assert d["latent_pairs"] == 4  # 3 pairs of input 0, 1 of input 1; none across inputs
+    assert d["latent_same_rate"] == pytest.approx(0.75)
+    assert latent_diversity(emb[:2], np.array([0, 1]), 0.6)["latent_same_rate"] is None
+
+
 def test_scan_sources_errors(tmp_path: Path) -> None:
     from streamanon.errors import SourceOpenError
 

@@ -17,14 +17,15 @@ def _trainer(data: Any, **kw: Any) -> Any:
     from streamanon.generate.model import GeneratorConfig
     from streamanon.generate.train import TrainConfig, Trainer
 
-    t = {"batch": 4, "id_weight": 0.0} | kw
+    t = {"batch": 4, "id_weight": 0.0, "id_div_weight": 0.0} | kw
     return Trainer(data, GeneratorConfig(size=64, channels=8, d_channels=8), TrainConfig(**t), "cpu")
 
 
 def test_training_improves_the_loss_on_a_fixed_batch(faces64: Any) -> None:
     from streamanon.generate.train import to_batch
 
-    tr = _trainer(faces64, lr_g=2e-3)
+    # the reconstruction terms alone (the diversity term, off by default, trades some of them for z)
+    tr = _trainer(faces64, lr_g=2e-3, div_weight=0.0)
     fixed = to_batch(faces64, np.arange(4), "cpu")
     before = tr.evaluate(fixed, ema=False)
     assert tr.fit(30, progress=False)
@@ -36,6 +37,71 @@ def test_training_improves_the_loss_on_a_fixed_batch(faces64: Any) -> None:
     last = tr.history.epochs[-1]
     assert {"d", "r1", "g_adv", "ctx", "rec"} <= set(last)
     assert all(np.isfinite(v) for v in last.values())
+
+
+def _latent_effect(tr: Any, b: Any) -> float:
+    import torch
+
+    g = torch.Generator().manual_seed(7)
+    n = len(b.chip)
+    with torch.no_grad():
+        z1, z2 = (torch.randn(n, tr.gcfg.z_dim, generator=g) for _ in range(2))
+        a = tr.G(b.chip, b.mask, b.landmarks, z1)[1]
+        c = tr.G(b.chip, b.mask, b.landmarks, z2)[1]
+    return float(((a - c).abs() * b.mask).sum() / (b.mask.sum() * 3))
+
+
+def test_the_mode_seeking_term_makes_the_latent_change_the_face(faces64: Any) -> None:
+    from streamanon.generate.train import to_batch
+
+    fixed = to_batch(faces64, np.arange(4), "cpu")
+    plain = _trainer(faces64, lr_g=2e-3, div_weight=0.0)
+    seeking = _trainer(faces64, lr_g=2e-3, div_weight=1.0, div_target=0.1)
+    plain.fit(20, progress=False)
+    seeking.fit(20, progress=False)
+    assert seeking.history.epochs[-1]["div"] < 1.0  # logged, and below its maximum
+    # same initialisation, same batches: only the term differs
+    assert _latent_effect(seeking, fixed) > 3 * _latent_effect(plain, fixed)
+
+
+def test_lowpass_l1_ignores_detail_inside_a_block_and_mode_seeking_is_bounded() -> None:
+    import torch
+
+    from streamanon.generate.losses import lowpass_l1, masked_l1, mode_seeking
+
+    mask = torch.ones(1, 1, 16, 16)
+    flat = torch.full((1, 3, 16, 16), 0.5)
+    checker = flat + 0.2 * (torch.arange(16)[None, :] + torch.arange(16)[:, None]).remainder(2).sub(0.5).mul(2)
+    assert float(masked_l1(checker, flat, mask)) == pytest.approx(0.2)
+    assert float(lowpass_l1(checker, flat, mask, 8)) == pytest.approx(0.0, abs=1e-6)  # same block means
+    assert float(lowpass_l1(flat + 0.1, flat, mask, 8)) == pytest.approx(0.1)  # a shift in colour is not free
+    # only the masked half of a block counts: outside the mask anything goes
+    half = torch.zeros_like(mask)
+    half[..., :, :4] = 1
+    other = flat.clone()
+    other[..., :, 4:] = 1.0
+    assert float(lowpass_l1(other, flat, half, 8)) == pytest.approx(0.0, abs=1e-6)
+    z1, z2 = torch.zeros(1, 8), torch.ones(1, 8)
+    assert float(mode_seeking(flat, flat, z1, z2, mask, 0.1)) == pytest.approx(1.0)  # no change: maximal loss
+    assert float(mode_seeking(flat, flat + 0.5, z1, z2, mask, 0.1)) == 0.0  # past the bound: no push
+
+
+def test_init_from_an_exported_onnx_copies_the_weights(
+    tiny_checkpoint: Path, tiny_onnx: Path, faces64: Any, tmp_path: Path
+) -> None:
+    import torch
+
+    from streamanon.generate.train import load_generator
+
+    ref, _ = load_generator(tiny_checkpoint)
+    for source in (tiny_onnx, tiny_checkpoint):
+        tr = _trainer(faces64)
+        tr.init_generator(source)
+        for k, v in ref.state_dict().items():
+            assert torch.equal(tr.G.state_dict()[k], v), (source, k)
+            assert torch.equal(tr.G_ema.state_dict()[k], v), (source, k)
+    with pytest.raises(ModelError, match=r"nope\.onnx"):
+        tr.init_generator(tmp_path / "nope.onnx")
 
 
 def test_resume_continues_exactly(tmp_path: Path, faces64: Any) -> None:

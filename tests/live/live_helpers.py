@@ -31,6 +31,11 @@ CELL = 16
 BITS = 16
 
 
+def rgb(frame: av.VideoFrame) -> NDArray[np.uint8]:
+    """A decoded frame as an RGB array."""
+    return np.asarray(frame.to_ndarray(format="rgb24"), np.uint8)
+
+
 def code_width(cell: int = CELL) -> int:
     return (BITS + 4) * cell
 
@@ -89,7 +94,7 @@ def make_coded_clip(src: Path, dst: Path, *, loops: int = 2, fps: int = 25, max_
     from streamanon.detect import create_detector
 
     with av.open(str(src)) as c:
-        images = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        images = [rgb(f) for f in c.decode(video=0)]
     if max_frames:
         images = images[:max_frames]
     h, w = images[0].shape[:2]
@@ -194,7 +199,7 @@ class FaceChecker:
 def decode_all(path: Path) -> list[NDArray[np.uint8]]:
     """Every frame of a file (fails on a broken file)."""
     with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        return [rgb(f) for f in c.decode(video=0)]
 
 
 def frame_times(path: Path) -> list[float]:
@@ -350,7 +355,7 @@ def receive(url: str, checker: FaceChecker, *, seconds: float, max_frames: int, 
     deadline = time.monotonic() + seconds
     with av.open(url, options={"rtsp_transport": "tcp"}, timeout=(open_timeout, 10.0)) as c:
         for f in c.decode(video=0):
-            checker.check(f.to_ndarray(format="rgb24"), where=f"received frame {n}")
+            checker.check(rgb(f), where=f"received frame {n}")
             n += 1
             if n >= max_frames or time.monotonic() > deadline:
                 break

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from streamanon.config import DetectConfig
 from streamanon.detect.centerface import network_size
 from streamanon.live.detsize import candidate_sizes, fit_det_size
+from streamanon.types import Detections
 
 
 class CostlyDetector:
@@ -21,12 +24,12 @@ class CostlyDetector:
         self.ms_per_mpx = ms_per_mpx
         self.calls: list[tuple[int, int]] = []
 
-    def __call__(self, images):
+    def __call__(self, images: Sequence[NDArray[np.uint8]]) -> list[Detections]:
         h0, w0 = images[0].shape[:2]
         w, h = network_size(w0, h0, self.config.det_size)
         self.calls.append((w, h))
         time.sleep(self.ms_per_mpx * w * h / 1e6 / 1000)
-        return [None for _ in images]
+        return [Detections.empty() for _ in images]
 
 
 def test_candidates_start_at_native_capped_and_stop_at_640() -> None:
@@ -65,11 +68,11 @@ def test_too_slow_even_at_the_smallest_size_uses_it_and_says_so(caplog: pytest.L
 
 
 def test_a_detector_without_a_config_is_left_alone() -> None:
-    calls = []
+    calls: list[int] = []
 
-    def fake(images):
+    def fake(images: Sequence[NDArray[np.uint8]]) -> list[Detections]:
         calls.append(1)
-        return [None for _ in images]
+        return [Detections.empty() for _ in images]
 
     choice = fit_det_size(fake, 1280, 720, 25.0)
     assert choice.det_size is None and not calls

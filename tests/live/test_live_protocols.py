@@ -151,15 +151,21 @@ def _hls_playlist(clip: CodedClip, folder: Path, seconds: float) -> Path:
     """The first ``seconds`` of ``clip`` remuxed as an HLS playlist of 1-second MPEG-TS segments."""
     folder.mkdir()
     playlist = folder / "index.m3u8"
-    with av.open(str(clip.path)) as src, av.open(
-        str(playlist), "w", format="hls", options={"hls_time": "1", "hls_list_size": "0", "hls_playlist_type": "vod"}
-    ) as out:
+    with (
+        av.open(str(clip.path)) as src,
+        av.open(
+            str(playlist),
+            "w",
+            format="hls",
+            options={"hls_time": "1", "hls_list_size": "0", "hls_playlist_type": "vod"},
+        ) as out,
+    ):
         vin = src.streams.video[0]
         vout = out.add_stream_from_template(vin)
         for pkt in src.demux(vin):
             if pkt.dts is None:
                 continue
-            if pkt.pts is not None and float(pkt.pts * vin.time_base) >= seconds:
+            if pkt.pts is not None and vin.time_base is not None and float(pkt.pts * vin.time_base) >= seconds:
                 break
             pkt.stream = vout
             out.mux(pkt)

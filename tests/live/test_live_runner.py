@@ -16,6 +16,7 @@ from live_helpers import decode_all
 from numpy.typing import NDArray
 
 from streamanon.config import PipelineConfig
+from streamanon.detect import Detector
 from streamanon.errors import (
     AnonymizationError,
     DecodeError,
@@ -112,7 +113,7 @@ def broken_detector(images: Sequence[NDArray[np.uint8]]) -> list[Detections]:
 
 
 def runner(
-    tmp_path: Path, opener: Script, *, detector: object = find_face, spec: InputSpec = NET, **kw: object
+    tmp_path: Path, opener: Script, *, detector: Detector = find_face, spec: InputSpec = NET, **kw: object
 ) -> LiveRunner:
     kw.setdefault("max_retries", 1)
     opts = LiveOptions(backoff_initial=0.1, backoff_max=0.2, stall_after=0.2, **kw)  # type: ignore[arg-type]
@@ -123,7 +124,7 @@ def runner(
         spec,
         output_spec(str(tmp_path / "out.mkv"), opts),
         stages=Stages(config, detector=detector),
-        opener=opener,  # type: ignore[arg-type]
+        opener=opener,
     )
 
 

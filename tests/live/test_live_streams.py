@@ -13,7 +13,7 @@ import re
 import signal
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -198,7 +198,7 @@ def test_batching_detector_batches_what_waits_and_fails_closed() -> None:
     calls: list[int] = []
     entered, gate = threading.Event(), threading.Event()
 
-    def detector(images: list[np.ndarray]) -> list[Detections]:
+    def detector(images: Sequence[np.ndarray]) -> list[Detections]:
         entered.set()
         gate.wait(5)
         calls.append(len(images))
@@ -207,7 +207,7 @@ def test_batching_detector_batches_what_waits_and_fails_closed() -> None:
         return [Detections.empty() for _ in images]
 
     shared = BatchingDetector(detector, batch=4, workers=1)
-    out: dict[int, object] = {}
+    out: dict[int, list[Detections] | Exception] = {}
 
     def feed(i: int) -> None:
         try:
@@ -230,7 +230,7 @@ def test_batching_detector_batches_what_waits_and_fails_closed() -> None:
     # failed and was retried frame by frame, so only frame 3 fails (its pipeline masks it)
     assert calls == [1, 4, 1, 1, 1, 1, 1], calls
     assert isinstance(out[3], RuntimeError)
-    assert all(isinstance(out[i], list) and len(out[i]) == 1 for i in (0, 1, 2, 4, 5)), out
+    assert all(isinstance(v := out[i], list) and len(v) == 1 for i in (0, 1, 2, 4, 5)), out
     assert shared.stats()["frames"] == 5 and shared.stats()["batch_sizes"] == {"1": 5}
     shared.close()
     with pytest.raises(RuntimeError, match="closed"):
