@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from numpy.typing import NDArray
 
 from ..config import BACKENDS, PRECISIONS
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
     from ..config import DetectConfig
@@ -78,6 +78,22 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release device memory now rather than at garbage collection."""
         ...
+
+
+def pick_outputs(
+    results: dict[str, NDArray[Any]], outputs: Sequence[str] | None, label: str
+) -> dict[str, NDArray[Any]]:
+    """``results`` of every output, narrowed to ``outputs`` (None or empty: all of them).
+
+    Raises:
+        ModelError: an output the model does not have.
+    """
+    if not outputs:
+        return results
+    try:
+        return {n: results[n] for n in outputs}
+    except KeyError as exc:
+        raise ModelError(f"{label}: no output {exc.args[0]!r}; it has {list(results)}") from None
 
 
 def _check(cond: bool, field_name: str, value: object, allowed: str) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError, MissingDependencyError, ModelError, import_extra
-from .base import Dim, TensorSpec
+from .base import Dim, TensorSpec, pick_outputs
 
 log = logging.getLogger(__name__)
 
@@ -266,12 +266,7 @@ class OpenVinoBackend:
                 # copies: the request reuses its output tensors on the next call
                 by_name = {name: np.array(result[i]) for i, name in net.outputs}
                 net.idle.put(request)
-        if not outputs:
-            return by_name
-        try:
-            return {n: by_name[n] for n in outputs}
-        except KeyError as exc:
-            raise ModelError(f"{self._label}: no output {exc.args[0]!r}; it has {list(by_name)}") from None
+        return pick_outputs(by_name, outputs, self._label)
 
     def _run_async(self, net: _Network, arrays: list[NDArray[Any]]) -> dict[str, NDArray[Any]]:
         """One call on a request of this caller's own, through the asynchronous API.

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import EngineError, MissingDependencyError, ModelError, import_extra
-from .base import Dim, TensorSpec
+from .base import Dim, TensorSpec, pick_outputs
 from .manifest import EngineManifest, check_manifest, find_engine
 
 log = logging.getLogger(__name__)
@@ -200,12 +200,7 @@ class TensorRTBackend:
         if sorted(inputs) != sorted(self._input_names):
             raise ModelError(f"{self._label}: inputs {sorted(inputs)} given, it takes {self._input_names}")
         results = run_in_batches(self._infer_once, inputs, self.min_batch, self.max_batch)
-        if not outputs:
-            return results
-        try:
-            return {n: results[n] for n in outputs}
-        except KeyError as exc:
-            raise ModelError(f"{self._label}: no output {exc.args[0]!r}; it has {self._output_names}") from None
+        return pick_outputs(results, outputs, self._label)
 
     def _infer_once(self, inputs: Mapping[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
         """One execution of a batch within the profile: every output, on the host."""
