@@ -16,6 +16,7 @@ from typing import Any
 from .config import PipelineConfig
 from .errors import AnonymizationError, DecodeError, SinkError, SourceOpenError
 from .io import VideoSink, VideoSource, is_image_path, read_image, redact, write_image
+from .io.hwaccel import HWChoice
 from .io.sink import temp_path_for
 from .pipeline import Interrupted, Pipeline, Stages
 from .types import Frame
@@ -235,9 +236,7 @@ def _process_video(
                 report.per_frame = kept
                 _fill(report, pipe, time.perf_counter() - t0)
                 # --hwaccel/--encoder: what decoded and encoded this file, and why
-                report.inference["video"] = {
-                    k: c.to_dict() for k, c in (("decode", source.info.decode), ("encode", sink and sink.encode)) if c
-                }
+                report.inference["video"] = HWChoice.report(source.info.decode, sink.encode if sink else None)
     return _finish(report)
 
 

@@ -18,7 +18,8 @@ to ``none`` while decode defaults to ``auto``: a decoder's output is specified t
 an encoder picks its own trade-off: NVENC at ``cq`` N is not libx264 at ``crf`` N, and
 outputs would change size, quality and bytes depending on the machine they ran on.
 
-Every choice is logged once (``-v``) and kept for the run/live report (``report()``).
+Every choice is logged once (``-v``); the source and sink that made it keep it
+(``SourceInfo.decode``, ``VideoSink.encode``) for the run/live report.
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ class HWChoice:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @staticmethod
+    def report(decode: HWChoice | None, encode: HWChoice | None) -> dict[str, Any]:
+        """The run/live report's entry: ``{"decode": {...}, "encode": {...}}``, those made."""
+        return {k: c.to_dict() for k, c in (("decode", decode), ("encode", encode)) if c is not None}
 
     def line(self) -> str:
         what = "hardware" if self.hardware else "software"
@@ -164,7 +170,7 @@ def _probe_encoder(
 
 
 def clear_cache() -> None:
-    """Forget probes and recorded choices (tests)."""
+    """Forget probes and logged choices (tests)."""
     _probe_device.cache_clear()
     _probe_encoder.cache_clear()
     with _lock:

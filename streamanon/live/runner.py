@@ -323,7 +323,7 @@ class LiveRunner:
         self.report.small_faces = dict(pipe.detector_report) if pipe is not None else {}
         decode = source.info.decode if source.info is not None else None
         encode = output.encode if output is not None else None
-        self.report.video = {k: c.to_dict() for k, c in (("decode", decode), ("encode", encode)) if c is not None}
+        self.report.video = hw.HWChoice.report(decode, encode)
 
     def _outcome(self, source: LiveSource, failure: BaseException | None) -> LiveReport:
         report = self.report
