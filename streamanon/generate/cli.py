@@ -19,6 +19,26 @@ log = logging.getLogger(__name__)
 
 KINDS = ("generator",)
 
+#: ``train generator`` options that set a ``TrainConfig`` field: flag, field, type, help.
+#: ``--lr`` sets the learning rates of both networks.
+RECIPE: tuple[tuple[str, str, type, str], ...] = (
+    ("--batch", "batch", int, "faces per step"),
+    ("--lr", "lr_g", float, "learning rate of G and D"),
+    ("--rec-weight", "rec_weight", float, "L1 inside the mask (0 = pure GAN)"),
+    ("--rec-pool", "rec_pool", int, "the in-mask L1 compares POOL x POOL block means only (1 = every pixel)"),
+    ("--id-weight", "id_weight", float, "identity repulsion from the original through dlib's recogniser (0 = off)"),
+    ("--div-weight", "div_weight", float, "mode-seeking diversity term between two latents (0 = off)"),
+    ("--div-target", "div_target", float, "in-mask change per unit latent change it pushes up to"),
+    ("--id-div-weight", "id_div_weight", float, "dlib distance between two latents' faces pushed apart (0 = off)"),
+    ("--target-weight", "target_weight", float, "pull each face towards its latent's target identity (0 = off)"),
+    ("--target-radius", "target_radius", float, "dlib distance to the target that is not pulled further"),
+    ("--target-scale", "target_scale", float, "spread of the target identities (1 = like the training faces)"),
+    ("--bank-weight", "bank_weight", float, "repulsion from every training face's identity (0 = off)"),
+    ("--tv-weight", "tv_weight", float, "total variation in the mask beyond the real face's (0 = off)"),
+    ("--r1", "r1_gamma", float, "R1 penalty gamma"),
+    ("--seed", "seed", int, "seed of initialisation, batches and latents"),
+)
+
 
 def _need_torch() -> None:
     try:
@@ -49,7 +69,11 @@ def train_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="folder for the aligned training faces and sample grids (raw faces: keep it private)",
     )
-    p.add_argument("--resume", action="store_true", help="continue from MODEL.pt (its settings are kept)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from MODEL.pt (its settings are kept, except those given again)",
+    )
     p.add_argument("--epochs", type=int, default=10, help="epochs in total, counting resumed ones (default 10)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in total")
     p.add_argument("--size", type=int, default=g.size, choices=[64, 128], help=f"chip size (default {g.size})")
@@ -59,44 +83,11 @@ def train_parser() -> argparse.ArgumentParser:
         default=g.channels,
         help=f"generator width: first level's channels (default {g.channels})",
     )
-    p.add_argument("--batch", type=int, default=t.batch, help=f"faces per step (default {t.batch})")
-    p.add_argument("--lr", type=float, default=t.lr_g, help=f"learning rate of G and D (default {t.lr_g:g})")
-    p.add_argument(
-        "--rec-weight",
-        type=float,
-        default=t.rec_weight,
-        help=f"L1 inside the mask (default {t.rec_weight:g}; 0 = pure GAN)",
-    )
-    p.add_argument(
-        "--id-weight",
-        type=float,
-        default=t.id_weight,
-        help=f"identity repulsion through dlib's recogniser (default {t.id_weight:g}; 0 = off)",
-    )
-    p.add_argument(
-        "--rec-pool",
-        type=int,
-        default=t.rec_pool,
-        help=f"the in-mask L1 compares POOL x POOL block means only (default {t.rec_pool}; 1 = every pixel)",
-    )
-    p.add_argument(
-        "--div-weight",
-        type=float,
-        default=t.div_weight,
-        help=f"mode-seeking diversity term between two latents (default {t.div_weight:g}; 0 = off)",
-    )
-    p.add_argument(
-        "--div-target",
-        type=float,
-        default=t.div_target,
-        help=f"in-mask change per unit latent change it pushes up to (default {t.div_target:g})",
-    )
-    p.add_argument(
-        "--id-div-weight",
-        type=float,
-        default=t.id_div_weight,
-        help=f"dlib distance between the faces of two latents pushed apart (default {t.id_div_weight:g}; 0 = off)",
-    )
+    for flag, name, kind, what in RECIPE:
+        meta = flag.removeprefix("--").replace("-", "_").upper()
+        p.add_argument(
+            flag, dest=name, type=kind, default=getattr(t, name), metavar=meta, help=f"{what} (default %(default)s)"
+        )
     p.add_argument(
         "--init",
         type=Path,
@@ -104,8 +95,6 @@ def train_parser() -> argparse.ArgumentParser:
         metavar="WEIGHTS",
         help="start the generator from these weights (a .pt checkpoint or an exported .onnx)",
     )
-    p.add_argument("--r1", type=float, default=t.r1_gamma, help=f"R1 penalty gamma (default {t.r1_gamma:g})")
-    p.add_argument("--seed", type=int, default=t.seed, help="seed of initialisation, batches and latents (default 0)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="training device (default cpu)")
     p.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default 1)")
     p.add_argument(
@@ -193,22 +182,17 @@ def train_main(argv: list[str]) -> int:
     if ns.resume:
         if ns.init is not None:
             raise ConfigError("--init starts a new run: it cannot be combined with --resume")
-        trainer = Trainer.resume(ns.output, data, ns.device)
+        given = {a.split("=")[0] for a in argv if a.startswith("--")}
+        changes = {name: getattr(ns, name) for flag, name, _, _ in RECIPE if flag in given}
+        if "lr_g" in changes:
+            changes["lr_d"] = changes["lr_g"]
+        if changes:
+            print(f"resumed with changed settings: {changes}")
+        trainer = Trainer.resume(ns.output, data, ns.device, changes=changes)
     else:
         gcfg = GeneratorConfig(size=size, channels=ns.channels)
-        tcfg = TrainConfig(
-            batch=ns.batch,
-            lr_g=ns.lr,
-            lr_d=ns.lr,
-            rec_weight=ns.rec_weight,
-            id_weight=ns.id_weight,
-            r1_gamma=ns.r1,
-            seed=ns.seed,
-            rec_pool=ns.rec_pool,
-            div_weight=ns.div_weight,
-            div_target=ns.div_target,
-            id_div_weight=ns.id_div_weight,
-        )
+        recipe = {name: getattr(ns, name) for _, name, _, _ in RECIPE}
+        tcfg = TrainConfig(**recipe, lr_d=recipe["lr_g"])
         trainer = Trainer(data, gcfg, tcfg, ns.device)
         if ns.init is not None:
             trainer.init_generator(ns.init)

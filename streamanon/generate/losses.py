@@ -1,4 +1,5 @@
-"""Training losses: hinge GAN, R1, masked L1, and identity repulsion through dlib's recogniser.
+"""Training losses: hinge GAN, R1, masked L1, identity repulsion and per-latent target identities
+through dlib's recogniser.
 
 Identity repulsion uses the differentiable port of dlib's ResNet (``eval.dlib_torch``), the
 recogniser ``streamanon eval`` measures privacy with: the generated face and the original
@@ -6,10 +7,20 @@ are cut into dlib's 150x150 chips by its differentiable chip extraction, embedde
 the generator pays ``relu(threshold + margin - distance)``, i.e. for every face closer to
 the original than dlib's same-person threshold (0.6) plus a margin. The original's
 landmarks place both chips, so the loss compares the same region.
+
+``IdentityTargets`` gives every latent a target identity: a fixed affine map from z into
+dlib's embedding space, fitted to the spread of the training faces' embeddings (their
+mean plus their principal components scaled by their standard deviations). Pulling the
+generated face towards its latent's target makes z decide who the synthetic person is
+(two latents: two people, one latent: one person in every frame), where an in-mask
+reconstruction term alone lets the generator ignore z. Next to it the generated face is
+pushed away from every training face (``bank``), so a target near a training person
+does not paint that person.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -60,6 +71,22 @@ def lowpass_l1(a: Tensor, b: Tensor, weight: Tensor, pool: int) -> Tensor:
     return masked_l1(pa, pb, w)
 
 
+def excess_tv(a: Tensor, b: Tensor, mask: Tensor) -> Tensor:
+    """Total variation of ``a`` inside ``mask`` beyond that of ``b`` (the real face), per face,
+    ``relu``'d and averaged: high-frequency patterns (stripes a recogniser term can paint to
+    move its embedding) cost, the detail a real face has is free."""
+
+    def tv(x: Tensor) -> Tensor:
+        mx = mask[..., :, 1:] * mask[..., :, :-1]
+        my = mask[..., 1:, :] * mask[..., :-1, :]
+        gx = ((x[..., :, 1:] - x[..., :, :-1]).abs() * mx).sum(dim=(1, 2, 3))
+        gy = ((x[..., 1:, :] - x[..., :-1, :]).abs() * my).sum(dim=(1, 2, 3))
+        n = (mx.sum(dim=(1, 2, 3)) + my.sum(dim=(1, 2, 3))).mul(x.shape[1]).clamp_min(1.0)
+        return (gx + gy) / n
+
+    return F.relu(tv(a) - tv(b)).mean()
+
+
 def mode_seeking(a: Tensor, b: Tensor, za: Tensor, zb: Tensor, mask: Tensor, target: float) -> Tensor:
     """Bounded mode-seeking loss (Mao et al., CVPR 2019): per face, the mean absolute
     difference inside ``mask`` between two outputs for the same input, over the mean
@@ -70,6 +97,64 @@ def mode_seeking(a: Tensor, b: Tensor, za: Tensor, zb: Tensor, mask: Tensor, tar
     img = ((a - b).abs() * mask).sum(dim=(1, 2, 3)) / m
     lat = (za - zb).abs().mean(dim=1).clamp_min(1e-6)
     return F.relu(target - img / lat).mean() / target
+
+
+def distance(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise Euclidean distance (dlib's metric), with a gradient at 0."""
+    return (a - b).pow(2).sum(dim=1).add(1e-8).sqrt()
+
+
+def nearest_distance(e: Tensor, bank: Tensor) -> Tensor:
+    """For each row of ``e``, its distance to the nearest row of ``bank`` (differentiable in ``e``)."""
+    d2 = (e.pow(2).sum(1, keepdim=True) - 2 * e @ bank.T + bank.pow(2).sum(1)[None]).clamp_min(0)
+    return d2.min(dim=1).values.add(1e-8).sqrt()
+
+
+class IdentityTargets:
+    """A fixed map from latents to target identities in dlib's embedding space.
+
+    ``target(z) = mean + z[:, :k] @ basis.T`` with ``basis`` the ``k`` leading principal
+    directions of the training faces' embeddings, each scaled by its standard deviation
+    (times ``scale``): standard-normal latents give targets spread like real faces, and
+    two latents give targets as far apart as two faces of the training set tend to be.
+    ``bank`` holds the training faces' embeddings for the repulsion from all of them.
+
+    Args:
+        mean: ``(128,)``.
+        basis: ``(128, k)``, ``k`` <= the latent size.
+        bank: ``(N, 128)``.
+    """
+
+    def __init__(self, mean: Tensor, basis: Tensor, bank: Tensor) -> None:
+        if mean.shape != (basis.shape[0],) or bank.shape[1:] != mean.shape:
+            raise ValueError(f"shapes do not fit: mean {tuple(mean.shape)}, basis {tuple(basis.shape)}")
+        self.mean, self.basis, self.bank = mean, basis, bank
+
+    @classmethod
+    def fit(cls, embeddings: Tensor, z_dim: int, scale: float = 1.0) -> IdentityTargets:
+        """Targets spread like ``embeddings`` ``(N, 128)`` over their ``min(z_dim, N - 1, 128)``
+        leading components."""
+        if len(embeddings) < 2:
+            raise ValueError("need at least 2 embeddings to fit identity targets")
+        e = embeddings.double()
+        mean = e.mean(0)
+        _, sv, vt = torch.linalg.svd(e - mean, full_matrices=False)
+        k = min(z_dim, len(e) - 1, e.shape[1])
+        std = sv[:k] / math.sqrt(len(e) - 1)
+        basis = (vt[:k].T * std * scale).float()
+        return cls(mean.float(), basis, embeddings.float())
+
+    def target(self, z: Tensor) -> Tensor:
+        k = self.basis.shape[1]
+        out: Tensor = self.mean + z[:, :k] @ self.basis.T
+        return out
+
+    def state(self) -> dict[str, Tensor]:
+        return {"mean": self.mean, "basis": self.basis, "bank": self.bank}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Tensor]) -> IdentityTargets:
+        return cls(state["mean"], state["basis"], state["bank"])
 
 
 class IdentityRepulsion(nn.Module):
@@ -105,29 +190,26 @@ class IdentityRepulsion(nn.Module):
             [extract_image_chips_torch(img * 255, [d], quantize=False) for img, d in zip(images, details, strict=True)]
         )
 
+    def embeddings(self, generated: Tensor, original: Tensor, landmarks: Tensor) -> tuple[Tensor, Tensor]:
+        """dlib descriptors of the generated faces (with gradients) and of the originals
+        (without), both on chips placed by the original's landmarks."""
+        details = self._details(landmarks.detach().cpu().numpy())
+        with torch.no_grad():
+            e_orig = self.net(self.chips(original, details))
+        return self.net(self.chips(generated, details)), e_orig
+
+    @torch.no_grad()
+    def embed_set(self, images: Tensor, landmarks: Tensor, batch: int = 32) -> Tensor:
+        """dlib descriptors ``(N, 128)`` of real faces (no gradients), ``batch`` at a time."""
+        out = []
+        for i in range(0, len(images), batch):
+            sl = slice(i, i + batch)
+            out.append(self.net(self.chips(images[sl], self._details(landmarks[sl].cpu().numpy()))))
+        return torch.cat(out) if out else torch.zeros(0, 128)
+
     def distances(self, generated: Tensor, original: Tensor, landmarks: Tensor) -> Tensor:
-        details = self._details(landmarks.detach().cpu().numpy())
-        with torch.no_grad():
-            e_orig = self.net(self.chips(original, details))
-        e_gen = self.net(self.chips(generated, details))
-        d: Tensor = (e_gen - e_orig).pow(2).sum(dim=1).add(1e-8).sqrt()
-        return d
-
-    def distances_pair(
-        self, a: Tensor, b: Tensor, original: Tensor, landmarks: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """dlib distances ``(a, original)``, ``(b, original)`` and ``(a, b)``; gradients flow
-        into ``a`` and ``b`` (two generated faces of the same input with different latents)."""
-        details = self._details(landmarks.detach().cpu().numpy())
-        with torch.no_grad():
-            e_orig = self.net(self.chips(original, details))
-        e = self.net(self.chips(torch.cat([a, b]), details + details))
-        ea, eb = e[: len(a)], e[len(a) :]
-
-        def dist(x: Tensor, y: Tensor) -> Tensor:
-            return (x - y).pow(2).sum(dim=1).add(1e-8).sqrt()
-
-        return dist(ea, e_orig), dist(eb, e_orig), dist(ea, eb)
+        e_gen, e_orig = self.embeddings(generated, original, landmarks)
+        return distance(e_gen, e_orig)
 
     def forward(self, generated: Tensor, original: Tensor, landmarks: Tensor) -> Tensor:
         return F.relu(self.target - self.distances(generated, original, landmarks)).mean()

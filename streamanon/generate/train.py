@@ -38,16 +38,35 @@ from torch import Tensor
 from ..errors import ConfigError, ModelError
 from .data import ChipSet
 from .geometry import FLIP68
-from .losses import IdentityRepulsion, d_hinge, g_hinge, lowpass_l1, masked_l1, mode_seeking, r1_penalty
+from .losses import (
+    IdentityRepulsion,
+    IdentityTargets,
+    d_hinge,
+    distance,
+    excess_tv,
+    g_hinge,
+    lowpass_l1,
+    masked_l1,
+    mode_seeking,
+    nearest_distance,
+    r1_penalty,
+)
 from .model import Discriminator, Generator, GeneratorConfig
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "streamanon-generator"
 CHECKPOINT_VERSION = 1
-LOSS_NAMES = ("d", "r1", "g_adv", "ctx", "rec", "div", "id", "id_dist", "id_div", "id_pair")
+LOSS_NAMES = (
+    "d", "r1", "g_adv", "ctx", "rec", "div", "id", "id_dist", "id_div", "id_pair",
+    "tgt", "tgt_dist", "bank", "bank_dist", "tv",
+)  # fmt: skip
 # settings of checkpoints written before a field existed: a resumed old run keeps its recipe
-LEGACY_TRAIN = {"rec_pool": 1, "div_weight": 0.0, "div_target": 0.04, "id_div_weight": 0.0}
+LEGACY_TRAIN = {
+    "rec_pool": 1, "div_weight": 0.0, "div_target": 0.04, "id_div_weight": 0.0,
+    "target_weight": 0.0, "target_radius": 0.3, "target_scale": 1.0, "bank_weight": 0.0,
+    "tv_weight": 0.0,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -81,12 +100,24 @@ class TrainConfig:
     div_target: float = 0.04
     # dlib distance between the faces of two latents pushed above the same-person threshold + margin
     id_div_weight: float = 0.0
+    # per-latent target identities (losses.IdentityTargets): the generated face's dlib
+    # descriptor pulled to within target_radius of its latent's target; target_scale
+    # spreads the targets (1 = like the training faces)
+    target_weight: float = 0.0
+    target_radius: float = 0.3
+    target_scale: float = 1.0
+    # every training face's descriptor repelled like the original's (nobody of the training set is painted)
+    bank_weight: float = 0.0
+    # total variation inside the mask beyond the real face's (losses.excess_tv): no stripes
+    tv_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.r1_every < 1 or self.id_every < 1 or self.id_faces < 1 or self.rec_pool < 1:
             raise ConfigError("batch, r1_every, id_every, id_faces and rec_pool must be >= 1")
         if self.div_target <= 0:
             raise ConfigError(f"invalid div_target={self.div_target}: expected a number > 0")
+        if self.target_radius < 0 or self.target_scale <= 0:
+            raise ConfigError("target_radius must be >= 0 and target_scale > 0")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"invalid ema_decay={self.ema_decay}: expected a number in [0, 1)")
 
@@ -212,9 +243,10 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=tcfg.lr_d, betas=betas)
         self.identity = (
             identity
-            if identity is not None or max(tcfg.id_weight, tcfg.id_div_weight) <= 0
+            if identity is not None or not self.uses_identity(tcfg)
             else IdentityRepulsion(tcfg.id_margin, device)
         )
+        self.targets: IdentityTargets | None = None  # fitted at the first step that needs them
         self.step = 0
         self.history = History()
         self.stopped_by: str | None = None  # why the last ``fit`` ended early
@@ -236,6 +268,61 @@ class Trainer:
 
     def _gen(self, step: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.tcfg.seed * 1_000_003 + step)
+
+    @staticmethod
+    def uses_identity(t: TrainConfig) -> bool:
+        """Whether any term needs dlib's recogniser."""
+        return max(t.id_weight, t.id_div_weight, t.target_weight, t.bank_weight) > 0
+
+    def identity_targets(self) -> IdentityTargets:
+        """The latent-to-identity map and the training faces' descriptors, computed once
+        from every training face (kept in the checkpoint: a resumed run keeps its targets)."""
+        if self.targets is None:
+            assert self.identity is not None
+            log.info("embedding %d training faces for the identity targets", len(self.data))
+            embs = []
+            for i in range(0, len(self.data), 64):
+                b = to_batch(self.data, np.arange(i, min(i + 64, len(self.data))), self.device)
+                embs.append(self.identity.embed_set(b.chip, b.landmarks))
+            self.targets = IdentityTargets.fit(torch.cat(embs), self.gcfg.z_dim, self.tcfg.target_scale)
+        return self.targets
+
+    def _identity_terms(
+        self, fake: Tensor, z: Tensor, b: Batch, fake2: Tensor | None, z2: Tensor | None
+    ) -> tuple[Tensor, dict[str, float]]:
+        """Identity losses on the first ``id_faces`` faces (and their second latents' faces)."""
+        assert self.identity is not None
+        t = self.tcfg
+        k = min(len(fake), t.id_faces)
+        faces, zs, reps = fake[:k], z[:k], 1
+        if fake2 is not None and z2 is not None:
+            faces, zs, reps = torch.cat([faces, fake2[:k]]), torch.cat([zs, z2[:k]]), 2
+        e_gen, e_orig = self.identity.embeddings(
+            faces, b.chip[:k].repeat(reps, 1, 1, 1), b.landmarks[:k].repeat(reps, 1, 1)
+        )
+        dist = distance(e_gen, e_orig)
+        margin = self.identity.target
+        id_loss = F.relu(margin - dist).mean()
+        loss = t.id_weight * id_loss
+        out = {"id": _f(id_loss), "id_dist": _f(dist.mean())}
+        if reps == 2:
+            d12 = distance(e_gen[:k], e_gen[k:])
+            id_div = F.relu(margin - d12).mean()
+            loss = loss + t.id_div_weight * id_div
+            out |= {"id_div": _f(id_div), "id_pair": _f(d12.mean())}
+        if t.target_weight > 0 or t.bank_weight > 0:
+            targets = self.identity_targets()
+            if t.target_weight > 0:
+                d_t = distance(e_gen, targets.target(zs))
+                tgt = F.relu(d_t - t.target_radius).mean()
+                loss = loss + t.target_weight * tgt
+                out |= {"tgt": _f(tgt), "tgt_dist": _f(d_t.mean())}
+            if t.bank_weight > 0:
+                d_b = nearest_distance(e_gen, targets.bank)
+                bank = F.relu(margin - d_b).mean()
+                loss = loss + t.bank_weight * bank
+                out |= {"bank": _f(bank), "bank_dist": _f(d_b.mean())}
+        return loss * t.id_every, out
 
     # -- one step --------------------------------------------------------------------
     def train_step(self, b: Batch, gen: torch.Generator) -> dict[str, float]:
@@ -260,6 +347,8 @@ class Trainer:
         # generator: two latents per face (mode seeking needs pairs); one forward pass for both
         self.D.requires_grad_(False)
         pairs = t.div_weight > 0 or t.id_div_weight > 0
+        z2: Tensor | None = None
+        fake2: Tensor | None = None
         z = torch.randn(n, self.gcfg.z_dim, generator=gen).to(self.device)
         if pairs:
             z2 = torch.randn(n, self.gcfg.z_dim, generator=gen).to(self.device)
@@ -278,23 +367,18 @@ class Trainer:
             rec = lowpass_l1(raw, b.chip, b.mask, t.rec_pool)
         loss_g = g_adv + t.ctx_weight * ctx + t.rec_weight * rec
         out |= {"g_adv": _f(g_adv), "ctx": _f(ctx), "rec": _f(rec)}
-        if pairs and t.div_weight > 0:
+        if t.tv_weight > 0:
+            tv = excess_tv(raw, b.chip, b.mask)
+            loss_g = loss_g + t.tv_weight * tv
+            out |= {"tv": _f(tv)}
+        if z2 is not None and t.div_weight > 0:
             div = mode_seeking(raw, raw2, z, z2, b.mask, t.div_target)
             loss_g = loss_g + t.div_weight * div
             out |= {"div": _f(div)}
-        if self.identity is not None and (t.id_weight > 0 or t.id_div_weight > 0) and self.step % t.id_every == 0:
-            k = min(n, t.id_faces)
-            if pairs:
-                d1, d2, d12 = self.identity.distances_pair(fake[:k], fake2[:k], b.chip[:k], b.landmarks[:k])
-                dist = torch.cat([d1, d2])
-                id_div = F.relu(self.identity.target - d12).mean()
-                loss_g = loss_g + t.id_div_weight * t.id_every * id_div
-                out |= {"id_div": _f(id_div), "id_pair": _f(d12.mean())}
-            else:
-                dist = self.identity.distances(fake[:k], b.chip[:k], b.landmarks[:k])
-            id_loss = F.relu(self.identity.target - dist).mean()
-            loss_g = loss_g + t.id_weight * t.id_every * id_loss
-            out |= {"id": _f(id_loss), "id_dist": _f(dist.mean())}
+        if self.identity is not None and self.uses_identity(t) and self.step % t.id_every == 0:
+            id_loss, id_out = self._identity_terms(fake, z, b, fake2, z2)
+            loss_g = loss_g + id_loss
+            out |= id_out
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()  # type: ignore[no-untyped-call]
         self.opt_g.step()
@@ -443,6 +527,7 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "history": {"epochs": self.history.epochs, "seconds": self.history.seconds},
+            **({} if self.targets is None else {"targets": self.targets.state()}),
         }
 
     def save(self, path: Path) -> None:
@@ -455,9 +540,15 @@ class Trainer:
 
     @classmethod
     def resume(
-        cls, path: Path, data: ChipSet, device: str = "cpu", identity: IdentityRepulsion | None = None
+        cls,
+        path: Path,
+        data: ChipSet,
+        device: str = "cpu",
+        identity: IdentityRepulsion | None = None,
+        changes: dict[str, Any] | None = None,
     ) -> Trainer:
-        """A trainer in the state of checkpoint ``path``.
+        """A trainer in the state of checkpoint ``path``; ``changes`` replace settings of
+        its ``TrainConfig`` from here on (the checkpoint then records the new ones).
 
         Raises:
             ModelError: the file is missing or is not a generator checkpoint.
@@ -465,7 +556,7 @@ class Trainer:
         """
         state = read_checkpoint(path)
         gcfg = GeneratorConfig(**state["config"])
-        tcfg = TrainConfig(**(LEGACY_TRAIN | state["train"]))
+        tcfg = TrainConfig(**(LEGACY_TRAIN | state["train"] | (changes or {})))
         tr = cls(data, gcfg, tcfg, device, identity)
         try:
             tr.G.load_state_dict(state["G"])
@@ -476,6 +567,8 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError) as exc:
             raise ModelError(f"{path}: checkpoint does not match its model: {str(exc).splitlines()[0]}") from exc
         tr.step = int(state["step"])
+        if "targets" in state and tcfg.target_scale == state["train"].get("target_scale", tcfg.target_scale):
+            tr.targets = IdentityTargets.from_state(state["targets"])  # else refitted at the new scale
         if int(state.get("batch_size", tr.batch_size)) != tr.batch_size or int(state.get("chips", len(data))) != len(
             data
         ):

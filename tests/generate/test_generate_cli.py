@@ -42,9 +42,15 @@ def test_train_resume_export_and_memorisation_check(
     assert len(list((cache / "samples").glob("g-epoch*.png"))) == 1
     with pytest.raises(ConfigError, match="--resume"):
         train_main([*common, "--max-steps", "3"])
-    assert main(["train", *common, "--max-steps", "5", "--resume"]) == 0
-    assert read_checkpoint(model)["step"] == 5
-    assert "step 5/5" in capsys.readouterr().out
+    # a resumed run keeps its settings except those given again: here the target-identity terms
+    assert main(["train", *common, "--max-steps", "5", "--resume", "--target-weight", "0.5", "--bank-weight=2"]) == 0
+    state = read_checkpoint(model)
+    assert state["step"] == 5
+    assert state["train"]["target_weight"] == 0.5 and state["train"]["bank_weight"] == 2.0
+    assert state["train"]["id_weight"] == 0.0 and state["train"]["batch"] == 2  # kept
+    assert state["targets"]["bank"].shape == (5, 128)  # one descriptor per training face
+    out = capsys.readouterr().out
+    assert "step 5/5" in out and "resumed with changed settings" in out
 
     onnx = tmp_path / "g.onnx"
     assert export_main(["generator", str(model), "-o", str(onnx)]) == 0

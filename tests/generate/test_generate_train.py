@@ -132,6 +132,66 @@ def test_identity_repulsion_runs_through_dlibs_recogniser(faces64: Any, need_dli
     assert last["id_dist"] > 0
 
 
+def test_identity_targets_spread_latents_like_the_training_faces() -> None:
+    import torch
+
+    from streamanon.generate.losses import IdentityTargets, nearest_distance
+
+    g = torch.Generator().manual_seed(0)
+    # training descriptors with 3 strong directions of very different spread
+    scales = torch.tensor([0.3, 0.1, 0.02])
+    bank = torch.randn(400, 3, generator=g) * scales
+    bank = torch.cat([bank, torch.zeros(400, 125)], 1) + 0.5
+    tg = IdentityTargets.fit(bank, z_dim=64)
+    assert tg.basis.shape == (128, 64)
+    z = torch.randn(4000, 64, generator=g)
+    t = tg.target(z)
+    assert torch.allclose(t.mean(0), bank.mean(0), atol=0.02)
+    assert torch.allclose(t[:, :3].std(0), bank[:, :3].std(0), rtol=0.1)  # spread per direction kept
+    assert float(t[:, 3:].std(0).max()) < 1e-3  # nothing where the faces do not vary
+    wide = IdentityTargets.fit(bank, z_dim=64, scale=2.0).target(z)
+    assert torch.allclose(wide[:, :3].std(0), 2 * t[:, :3].std(0), rtol=0.05)
+    # the same latent always gets the same target; two latents get different ones
+    assert torch.equal(tg.target(z[:5]), tg.target(z[:5].clone()))
+    assert float((t[0] - t[1]).norm()) > 0.05
+    back = IdentityTargets.from_state(tg.state())
+    assert torch.equal(back.target(z[:5]), tg.target(z[:5]))
+    # the nearest training face, as cdist would say
+    q = torch.randn(7, 128, generator=g)
+    assert torch.allclose(nearest_distance(q, bank), torch.cdist(q, bank).min(1).values, atol=1e-4)
+    with pytest.raises(ValueError, match="at least 2"):
+        IdentityTargets.fit(bank[:1], 64)
+
+
+def test_target_identity_terms_train_and_resume_with_their_targets(
+    tmp_path: Path, faces64: Any, need_dlib: None
+) -> None:
+    import torch
+
+    from streamanon.generate.losses import IdentityTargets
+    from streamanon.generate.train import Trainer
+
+    tr = _trainer(faces64, target_weight=1.0, bank_weight=1.0, id_every=1, id_faces=2)
+    assert tr.identity is not None and tr.targets is None
+    ckpt = tmp_path / "m.pt"
+    tr.fit(2, ckpt, progress=False)
+    last = tr.history.epochs[-1]
+    assert last["tgt_dist"] > 0 and 0 <= last["tgt"] <= last["tgt_dist"]
+    assert last["bank_dist"] > 0 and 0 <= last["bank"] <= tr.identity.target
+    assert isinstance(tr.targets, IdentityTargets) and tr.targets.bank.shape == (len(faces64), 128)
+    # the targets travel in the checkpoint: a resumed run pulls towards the same identities
+    resumed = Trainer.resume(ckpt, faces64)
+    assert resumed.targets is not None
+    z = torch.randn(3, 64)
+    assert torch.equal(resumed.targets.target(z), tr.targets.target(z))
+    changed = Trainer.resume(ckpt, faces64, changes={"target_weight": 2.0})
+    assert changed.tcfg.target_weight == 2.0 and changed.tcfg.bank_weight == 1.0
+    assert changed.targets is not None  # same scale: same targets
+    wider = Trainer.resume(ckpt, faces64, changes={"target_scale": 2.0})
+    assert wider.targets is None  # refitted at the new scale by the first step that needs them
+    assert torch.allclose(wider.identity_targets().basis, 2 * tr.targets.basis, atol=1e-5)
+
+
 def test_ctrl_c_stops_after_the_step_with_a_usable_checkpoint(tmp_path: Path, faces64: Any) -> None:
     from streamanon.generate.train import load_generator
 

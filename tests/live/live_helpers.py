@@ -196,6 +196,18 @@ class FaceChecker:
         return self.verdicts
 
 
+def to_mpegts(src: Path, dst: Path, n: int) -> Path:
+    """The first ``n`` video packets of ``src`` remuxed (not re-encoded) into MPEG-TS ``dst``."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mpegts") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for i, pkt in enumerate(inp.demux(video=0)):
+            if pkt.dts is None or i >= n:
+                continue
+            pkt.stream = stream
+            out.mux(pkt)
+    return dst
+
+
 def decode_all(path: Path) -> list[NDArray[np.uint8]]:
     """Every frame of a file (fails on a broken file)."""
     with av.open(str(path)) as c:

@@ -7,23 +7,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
-from live_helpers import CodedClip, FaceChecker, Streamanon, decode_all, read_code
+from live_helpers import CodedClip, FaceChecker, Streamanon, decode_all, read_code, to_mpegts
 
 N_FRAMES = 60
-
-
-def _ts(clip: CodedClip, dst: Path, n: int) -> Path:
-    with av.open(str(clip.path)) as src, av.open(str(dst), "w", format="mpegts") as out:
-        stream = out.add_stream_from_template(src.streams.video[0])
-        for i, pkt in enumerate(src.demux(video=0)):
-            if pkt.dts is None or i >= n:
-                continue
-            pkt.stream = stream
-            out.mux(pkt)
-    return dst
 
 
 @pytest.mark.parametrize(
@@ -35,7 +23,7 @@ def test_live_feed_with_a_guaranteed_method(
     method: list[str], tmp_path: Path, coded_clip: CodedClip, data_dir: Path, streamanon: Callable[..., Streamanon]
 ) -> None:
     args = [str(data_dir / "identities" / "dlib_johns") if a == "BANK" else a for a in method]
-    ts = _ts(coded_clip, tmp_path / "in.ts", N_FRAMES)
+    ts = to_mpegts(coded_clip.path, tmp_path / "in.ts", N_FRAMES)
     out, report = tmp_path / "out.ts", tmp_path / "live.json"
     with ts.open("rb") as fin, out.open("wb") as fout:
         sa = streamanon(["-", "-o", "-", "--no-drop", "--report", str(report), *args], stdin=fin, stdout=fout)

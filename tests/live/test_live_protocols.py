@@ -19,7 +19,7 @@ from typing import ClassVar
 import av
 import cv2
 import pytest
-from live_helpers import CodedClip, FaceChecker, Streamanon, decode_all, free_port
+from live_helpers import CodedClip, FaceChecker, Streamanon, decode_all, free_port, to_mpegts
 
 pytestmark = pytest.mark.live
 
@@ -199,15 +199,8 @@ def test_hls_over_http_to_file(tmp_path: Path, coded_clip: CodedClip, streamanon
 def test_stdin_mpegts_to_stdout_mpegts(
     tmp_path: Path, coded_clip: CodedClip, streamanon: Callable[..., Streamanon]
 ) -> None:
-    ts = tmp_path / "in.ts"
     n_in = 100
-    with av.open(str(coded_clip.path)) as src, av.open(str(ts), "w", format="mpegts") as dst:
-        out_stream = dst.add_stream_from_template(src.streams.video[0])
-        for i, pkt in enumerate(src.demux(video=0)):
-            if pkt.dts is None or i >= n_in:
-                continue
-            pkt.stream = out_stream
-            dst.mux(pkt)
+    ts = to_mpegts(coded_clip.path, tmp_path / "in.ts", n_in)
     out = tmp_path / "out.ts"
     with ts.open("rb") as fin, out.open("wb") as fout:
         sa = streamanon(["-", "-o", "-", "--no-drop"], stdin=fin, stdout=fout)
