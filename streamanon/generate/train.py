@@ -10,7 +10,11 @@ steps (lazy regularisation), L1 between the raw output and the chip outside the 
 (``ctx``: the generated region must continue its surroundings), L1 inside the mask
 (``rec``: not part of DeepPrivacy2's recipe; it is what lets a model trained for minutes
 on a CPU paint a face at all, and the identity term pushes away from the original), and
-identity repulsion through dlib's recogniser (``losses.IdentityRepulsion``).
+identity repulsion through dlib's recogniser (``losses.IdentityRepulsion``). Optional
+(off by default, on for the shipped v2): each latent's target identity
+(``losses.IdentityTargets``, ``target_*``), repulsion from every training face
+(``bank_weight``) and excess total variation (``tv_weight``); and the older diversity
+terms (``rec_pool``, ``div_*``, ``id_div_weight``).
 """
 
 from __future__ import annotations
