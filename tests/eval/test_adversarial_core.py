@@ -172,7 +172,11 @@ def test_h264_like_quantisation_loses_more_at_higher_qp(ac: Any, chips: Any, tor
     x = chips[:1].clone().requires_grad_(True)
     y = ac.h264_approx(x, 22)
     y.sum().backward()
-    assert float(x.grad.abs().min()) > 0  # straight-through: every pixel gets a gradient
+    # straight-through: every pixel gets a gradient, except where the output clamps to 0..255
+    # (chip pixels outside the frame are 0 and the round trip can take them below it)
+    inside = ((y > 0) & (y < 255)).all(dim=1, keepdim=True).expand_as(x)
+    assert float(inside.float().mean()) > 0.5
+    assert float(x.grad.abs()[inside].min()) > 0
     err = [float((ac.h264_approx(chips, qp) - chips).pow(2).mean().sqrt()) for qp in (0, 18, 28, 40)]
     assert err[0] < 2.0  # QP 0: only the colour conversion and 4:2:0 chroma
     assert err[0] < err[1] < err[2] < err[3]
