@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,7 +58,7 @@ from ..errors import AnonymizationError, ConfigError, import_extra
 from ..types import SOURCE_DETECTOR, Detections
 from .align import DlibLandmarker
 from .base import FaceAnonymizer, FrameInfo
-from .mask import FaceRegion, face_region
+from .mask import FaceRegion, indexed_regions
 
 if TYPE_CHECKING:
     import torch
@@ -392,14 +392,6 @@ class AdversarialAnonymizer(FaceAnonymizer):
         }
 
     # -- per frame -----------------------------------------------------------------------
-    def _regions(self, dets: Detections, w: int, h: int) -> Iterator[tuple[int, FaceRegion]]:
-        """Each row and its mask region (the other methods' ellipse), rows without one skipped."""
-        c = self.config
-        for i in range(len(dets)):
-            region = face_region(dets.xyxy[i], dets.landmarks[i], w, h, c.shape, c.mask_scale, c.mask_margin)
-            if region is not None:
-                yield i, region
-
     def apply(self, image: NDArray[np.uint8], dets: Detections, info: FrameInfo | None = None) -> NDArray[np.uint8]:
         out = image.copy()
         h, w = image.shape[:2]
@@ -412,7 +404,7 @@ class AdversarialAnonymizer(FaceAnonymizer):
         fitted = dict(zip(rows, lm5, strict=True))
         from ..eval.dlib_torch import face_chip_details
 
-        for i, region in self._regions(dets, w, h):
+        for i, region in indexed_regions(dets, w, h, c.shape, c.mask_scale, c.mask_margin):
             pts = fitted.get(i)
             if pts is None or np.isnan(pts).any():
                 solid.append((i, region))
@@ -489,6 +481,7 @@ class AdversarialAnonymizer(FaceAnonymizer):
         """
         out = replaced.copy()
         h, w = original.shape[:2]
+        c = self.config
         ok = (dets.source == SOURCE_DETECTOR) & dets.has_landmarks & np.asarray(eligible, np.bool_)
         rows = [i for i in range(len(dets)) if ok[i]]
         lm_orig: dict[int, NDArray[np.float32]] = {}
@@ -501,7 +494,7 @@ class AdversarialAnonymizer(FaceAnonymizer):
 
         faces: list[_Face] = []
         refs: list[ChipDetails] = []
-        for i, region in self._regions(dets, w, h):
+        for i, region in indexed_regions(dets, w, h, c.shape, c.mask_scale, c.mask_margin):
             p0 = lm_orig.get(i)
             if p0 is None or np.isnan(p0).any():
                 self.kept_rows += 1

@@ -85,9 +85,9 @@ def train_parser() -> argparse.ArgumentParser:
     )
     for flag, name, kind, what in RECIPE:
         meta = flag.removeprefix("--").replace("-", "_").upper()
-        p.add_argument(
-            flag, dest=name, type=kind, default=getattr(t, name), metavar=meta, help=f"{what} (default %(default)s)"
-        )
+        # default None = "not given" (also for abbreviated flags): a new run takes TrainConfig's
+        # default, a resumed one keeps the checkpoint's setting
+        p.add_argument(flag, dest=name, type=kind, metavar=meta, help=f"{what} (default {getattr(t, name)})")
     p.add_argument(
         "--init",
         type=Path,
@@ -179,20 +179,18 @@ def train_main(argv: list[str]) -> int:
     where = cache / f"chips-{size}"
     print(f"training faces: {len(data)} of {len(found)} found in {len(found.sources)} files (cache {where})")
 
+    recipe = {name: getattr(ns, name) for _, name, _, _ in RECIPE if getattr(ns, name) is not None}
+    if "lr_g" in recipe:
+        recipe["lr_d"] = recipe["lr_g"]  # --lr sets both networks' rates
     if ns.resume:
         if ns.init is not None:
             raise ConfigError("--init starts a new run: it cannot be combined with --resume")
-        given = {a.split("=")[0] for a in argv if a.startswith("--")}
-        changes = {name: getattr(ns, name) for flag, name, _, _ in RECIPE if flag in given}
-        if "lr_g" in changes:
-            changes["lr_d"] = changes["lr_g"]
-        if changes:
-            print(f"resumed with changed settings: {changes}")
-        trainer = Trainer.resume(ns.output, data, ns.device, changes=changes)
+        if recipe:
+            print(f"resumed with changed settings: {recipe}")
+        trainer = Trainer.resume(ns.output, data, ns.device, changes=recipe)
     else:
         gcfg = GeneratorConfig(size=size, channels=ns.channels)
-        recipe = {name: getattr(ns, name) for _, name, _, _ in RECIPE}
-        tcfg = TrainConfig(**recipe, lr_d=recipe["lr_g"])
+        tcfg = TrainConfig(**recipe)
         trainer = Trainer(data, gcfg, tcfg, ns.device)
         if ns.init is not None:
             trainer.init_generator(ns.init)

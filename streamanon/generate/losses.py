@@ -158,7 +158,8 @@ class IdentityTargets:
 
 
 class IdentityRepulsion(nn.Module):
-    """``relu(threshold + margin - ||e(generated) - e(original)||)`` with dlib's recogniser.
+    """dlib's recogniser for the training terms: descriptors of generated and original faces;
+    the repulsions push distances above ``target`` (dlib's threshold + ``margin``).
 
     Args:
         margin: how far beyond dlib's same-person threshold the generator is pushed.
@@ -192,11 +193,17 @@ class IdentityRepulsion(nn.Module):
 
     def embeddings(self, generated: Tensor, original: Tensor, landmarks: Tensor) -> tuple[Tensor, Tensor]:
         """dlib descriptors of the generated faces (with gradients) and of the originals
-        (without), both on chips placed by the original's landmarks."""
+        (without), both on chips placed by the original's landmarks. ``generated`` may hold
+        several faces per original (``r * len(original)`` rows: every original's face for the
+        first latent, then for the second); the originals are embedded once and their
+        descriptors repeated to match."""
+        reps, rest = divmod(len(generated), max(len(original), 1))
+        if rest or not reps:
+            raise ValueError(f"{len(generated)} generated faces for {len(original)} originals")
         details = self._details(landmarks.detach().cpu().numpy())
         with torch.no_grad():
             e_orig = self.net(self.chips(original, details))
-        return self.net(self.chips(generated, details)), e_orig
+        return self.net(self.chips(generated, details * reps)), e_orig.repeat(reps, 1)
 
     @torch.no_grad()
     def embed_set(self, images: Tensor, landmarks: Tensor, batch: int = 32) -> Tensor:
@@ -206,10 +213,3 @@ class IdentityRepulsion(nn.Module):
             sl = slice(i, i + batch)
             out.append(self.net(self.chips(images[sl], self._details(landmarks[sl].cpu().numpy()))))
         return torch.cat(out) if out else torch.zeros(0, 128)
-
-    def distances(self, generated: Tensor, original: Tensor, landmarks: Tensor) -> Tensor:
-        e_gen, e_orig = self.embeddings(generated, original, landmarks)
-        return distance(e_gen, e_orig)
-
-    def forward(self, generated: Tensor, original: Tensor, landmarks: Tensor) -> Tensor:
-        return F.relu(self.target - self.distances(generated, original, landmarks)).mean()

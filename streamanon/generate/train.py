@@ -284,11 +284,9 @@ class Trainer:
         if self.targets is None:
             assert self.identity is not None
             log.info("embedding %d training faces for the identity targets", len(self.data))
-            embs = []
-            for i in range(0, len(self.data), 64):
-                b = to_batch(self.data, np.arange(i, min(i + 64, len(self.data))), self.device)
-                embs.append(self.identity.embed_set(b.chip, b.landmarks))
-            self.targets = IdentityTargets.fit(torch.cat(embs), self.gcfg.z_dim, self.tcfg.target_scale)
+            b = to_batch(self.data, np.arange(len(self.data)), self.device)
+            embs = self.identity.embed_set(b.chip, b.landmarks)  # in batches of its own
+            self.targets = IdentityTargets.fit(embs, self.gcfg.z_dim, self.tcfg.target_scale)
         return self.targets
 
     def _identity_terms(
@@ -301,9 +299,7 @@ class Trainer:
         faces, zs, reps = fake[:k], z[:k], 1
         if fake2 is not None and z2 is not None:
             faces, zs, reps = torch.cat([faces, fake2[:k]]), torch.cat([zs, z2[:k]]), 2
-        e_gen, e_orig = self.identity.embeddings(
-            faces, b.chip[:k].repeat(reps, 1, 1, 1), b.landmarks[:k].repeat(reps, 1, 1)
-        )
+        e_gen, e_orig = self.identity.embeddings(faces, b.chip[:k], b.landmarks[:k])
         dist = distance(e_gen, e_orig)
         margin = self.identity.target
         id_loss = F.relu(margin - dist).mean()

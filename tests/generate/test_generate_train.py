@@ -192,6 +192,27 @@ def test_target_identity_terms_train_and_resume_with_their_targets(
     assert torch.allclose(wider.identity_targets().basis, 2 * tr.targets.basis, atol=1e-5)
 
 
+def test_identity_terms_on_two_latents_embed_each_original_once(faces64: Any, need_dlib: None) -> None:
+    import torch
+
+    tr = _trainer(faces64, id_weight=0.5, id_div_weight=1.0, target_weight=1.0, id_every=1, id_faces=2)
+    assert tr.identity is not None
+    calls: list[int] = []
+    net = tr.identity.net
+    hook = net.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    try:
+        tr.fit(1, progress=False)
+    finally:
+        hook.remove()
+    # the 2 originals once, the 2 x 2 generated faces, then (first step only) the 8 training
+    # faces for the targets
+    assert calls == [2, 4, 8]
+    last = tr.history.epochs[-1]
+    assert {"id", "id_div", "id_pair", "tgt", "tgt_dist"} <= set(last)
+    with pytest.raises(ValueError, match="3 generated faces for 2 originals"):
+        tr.identity.embeddings(torch.zeros(3, 3, 64, 64), torch.zeros(2, 3, 64, 64), torch.zeros(2, 68, 2))
+
+
 def test_ctrl_c_stops_after_the_step_with_a_usable_checkpoint(tmp_path: Path, faces64: Any) -> None:
     from streamanon.generate.train import load_generator
 
