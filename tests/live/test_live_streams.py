@@ -103,21 +103,25 @@ color = "#202020"
 
     _wait(up_and_writing, 60, "four feeds up and writing", sa)
     checker = FaceChecker(coded_clip)
-    received = receive(relay.url("play"), checker, seconds=8, max_frames=100)
+    received = receive(relay.url("play"), checker, seconds=8, max_frames=100, min_frames=12)
 
-    # cam1's server dies: cam1 goes down, the three others keep writing
-    before = _metrics(mport)
+    # cam1's server dies: cam1 goes down, the three others keep writing (each >= 5 frames
+    # while cam1 is still down; how long that takes depends on the machine's load)
     own.kill()
     _wait(lambda: _metrics(mport)[("streamanon_live_source_up", "cam1")] == 0, 10, "cam1 seen down", sa)
-    time.sleep(2.5)
-    during = _metrics(mport)
-    for n in ("cam2", "cam3", "cam4"):
-        key = ("streamanon_live_frames_out_total", n)
-        assert during[key] - before[key] >= 5, (n, before[key], during[key])
+    before = _metrics(mport)
+    others = ("cam2", "cam3", "cam4")
+
+    def others_writing() -> bool:
+        m, key = _metrics(mport), "streamanon_live_frames_out_total"
+        return all(m[(key, n)] - before[(key, n)] >= 5 for n in others)
+
+    _wait(others_writing, 30, "the other three feeds writing while cam1 is down", sa)
+    assert _metrics(mport)[("streamanon_live_source_up", "cam1")] == 0
     own.start()
     _wait(lambda: _metrics(mport)[("streamanon_live_reconnects_total", "cam1")] >= 1, 30, "cam1 reconnected", sa)
     t_back = _metrics(mport)[("streamanon_live_frames_out_total", "cam1")]
-    received += receive(relay.url("play"), checker, seconds=6, max_frames=60)
+    received += receive(relay.url("play"), checker, seconds=6, max_frames=60, min_frames=10)
     _wait(
         lambda: _metrics(mport)[("streamanon_live_frames_out_total", "cam1")] >= t_back + 5,
         20,
@@ -133,6 +137,7 @@ color = "#202020"
         checker.check_file(path)
     v = checker.verdicts
     assert not v.leaks, v.leaks[:5]
+    assert v.uncoded <= 0.05 * v.total, (v.uncoded, v.total)  # masks over the code: rare, and checked
     assert received >= 20, (received, sa.stderr[-2000:])
     assert len(set(v.codes)) >= 20
     assert final[("streamanon_streams_frames_out_total", "")] == sum(

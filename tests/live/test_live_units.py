@@ -185,3 +185,34 @@ def test_redact_filter_rewrites_credentials_in_any_record(caplog: pytest.LogCapt
     with caplog.at_level(logging.WARNING, logger="libav.rtsp"):
         logger.warning("method DESCRIBE failed for %s", "rtsp://admin:hunter2@10.0.0.2/x")
     assert "hunter2" not in caplog.text and "rtsp://***@10.0.0.2/x" in caplog.text
+
+
+def test_face_checker_accepts_a_mask_over_the_code_but_not_a_hidden_raw_face() -> None:
+    """The live tests' privacy check itself: a code hidden by a mask is checked against every frame."""
+    import numpy as np
+    from live_helpers import CELL, CodedClip, FaceChecker, burn_code
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (256, 384, 3), dtype=np.uint8) for _ in range(4)]
+    boxes = [(150 + 4 * i, 60, 230 + 4 * i, 160) for i in range(4)]
+    crops = [f[y0:y1, x0:x1].copy() for f, (x0, y0, x1, y1) in zip(frames, boxes, strict=True)]
+    clip = CodedClip(Path("unused.mp4"), 4, 4, 25, boxes, crops, (384, 256))
+    checker = FaceChecker(clip)
+
+    def masked(i: int, top: int) -> np.ndarray:
+        img = burn_code(frames[i], i + 1024)  # bit 10 set: a mask over its cell breaks the parity
+        img[top:200, 120:280] = 0  # the solid mask; top=0 covers code cells 8..17
+        return img
+
+    checker.check(masked(1, 30), "code readable")
+    checker.check(masked(2, 0), "mask over the code")
+    raw = burn_code(frames[3], 3 + 1024)
+    raw[:CELL, 8 * CELL : 18 * CELL] = 0  # code hidden, face raw
+    checker.check(raw, "hidden code, raw face")
+    checker.check(rng.integers(0, 256, (256, 384, 3), dtype=np.uint8), "no code at all")
+    checker.check(np.zeros((256, 384, 3), np.uint8), "black filler")
+    checker.check(np.full((256, 384, 3), 32, np.uint8), "a mask over the whole frame")
+    v = checker.verdicts
+    assert v.codes == [1 + 1024] and v.uncoded == 1 and v.blank == 2 and v.total == 6
+    assert [leak.split(":")[0] for leak in v.leaks] == ["hidden code, raw face", "no code at all"], v.leaks
+    assert "source frame 3's face region is not masked" in v.leaks[0]
