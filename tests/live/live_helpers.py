@@ -50,13 +50,18 @@ def burn_code(image: NDArray[np.uint8], n: int, cell: int = CELL) -> NDArray[np.
     return out
 
 
+def code_cells(image: NDArray[np.uint8], cell: int = CELL) -> list[NDArray[np.float32]]:
+    """Luminance of each code cell's inner half (reference cells first); the image must fit the code."""
+    lum = image[:cell, : code_width(cell)].astype(np.float32).mean(axis=2)
+    q = cell // 4
+    return [lum[q:-q, k * cell + q : (k + 1) * cell - q] for k in range(BITS + 4)]
+
+
 def read_code(image: NDArray[np.uint8], cell: int = CELL) -> int | None:
     """The counter burned by ``burn_code``, or None if the corner holds no valid code."""
     if image.shape[1] < code_width(cell) or image.shape[0] < cell:
         return None
-    lum = image[:cell, : code_width(cell)].astype(np.float32).mean(axis=2)
-    q = cell // 4
-    levels = [float(lum[q:-q, k * cell + q : (k + 1) * cell - q].mean()) for k in range(BITS + 4)]
+    levels = [float(c.mean()) for c in code_cells(image, cell)]
     white, black = levels[0], levels[1]
     if white - black < 100:
         return None
@@ -159,6 +164,8 @@ class FaceChecker:
     def __init__(self, clip: CodedClip) -> None:
         self.clip = clip
         self.verdicts = FrameVerdicts()
+        lo, hi = np.min([b[:2] for b in clip.boxes], axis=0), np.max([b[2:] for b in clip.boxes], axis=0)
+        self._face_span = (int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1]))  # every source frame's face box
         try:
             import dlib
 
@@ -197,11 +204,20 @@ class FaceChecker:
 
     def _face_leak(self, image: NDArray[np.uint8], i: int) -> str | None:
         """Why source frame ``i``'s face region in ``image`` is not masked, or None if it is."""
+        std, diff = self._region_vs_raw(image, i)
+        if std > 20 or diff < 40:
+            return f"face region not masked (std {std:.1f}, diff from raw {diff:.1f})"
+        return self._hog_face_in(image, self.clip.face(i)[0])
+
+    def _region_vs_raw(self, image: NDArray[np.uint8], i: int) -> tuple[float, float]:
+        """Std of source frame ``i``'s face region in ``image``, and its mean distance from the raw pixels."""
         (x0, y0, x1, y1), crop = self.clip.face(i)
         region = image[y0:y1, x0:x1].astype(np.float32)
-        diff = float(np.abs(region - crop.astype(np.float32)).mean())
-        if float(region.std()) > 20 or diff < 40:
-            return f"face region not masked (std {region.std():.1f}, diff from raw {diff:.1f})"
+        return float(region.std()), float(np.abs(region - crop.astype(np.float32)).mean())
+
+    def _hog_face_in(self, image: NDArray[np.uint8], box: tuple[int, int, int, int]) -> str | None:
+        """A face dlib's HOG detector finds centred within 20 px of ``box``, or None."""
+        x0, y0, x1, y1 = box
         for cx, cy in self.hog_faces(image):
             if x0 - 20 <= cx <= x1 + 20 and y0 - 20 <= cy <= y1 + 20:
                 return f"dlib finds a face at ({cx:.0f}, {cy:.0f})"
@@ -212,24 +228,16 @@ class FaceChecker:
         """Whether the code's reference cells (white, black) are there, so a mask covers the rest."""
         if image.shape[1] < code_width() or image.shape[0] < CELL:
             return False
-        q = CELL // 4
-        lum = image[q : CELL - q, q : 2 * CELL - q].astype(np.float32).mean(axis=2)
-        white, black = lum[:, : CELL - 2 * q], lum[:, CELL:]
+        white, black = code_cells(image)[:2]
         return float(white.min()) > 180 and float(black.max()) < 60
 
     def _uncoded_leak(self, image: NDArray[np.uint8]) -> str | None:
         """A frame whose code is hidden: no source frame's face may be unmasked in it."""
         for i in range(self.clip.period):
-            (x0, y0, x1, y1), crop = self.clip.face(i)
-            region = image[y0:y1, x0:x1].astype(np.float32)
-            if float(region.std()) > 20 and float(np.abs(region - crop.astype(np.float32)).mean()) < 40:
+            std, diff = self._region_vs_raw(image, i)
+            if std > 20 and diff < 40:
                 return f"source frame {i}'s face region is not masked"
-        lo = np.min([b[:2] for b in self.clip.boxes], axis=0) - 20
-        hi = np.max([b[2:] for b in self.clip.boxes], axis=0) + 20
-        for cx, cy in self.hog_faces(image):
-            if lo[0] <= cx <= hi[0] and lo[1] <= cy <= hi[1]:
-                return f"dlib finds a face at ({cx:.0f}, {cy:.0f})"
-        return None
+        return self._hog_face_in(image, self._face_span)
 
     def check_file(self, path: Path) -> FrameVerdicts:
         """Check every frame of a file; returns the verdicts so far."""
