@@ -1,8 +1,8 @@
 """Command line: ``streamanon INPUT [-o OUTPUT] [options]`` and subcommands.
 
-Subcommands: ``eval`` (privacy/quality measurement), ``batch`` (archives), ``doctor``
-(environment check). Errors print one line on stderr and exit with the code of their
-class (``streamanon.errors.EXIT_CODES``); ``-v`` adds tracebacks.
+Subcommands: ``SUBCOMMANDS`` (each with its line of ``--help`` in ``SUBCOMMAND_HELP``). Errors
+print one line on stderr and exit with the code of their class (``streamanon.errors.EXIT_CODES``);
+``-v`` adds tracebacks.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -34,6 +35,16 @@ SUBCOMMANDS: dict[str, str] = {
     "export": "streamanon.generate.cli:export_main",  # export generator MODEL.pt -o MODEL.onnx
     "demo": "streamanon.demo:main",
     "streams": "streamanon.live.streams:main",
+}
+# name -> one line for ``streamanon --help`` (every subcommand has one: tests/core/test_cli_help.py).
+SUBCOMMAND_HELP: dict[str, str] = {
+    "demo": "make a short clip with two faces, anonymise it and check the result",
+    "doctor": "versions, OpenVINO/ONNX Runtime/TensorRT status, the backend auto picks, model checks",
+    "eval": "measure privacy and quality: identity, attack, detect, video, temporal, generator",
+    "batch": "resumable, parallel anonymisation of an archive folder (Ray: extra [cluster])",
+    "streams": "many live feeds from one TOML file in one process, one shared detector",
+    "train": "train generator DATA... -o MODEL.pt: train the face generator (extra [torch])",
+    "export": "export generator MODEL.pt -o MODEL.onnx: export a trained generator to ONNX",
 }
 
 
@@ -386,10 +397,15 @@ def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
 
 
 def _run_parser() -> argparse.ArgumentParser:
+    width = max(len(name) for name in SUBCOMMANDS) + 2
     p = _ArgParser(
         prog="streamanon",
-        description="Anonymise every face in a video, image or folder. Subcommands: eval, batch, doctor.",
-        epilog="Exit codes: " + "; ".join(f"{v} {k}" for k, v in EXIT_CODES.items()),
+        usage=f"%(prog)s INPUT [-o OUTPUT] [options]\n       %(prog)s {{{','.join(SUBCOMMANDS)}}} ...",
+        description="Anonymise every face in a video, image, folder or live feed.\n\n"
+        "subcommands (streamanon SUBCOMMAND --help for their options):\n"
+        + "\n".join(f"  {name:<{width}}{SUBCOMMAND_HELP.get(name, '')}" for name in SUBCOMMANDS),
+        epilog=textwrap.fill("Exit codes: " + "; ".join(f"{v} {k}" for k, v in EXIT_CODES.items()), width=100),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("input", help="video, image, folder, or live URL (rtsp://, http://, /dev/video0, -)")
     p.add_argument("-o", "--output", help="output file/folder/URL (default NAME_anonymized.EXT beside the input)")

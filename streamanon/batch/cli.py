@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .driver import BatchOptions, BatchResult, default_jobs, run_batch
+from .driver import BatchOptions, BatchResult, run_batch
 from .manifest import MANIFEST_NAME, Manifest, Row
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--status", type=Path, metavar="OUT_DIR", help="print the manifest summary and failures of OUT_DIR, then exit"
     )
     p.add_argument("--json", action="store_true", help="with --status: print JSON")
-    p.add_argument("-j", "--jobs", type=_positive, help=f"parallel pipelines (default: cores // 2 = {default_jobs()})")
+    p.add_argument("-j", "--jobs", type=_positive, help="parallel pipelines (default: half the CPU cores, at least 1)")
     p.add_argument(
         "--engine", choices=["local", "ray"], default="local", help="local worker processes (default) or Ray"
     )

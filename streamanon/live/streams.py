@@ -812,7 +812,7 @@ def main(argv: list[str]) -> int:
     p = _ArgParser(
         prog="streamanon streams",
         description="Anonymise many live feeds in one process with one shared, batched detector "
-        "(see streamanon/live/streams.py for the CONFIG.toml format).",
+        "(CONFIG.toml format, with a commented example: docs/live.md).",
     )
     p.add_argument("config", type=Path, help="TOML file: shared settings and one [[stream]] per feed")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop every stream after S seconds")

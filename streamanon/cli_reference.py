@@ -1,0 +1,278 @@
+"""The command-line reference, ``docs/cli.md``, generated from the real argparse parsers.
+
+``python3 -m streamanon.cli_reference -o docs/cli.md`` rewrites it; ``--check`` exits 1 when
+the file differs from what the parsers say now (``tests/core/test_cli_reference.py`` does
+the same). Each parser is taken from its command's own entry point (``streamanon.cli.SUBCOMMANDS``
+and the file/URL mode), which is called with ``parse_args`` intercepted: what is documented
+is what that command parses, not a copy of it. Nothing runs past the parser.
+
+``parsed_command(argv)`` is the same interception for one command line: it returns the parser
+and the arguments ``streamanon ARGV`` would parse (the README's commands are checked with it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+DEFAULT_OUTPUT = Path("docs/cli.md")
+REGENERATE = "python3 -m streamanon.cli_reference -o docs/cli.md"
+# Entry points that pick a second parser from their first argument, before parsing.
+EXTRA_ARGV: dict[str, list[list[str]]] = {"eval": [["generator"]]}
+
+
+class _Captured(BaseException):
+    """Raised by the intercepted ``parse_args``: carries the parser and what it was given."""
+
+    def __init__(self, parser: argparse.ArgumentParser, args: list[str]) -> None:
+        super().__init__(parser.prog)
+        self.parser, self.args = parser, args
+
+
+@contextlib.contextmanager
+def _intercept() -> Iterator[None]:
+    def parse(self: argparse.ArgumentParser, args: Sequence[str] | None = None, namespace: Any = None) -> NoReturn:
+        raise _Captured(self, list(args or []))
+
+    saved = argparse.ArgumentParser.parse_args, argparse.ArgumentParser.parse_known_args
+    argparse.ArgumentParser.parse_args = parse  # type: ignore[method-assign,assignment]
+    argparse.ArgumentParser.parse_known_args = parse  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.parse_args, argparse.ArgumentParser.parse_known_args = saved  # type: ignore[method-assign]
+
+
+def _entry(name: str | None) -> Callable[[list[str]], int]:
+    from . import cli
+
+    return cli.run_command if name is None else cli._subcommand(name)
+
+
+def _capture(name: str | None, argv: list[str]) -> _Captured:
+    entry = _entry(name)
+    with _intercept():
+        try:
+            entry(argv)
+        except _Captured as got:
+            return got
+    raise RuntimeError(f"streamanon {name or ''} {' '.join(argv)}: the entry point parsed no arguments")
+
+
+def parsed_command(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, list[str]]:
+    """The parser ``streamanon ARGV`` parses its arguments with, and those arguments.
+
+    The dispatch is ``streamanon.cli.main``'s: a first argument naming a subcommand (and not
+    an existing path) goes to that subcommand's entry point.
+    """
+    from .cli import SUBCOMMANDS
+
+    args = list(argv)
+    if args and args[0] in SUBCOMMANDS and not Path(args[0]).exists():
+        got = _capture(args[0], args[1:])
+    else:
+        got = _capture(None, args)
+    return got.parser, got.args
+
+
+@dataclass(frozen=True)
+class _Section:
+    parser: argparse.ArgumentParser
+    title: str  # the prog, e.g. "streamanon eval identity"
+
+
+def _sections() -> list[_Section]:
+    from .cli import SUBCOMMANDS
+
+    out: list[_Section] = []
+
+    def add(parser: argparse.ArgumentParser) -> None:
+        out.append(_Section(parser, parser.prog))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in dict.fromkeys(action.choices.values()):  # aliases map to one parser
+                    add(sub)
+
+    add(_capture(None, []).parser)
+    for name in SUBCOMMANDS:
+        add(_capture(name, []).parser)
+        for argv in EXTRA_ARGV.get(name, []):
+            add(_capture(name, argv).parser)
+    return out
+
+
+def _md(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _help(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
+    if not action.help or action.help == argparse.SUPPRESS:
+        return ""
+    params = dict(vars(action), prog=parser.prog)
+    if action.choices is not None:
+        params["choices"] = ", ".join(str(c) for c in action.choices)
+    return _md(action.help % params)
+
+
+def _option(action: argparse.Action) -> str:
+    if not action.option_strings:
+        return f"`{action.metavar or action.dest}`"
+    if action.nargs == 0:
+        return ", ".join(f"`{s}`" for s in action.option_strings)
+    if action.metavar is not None:
+        meta = str(action.metavar)
+    elif action.choices is not None:
+        meta = "{" + ",".join(str(c) for c in action.choices) + "}"
+    else:
+        meta = action.dest.upper()
+    if action.nargs in ("+", "*"):
+        meta += " ..."
+    return ", ".join(f"`{s} {meta}`" for s in action.option_strings)
+
+
+def _default(action: argparse.Action) -> str:
+    d = action.default
+    if action.nargs == 0 or d in (None, argparse.SUPPRESS, [], "", ()) or action.required:
+        return "required" if action.required else ""
+    if isinstance(d, tuple) and all(isinstance(v, int) for v in d):
+        d = ",".join(str(v) for v in d)
+    return f"`{d}`"
+
+
+def _usage(parser: argparse.ArgumentParser) -> str:
+    if parser.usage:
+        return parser.usage % {"prog": parser.prog}
+    parts = [parser.prog]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parts.append("{" + ",".join(action.choices) + "} ...")
+        elif not action.option_strings:
+            name = str(action.metavar or action.dest)
+            parts.append({"?": f"[{name}]", "+": f"{name} ...", "*": f"[{name} ...]"}.get(str(action.nargs), name))
+        elif action.required:
+            parts.append(_option(action).split(",")[-1].strip(" `"))
+    if any(a.option_strings and not a.required for a in parser._actions):
+        parts.insert(1, "[options]")
+    return " ".join(parts)
+
+
+def _render_section(sec: _Section, seen: dict[tuple[str, ...], str]) -> list[str]:
+    """One parser's section; an option group already shown with the same rows is linked, not repeated."""
+    p = sec.parser
+    lines = [f"## `{sec.title}`", ""]
+    if p.description and "\n" in p.description:  # laid out by hand (RawDescriptionHelpFormatter)
+        lines += ["```text", p.description.strip("\n"), "```", ""]
+    elif p.description:
+        lines += [_md(p.description), ""]
+    lines += ["```text", _usage(p), "```", ""]
+    groups = [g for g in p._action_groups if any(a.help != argparse.SUPPRESS for a in g._group_actions)]
+    for group in groups:
+        subs = [a for a in group._group_actions if isinstance(a, argparse._SubParsersAction)]
+        rows = [a for a in group._group_actions if not isinstance(a, argparse._SubParsersAction)]
+        title = "options" if group.title in ("optional arguments", "options") else str(group.title)
+        if subs:
+            lines += [f"**{title}: subcommands**", "", "| subcommand | what it does |", "|---|---|"]
+            for sub in subs:
+                helps = {c.dest: c.help or "" for c in sub._choices_actions}
+                for name in sub.choices:
+                    lines.append(f"| [`{name}`](#{_anchor(sub.choices[name].prog)}) | {_md(helps.get(name, ''))} |")
+            lines.append("")
+        if rows:
+            table = tuple(
+                f"| {_option(a)} | {_default(a)} | {_help(p, a)} |" for a in rows if a.help != argparse.SUPPRESS
+            )
+            lines += [f"**{title}**", ""]
+            key = (title, *table)
+            if key in seen and len(table) > 3:
+                lines += [f"The {title} options of [`{seen[key]}`](#{_anchor(seen[key])}).", ""]
+                continue
+            seen.setdefault(key, sec.title)
+            if group.description:
+                lines += [_md(group.description), ""]
+            lines += ["| option | default | meaning |", "|---|---|---|", *table, ""]
+    if p.epilog:
+        lines += [_md(p.epilog), ""]
+    return lines
+
+
+def _anchor(title: str) -> str:
+    return "".join(c for c in title.lower().replace(" ", "-") if c.isalnum() or c in "-_")
+
+
+def streams_keys() -> dict[str, list[str]]:
+    """The keys ``streamanon streams`` accepts in its TOML file, by where they go."""
+    from .cli import _run_parser
+    from .live.streams import PER_STREAM_ONLY, SHARED, UNSUPPORTED
+
+    skip = {"input", "output", "help", "version", "report"}
+    options = []
+    for action in _run_parser()._actions:
+        for s in action.option_strings:
+            key = s[2:].replace("-", "_")
+            if s.startswith("--") and key not in skip and key not in SHARED and key not in UNSUPPORTED:
+                options.append(key)
+    return {
+        "top level (shared by every feed)": list(SHARED),
+        "[[stream]] only": list(PER_STREAM_ONLY),
+        "[defaults] or [[stream]]": sorted(dict.fromkeys(options)),
+        "refused": list(UNSUPPORTED),
+    }
+
+
+def render() -> str:
+    """The whole of ``docs/cli.md``."""
+    sections = _sections()
+    lines = [
+        "# Command-line reference",
+        "",
+        f"Generated from the argparse parsers by `{REGENERATE}`; do not edit by hand",
+        "(`tests/core/test_cli_reference.py` fails when this file and the parsers disagree).",
+        "Defaults shown are the parsers' own; where a default is empty the help says what applies.",
+        "",
+    ]
+    lines += [f"- [`{s.title}`](#{_anchor(s.title)})" for s in sections]
+    lines += ["- [`streamanon streams` TOML keys](#streamanon-streams-toml-keys)", ""]
+    seen: dict[tuple[str, ...], str] = {}
+    for sec in sections:
+        lines += _render_section(sec, seen)
+    lines += [
+        "## `streamanon streams` TOML keys",
+        "",
+        "Keys are the long option names above without `--` (`-` or `_`); a commented example is in",
+        "[live.md](live.md#many-cameras-in-one-process). `true` gives an on/off flag, `false` its `--no-` form",
+        "where there is one; a list gives a repeatable option once per value (else it is joined with commas);",
+        "a table gives `KEY=VALUE` options.",
+        "",
+    ]
+    for where, keys in streams_keys().items():
+        lines += [f"**{where}**: " + ", ".join(f"`{k}`" for k in keys), ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m streamanon.cli_reference", description=__doc__.splitlines()[0])
+    ap.add_argument("-o", "--output", type=Path, help="write here (default: print)")
+    ap.add_argument("--check", action="store_true", help=f"exit 1 when {DEFAULT_OUTPUT} (or -o) is out of date")
+    ns = ap.parse_args(argv)
+    text = render()
+    if ns.check:
+        path = ns.output or DEFAULT_OUTPUT
+        current = path.read_text(encoding="utf-8") if path.exists() else ""
+        if current != text:
+            print(f"{path} is out of date: run {REGENERATE}", file=sys.stderr)
+            return 1
+        return 0
+    if ns.output:
+        ns.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
