@@ -31,7 +31,7 @@ class _Captured(BaseException):
 
     def __init__(self, parser: argparse.ArgumentParser, args: list[str]) -> None:
         super().__init__(parser.prog)
-        self.parser, self.args = parser, args
+        self.parser, self.argv = parser, args
 
 
 @contextlib.contextmanager
@@ -77,7 +77,7 @@ def parsed_command(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, list[s
         got = _capture(args[0], args[1:])
     else:
         got = _capture(None, args)
-    return got.parser, got.args
+    return got.parser, got.argv
 
 
 @dataclass(frozen=True)
