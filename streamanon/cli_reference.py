@@ -49,9 +49,16 @@ def _intercept() -> Iterator[None]:
 
 
 def _entry(name: str | None) -> Callable[[list[str]], int]:
-    from . import cli
+    """The function ``streamanon.cli.main`` hands the arguments to (file/URL mode for ``None``)."""
+    import importlib
 
-    return cli.run_command if name is None else cli._subcommand(name)
+    from .cli import SUBCOMMANDS, run_command
+
+    if name is None:
+        return run_command
+    module, func = SUBCOMMANDS[name].split(":")
+    fn: Callable[[list[str]], int] = getattr(importlib.import_module(module), func)
+    return fn
 
 
 def _capture(name: str | None, argv: list[str]) -> _Captured:
@@ -206,12 +213,11 @@ def _anchor(title: str) -> str:
 
 def streams_keys() -> dict[str, list[str]]:
     """The keys ``streamanon streams`` accepts in its TOML file, by where they go."""
-    from .cli import _run_parser
     from .live.streams import PER_STREAM_ONLY, SHARED, UNSUPPORTED
 
     skip = {"input", "output", "help", "version", "report"}
     options = []
-    for action in _run_parser()._actions:
+    for action in _capture(None, []).parser._actions:
         for s in action.option_strings:
             key = s[2:].replace("-", "_")
             if s.startswith("--") and key not in skip and key not in SHARED and key not in UNSUPPORTED:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from streamanon.cli import _run_parser, main
+from streamanon.cli import main
+from streamanon.cli_reference import parsed_command
 from streamanon.live.streams import PER_STREAM_ONLY, SHARED, parse_streams_config
 
 if sys.version_info >= (3, 11):
@@ -42,11 +43,13 @@ def test_example_parses_with_the_real_parser(site: Path) -> None:
     parsed = parse_streams_config(site)
     assert [s.name for s in parsed.streams] == [s["name"] for s in data["stream"]]
     defaults = data["defaults"]
-    for spec, entry in zip(parsed.streams, data["stream"]):
+    for spec, entry in zip(parsed.streams, data["stream"], strict=True):
         merged = {**defaults, **entry}
         assert spec.config.anonymize.method == merged["method"]
         assert spec.opts.read_timeout == merged["read_timeout"]  # a stream's own value replaces [defaults]
-        assert spec.report == (Path(entry["report"]) if "report" in entry else Path(data["report_dir"]) / f"{spec.name}.json")
+        assert spec.report == (
+            Path(entry["report"]) if "report" in entry else Path(data["report_dir"]) / f"{spec.name}.json"
+        )
     assert parsed.batch == data["batch"] and parsed.metrics_port == data["metrics_port"]
     assert parsed.detector.detect.threshold == data["threshold"]
 
@@ -58,7 +61,7 @@ def test_example_covers_every_key_the_parser_treats_specially(site: Path) -> Non
     in_streams = {k for s in data["stream"] for k in s}
     assert set(PER_STREAM_ONLY) <= in_streams
     per_feed = in_streams | set(data["defaults"])
-    live_actions = _run_parser().get_default("live_actions")
+    live_actions = parsed_command(["-"])[0].get_default("live_actions")
     missing = [
         a.option_strings[0]
         for a in live_actions
