@@ -501,7 +501,7 @@ def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
         if a.dest != "help":
             a.default = argparse.SUPPRESS
     try:
-        ns = parser.parse_args(argv)
+        ns = parser.parse_intermixed_args(argv)
     finally:
         for a, default in saved:
             a.default = default
