@@ -110,6 +110,9 @@ def check_paths(src: Path, dst: Path) -> None:
         raise SinkError(f"output {dst} is the input: refusing to overwrite an input")
     if dst.is_dir():
         raise SinkError(f"output {dst} is a directory")
+    partial = partial_output(dst)
+    if partial.resolve() == src.resolve() or (partial.exists() and os.path.samefile(src, partial)):
+        raise SinkError(f"output {dst} would keep an incomplete run as {partial}, the input: choose another output")
     parent = dst.parent if str(dst.parent) else Path(".")
     if not parent.is_dir():
         raise SinkError(f"output folder does not exist: {parent}")

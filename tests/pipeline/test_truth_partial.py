@@ -116,3 +116,12 @@ def test_folder_run_partial_files_totals_skipped_and_the_file_layout(
     assert sorted(Path(p).name for p in t["skipped"]) == [".hidden.mp4", "notes.txt"]
     assert t["frames"] == sum(e["summary"]["frames"] for e in doc["files"])
     assert t["frames_lost"] > 0
+
+
+def test_partial_name_that_is_the_input_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = make_clip(tmp_path / "a.partial.mp4", frames=3)
+    before = sha256(src)
+    code = main([str(src), "-o", str(tmp_path / "a.mp4"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 5 and "the input" in err, err
+    assert sha256(src) == before and not (tmp_path / "a.mp4").exists()
