@@ -671,8 +671,8 @@ def run_command(argv: list[str]) -> int:
     live = any(is_live(i) for i in inputs) or bool(ns.output and is_live(ns.output))
     if live and len(inputs) > 1:
         raise ConfigError("several inputs are for files and folders; run one live feed per call (or 'streams')")
-    if live and ("start" in given or "duration" in given):
-        raise ConfigError("--start/--duration apply to files, not live feeds")
+    if live and "start" in given:
+        raise ConfigError("--start applies to files, not live feeds (--duration: stop after that long)")
     if live:
         from .live import run_live  # live deps only when needed
 

@@ -265,3 +265,13 @@ def test_source_span_yields_the_source_frames_from_start(data_dir: Path) -> None
     with VideoSource(data_dir / TALK, audio=False, start=7.5, duration=5) as src:
         assert src.info.frames == 12  # 7.5 s .. the end (8 s)
         assert len(list(src)) == 12
+
+
+def test_live_feeds_refuse_start_and_keep_duration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "rec.mp4")
+    code, err = run(["rtsp://127.0.0.1:9/none", "-o", out, "-q", "--start", "5"], capsys)
+    assert code == ConfigError.exit_code and "--start applies to files" in one_error_line(err)
+    # --duration keeps its live meaning (and takes MM:SS): the run gets as far as opening the feed
+    argv = ["rtsp://127.0.0.1:9/none", "-o", out, "-q", "--duration", "00:02", "--no-reconnect", "--open-timeout", "1"]
+    code, err = run(argv, capsys)
+    assert code not in (0, ConfigError.exit_code) and "127.0.0.1" in one_error_line(err), err
