@@ -391,7 +391,7 @@ def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
 def _run_parser() -> argparse.ArgumentParser:
     p = _ArgParser(
         prog="streamanon",
-        description="Anonymise every face in a video, image or folder. Subcommands: eval, batch, doctor.",
+        description="Anonymise every face in videos, images or folders (one or several). Subcommands: eval, batch, doctor.",
         epilog="Exit codes: " + "; ".join(f"{v} {k}" for k, v in EXIT_CODES.items()),
     )
     p.add_argument("input", help="video, image, folder, or live URL (rtsp://, http://, /dev/video0, -)")
@@ -694,7 +694,7 @@ def run_command(argv: list[str]) -> int:
         raise ConfigError("--start/--duration apply to videos, not a still image")
     for path in skipped:
         log.info("skipped (not an image or video file): %s", path)
-    span = {"start": ns.start or 0.0, "duration": ns.duration}
+    span: tuple[float, float | None] = (ns.start or 0.0, ns.duration)
 
     from .pipeline import Interrupted, Stages
 
@@ -704,7 +704,7 @@ def run_command(argv: list[str]) -> int:
         # k-same over a folder: the pool is the folder's faces (a first pass over every file)
         from .runner import collect_pool
 
-        pool = collect_pool([src for src, _ in jobs], config, stages)
+        pool = collect_pool([src for src, _ in jobs], config, stages, span=span)
     failures: list[tuple[Path, StreamanonError]] = []
     reports: list[RunReport] = []
     interrupted: RunReport | None = None
@@ -720,7 +720,8 @@ def run_command(argv: list[str]) -> int:
                 progress=not ns.quiet,
                 report_frames=ns.report is not None,
                 pool=pool,
-                **span,
+                start=span[0],
+                duration=span[1],
             )
         except (Interrupted, KeyboardInterrupt) as exc:
             interrupted = getattr(exc, "report", None) or _failed_report(src, dst, exc)

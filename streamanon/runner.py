@@ -172,7 +172,9 @@ def process_file(
     stages = stages or Stages(config)
     anonymizer = None
     if stages.anonymizer_factory.pooled:
-        anonymizer = stages.new_anonymizer(pool=pool if pool is not None else collect_pool([src], config, stages))
+        if pool is None:
+            pool = collect_pool([src], config, stages, span=(start, duration))
+        anonymizer = stages.new_anonymizer(pool=pool)
     if is_image_path(src):
         return _process_image(src, dst, config, stages, anonymizer, t0)
     return _process_video(src, dst, config, stages, progress, report_frames, anonymizer, t0, (start, duration))
@@ -197,8 +199,11 @@ def _remove_stale_partial(dst: Path) -> None:
         stale.unlink()
 
 
-def collect_pool(sources: list[Path], config: PipelineConfig, stages: Stages) -> Any:
-    """First pass of a pooled method: the face bank plus one face per track of ``sources``.
+def collect_pool(
+    sources: list[Path], config: PipelineConfig, stages: Stages, span: tuple[float, float | None] = (0.0, None)
+) -> Any:
+    """First pass of a pooled method: the face bank plus one face per track of ``sources``
+    (of their ``span``, ``(start, duration)`` in seconds, as the second pass reads them).
 
     Runs detection and tracking as the second pass will (same stages, same settings) and
     keeps one mean aligned chip per track, in memory; nothing is written.
@@ -212,7 +217,8 @@ def collect_pool(sources: list[Path], config: PipelineConfig, stages: Stages) ->
             for _ in pipe.run([Frame(read_image(src).image, 0)], anonymizer=collector):
                 pass
             continue
-        with VideoSource(src, audio=False, hwaccel=config.io.hwaccel) as source:
+        start, duration = span
+        with VideoSource(src, audio=False, hwaccel=config.io.hwaccel, start=start, duration=duration) as source:
             for _ in pipe.run(source, anonymizer=collector):
                 pass
     log.info("k-same pool: %d faces (%d from the face bank)", len(pool), factory.bank_faces)
