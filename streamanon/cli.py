@@ -391,7 +391,8 @@ def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
 def _run_parser() -> argparse.ArgumentParser:
     p = _ArgParser(
         prog="streamanon",
-        description="Anonymise every face in videos, images or folders (one or several). Subcommands: eval, batch, doctor.",
+        description="Anonymise every face in videos, images or folders (one or several). "
+        "Subcommands: eval, batch, doctor.",
         epilog="Exit codes: " + "; ".join(f"{v} {k}" for k, v in EXIT_CODES.items()),
     )
     p.add_argument("input", help="video, image, folder, or live URL (rtsp://, http://, /dev/video0, -)")
