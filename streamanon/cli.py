@@ -727,6 +727,7 @@ def run_command(argv: list[str]) -> int:
         except (Interrupted, KeyboardInterrupt) as exc:
             interrupted = getattr(exc, "report", None) or _failed_report(src, dst, exc)
             interrupted.interrupted = True
+            interrupted.error = "interrupted"
             reports.append(interrupted)
             break
         except StreamanonError as exc:
