@@ -756,12 +756,13 @@ def run_command(argv: list[str]) -> int:
     if many and not ns.quiet:
         print(_totals_line(totals), file=sys.stderr)
     if interrupted is not None:
-        where = interrupted.output if interrupted.frames_written else "no output"
-        print(
-            f"streamanon: interrupted: {interrupted.frames_written} frames written to {where} "
-            f"(incomplete: {interrupted.frames_lost} frames not processed)",
-            file=sys.stderr,
+        done = (
+            f"{interrupted.frames_written} frames written to {interrupted.output} "
+            f"(incomplete: {interrupted.frames_lost} frames not processed)"
+            if interrupted.frames_written
+            else "no frame written"
         )
+        print(f"streamanon: interrupted: {done}", file=sys.stderr)
         return 130
     if failures:
         print(f"streamanon: {len(failures)} of {len(jobs)} files failed", file=sys.stderr)
