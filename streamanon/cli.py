@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import signal
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__
 from .anonymize import METHODS
@@ -400,23 +403,57 @@ def _run_parser() -> argparse.ArgumentParser:
     width = max(len(name) for name in SUBCOMMANDS) + 2
     p = _ArgParser(
         prog="streamanon",
-        usage=f"%(prog)s INPUT [-o OUTPUT] [options]\n       %(prog)s {{{','.join(SUBCOMMANDS)}}} ...",
-        description="Anonymise every face in a video, image, folder or live feed.\n\n"
+        usage=f"%(prog)s INPUT [INPUT ...] [-o OUTPUT] [options]\n       %(prog)s {{{','.join(SUBCOMMANDS)}}} ...",
+        description="Anonymise every face in videos, images, folders (one or several) or a live feed.\n\n"
         "subcommands (streamanon SUBCOMMAND --help for their options):\n"
         + "\n".join(f"  {name:<{width}}{SUBCOMMAND_HELP.get(name, '')}" for name in SUBCOMMANDS),
         epilog=textwrap.fill("Exit codes: " + "; ".join(f"{v} {k}" for k, v in EXIT_CODES.items()), width=100),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("input", help="video, image, folder, or live URL (rtsp://, http://, /dev/video0, -)")
-    p.add_argument("-o", "--output", help="output file/folder/URL (default NAME_anonymized.EXT beside the input)")
-    p.add_argument("--report", type=Path, help="write a JSON report (boxes, scores, landmarks; never pixels)")
+    p.add_argument(
+        "more_inputs",
+        nargs="*",
+        default=[],
+        metavar="INPUT",
+        help="more videos, images or folders: each is written into the -o folder under its own name "
+        "(without -o: beside it, as NAME_anonymized.EXT); -o must then be a folder",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        help="output file/folder/URL (default NAME_anonymized.EXT beside the input); an incomplete output "
+        "(interrupted, truncated input) is left as NAME.partial.EXT, never under the final name",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        help="write a JSON report (boxes, scores, landmarks; never pixels); checked before the run starts",
+    )
+    p.add_argument(
+        "--start",
+        type=parse_time,
+        default=0.0,
+        metavar="TIME",
+        help="process from this time on (seconds, MM:SS or HH:MM:SS.ms; videos only): the output holds only "
+        "the span, audio included, and starts at 0",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     p.add_argument("--version", action="version", version=f"streamanon {__version__}")
     add_pipeline_options(p)
     from .live.options import add_live_options
 
-    p.set_defaults(live_actions=add_live_options(p))
+    live_actions = add_live_options(p)
+    for action in live_actions:  # --duration: a span of a file too (--start), and MM:SS
+        if action.dest == "duration":
+            action.type = parse_time
+            action.metavar = "TIME"
+            action.help = (
+                "files: process this long from --start (the output holds only the span); live feeds: stop after "
+                "this long and finalise the output (seconds, MM:SS or HH:MM:SS.ms)"
+            )
+    p.set_defaults(live_actions=[a for a in live_actions if a.dest != "duration"])
     return p
 
 
@@ -450,19 +487,209 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
     return restore
 
 
-def _collect(inp: Path, out: Path) -> list[tuple[Path, Path]]:
+#: Method-specific options: dest, flag, the methods they apply to ("generate --adversarial":
+#: only with --adversarial). Given with another method they are an error, not ignored.
+_ADV = ("adversarial", "generate --adversarial")
+METHOD_OPTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("epsilon", "--epsilon", ("dp-pixelate", "svd", *_ADV)),
+    ("dp_cells", "--dp-cells", ("dp-pixelate",)),
+    ("dp_m", "--dp-m", ("dp-pixelate",)),
+    ("k", "--k", ("k-same", *_ADV)),
+    ("face_bank", "--face-bank", ("k-same", *_ADV)),
+    ("svd_k", "--svd-k", ("svd",)),
+    ("svd_size", "--svd-size", ("svd",)),
+    ("landmarks", "--landmarks", ("k-same", "svd", "generate")),
+    ("steps", "--steps", _ADV),
+    ("objective", "--objective", _ADV),
+    ("no_eot", "--no-eot", _ADV),
+    ("device", "--device", _ADV),
+    ("adversarial", "--adversarial", ("generate",)),
+    ("generator", "--generator", ("generate",)),
+    ("generate_fallback", "--generate-fallback", ("generate",)),
+    ("generate_min_size", "--generate-min-size", ("generate",)),
+)
+
+
+def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests the user set on the command line (also to their default value, or abbreviated)."""
+    saved = [(a, a.default) for a in parser._actions]
+    for a, _ in saved:
+        if a.dest != "help":
+            a.default = argparse.SUPPRESS
+    try:
+        ns = parser.parse_intermixed_args(argv)
+    finally:
+        for a, default in saved:
+            a.default = default
+    return set(vars(ns))
+
+
+def check_method_options(ns: argparse.Namespace, given: set[str]) -> None:
+    """ConfigError naming the first given option that does not apply to ``--method``."""
+    method = ns.method
+    if method == "generate" and getattr(ns, "adversarial", False):
+        method = "generate --adversarial"
+    for dest, flag, methods in METHOD_OPTIONS:
+        if dest in given and method not in methods and ns.method not in methods:
+            raise ConfigError(f"{flag} is an option of --method {' or '.join(methods)}, not of --method {method}")
+
+
+def check_report_path(path: Path) -> None:
+    """ConfigError unless ``--report`` can be written (checked before any frame is processed)."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ConfigError(f"--report {path} is a folder: give a file name")
+    if not parent.is_dir():
+        raise ConfigError(f"--report {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"--report {path} is not writable")
+
+
+def parse_time(text: str) -> float:
+    """Seconds from ``12.5``, ``MM:SS(.s)`` or ``HH:MM:SS(.s)`` (``--start``/``--duration``)."""
+    parts = text.strip().split(":")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if (
+        not values
+        or len(values) > 3
+        or any(not math.isfinite(v) or v < 0 for v in values)
+        or any(v >= 60 for v in values[1:])
+    ):
+        raise argparse.ArgumentTypeError(f"invalid time {text!r}: use seconds (12.5), MM:SS or HH:MM:SS(.ms)")
+    seconds = 0.0
+    for v in values:
+        seconds = seconds * 60 + v
+    return seconds
+
+
+def _collect(inp: Path, out: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """The media files of folder ``inp`` with their outputs under ``out``, and the files skipped."""
     jobs: list[tuple[Path, Path]] = []
+    skipped: list[Path] = []
     for path in sorted(inp.rglob("*")):
-        if path.is_file() and not path.name.startswith(".") and (is_image_path(path) or is_video_path(path)):
+        if not path.is_file():
+            continue
+        if not path.name.startswith(".") and (is_image_path(path) or is_video_path(path)):
             jobs.append((path, out / path.relative_to(inp)))
-    return jobs
+        else:
+            skipped.append(path)
+    return jobs, skipped
+
+
+def _plan(inputs: list[Path], output: str | None) -> tuple[list[tuple[Path, Path]], list[Path], bool]:
+    """Jobs ``(input file, output file)``, files skipped, and whether it is a many-file run."""
+    from .runner import default_output
+
+    for inp in inputs:
+        if not inp.exists():
+            raise SourceOpenError(f"input not found: {inp}", source=str(inp))
+    if len(inputs) == 1 and not inputs[0].is_dir():
+        return [(inputs[0], Path(output) if output else default_output(inputs[0]))], [], False
+    out_dir = Path(output) if output else None
+    if out_dir is not None and len(inputs) > 1:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ConfigError(f"-o {out_dir} is a file: with several inputs, -o names a folder")
+        if not out_dir.exists() and (is_video_path(out_dir) or is_image_path(out_dir)):
+            raise ConfigError(f"-o {out_dir} looks like a file: with several inputs, -o names a folder")
+    jobs: list[tuple[Path, Path]] = []
+    skipped: list[Path] = []
+    for inp in inputs:
+        if inp.is_dir():
+            if out_dir is None:
+                out = inp.with_name(inp.name + "_anonymized")
+            else:
+                out = out_dir if len(inputs) == 1 else out_dir / inp.resolve().name
+            if out.resolve() == inp.resolve() or inp.resolve() in out.resolve().parents:
+                raise SinkError(f"output folder {out} must not be the input folder or inside it")
+            found, skip = _collect(inp, out)
+            jobs += found
+            skipped += skip
+        else:
+            jobs.append((inp, default_output(inp) if out_dir is None else out_dir / inp.name))
+    seen: dict[Path, Path] = {}
+    for src, dst in jobs:
+        key = dst.resolve()
+        if key in seen:
+            raise ConfigError(f"{seen[key]} and {src} would both be written to {dst}")
+        seen[key] = src
+    if not jobs:
+        raise SourceOpenError(f"no image or video files in {', '.join(map(str, inputs))}", source=str(inputs[0]))
+    return jobs, skipped, True
+
+
+def _failed_report(src: Path, dst: Path, exc: BaseException) -> Any:
+    from .runner import RunReport
+
+    kind = "image" if is_image_path(src) else "video"
+    return RunReport(str(src), str(dst), kind, error=redact(str(exc)))
+
+
+def _summary_line(rep: Any) -> str:
+    tracks = f"{rep.tracks} face track{'s' * (rep.tracks != 1)}, " if rep.kind == "video" else ""
+    return (
+        f"{rep.input} -> {rep.output}: {rep.frames} frame{'s' * (rep.frames != 1)}, {tracks}"
+        f"{rep.detections} detection{'s' * (rep.detections != 1)} ({rep.faces} boxes anonymised), "
+        f"{rep.seconds:.1f} s, {rep.fps:.1f} fps"
+    )
+
+
+def _totals(reports: list[Any], jobs: int, failed: int, skipped: list[Path], seconds: float) -> dict[str, Any]:
+    """The folder/many-input report's totals (``seconds``: wall clock of the whole call)."""
+    frames = sum(r.frames for r in reports)
+    interrupted = sum(1 for r in reports if r.interrupted)
+    return {
+        "files": jobs,
+        "files_done": sum(1 for r in reports if r.error is None and not r.interrupted),
+        "files_failed": failed,
+        "files_interrupted": interrupted,
+        "files_not_processed": jobs - len(reports),
+        "files_skipped": len(skipped),
+        "skipped": [str(p) for p in skipped],
+        "frames": frames,
+        "frames_written": sum(r.frames_written for r in reports),
+        "frames_lost": sum(r.frames_lost for r in reports),
+        "tracks": sum(r.tracks for r in reports),
+        "detections": sum(r.detections for r in reports),
+        "faces": sum(r.faces for r in reports),
+        "seconds": round(seconds, 3),
+        "fps": round(frames / seconds, 2) if seconds > 0 else 0.0,
+    }
+
+
+def _totals_line(t: dict[str, Any]) -> str:
+    parts = [f"{t['files_done']} done", f"{t['files_failed']} failed"]
+    if t["files_interrupted"]:
+        parts.append(f"{t['files_interrupted']} interrupted")
+    if t["files_not_processed"]:
+        parts.append(f"{t['files_not_processed']} not started")
+    skipped = f"{t['files_skipped']} other files skipped (not images or videos"
+    skipped += ": listed with -v and in --report)" if t["files_skipped"] else ")"
+    return (
+        f"streamanon: {t['files']} files: {', '.join(parts)}; {skipped}; {t['frames']} frames, "
+        f"{t['tracks']} face tracks, {t['detections']} detections in {t['seconds']:.1f} s ({t['fps']:.1f} fps)"
+    )
 
 
 def run_command(argv: list[str]) -> int:
-    ns = _run_parser().parse_args(argv)
+    t0 = time.perf_counter()
+    parser = _run_parser()
+    ns = parser.parse_intermixed_args(argv)
     _setup_logging(ns.verbose)
+    given = given_options(parser, argv)
+    check_method_options(ns, given)
     config = config_from_args(ns)
-    if is_live(ns.input) or (ns.output and is_live(ns.output)):
+    if ns.report is not None:
+        check_report_path(ns.report)
+    inputs = [ns.input, *ns.more_inputs]
+    live = any(is_live(i) for i in inputs) or bool(ns.output and is_live(ns.output))
+    if live and len(inputs) > 1:
+        raise ConfigError("several inputs are for files and folders; run one live feed per call (or 'streams')")
+    if live and "start" in given:
+        raise ConfigError("--start applies to files, not live feeds (--duration: stop after that long)")
+    if live:
         from .live import run_live  # live deps only when needed
 
         return run_live(ns, config)
@@ -474,22 +701,18 @@ def run_command(argv: list[str]) -> int:
             f"{', '.join(unused)} only appl{'ies' if len(unused) == 1 else 'y'} to live feeds "
             "(a network URL, /dev/video* or - as input or output)"
         )
-    from .runner import RunReport, default_output, process_file, write_report
+    if ns.duration is not None and ns.duration <= 0:
+        raise ConfigError("--duration must be > 0 seconds")
+    from .runner import RunReport, process_file, write_report
 
-    inp = Path(ns.input)
-    if not inp.exists():
-        raise SourceOpenError(f"input not found: {inp}", source=str(inp))
-    if inp.is_dir():
-        out = Path(ns.output) if ns.output else inp.with_name(inp.name + "_anonymized")
-        if out.resolve() == inp.resolve() or inp.resolve() in out.resolve().parents:
-            raise SinkError(f"output folder {out} must not be the input folder or inside it")
-        jobs = _collect(inp, out)
-        if not jobs:
-            raise SourceOpenError(f"no image or video files in {inp}", source=str(inp))
-    else:
-        jobs = [(inp, Path(ns.output) if ns.output else default_output(inp))]
+    jobs, skipped, many = _plan([Path(i) for i in inputs], ns.output)
+    if not many and (ns.start or ns.duration is not None) and is_image_path(jobs[0][0]):
+        raise ConfigError("--start/--duration apply to videos, not a still image")
+    for path in skipped:
+        log.info("skipped (not an image or video file): %s", path)
+    span: tuple[float, float | None] = (ns.start or 0.0, ns.duration)
 
-    from .pipeline import Stages
+    from .pipeline import Interrupted, Stages
 
     stages = Stages(config)  # models load once for every file
     pool = None
@@ -497,33 +720,65 @@ def run_command(argv: list[str]) -> int:
         # k-same over a folder: the pool is the folder's faces (a first pass over every file)
         from .runner import collect_pool
 
-        pool = collect_pool([src for src, _ in jobs], config, stages)
+        pool = collect_pool([src for src, _ in jobs], config, stages, span=span)
     failures: list[tuple[Path, StreamanonError]] = []
-    reports = []
+    reports: list[RunReport] = []
+    interrupted: RunReport | None = None
     for src, dst in jobs:
-        if len(jobs) > 1:
+        if many:
             dst.parent.mkdir(parents=True, exist_ok=True)
         try:
             rep: RunReport | None = process_file(
-                src, dst, config, stages=stages, progress=not ns.quiet, report_frames=ns.report is not None, pool=pool
+                src,
+                dst,
+                config,
+                stages=stages,
+                progress=not ns.quiet,
+                report_frames=ns.report is not None,
+                pool=pool,
+                start=span[0],
+                duration=span[1],
             )
+        except (Interrupted, KeyboardInterrupt) as exc:
+            interrupted = getattr(exc, "report", None) or _failed_report(src, dst, exc)
+            interrupted.interrupted = True
+            interrupted.error = "interrupted"
+            reports.append(interrupted)
+            break
         except StreamanonError as exc:
             rep = getattr(exc, "report", None)
-            if len(jobs) == 1:
+            if not many:
                 write_report(ns.report, rep, config)
                 raise
             log.error("%s: %s", src, exc)
             failures.append((src, exc))
+            if rep is None:
+                rep = _failed_report(src, dst, exc)
         if rep is not None:
             reports.append(rep)
-        if rep is not None and not ns.quiet:
-            print(f"{src} -> {dst}: {rep.frames} frames, {rep.faces} faces, {rep.fps:.1f} fps", file=sys.stderr)
-    if len(jobs) == 1:
+            if not ns.quiet and rep.frames:
+                print(_summary_line(rep), file=sys.stderr)
+    seconds = time.perf_counter() - t0
+    totals = _totals(reports, len(jobs), len(failures), skipped, seconds)
+    if not many:
         write_report(ns.report, reports[0] if reports else None, config)
     elif ns.report:
-        ns.report.write_text(
-            json.dumps({"files": [r.summary(config) | {"frames_detail": r.per_frame} for r in reports]}, indent=1)
+        doc = {"files": [json.loads(r.to_json(config)) for r in reports], "totals": totals}
+        try:
+            ns.report.write_text(json.dumps(doc, indent=1))
+        except OSError as exc:
+            raise SinkError(f"cannot write report {ns.report}: {exc.strerror}") from exc
+    if many and not ns.quiet:
+        print(_totals_line(totals), file=sys.stderr)
+    if interrupted is not None:
+        done = (
+            f"{interrupted.frames_written} frames written to {interrupted.output} "
+            f"(incomplete: {interrupted.frames_lost} frames not processed)"
+            if interrupted.frames_written
+            else "no frame written"
         )
+        print(f"streamanon: interrupted: {done}", file=sys.stderr)
+        return 130
     if failures:
         print(f"streamanon: {len(failures)} of {len(jobs)} files failed", file=sys.stderr)
         return max(exc.exit_code for _, exc in failures)

@@ -115,6 +115,18 @@ def import_extra(module: str, extra: str) -> Any:
         raise MissingDependencyError.for_extra(module, extra) from exc
 
 
+def reason(exc: BaseException, limit: int = 200) -> str:
+    """The informative line of a third-party exception's message, for a one-line error.
+
+    Libraries put locations first (OpenVINO: ``Exception from src/...cpp:105:`` lines
+    before "Unable to read the model..."): lines that only locate the error are skipped.
+    """
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not (ln.startswith("Exception from ") and ln.endswith(":"))]
+    text = (useful or lines or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 EXIT_CODES: dict[str, int] = {
     "ok": 0,
     "error": StreamanonError.exit_code,

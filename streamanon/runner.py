@@ -19,7 +19,7 @@ from .io import VideoSink, VideoSource, is_image_path, read_image, redact, write
 from .io.hwaccel import HWChoice
 from .io.sink import temp_path_for
 from .pipeline import Interrupted, Pipeline, Stages
-from .types import Frame
+from .types import SOURCE_DETECTOR, Frame
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +33,18 @@ class RunReport:
     kind: str  # "video" | "image"
     frames: int = 0
     expected_frames: int = 0
-    faces: int = 0
+    faces: int = 0  # face boxes anonymised, summed over frames (one person in 100 frames: 100)
+    tracks: int = 0  # distinct face tracks (about: people, as the tracker followed them)
+    detections: int = 0  # boxes the detector found, summed over frames (the rest are tracks coasting)
+    frames_written: int = 0  # frames in the output file (a partial one included)
+    interrupted: bool = False  # stopped by SIGINT/SIGTERM; the output is partial
+    partial: bool = False  # the output is incomplete and was written as NAME.partial.EXT
     frames_failed: int = 0
     frames_dropped: int = 0
     decode_errors: int = 0
     audio_packets: int = 0
-    seconds: float = 0.0
-    fps: float = 0.0
+    seconds: float = 0.0  # wall clock of the whole file, end to end (k-same's first pass included)
+    fps: float = 0.0  # frames / seconds
     stage_seconds: dict[str, float] = field(default_factory=dict)
     inference: dict[str, Any] = field(default_factory=dict)  # backend, precision, device, workers
     anonymizer: dict[str, Any] = field(default_factory=dict)  # method, guarantee, per-track records
@@ -89,6 +94,12 @@ def default_output(path: Path) -> Path:
     return path.with_name(f"{path.stem}_anonymized{path.suffix}")
 
 
+def partial_output(path: Path) -> Path:
+    """Where an incomplete output goes (``out.mp4`` -> ``out.partial.mp4``): an interrupted
+    run or a truncated input never leaves a file under the final name."""
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
 def check_paths(src: Path, dst: Path) -> None:
     """Refuse to overwrite the input (also through links), and unwritable targets."""
     if not src.exists():
@@ -99,6 +110,9 @@ def check_paths(src: Path, dst: Path) -> None:
         raise SinkError(f"output {dst} is the input: refusing to overwrite an input")
     if dst.is_dir():
         raise SinkError(f"output {dst} is a directory")
+    partial = partial_output(dst)
+    if partial.resolve() == src.resolve() or (partial.exists() and os.path.samefile(src, partial)):
+        raise SinkError(f"output {dst} would keep an incomplete run as {partial}, the input: choose another output")
     parent = dst.parent if str(dst.parent) else Path(".")
     if not parent.is_dir():
         raise SinkError(f"output folder does not exist: {parent}")
@@ -134,30 +148,62 @@ def process_file(
     progress: bool = False,
     report_frames: bool = True,
     pool: Any = None,
+    start: float = 0.0,
+    duration: float | None = None,
 ) -> RunReport:
     """Anonymise ``src`` into ``dst`` (image or video, chosen by content).
 
     A method defined over a set of faces (k-same) takes ``pool``; without one, a first
     pass over ``src`` collects its faces (plus the face bank) before the second writes.
+    ``start``/``duration`` (seconds): only that span of a video (``--start``/``--duration``).
+
+    An incomplete output (interrupted, truncated input) is written as ``NAME.partial.EXT``
+    (``partial_output``), never under ``dst``; ``report.output`` names it.
 
     Raises:
         StreamanonError subclasses; ``DecodeError`` after writing what decoded when the
         input is truncated or corrupt, ``AnonymizationError`` when frames were masked.
         The report is attached to the raised error as ``.report``.
     """
+    t0 = time.perf_counter()
     src, dst = Path(src), Path(dst)
     check_paths(src, dst)
+    _remove_stale_partial(dst)
     stages = stages or Stages(config)
     anonymizer = None
     if stages.anonymizer_factory.pooled:
-        anonymizer = stages.new_anonymizer(pool=pool if pool is not None else collect_pool([src], config, stages))
+        if pool is None:
+            pool = collect_pool([src], config, stages, span=(start, duration))
+        anonymizer = stages.new_anonymizer(pool=pool)
     if is_image_path(src):
-        return _process_image(src, dst, config, stages, anonymizer)
-    return _process_video(src, dst, config, stages, progress, report_frames, anonymizer)
+        return _process_image(src, dst, config, stages, anonymizer, t0)
+    return _process_video(src, dst, config, stages, progress, report_frames, anonymizer, t0, (start, duration))
 
 
-def collect_pool(sources: list[Path], config: PipelineConfig, stages: Stages) -> Any:
-    """First pass of a pooled method: the face bank plus one face per track of ``sources``.
+def check_regions(config: PipelineConfig, image: Any) -> None:
+    """``--only-region``/``--ignore-region`` against the first frame's size: ConfigError
+    when one covers no pixel of it (before any frame is written); a warning when one is
+    clipped."""
+    a = config.anonymize
+    if a.only_regions or a.ignore_regions:
+        from .anonymize.selective import check_regions_in_frame
+
+        h, w = image.shape[:2]
+        check_regions_in_frame(a.only_regions, a.ignore_regions, w, h)
+
+
+def _remove_stale_partial(dst: Path) -> None:
+    """A partial output of an earlier run of this target would be mistaken for this run's."""
+    stale = partial_output(dst)
+    if stale.is_file() and not stale.is_symlink():
+        stale.unlink()
+
+
+def collect_pool(
+    sources: list[Path], config: PipelineConfig, stages: Stages, span: tuple[float, float | None] = (0.0, None)
+) -> Any:
+    """First pass of a pooled method: the face bank plus one face per track of ``sources``
+    (of their ``span``, ``(start, duration)`` in seconds, as the second pass reads them).
 
     Runs detection and tracking as the second pass will (same stages, same settings) and
     keeps one mean aligned chip per track, in memory; nothing is written.
@@ -171,22 +217,28 @@ def collect_pool(sources: list[Path], config: PipelineConfig, stages: Stages) ->
             for _ in pipe.run([Frame(read_image(src).image, 0)], anonymizer=collector):
                 pass
             continue
-        with VideoSource(src, audio=False, hwaccel=config.io.hwaccel) as source:
+        start, duration = span
+        with VideoSource(src, audio=False, hwaccel=config.io.hwaccel, start=start, duration=duration) as source:
             for _ in pipe.run(source, anonymizer=collector):
                 pass
     log.info("k-same pool: %d faces (%d from the face bank)", len(pool), factory.bank_faces)
     return pool
 
 
-def _process_image(src: Path, dst: Path, config: PipelineConfig, stages: Stages, anonymizer: Any = None) -> RunReport:
+def _process_image(
+    src: Path, dst: Path, config: PipelineConfig, stages: Stages, anonymizer: Any = None, t0: float | None = None
+) -> RunReport:
     report = RunReport(str(src), str(dst), "image", expected_frames=1)
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() if t0 is None else t0
     still = read_image(src)
+    check_regions(config, still.image)
     frame = Frame(still.image, 0)
     pipe = Pipeline(config, stages)
     results = list(pipe.run([frame], anonymizer=anonymizer, still=True))
     res = results[0]
     write_image(dst, still, res.image, keep_metadata=config.io.keep_metadata)
+    report.frames_written = 1
+    _count(report, res, set())
     _fill(report, pipe, time.perf_counter() - t0, results)
     return _finish(report)
 
@@ -199,45 +251,74 @@ def _process_video(
     progress: bool,
     report_frames: bool,
     anonymizer: Any = None,
+    t0: float | None = None,
+    span: tuple[float, float | None] = (0.0, None),
 ) -> RunReport:
     report = RunReport(str(src), str(dst), "video")
-    t0 = time.perf_counter()
-    with VideoSource(src, audio=config.io.audio, hwaccel=config.io.hwaccel) as source:
+    t0 = time.perf_counter() if t0 is None else t0
+    start, duration = span
+    with VideoSource(src, audio=config.io.audio, hwaccel=config.io.hwaccel, start=start, duration=duration) as source:
         report.expected_frames = source.info.frames
         report.expected_exact = source.frames_exact
         pipe = Pipeline(config, stages)
         bar = Progress(source.info.frames, src.name, progress)
         sink: VideoSink | None = None  # opened at the first frame, once rotation is known
         kept: list[Any] = []
+        tracks: set[int] = set()
         commit = False
         try:
             for res in pipe.run(source, anonymizer=anonymizer):
                 tw = time.perf_counter()
                 if sink is None:
+                    check_regions(config, res.image)
                     sink = VideoSink(dst, source.info, config.io)
                 sink.write(res.frame, res.image)
                 pipe.stats.stage_seconds["write"] += time.perf_counter() - tw
+                _count(report, res, tracks)
                 if report_frames:
                     kept.append(_frame_record(res))
                 bar.update()
             commit = True
-        except Interrupted:
-            commit = True  # keep what was processed; the caller exits non-zero
+        except (Interrupted, KeyboardInterrupt) as exc:
+            # keep what was processed, under the partial name; the caller exits 130
+            commit = report.interrupted = report.partial = True
             report.error = "interrupted"
+            with_report(exc, report)
             raise
         finally:
             bar.close()
             try:
-                if sink is not None:
-                    sink.close(commit=commit)
-            finally:
                 report.decode_errors = source.stats.decode_errors
+                report.frames = pipe.stats.frames
+                if commit and not report.interrupted and _truncated(report):
+                    report.partial = True
+                if report.partial:
+                    report.output = str(partial_output(dst))
+                if sink is not None:
+                    sink.close(commit=commit, target=report.output)
+                    report.frames_written = sink.frames_written if commit else 0
+            finally:
                 report.audio_packets = sink.audio_packets if sink else 0
                 report.per_frame = kept
                 _fill(report, pipe, time.perf_counter() - t0)
                 # --hwaccel/--encoder: what decoded and encoded this file, and why
                 report.inference["video"] = HWChoice.report(source.info.decode, sink.encode if sink else None)
     return _finish(report)
+
+
+def _truncated(report: RunReport) -> bool:
+    """The input ended early or had corrupt packets: the output is not the whole video."""
+    return bool(report.frames_lost or report.decode_errors)
+
+
+def _count(report: RunReport, res: Any, tracks: set[int]) -> None:
+    """Tracks and detector boxes of one written frame (``faces`` counts every box)."""
+    dets = res.dets
+    if len(dets):
+        report.detections += int((dets.source == SOURCE_DETECTOR).sum())
+        new = {int(t) for t in dets.track_id if t >= 0}
+        tracks |= new
+        report.tracks = len(tracks)
 
 
 def _frame_record(res: Any) -> dict[str, Any]:
@@ -270,6 +351,7 @@ def _finish(report: RunReport) -> RunReport:
     """Turn a finished-but-degraded run into the right error (output already written)."""
     if report.frames == 0:
         err: Exception = DecodeError(f"{redact(report.input)}: no frame could be decoded", source=report.input)
+        report.error = str(err)
         with_report(err, report)
         _remove_output(report.output)
         raise err
@@ -280,14 +362,17 @@ def _finish(report: RunReport) -> RunReport:
             else f"{report.decode_errors} corrupt packets"
         )
         err = DecodeError(
-            f"{redact(report.input)} is truncated or corrupt: wrote the {report.frames} frames that decoded ({lost})",
+            f"{redact(report.input)} is truncated or corrupt: wrote the {report.frames} frames that decoded "
+            f"({lost}) to {redact(report.output)}",
             source=report.input,
         )
+        report.error = str(err)
         raise with_report(err, report)
     if report.frames_failed:
         err = AnonymizationError(
             f"{report.frames_failed} of {report.frames} frames failed detection/anonymisation and were fully masked"
         )
+        report.error = str(err)
         raise with_report(err, report)
     return report
 
@@ -300,7 +385,7 @@ def _remove_output(path: str) -> None:
             pass
 
 
-def with_report(err: Exception, report: RunReport) -> Exception:
+def with_report(err: BaseException, report: RunReport) -> BaseException:
     err.report = report  # type: ignore[attr-defined]
     return err
 

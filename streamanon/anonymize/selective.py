@@ -86,6 +86,13 @@ def check_region(values: Sequence[float]) -> None:
         raise ConfigError(f"invalid region {','.join(f'{v:g}' for v in values)!r}: coordinates must be >= 0")
     if n == 4 and (values[2] <= values[0] or values[3] <= values[1]):
         raise ConfigError(f"invalid region {','.join(f'{v:g}' for v in values)!r}: need x1 > x0 and y1 > y0")
+    fractions = [v for v in values if 0 < v < 1]
+    if fractions and any(v > 1 for v in values):
+        # "0.5,0,1,1.5": meant as relative, read as pixels it is a 1-pixel sliver
+        raise ConfigError(
+            f"invalid region {','.join(f'{v:g}' for v in values)!r}: mixes relative values (0 to 1) with values "
+            "above 1 (pixels); give every value in [0, 1] (relative) or every value in pixels"
+        )
 
 
 def region_points(values: Sequence[float], width: int, height: int) -> NDArray[np.float64]:
@@ -110,6 +117,62 @@ def _fill(mask: NDArray[np.uint8], values: Sequence[float]) -> None:
         return
     shift = 4  # sub-pixel vertices
     cv2.fillPoly(mask, [np.round((pts - 0.5) * (1 << shift)).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=shift)
+
+
+def region_in_frame(values: Sequence[float], width: int, height: int) -> dict[str, Any]:
+    """The region in frame pixels, clipped to the frame, with the pixels it covers.
+
+    Returns ``{"region": [...], "pixels": [...], "covered_px": N, "clipped": bool}``:
+    ``pixels`` is ``[x0, y0, x1, y1]`` for a rectangle (clipped to the frame) or the
+    polygon's vertices (``x, y`` pairs; the polygon is cut at the frame's edge when drawn).
+    """
+    pts = region_points(values, width, height)
+    mask = np.zeros((height, width), np.uint8)
+    _fill(mask, values)
+    inside = bool(((pts >= 0) & (pts <= np.array([width, height]))).all())
+    if len(values) == 4:
+        lo = np.clip(pts.min(0), 0, [width, height])
+        hi = np.clip(pts.max(0), 0, [width, height])
+        pixels = [round(float(v), 2) for v in (lo[0], lo[1], hi[0], hi[1])]
+    else:
+        pixels = [round(float(v), 2) for v in pts.reshape(-1)]
+    return {
+        "region": [float(v) for v in values],
+        "pixels": pixels,
+        "covered_px": int(mask.sum()),
+        "clipped": not inside,
+    }
+
+
+def check_regions_in_frame(
+    only: Sequence[Sequence[float]], ignore: Sequence[Sequence[float]], width: int, height: int
+) -> dict[str, Any]:
+    """Check the regions against a ``width`` x ``height`` frame (before any frame is written).
+
+    Raises:
+        ConfigError: an ``--only-region`` covers no pixel of the frame (every face would
+            stay raw), or an ``--ignore-region`` covers none (a typo that protects nothing).
+
+    A region partly outside the frame is clipped with a warning. Returns the regions in
+    pixels for the run report (``selection``).
+    """
+    out: dict[str, Any] = {"frame_size": [width, height], "only_regions_px": [], "ignore_regions_px": []}
+    for flag, regions, key in (
+        ("--only-region", only, "only_regions_px"),
+        ("--ignore-region", ignore, "ignore_regions_px"),
+    ):
+        for r in regions:
+            rec = region_in_frame(r, width, height)
+            text = ",".join(f"{v:g}" for v in r)
+            if rec["covered_px"] == 0:
+                raise ConfigError(
+                    f"{flag} {text} is wholly outside the {width}x{height} frame "
+                    "(pixels, or relative when every value is in [0, 1])"
+                )
+            if rec["clipped"]:
+                log.warning("%s %s reaches outside the %dx%d frame: clipped to it", flag, text, width, height)
+            out[key].append(rec)
+    return out
 
 
 def active_mask(
@@ -240,6 +303,7 @@ class SelectiveAnonymizer(FaceAnonymizer):
         self.still = still
         self._hooks = isinstance(inner, FaceAnonymizer)
         self._masks: dict[tuple[int, int], NDArray[np.bool_] | None] = {}
+        self._pixels: dict[str, Any] = {}  # the regions in pixels of the last frame size
         self._tracks: dict[int, _Track] = {}
         self._done: list[dict[str, Any]] = []
         self._ended = 0
@@ -269,6 +333,7 @@ class SelectiveAnonymizer(FaceAnonymizer):
         rep["selection"] = {
             "only_regions": [list(r) for r in self.only],
             "ignore_regions": [list(r) for r in self.ignore],
+            **self._pixels,
             "keep_faces": list(self.keep.names) if self.keep else [],
             "rule": (
                 f"kept after {1 if self.still else KEEP_FRAMES} detector frame(s) "
@@ -292,6 +357,11 @@ class SelectiveAnonymizer(FaceAnonymizer):
         key = (width, height)
         if key not in self._masks:
             self._masks[key] = active_mask(self.only, self.ignore, width, height)
+            self._pixels = {
+                "frame_size": [width, height],
+                "only_regions_px": [region_in_frame(r, width, height) for r in self.only],
+                "ignore_regions_px": [region_in_frame(r, width, height) for r in self.ignore],
+            }
         return self._masks[key]
 
     def apply(self, image: NDArray[np.uint8], dets: Detections, info: FrameInfo | None = None) -> NDArray[np.uint8]:
@@ -418,6 +488,8 @@ __all__ = [
     "SelectiveAnonymizer",
     "active_mask",
     "check_region",
+    "check_regions_in_frame",
     "parse_region",
+    "region_in_frame",
     "region_points",
 ]

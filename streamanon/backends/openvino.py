@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import ConfigError, MissingDependencyError, ModelError, import_extra
+from ..errors import ConfigError, MissingDependencyError, ModelError, import_extra, reason
 from .base import Dim, TensorSpec, pick_outputs
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class OpenVinoBackend:
             # bytes are the model itself (ONNX needs no weights file); a str is a path
             self._model = self._core.read_model(str(model) if isinstance(model, Path) else model)
         except Exception as exc:  # OpenVINO raises its own untyped errors for bad models
-            raise ModelError(f"OpenVINO cannot read {label}: {str(exc).splitlines()[0]}") from exc
+            raise ModelError(f"OpenVINO cannot read {label}: {reason(exc)}") from exc
         self.precision = precision
         self._callers = max(1, callers)
         self._threads = max(0, threads) * self._callers  # of the compiled network; 0: OpenVINO's default

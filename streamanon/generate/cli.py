@@ -133,9 +133,9 @@ def _setup(verbose: bool) -> None:
 
 def train_main(argv: list[str]) -> int:
     """``streamanon train generator DATA... -o MODEL.pt --cache DIR``."""
+    _need_torch()  # the parser's defaults come from the torch model's config
     ns = train_parser().parse_args(argv)
     _setup(ns.verbose)
-    _need_torch()
     import cv2
     import numpy as np
     import torch

@@ -230,8 +230,12 @@ class VideoSink:
         planes: Any = [np.asarray(q), palette]
         return av.VideoFrame.from_ndarray(planes, format="pal8")
 
-    def close(self, commit: bool = True) -> None:
-        """Flush the encoder and finish the file; rename into place if ``commit``."""
+    def close(self, commit: bool = True, target: str | Path | None = None) -> None:
+        """Flush the encoder and finish the file; rename into place if ``commit``.
+
+        ``target``: the name the finished file takes instead of the sink's target (an
+        incomplete output goes to ``NAME.partial.EXT``, never the final name).
+        """
         if self._out is None:
             return
         if not commit:
@@ -246,7 +250,7 @@ class VideoSink:
             raise SinkError(f"finishing {redact(self.target)} failed: {exc}") from exc
         self._out = None
         if self._path is not None:
-            os.replace(self._path, self.target)
+            os.replace(self._path, str(target) if target is not None else self.target)
 
     def _abort(self) -> None:
         if self._out is not None:

@@ -20,7 +20,7 @@ import av.error
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import DecodeError, SourceOpenError, SourceTimeoutError
+from ..errors import ConfigError, DecodeError, SourceOpenError, SourceTimeoutError
 from ..types import Frame
 from . import hwaccel as hw
 from .uri import redact
@@ -99,9 +99,14 @@ class VideoSource:
         live: the source is a live feed (affects only ``info.live``; policies live in the pipeline).
         hwaccel: ``--hwaccel`` (``auto``, ``none`` or a device, ``io.hwaccel``); the choice is
             ``info.decode``.
+        start, duration: only the frames from ``start`` seconds (from the video's first
+            frame) for ``duration`` seconds (``None``: to the end), with the audio packets
+            of that span; timestamps start at 0 at the first frame yielded (``--start``,
+            ``--duration``).
 
     Raises:
-        ConfigError: a hardware device asked for by name cannot decode this input.
+        ConfigError: a hardware device asked for by name cannot decode this input, or
+            ``start`` is at or past the end of the video.
     """
 
     def __init__(
@@ -114,9 +119,15 @@ class VideoSource:
         fmt: str | None = None,
         live: bool = False,
         hwaccel: str = hw.DEFAULT_HWACCEL,
+        start: float = 0.0,
+        duration: float | None = None,
     ) -> None:
         self.uri = str(uri)
         self.stats = SourceStats()
+        self._start = max(0.0, float(start))
+        self._end = None if duration is None else self._start + float(duration)
+        self._span = self._start > 0 or self._end is not None
+        self._offset: int | None = None  # pts of the first frame yielded (span: shifted to 0)
         decode = hw.choose_decode(hwaccel)
         self._container = _av_open(self.uri, options, timeout, fmt, hw.decode_accel(decode))
         try:
@@ -151,6 +162,8 @@ class VideoSource:
             )
             if not frames:
                 self.info.frames = self._estimate_frames()
+            if self._span:
+                self._apply_span()
         except BaseException:
             self._container.close()
             raise
@@ -167,10 +180,62 @@ class VideoSource:
             return 0
         return round(dur * float(rate))
 
+    def _apply_span(self) -> None:
+        """Expected frames and duration of the ``start``/``duration`` span."""
+        total = self.info.duration
+        if total is not None and self._start >= total:
+            raise ConfigError(f"--start {self._start:g} s is at or past the end of {redact(self.uri)} ({total:.2f} s)")
+        rate = self.info.average_rate
+        end = self._end if total is None or self._end is None else min(self._end, total)
+        if total is not None or end is not None:
+            span = (end if end is not None else total or 0.0) - self._start
+            self.info.duration = max(0.0, span)
+            if rate:
+                n = round(self.info.duration * float(rate))
+                self.info.frames = min(n, self.info.frames) if self.info.frames else n
+        self.frames_exact = False
+
     # -- iteration -----------------------------------------------------------------
+    def _seconds(self, pts: int | None, time_base: Fraction | None) -> float | None:
+        """Seconds from the video's first frame (its stream's start time) of ``pts``."""
+        if pts is None or not time_base:
+            return None
+        base = self._video.start_time or 0
+        return float(pts * time_base) - float(base * self._video.time_base)
+
+    def _seek_to_start(self) -> None:
+        """Jump to the keyframe at or before ``start`` (the frames before it are decoded and dropped)."""
+        tb = self._video.time_base
+        if not tb:
+            return
+        target = int(self._start / tb) + int(self._video.start_time or 0)
+        try:
+            self._container.seek(target, stream=self._video, backward=True, any_frame=False)
+        except (av.error.FFmpegError, OSError) as exc:  # not seekable: decode from the beginning
+            log.debug("seek to %.3f s failed on %s: %s", self._start, redact(self.uri), exc)
+
+    def _in_span(self, packets: list[Any]) -> list[Any]:
+        """The audio packets of the span, shifted as the video is (to start at 0)."""
+        kept = []
+        # the first yielded frame's time on the container's clock: every stream shifts by it
+        offset_s = float((self._offset or 0) * self._video.time_base)
+        for p in packets:
+            t = self._seconds(p.pts if p.pts is not None else p.dts, p.time_base)
+            if t is None or t < self._start - 1e-6 or (self._end is not None and t >= self._end - 1e-6):
+                continue
+            shift = round(offset_s / p.time_base)
+            p.pts = None if p.pts is None else p.pts - shift
+            p.dts = None if p.dts is None else p.dts - shift
+            if p.dts is not None and p.dts < 0:
+                continue
+            kept.append(p)
+        return kept
+
     def _decoded(self) -> Iterator[tuple[str, Any]]:
         """Yield ('frame', av.VideoFrame) and ('packet', av.Packet) in file order."""
         consecutive = 0
+        if self._start > 0:
+            self._seek_to_start()
         streams = [self._video, *self._audio]
         demux = self._container.demux(*streams)
         while True:
@@ -211,13 +276,23 @@ class VideoSource:
         step = self._default_step()
         index = 0
         last_pts: int | None = None
+        first = True
         for kind, obj in self._decoded():
             if kind == "packet":
                 carry.append(obj)
                 continue
-            if pending is None:
+            if first:
                 self.info.rotation = int(getattr(obj, "rotation", 0) or 0)
-            else:
+                first = False
+            if self._span:
+                t = self._seconds(obj.pts, self._video.time_base)
+                if t is not None and t < self._start - 1e-6:
+                    continue  # before the span (decoded from the keyframe before it)
+                if t is not None and self._end is not None and t >= self._end - 1e-6:
+                    break
+                if self._offset is None:
+                    self._offset = obj.pts
+            if pending is not None:
                 frame = self._to_frame(pending, index, carry, step, last_pts)
                 last_pts, carry = frame.pts, []
                 index += 1
@@ -234,6 +309,10 @@ class VideoSource:
 
     def _to_frame(self, vf: av.VideoFrame, index: int, packets: list[Any], step: int, last_pts: int | None) -> Frame:
         pts = vf.pts
+        if pts is not None and self._span and self._offset is not None:
+            pts -= self._offset
+        if self._span:
+            packets = self._in_span(packets)
         if pts is None:
             pts = 0 if last_pts is None else last_pts + step
         self.stats.frames += 1

@@ -62,8 +62,10 @@ def test_signal_finalises_output_and_exits_130(long_clip: Path, tmp_path: Path, 
     assert proc.returncode == 130, err.decode()
     assert "interrupted" in err.decode()
     assert "Traceback" not in err.decode()
-    assert out.is_file() and not temp_path_for(out).exists()
-    frames, times, _ = decode(out)  # playable: decodes to the end without error
+    # the frames processed are kept, but never under the final name (issue 22)
+    partial = out.with_name("out.partial.mp4")
+    assert partial.is_file() and not out.exists() and not temp_path_for(out).exists()
+    frames, times, _ = decode(partial)  # playable: decodes to the end without error
     assert 0 < len(frames) < FRAMES
     assert times == sorted(times)
 
