@@ -80,7 +80,12 @@ def add_pipeline_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
     """
     d, t, a, io = DetectConfig(), TrackConfig(), AnonymizeConfig(), IOConfig()
     g = p.add_argument_group("anonymisation")
-    g.add_argument("--method", default=a.method, help=f"one of: {', '.join(sorted(METHODS))} (default {a.method})")
+    g.add_argument(
+        "--method",
+        default=a.method,
+        help=f"one of: {', '.join(sorted(METHODS))} (default {a.method}; generate requires "
+        "'pip install streamanon[align]', adversarial 'pip install streamanon[torch]')",
+    )
     g.add_argument("--shape", default=a.shape, choices=["ellipse", "box"], help="mask shape (default ellipse)")
     g.add_argument("--mask-scale", type=float, default=a.mask_scale, help="grow masks by this factor (default 1.3)")
     g.add_argument(
