@@ -748,8 +748,8 @@ def _summary_line(feed: Feed) -> str:
 
     state = feed.state if not feed.exit_code() else f"failed, exit {feed.exit_code()}"
     if feed.report is None:
-        return f"{feed.name} [{state}]: no report"
-    line = f"{feed.name} [{state}]: {_summary(feed.report)}"
+        return f"{feed.name}: [{state}] no report"
+    line = f"{feed.name}: [{state}] {_summary(feed.report)}"
     if feed.error is not None and feed.exit_code():
         line += f" ({redact(str(feed.error)) or type(feed.error).__name__})"
     return line

@@ -41,7 +41,7 @@ def test_every_feed_failing_exits_3_with_each_final_state(tmp_path: Path) -> Non
         assert report["live_options"]["final_state"] == "failed"
         assert report["live_options"]["exit_code"] == 3
         assert any(e["kind"] == "gave_up" for e in report["events"])
-        assert any(line.startswith(f"streamanon: {name} [failed, exit 3]: ") for line in lines), p.stderr
+        assert any(line.startswith(f"streamanon: {name}: [failed, exit 3] ") for line in lines), p.stderr
         # each message names the input once ("cannot open X: cannot open X as media: ...")
         for text in [*lines, *(e["message"] for e in report["events"])]:
             assert f"{uri}: cannot open {uri}" not in text, text
