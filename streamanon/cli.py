@@ -402,6 +402,11 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     p.add_argument("--version", action="version", version=f"streamanon {__version__}")
+    p.add_argument(
+        "--review",
+        action="store_true",
+        help="output NOT anonymised: draw boxes, scores and track ids to check a run (files only; NAME_review.EXT)",
+    )
     add_pipeline_options(p)
     from .live.options import add_live_options
 
@@ -451,6 +456,9 @@ def run_command(argv: list[str]) -> int:
     ns = _run_parser().parse_args(argv)
     _setup_logging(ns.verbose)
     config = config_from_args(ns)
+    from .anonymize.review import review_from_args
+
+    review = review_from_args(ns)  # --review: refused for live, warns loudly, *_review output
     if is_live(ns.input) or (ns.output and is_live(ns.output)):
         from .live import run_live  # live deps only when needed
 
@@ -480,7 +488,7 @@ def run_command(argv: list[str]) -> int:
 
     from .pipeline import Stages
 
-    stages = Stages(config)  # models load once for every file
+    stages = Stages(config, anonymizer=review)  # models load once for every file
     pool = None
     if stages.anonymizer_factory.pooled and len(jobs) > 1:
         # k-same over a folder: the pool is the folder's faces (a first pass over every file)
