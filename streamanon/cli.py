@@ -94,7 +94,12 @@ def add_pipeline_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
     """
     d, t, a, io = DetectConfig(), TrackConfig(), AnonymizeConfig(), IOConfig()
     g = p.add_argument_group("anonymisation")
-    g.add_argument("--method", default=a.method, help=f"one of: {', '.join(sorted(METHODS))} (default {a.method})")
+    g.add_argument(
+        "--method",
+        default=a.method,
+        help=f"one of: {', '.join(sorted(METHODS))} (default {a.method}; generate requires "
+        "'pip install streamanon[align]', adversarial 'pip install streamanon[torch]')",
+    )
     g.add_argument("--shape", default=a.shape, choices=["ellipse", "box"], help="mask shape (default ellipse)")
     g.add_argument("--mask-scale", type=float, default=a.mask_scale, help="grow masks by this factor (default 1.3)")
     g.add_argument(
@@ -441,6 +446,11 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     p.add_argument("--version", action="version", version=f"streamanon {__version__}")
+    p.add_argument(
+        "--review",
+        action="store_true",
+        help="output NOT anonymised: draw boxes, scores and track ids to check a run (files only; NAME_review.EXT)",
+    )
     add_pipeline_options(p)
     from .live.options import add_live_options
 
@@ -681,6 +691,9 @@ def run_command(argv: list[str]) -> int:
     given = given_options(parser, argv)
     check_method_options(ns, given)
     config = config_from_args(ns)
+    from .anonymize.review import review_from_args
+
+    review = review_from_args(ns)  # --review: refused for live, warns loudly, *_review output
     if ns.report is not None:
         check_report_path(ns.report)
     inputs = [ns.input, *ns.more_inputs]
@@ -714,7 +727,7 @@ def run_command(argv: list[str]) -> int:
 
     from .pipeline import Interrupted, Stages
 
-    stages = Stages(config)  # models load once for every file
+    stages = Stages(config, anonymizer=review)  # models load once for every file
     pool = None
     if stages.anonymizer_factory.pooled and len(jobs) > 1:
         # k-same over a folder: the pool is the folder's faces (a first pass over every file)

@@ -112,7 +112,7 @@ class TrackConfig:
     iou_match: float = 0.2  # minimum IoU for the first (high-score) association pass
     iou_match_low: float = 0.3  # minimum IoU for the ByteTrack-style low-score pass
     low_threshold: float = 0.1  # detections in [low_threshold, threshold) only extend tracks
-    coast_growth: float = 0.05  # box growth per coasted frame (uncertainty)
+    coast_growth: float = 0.05  # box growth per 1/30 s coasted (uncertainty), capped at 1.5x (track/tracker.py)
     smoothing: float = 0.5  # 0 = raw boxes, toward 1 = more smoothing of the reported box
     detect_every: int = 1
     scene_cut: float = 0.4  # mean abs difference (0..1) of thumbnails that forces detection

@@ -483,7 +483,7 @@ class Pipeline:
                     if err is None:
                         dets = raw.get(f.index)
                         try:
-                            cover = tracker.update(dets, f.index)
+                            cover = tracker.update(dets, f.index, f.time)
                             if len(cover) and id_base:
                                 cover = replace(
                                     cover,

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -19,6 +18,7 @@ from .io import VideoSink, VideoSource, is_image_path, read_image, redact, write
 from .io.hwaccel import HWChoice
 from .io.sink import temp_path_for
 from .pipeline import Interrupted, Pipeline, Stages
+from .progress import Progress  # tqdm on a terminal, a log line every few seconds elsewhere
 from .types import SOURCE_DETECTOR, Frame
 
 log = logging.getLogger(__name__)
@@ -118,25 +118,6 @@ def check_paths(src: Path, dst: Path) -> None:
         raise SinkError(f"output folder does not exist: {parent}")
     if not os.access(parent, os.W_OK):
         raise SinkError(f"output folder is not writable: {parent}")
-
-
-class Progress:
-    """tqdm on a terminal, silent otherwise."""
-
-    def __init__(self, total: int | None, desc: str, enabled: bool) -> None:
-        self._bar = None
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total or None, desc=desc, unit="frame", dynamic_ncols=True, leave=False)
-
-    def update(self, n: int = 1) -> None:
-        if self._bar is not None:
-            self._bar.update(n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 def process_file(

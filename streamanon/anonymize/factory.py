@@ -15,7 +15,7 @@ from ..types import Detections
 from .adversarial import AdversarialAnonymizer, AdversarialModels
 from .align import Landmarker68
 from .dp import DPPixelateAnonymizer
-from .generate import GenerateAnonymizer, GenerateModels
+from .generate import GenerateAnonymizer, GenerateModels, check_align_extra
 from .generate_adversarial import GenerateAdversarialAnonymizer
 from .ksame import DlibFaceEmbedder, FaceEmbedder, FacePool, KSameAnonymizer, KSameCollector, load_face_bank
 from .methods import BlurAnonymizer, IdentityAnonymizer, PixelateAnonymizer, SolidAnonymizer
@@ -84,6 +84,8 @@ class AnonymizerFactory:
         if config.landmarks == "68" or config.method == "generate":
             if config.method not in CHIP_METHODS:
                 raise ConfigError(f"--landmarks 68 is for {', '.join(sorted(CHIP_METHODS))}, not {config.method!r}")
+            if config.method == "generate":
+                check_align_extra()  # the exact requirement, before dlib's own import error
             self.landmarker = Landmarker68()
         # generate: the face generator, once per process (with the 68-point predictor above)
         self.generate: GenerateModels | None = None

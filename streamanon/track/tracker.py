@@ -7,8 +7,17 @@ frame; tracks contribute extra boxes for faces the detector missed (or did not r
 Coasting is counted in **detector runs missed**, not frames: a track is dropped once the
 detector has run ``max_coast + 1`` times in a row without matching it. Frames on which
 the detector did not run (``update(None, ...)``, detect-every-N) only predict, so running
-the detector less often never makes a track die sooner. The coasting box grows with the
-number of *frames* since the face was last seen, because uncertainty grows with time.
+the detector less often never makes a track die sooner.
+
+The coasting box grows with the *time* since the face was last seen, because uncertainty
+grows with time: ``coast_growth`` per 1/30 s (:data:`NOMINAL_FPS`), measured on the
+frames' timestamps when the caller passes them (``update(..., time=seconds)``) and on
+frame indices at :data:`NOMINAL_FPS` otherwise. So a 60 fps stream grows no faster per
+second than a 30 fps one, and frames dropped under overload do not count twice. Growth
+is capped: a coasting box's side is never more than :data:`COAST_MAX_GROWTH` times the
+side of the track's last *detected* box, whatever the motion model's size velocity or
+the length of the coast (a long coast over dropped frames once grew a box to the whole
+frame, and a false positive let in by the bf16 score margin to 490x657 px).
 """
 
 from __future__ import annotations
@@ -26,12 +35,22 @@ from .kalman import KalmanBoxFilter, cxcywh_to_xyxy, xyxy_to_cxcywh
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAX_TRACKS", "FaceTracker"]
+__all__ = ["COAST_MAX_GROWTH", "MAX_TRACKS", "NOMINAL_FPS", "FaceTracker"]
 
 # Hard ceiling on live tracks, so a detector that floods false positives cannot grow the
 # state without bound. When exceeded, the tracks unseen for longest go first (their
 # coverage only; raw detections are always returned).
 MAX_TRACKS = 4096
+# ``TrackConfig.coast_growth`` is the growth per 1/NOMINAL_FPS seconds of coasting (per
+# frame at 30 fps, as the value was tuned); frame indices count at this rate when the
+# caller gives no timestamps.
+NOMINAL_FPS = 30.0
+# A coasting box's width and height are at most this multiple of the last detected
+# box's. A coast lasts max_coast (15) detector runs, 0.5 s at 30 fps with every frame
+# detected: a face 1.5x larger is one whose distance to the camera fell by a third in
+# that time (2 m to 1.33 m at walking speed, 1.3 m/s), the fastest approach a coast
+# has to follow. The default growth (0.05 per 1/30 s) reaches the cap after 1/3 s.
+COAST_MAX_GROWTH = 1.5
 
 
 class FaceTracker:
@@ -62,11 +81,13 @@ class FaceTracker:
         self.threshold = float(threshold)
         self._next_id = 1
         self._last_index: int | None = None
+        self._last_time: float | None = None
         self._kf = KalmanBoxFilter()
         self._ids: NDArray[np.int64] = np.zeros(0, np.int64)
         self._score: NDArray[np.float32] = np.zeros(0, np.float32)
         self._misses: NDArray[np.int64] = np.zeros(0, np.int64)  # detector runs missed
-        self._since_seen: NDArray[np.int64] = np.zeros(0, np.int64)  # frames since matched
+        self._since_seen: NDArray[np.float64] = np.zeros(0, np.float64)  # seconds since matched
+        self._last_wh: NDArray[np.float64] = np.zeros((0, 2), np.float64)  # last detected w, h
         self._smooth: NDArray[np.float64] = np.zeros((0, 4), np.float64)  # cx, cy, w, h
 
     def __len__(self) -> int:
@@ -83,7 +104,7 @@ class FaceTracker:
         logger.debug("tracker reset, dropping %d tracks", len(self._ids))
         self._keep(np.zeros(len(self._ids), bool))
 
-    def update(self, dets: Detections | None, frame_index: int) -> Detections:
+    def update(self, dets: Detections | None, frame_index: int, time: float | None = None) -> Detections:
         """Feeds one frame and returns its coverage.
 
         Args:
@@ -91,6 +112,9 @@ class FaceTracker:
                 run on it (detect-every-N): tracks then predict and coast.
             frame_index: index of the frame in the stream, increasing. Gaps (dropped
                 frames) advance the motion model by the gap.
+            time: the frame's presentation time in seconds (``Frame.time``), or None;
+                coasting boxes grow per second of it (per frame at :data:`NOMINAL_FPS`
+                when it, or the previous frame's, is unknown or not increasing).
 
         Returns:
             Rows ``source=SOURCE_DETECTOR``: every detection with ``score >= threshold``
@@ -108,7 +132,7 @@ class FaceTracker:
                 return Detections.empty()
             return dets[dets.score >= self.threshold]
 
-        self._advance(frame_index)
+        self._advance(frame_index, time)
         if dets is None:
             return self._coasting_rows()
 
@@ -123,7 +147,8 @@ class FaceTracker:
         self._score[rows] = score[matched]
         self._misses += 1
         self._misses[rows] = 0
-        self._since_seen[rows] = 0
+        self._since_seen[rows] = 0.0
+        self._last_wh[rows] = xyxy_to_cxcywh(dets.xyxy[matched])[:, 2:]
         a = self.config.smoothing
         self._smooth[rows] = a * self._smooth[rows] + (1.0 - a) * xyxy_to_cxcywh(dets.xyxy[matched])
 
@@ -161,8 +186,8 @@ class FaceTracker:
 
     # -- internals -------------------------------------------------------------------
 
-    def _advance(self, frame_index: int) -> None:
-        """Predicts all tracks forward to ``frame_index``."""
+    def _advance(self, frame_index: int, time: float | None) -> None:
+        """Predicts all tracks forward to ``frame_index`` (at ``time`` seconds)."""
         if self._last_index is None:
             dt = 1
         else:
@@ -170,12 +195,16 @@ class FaceTracker:
             if dt < 1:
                 logger.warning("frame_index %d does not follow %d; advancing one frame", frame_index, self._last_index)
                 dt = 1
+        seconds = dt / NOMINAL_FPS
+        if time is not None and self._last_time is not None and np.isfinite(time) and time > self._last_time:
+            seconds = float(time) - self._last_time
         self._last_index = int(frame_index)
+        self._last_time = float(time) if time is not None and np.isfinite(time) else None
         if len(self._ids):
             # The smoothed box follows the motion model so it does not lag behind.
             self._smooth += self._kf.mean[:, 4:8] * dt
             self._kf.predict(dt)
-            self._since_seen += dt
+            self._since_seen += seconds
 
     def _match(self, xyxy: NDArray[np.float32], high: NDArray[np.bool_], low: NDArray[np.bool_]) -> NDArray[np.intp]:
         """Two-pass ByteTrack association; returns each detection's track row or -1."""
@@ -204,7 +233,8 @@ class FaceTracker:
         self._ids = np.concatenate([self._ids, ids])
         self._score = np.concatenate([self._score, score.astype(np.float32)])
         self._misses = np.concatenate([self._misses, np.zeros(n, np.int64)])
-        self._since_seen = np.concatenate([self._since_seen, np.zeros(n, np.int64)])
+        self._since_seen = np.concatenate([self._since_seen, np.zeros(n, np.float64)])
+        self._last_wh = np.concatenate([self._last_wh, xyxy_to_cxcywh(xyxy)[:, 2:]])
         self._smooth = np.concatenate([self._smooth, xyxy_to_cxcywh(xyxy)])
         return ids
 
@@ -215,6 +245,7 @@ class FaceTracker:
         self._score = self._score[mask]
         self._misses = self._misses[mask]
         self._since_seen = self._since_seen[mask]
+        self._last_wh = self._last_wh[mask]
         self._smooth = self._smooth[mask]
 
     @staticmethod
@@ -243,7 +274,10 @@ class FaceTracker:
         if not len(rows):
             return Detections.empty()
         box = self._kf.mean[rows, :4].copy()
-        box[:, 2:] *= (1.0 + self.config.coast_growth * self._since_seen[rows])[:, None]
+        growth = 1.0 + self.config.coast_growth * NOMINAL_FPS * self._since_seen[rows]
+        box[:, 2:] *= growth[:, None]
+        # Neither the growth nor the motion model's size velocity takes a box past the cap.
+        box[:, 2:] = np.minimum(box[:, 2:], COAST_MAX_GROWTH * self._last_wh[rows])
         return Detections(
             cxcywh_to_xyxy(box).astype(np.float32),
             self._score[rows],

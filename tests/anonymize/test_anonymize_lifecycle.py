@@ -133,7 +133,7 @@ def test_track_ids_stay_unique_after_a_tracker_restart() -> None:
         def __init__(self) -> None:
             self.inner = create_tracker(PipelineConfig().track, 0.2)
 
-        def update(self, dets: Detections | None, frame_index: int) -> Detections:
+        def update(self, dets: Detections | None, frame_index: int, time: float | None = None) -> Detections:
             if frame_index == 3:
                 raise RuntimeError("tracker exploded")
             out: Detections = self.inner.update(dets, frame_index)

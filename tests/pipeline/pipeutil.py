@@ -88,7 +88,7 @@ class FlakyTracker:
         self.inner = inner
         self.fail_on = fail_on
 
-    def update(self, dets: Detections | None, frame_index: int) -> Detections:
+    def update(self, dets: Detections | None, frame_index: int, time: float | None = None) -> Detections:
         if frame_index in self.fail_on:
             raise RuntimeError(f"tracker exploded on frame {frame_index}")
         out: Detections = self.inner.update(dets, frame_index)

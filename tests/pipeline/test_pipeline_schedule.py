@@ -144,7 +144,7 @@ def test_every_stage_is_swappable() -> None:
         def __init__(self) -> None:
             self.inner = create_tracker(c.track, c.detect.threshold)
 
-        def update(self, dets: Detections | None, index: int) -> Detections:
+        def update(self, dets: Detections | None, index: int, time: float | None = None) -> Detections:
             calls["tracker"] += 1
             return self.inner.update(dets, index)
 
