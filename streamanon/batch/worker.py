@@ -236,10 +236,11 @@ def _record_error(res: TaskResult, exc: StreamanonError, task: Task) -> None:
     report = getattr(exc, "report", None)
     if report is not None:
         _take_report(res, report)
-    dst = Path(task.dst)
-    if report is not None and dst.is_file():  # a truncated input: the frames that decoded, anonymised
+    # a truncated input: the frames that decoded, anonymised, under the partial name the report gives
+    written = getattr(report, "output", None)
+    if report is not None and written and Path(written).is_file():
         with contextlib.suppress(OSError):
-            res.output_hash = file_hash(dst)
+            res.output_hash = file_hash(Path(written))
 
 
 def _drop_stale_output(dst: Path, res: TaskResult) -> None:

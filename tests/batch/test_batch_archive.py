@@ -39,6 +39,7 @@ from streamanon.cli import main as cli_main
 from streamanon.config import DetectConfig
 from streamanon.detect import create_detector
 from streamanon.errors import DecodeError
+from streamanon.runner import partial_output
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +60,10 @@ def test_batch_completes_and_records_failures(real_archive: Path, local_run: tup
         assert got[rel]["output_hash"] == sha(out / rel) and got[rel]["content_hash"] == sha(real_archive / rel)
     trunc = got[TRUNCATED]
     assert trunc["status"] == "failed" and trunc["error_type"] == "DecodeError" and "truncated" in trunc["error"]
-    assert 0 < trunc["frames"] < trunc["expected_frames"] and (out / TRUNCATED).is_file()  # what decoded, anonymised
+    assert 0 < trunc["frames"] < trunc["expected_frames"]
+    # what decoded, anonymised, under the partial name: an incomplete output never takes the final name
+    assert (out / partial_output(Path(TRUNCATED))).is_file() and not (out / TRUNCATED).exists()
+    assert trunc["output_hash"] == sha(out / partial_output(Path(TRUNCATED)))
     bad = got[RANDOM_MP4]
     assert bad["status"] == "failed" and "not readable media" in bad["error"] and not (out / RANDOM_MP4).exists()
     for rel in (NOTES, "photos/README"):
