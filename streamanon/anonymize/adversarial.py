@@ -1,7 +1,7 @@
 """``adversarial``: faces that look unchanged but that a face recogniser no longer matches.
 
 Each detected face is perturbed by L-infinity PGD (``adversarial_core.pgd``) against dlib's
-ResNet recogniser (its torch port, ``streamanon.eval.dlib_torch``): the loss is taken on
+ResNet recogniser (its torch port, ``streamanon.models.dlib_torch``): the loss is taken on
 dlib's own 150x150 chip, cut from the frame by the differentiable
 ``extract_image_chips_torch`` at dlib's 5-point landmarks (fitted in the detector's box),
 so the gradient reaches, and the perturbation lives in, the frame pixels that are written.
@@ -55,15 +55,15 @@ from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
 from ..errors import AnonymizationError, ConfigError, import_extra
+from ..models.landmarks import DlibLandmarker
 from ..types import SOURCE_DETECTOR, Detections
-from .align import DlibLandmarker
 from .base import FaceAnonymizer, FrameInfo
 from .mask import FaceRegion, indexed_regions
 
 if TYPE_CHECKING:
     import torch
 
-    from ..eval.dlib_torch import ChipDetails
+    from ..models.dlib_torch import ChipDetails
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ ALIGN_JITTER = 0.01
 DELTA_CELLS: float | None = None
 #: Expectation over transformations (``adversarial_core.EOTConfig`` fields over its defaults).
 EOT_SETTINGS: dict[str, Any] = {}
-#: dlib's same-person distance (``eval.recognizer.THRESHOLD``).
+#: dlib's same-person distance (``models.recognizer.THRESHOLD``).
 THRESHOLD = 0.6
 OBJECTIVES = ("untargeted", "targeted", "k-anonymity")
 
@@ -142,7 +142,7 @@ class AdversarialModels:
 
     def __init__(self, config: AnonymizeConfig) -> None:
         torch = _torch()
-        from ..eval.dlib_torch import load_dlib_resnet
+        from ..models.dlib_torch import load_dlib_resnet
 
         self.device = config.device
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -158,8 +158,8 @@ class AdversarialModels:
         flat, one identity per file), found by the product's ``detect``."""
         if self.gallery is not None:
             return
-        from ..eval.dlib_torch import extract_image_chips, face_chip_details
         from ..io import read_image
+        from ..models.dlib_torch import extract_image_chips, face_chip_details
         from .ksame import IMAGE_SUFFIXES
 
         root = Path(folder)
@@ -216,9 +216,9 @@ def _rect_side(d: ChipDetails) -> float:
 def _chip_extent(d: ChipDetails, width: int, height: int) -> tuple[int, int, int, int]:
     """Frame pixels dlib's chip extraction reads for ``d`` (its rotated rectangle plus the
     pyramid's border, as ``extract_image_chips`` grows it), clipped to the frame."""
-    from ..eval.dlib_torch import _plan
+    from ..models.dlib_torch import chip_plan
 
-    x0, y0, x1, y1 = _plan(height, width, [d]).box
+    x0, y0, x1, y1 = chip_plan(height, width, [d]).box
     return x0, y0, x1 + 1, y1 + 1
 
 
@@ -236,7 +236,7 @@ def _jittered(d: ChipDetails, amount: float, rng: np.random.Generator) -> ChipDe
     by up to ``amount`` radians (uniform draws); ``amount`` 0 returns ``d``."""
     if amount <= 0:
         return d
-    from ..eval.dlib_torch import ChipDetails
+    from ..models.dlib_torch import ChipDetails
 
     side = _rect_side(d)
     dx, dy, ds, da = rng.uniform(-amount, amount, 4)
@@ -402,7 +402,7 @@ class AdversarialAnonymizer(FaceAnonymizer):
         rows = [i for i in range(len(dets)) if perturbable[i]]
         lm5 = self.models.landmarker(image, dets.xyxy[rows]) if rows else np.zeros((0, 5, 2), np.float32)
         fitted = dict(zip(rows, lm5, strict=True))
-        from ..eval.dlib_torch import face_chip_details
+        from ..models.dlib_torch import face_chip_details
 
         for i, region in indexed_regions(dets, w, h, c.shape, c.mask_scale, c.mask_margin):
             pts = fitted.get(i)
@@ -490,7 +490,7 @@ class AdversarialAnonymizer(FaceAnonymizer):
             boxes = dets.xyxy[rows]
             lm_orig = dict(zip(rows, self.models.landmarker(original, boxes), strict=True))
             lm_repl = dict(zip(rows, self.models.landmarker(replaced, boxes), strict=True))
-        from ..eval.dlib_torch import face_chip_details
+        from ..models.dlib_torch import face_chip_details
 
         faces: list[_Face] = []
         refs: list[ChipDetails] = []
@@ -510,7 +510,7 @@ class AdversarialAnonymizer(FaceAnonymizer):
     def _embed_clean(self, image: NDArray[np.uint8], details: list[ChipDetails]) -> torch.Tensor:
         """The recogniser's embeddings of ``image``'s faces at ``details`` (no gradient)."""
         th = _torch()
-        from ..eval.dlib_torch import extract_image_chips
+        from ..models.dlib_torch import extract_image_chips
 
         chips = extract_image_chips(image, details)
         x = th.from_numpy(chips.transpose(0, 3, 1, 2).copy()).to(self.models.device, th.float32)
@@ -530,7 +530,7 @@ class AdversarialAnonymizer(FaceAnonymizer):
         The objective is relative to ``reference`` (``(F, 128)``, e.g. the original faces'
         embeddings when ``image`` holds replaced faces), or to ``image``'s own faces."""
         th = _torch()
-        from ..eval.dlib_torch import ChipDetails, extract_image_chips_torch
+        from ..models.dlib_torch import ChipDetails, extract_image_chips_torch
         from .adversarial_core import PGDConfig, pgd
 
         dev = self.models.device

@@ -11,9 +11,9 @@ from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
 from ..errors import ConfigError, MissingDependencyError
+from ..models.landmarks import Landmarker68
 from ..types import Detections
 from .adversarial import AdversarialAnonymizer, AdversarialModels
-from .align import Landmarker68
 from .dp import DPPixelateAnonymizer
 from .generate import GenerateAnonymizer, GenerateModels
 from .generate_adversarial import GenerateAdversarialAnonymizer

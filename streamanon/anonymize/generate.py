@@ -8,7 +8,7 @@ points are fitted on the detector rows, checked against CenterFace's five points
 filter the training faces passed) and smoothed over the track by a One-Euro filter in
 face-normalised coordinates (``LandmarkSmoother``) so the face does not jitter. All the faces
 of a frame go through the generator as one batch, on chips cut exactly as the model was
-trained (``generate.geometry.generator_alignments`` and ``chip_masks``).
+trained (``anonymize.generator_chip.generator_alignments`` and ``chip_masks``).
 
 Compositing (``paste_generated``): the chip's pixels outside its mask (real context the model
 was shown) are replaced by their nearest generated pixel before the inverse warp, so every
@@ -40,11 +40,11 @@ from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
 from ..errors import AnonymizationError
-from ..generate.geometry import chip_masks, generator_alignments
 from ..types import SOURCE_DETECTOR, Detections
 from .align import Alignment, five_from_68, warp_chip
 from .base import FaceAnonymizer, FrameInfo
 from .chips import masked_rows
+from .generator_chip import chip_masks, generator_alignments
 from .mask import FaceRegion, composite
 from .methods import BlurAnonymizer, RegionAnonymizer, SolidAnonymizer
 
@@ -86,7 +86,7 @@ GREY_SPREAD = 3.0
 
 
 class Generator(Protocol):
-    """What the anonymiser needs of a generator (``generate.runner.GeneratorRunner``)."""
+    """What the anonymiser needs of a generator (``models.generator.GeneratorRunner``)."""
 
     size: int
     z_dim: int
@@ -115,11 +115,11 @@ class GenerateModels:
         self, config: AnonymizeConfig, generator: Generator | None = None, landmarker: Landmarks68 | None = None
     ) -> None:
         if generator is None:
-            from ..generate.runner import GeneratorRunner
+            from ..models.generator import GeneratorRunner
 
             generator = GeneratorRunner(config.generator)
         if landmarker is None:
-            from .align import Landmarker68
+            from ..models.landmarks import Landmarker68
 
             landmarker = Landmarker68()
         self.generator = generator

@@ -35,8 +35,9 @@ from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
 from ..errors import ConfigError
+from ..models.landmarks import Landmarker68
 from ..types import Detections
-from .align import Alignment, Landmarker68, align_faces, warp_chip
+from .align import Alignment, align_faces, warp_chip
 from .base import FrameInfo
 from .chips import CHIP_SIZE, ChipAnonymizer
 from .methods import SolidAnonymizer
@@ -191,7 +192,7 @@ class DlibFaceEmbedder:
     """dlib's 5-point landmarks fitted in each box, then its ResNet embedding (~70 ms a face)."""
 
     def __init__(self) -> None:
-        from ..eval.recognizer import DlibRecogniser
+        from ..models.recognizer import DlibRecogniser
 
         self._rec = DlibRecogniser()
 

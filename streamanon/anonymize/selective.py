@@ -35,6 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError
+from ..geometry import check_region
 from ..types import SOURCE_DETECTOR, Detections
 from .base import FaceAnonymizer, FrameInfo
 
@@ -72,20 +73,6 @@ def parse_region(text: str) -> tuple[float, ...]:
         ) from None
     check_region(values)
     return values
-
-
-def check_region(values: Sequence[float]) -> None:
-    """ConfigError unless ``values`` is a rectangle (4 numbers) or a polygon (>= 3 points)."""
-    n = len(values)
-    if n != 4 and (n < 6 or n % 2):
-        raise ConfigError(
-            f"invalid region {','.join(f'{v:g}' for v in values)!r}: "
-            "4 numbers (x0,y0,x1,y1) or an even count >= 6 (polygon)"
-        )
-    if any(not np.isfinite(v) or v < 0 for v in values):
-        raise ConfigError(f"invalid region {','.join(f'{v:g}' for v in values)!r}: coordinates must be >= 0")
-    if n == 4 and (values[2] <= values[0] or values[3] <= values[1]):
-        raise ConfigError(f"invalid region {','.join(f'{v:g}' for v in values)!r}: need x1 > x0 and y1 > y0")
 
 
 def region_points(values: Sequence[float], width: int, height: int) -> NDArray[np.float64]:
@@ -147,12 +134,12 @@ class KeepFaces:
     Args:
         photos: one photo per reference, each showing exactly one face.
         recogniser: anything with dlib's ``detect/locate/embed`` (default: dlib's ResNet,
-            ``streamanon.eval.recognizer.DlibRecogniser``; the ``[eval]`` extra).
+            ``streamanon.models.recognizer.DlibRecogniser``; the ``[eval]`` extra).
     """
 
     def __init__(self, photos: Sequence[str], recogniser: _Recogniser | None = None) -> None:
         if recogniser is None:
-            from ..eval.recognizer import DlibRecogniser  # MissingDependencyError names the extra
+            from ..models.recognizer import DlibRecogniser  # MissingDependencyError names the extra
 
             recogniser = DlibRecogniser("hog", upsample=1)
         self.recogniser = recogniser

@@ -200,7 +200,7 @@ def _eval_config(ns: argparse.Namespace) -> PipelineConfig:
 
 
 def _recogniser(ns: argparse.Namespace) -> Any:
-    from .recognizer import DlibRecogniser
+    from ..models.recognizer import DlibRecogniser
 
     return DlibRecogniser(ns.dlib_detector, ns.upsample)
 

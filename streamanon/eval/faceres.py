@@ -39,9 +39,9 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from ..anonymize.align import similarity
 from ..errors import ConfigError, ModelError, StreamanonError
-from .recognizer import Face, Recogniser
+from ..geometry import similarity
+from ..models.recognizer import Face, Recogniser
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ class FaceResRecogniser:
     def locator(self) -> Recogniser:
         """The face finder (dlib's, created on first use)."""
         if self._locator is None:
-            from .recognizer import DlibRecogniser
+            from ..models.recognizer import DlibRecogniser
 
             self._locator = DlibRecogniser()
         return self._locator

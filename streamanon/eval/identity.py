@@ -39,12 +39,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..io import read_image
+from ..models.recognizer import Face, Recogniser, distance
 from ..track.association import box_iou
 from ..track.coverage import box_inside_fraction
 from .data import IdentityImage
 from .metrics import mean_of, psnr, quality, ssim
 from .product import MethodSpec, ProductRunner
-from .recognizer import Face, Recogniser, distance
 
 log = logging.getLogger(__name__)
 

@@ -48,10 +48,10 @@ from numpy.typing import NDArray
 from ..anonymize.mask import union_mask
 from ..config import PipelineConfig
 from ..io import VideoSource
+from ..models.recognizer import Recogniser, distance
 from ..track.association import box_iou
 from ..types import SOURCE_DETECTOR, SOURCE_TRACK, Detections
 from .product import MethodSpec
-from .recognizer import Recogniser, distance
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class AttributeDrift:
     """Pose, mouth, age and gender of the original's faces against the output's.
 
     Args:
-        landmarker: ``(image, boxes) -> (N, 68, 2)`` (``anonymize.align.Landmarker68``).
+        landmarker: ``(image, boxes) -> (N, 68, 2)`` (``models.landmarks.Landmarker68``).
         faceres: a ``FaceResRecogniser`` (age and gender) or None to skip them.
     """
 
@@ -130,7 +130,7 @@ def track_pair_scores(
     tracks: dict[int, tuple[list[NDArray[np.float32]], list[NDArray[np.float32]]]], threshold: float
 ) -> dict[str, Any]:
     """Inter-track distances (module doc) from per-track (output, original) embeddings."""
-    from .recognizer import distance
+    from ..models.recognizer import distance
 
     meds_a: list[float] = []
     meds_o: list[float] = []
@@ -244,8 +244,8 @@ def score_output(
 
 def attribute_models(rec: Recogniser) -> tuple[Any, Any]:
     """dlib's 68-point predictor and FaceRes (None, logged, when it is not built)."""
-    from ..anonymize.align import Landmarker68
     from ..errors import ModelError
+    from ..models.landmarks import Landmarker68
     from .faceres import BUILD_COMMAND, FaceResRecogniser, model_path
 
     landmarker = Landmarker68()

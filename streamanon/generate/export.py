@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..anonymize.generator_chip import CHIP_CENTRE, CHIP_ZOOM, template_mask
 from ..errors import SinkError
-from .geometry import CHIP_CENTRE, CHIP_ZOOM, template_mask
 from .model import ExportWrapper, Generator
 from .train import load_generator
 

@@ -3,7 +3,7 @@
 A generator that paints a training person's face into someone else's footage leaks that
 person: a privacy bug, not a quality issue. The check runs the exported generator on the
 faces of people who were *not* in the training data (``--others``), embeds every
-generated face and every training face with dlib's recogniser (``eval.recognizer``,
+generated face and every training face with dlib's recogniser (``models.recognizer``,
 distance < 0.6 = same person) and reports:
 
 * ``generated_match_rate``: generated faces within 0.6 of any training face;
@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..anonymize.generator_chip import DLIB5_FROM_68
 from ..errors import ConfigError
 from .data import ChipSet, ChipSettings, build_cache, scan_sources
-from .geometry import DLIB5_FROM_68
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ TOLERANCE = 0.05
 
 def embed_chips(rec: Any, chips: NDArray[np.uint8], landmarks: NDArray[np.float32]) -> NDArray[np.float32]:
     """dlib descriptors of chips, aligned by their own (original) 68 points' dlib-5 subset."""
-    from ..eval.recognizer import Face
+    from ..models.recognizer import Face
 
     out = np.zeros((len(chips), 128), np.float32)
     for i, (chip, lm) in enumerate(zip(chips, landmarks, strict=True)):
@@ -59,7 +59,7 @@ def nearest(
     a: NDArray[np.float32], b: NDArray[np.float32], chunk: int = 512
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """For each row of ``a``, the distance to and index of its nearest row of ``b``."""
-    from ..eval.recognizer import distance
+    from ..models.recognizer import distance
 
     dist = np.zeros(len(a), np.float32)
     idx = np.zeros(len(a), np.int64)
@@ -172,8 +172,8 @@ def eval_generator_main(argv: list[str]) -> int:
     import logging as _logging
 
     from ..cli import _setup_logging
-    from ..eval.recognizer import DlibRecogniser
-    from .runner import GeneratorRunner
+    from ..models.generator import GeneratorRunner
+    from ..models.recognizer import DlibRecogniser
 
     ns = eval_parser().parse_args(argv)
     _setup_logging(False)

@@ -26,7 +26,7 @@ from streamanon.anonymize.generate import (
 from streamanon.anonymize.mask import union_mask
 from streamanon.config import AnonymizeConfig, PipelineConfig
 from streamanon.errors import ConfigError, ModelError
-from streamanon.generate.runner import GeneratorRunner, default_model
+from streamanon.models.generator import GeneratorRunner, default_model
 from streamanon.pipeline import Pipeline, Stages
 from streamanon.types import SOURCE_TRACK, Detections, Frame
 

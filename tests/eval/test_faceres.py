@@ -15,7 +15,7 @@ import pytest
 from streamanon.errors import ConfigError, ModelError
 from streamanon.eval import faceres as fr
 from streamanon.eval import tfjs_convert as tc
-from streamanon.eval.recognizer import Face
+from streamanon.models.recognizer import Face
 
 ort = pytest.importorskip("onnxruntime")
 

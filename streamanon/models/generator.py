@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..backends.loader import load_backend
+from ..backends.registry import resolve_model
 from ..errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -30,10 +32,8 @@ def default_model(size: int = 64) -> Path:
     """Path of the shipped generator for chips of ``size`` pixels, from the registry
     (``generator-<size>``: checked against its sha256; a checkout's ``engines/`` or the
     installed package's copy)."""
-    from ..backends.registry import resolve_model
 
     return resolve_model(f"generator-{size}")
-
 
 class GeneratorRunner:
     """A loaded generator.
@@ -55,7 +55,6 @@ class GeneratorRunner:
     """
 
     def __init__(self, model: str | Path | None = None, engine: Any = None, callers: int = 1) -> None:
-        from ..backends.loader import load_backend
 
         path = Path(model) if model is not None else default_model()
         if not path.is_file():
