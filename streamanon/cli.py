@@ -15,10 +15,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
 
 from . import __version__
 from .anonymize import METHODS
+from .cliutil import ArgParser, setup_logging
 from .config import BACKENDS, PRECISIONS, AnonymizeConfig, DetectConfig, IOConfig, PipelineConfig, TrackConfig
 from .errors import EXIT_CODES, ConfigError, SinkError, SourceOpenError, StreamanonError
 from .io import hwaccel, is_image_path, is_live, is_video_path, redact
@@ -35,13 +35,6 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "streamanon.demo:main",
     "streams": "streamanon.live.streams:main",
 }
-
-
-class _ArgParser(argparse.ArgumentParser):
-    """argparse that raises ConfigError instead of exiting, so errors stay one line."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ConfigError(message)
 
 
 def _color(text: str) -> tuple[int, int, int]:
@@ -385,8 +378,8 @@ def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
     )
 
 
-def _run_parser() -> argparse.ArgumentParser:
-    p = _ArgParser(
+def run_parser() -> argparse.ArgumentParser:
+    p = ArgParser(
         prog="streamanon",
         description="Anonymise every face in a video, image or folder. Subcommands: eval, batch, doctor.",
         epilog="Exit codes: " + "; ".join(f"{v} {k}" for k, v in EXIT_CODES.items()),
@@ -402,19 +395,6 @@ def _run_parser() -> argparse.ArgumentParser:
 
     p.set_defaults(live_actions=add_live_options(p))
     return p
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s" if verbose else "streamanon: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    if not verbose:
-        import av.logging
-
-        av.logging.set_level(av.logging.PANIC)  # FFmpeg's chatter is not for end users
 
 
 def _sigterm_as_interrupt() -> Callable[[], None]:
@@ -443,8 +423,8 @@ def _collect(inp: Path, out: Path) -> list[tuple[Path, Path]]:
 
 
 def run_command(argv: list[str]) -> int:
-    ns = _run_parser().parse_args(argv)
-    _setup_logging(ns.verbose)
+    ns = run_parser().parse_args(argv)
+    setup_logging(ns.verbose)
     config = config_from_args(ns)
     if is_live(ns.input) or (ns.output and is_live(ns.output)):
         from .live import run_live  # live deps only when needed
@@ -556,7 +536,7 @@ def _subcommand(name: str) -> Callable[[list[str]], int]:
 
 
 def doctor_command(argv: list[str]) -> int:
-    p = _ArgParser(prog="streamanon doctor", description="check the installation: versions, providers, GPU, models")
+    p = ArgParser(prog="streamanon doctor", description="check the installation: versions, providers, GPU, models")
     p.parse_args(argv)
     return doctor()
 

@@ -15,7 +15,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+import av
+import av.error
+
 from .errors import ConfigError
+from .geometry import check_region
+
+# Device types ``--hwaccel`` accepts (FFmpeg's names); which ones work depends on the build and the machine.
+DECODE_DEVICES = ("cuda", "qsv", "vaapi", "vdpau", "drm", "vulkan", "d3d11va", "dxva2", "videotoolbox", "amf")
 
 OnError = Literal["mask-frame", "abort"]
 
@@ -234,12 +241,28 @@ class AnonymizeConfig:
         for name in ("only_regions", "ignore_regions"):
             regions = tuple(tuple(float(v) for v in r) for r in getattr(self, name))
             if regions:
-                from .anonymize.selective import check_region
-
                 for r in regions:
                     check_region(r)
             object.__setattr__(self, name, regions)
         object.__setattr__(self, "keep_faces", tuple(str(p) for p in self.keep_faces))
+
+
+def check_hwaccel(value: str) -> str:
+    if value not in ("auto", "none", *DECODE_DEVICES):
+        raise ConfigError(f"invalid --hwaccel {value!r}: expected auto, none or one of {', '.join(DECODE_DEVICES)}")
+    return value
+
+
+def check_encoder(value: str) -> str:
+    if value in ("auto", "none"):
+        return value
+    try:
+        av.codec.Codec(value, "w")
+    except (av.error.FFmpegError, ValueError):
+        raise ConfigError(
+            f"invalid --encoder {value!r}: this FFmpeg has no such encoder (auto, none or a name)"
+        ) from None
+    return value
 
 
 @dataclass(frozen=True)
@@ -258,8 +281,6 @@ class IOConfig:
     encoder: str = "none"  # --encoder: none (= codec in software), auto (NVENC if one opens), or an encoder's name
 
     def __post_init__(self) -> None:
-        from .io.hwaccel import check_encoder, check_hwaccel  # here: io imports this module
-
         check_hwaccel(self.hwaccel)
         check_encoder(self.encoder)
         _check(isinstance(self.crf, int) and 0 <= self.crf <= 51, "crf", self.crf, "an integer in [0, 51]")

@@ -112,11 +112,12 @@ def count_faces(path: Path, detector: object, threshold: float) -> tuple[int, in
 
 def main(argv: list[str]) -> int:
     """Entry point of ``streamanon demo``; returns the exit code."""
-    from .cli import _ArgParser, _setup_logging, add_pipeline_options, config_from_args
+    from .cli import add_pipeline_options, config_from_args
+    from .cliutil import ArgParser, setup_logging
     from .pipeline import Stages
     from .runner import process_file, write_report
 
-    p = _ArgParser(
+    p = ArgParser(
         prog="streamanon demo",
         description="Write a short clip with faces (from a public-domain photo shipped in the package), "
         "anonymise it, and say where both are and how many faces the detector still finds.",
@@ -133,7 +134,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     add_pipeline_options(p)
     ns = p.parse_args(argv)
-    _setup_logging(ns.verbose)
+    setup_logging(ns.verbose)
     config = config_from_args(ns)
     folder: Path = ns.output
     try:

@@ -55,9 +55,20 @@ from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
 from ..errors import AnonymizationError, ConfigError, import_extra
+from ..io import read_image
+from ..models.dlib_torch import (
+    ChipDetails,
+    chip_plan,
+    extract_image_chips,
+    extract_image_chips_torch,
+    face_chip_details,
+    load_dlib_resnet,
+)
 from ..models.landmarks import DlibLandmarker
 from ..types import SOURCE_DETECTOR, Detections
+from .adversarial_core import EOTConfig, KAnonymity, PGDConfig, Targeted, Untargeted, pgd
 from .base import FaceAnonymizer, FrameInfo
+from .ksame import IMAGE_SUFFIXES
 from .mask import FaceRegion, indexed_regions
 
 if TYPE_CHECKING:
@@ -142,8 +153,6 @@ class AdversarialModels:
 
     def __init__(self, config: AnonymizeConfig) -> None:
         torch = _torch()
-        from ..models.dlib_torch import load_dlib_resnet
-
         self.device = config.device
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError(
@@ -158,10 +167,6 @@ class AdversarialModels:
         flat, one identity per file), found by the product's ``detect``."""
         if self.gallery is not None:
             return
-        from ..io import read_image
-        from ..models.dlib_torch import extract_image_chips, face_chip_details
-        from .ksame import IMAGE_SUFFIXES
-
         root = Path(folder)
         if not root.is_dir():
             raise ConfigError(f"--face-bank {root}: not a folder")
@@ -216,8 +221,6 @@ def _rect_side(d: ChipDetails) -> float:
 def _chip_extent(d: ChipDetails, width: int, height: int) -> tuple[int, int, int, int]:
     """Frame pixels dlib's chip extraction reads for ``d`` (its rotated rectangle plus the
     pyramid's border, as ``extract_image_chips`` grows it), clipped to the frame."""
-    from ..models.dlib_torch import chip_plan
-
     x0, y0, x1, y1 = chip_plan(height, width, [d]).box
     return x0, y0, x1 + 1, y1 + 1
 
@@ -236,8 +239,6 @@ def _jittered(d: ChipDetails, amount: float, rng: np.random.Generator) -> ChipDe
     by up to ``amount`` radians (uniform draws); ``amount`` 0 returns ``d``."""
     if amount <= 0:
         return d
-    from ..models.dlib_torch import ChipDetails
-
     side = _rect_side(d)
     dx, dy, ds, da = rng.uniform(-amount, amount, 4)
     cx, cy = (d.rect[0] + d.rect[2]) / 2.0 + dx * side, (d.rect[1] + d.rect[3]) / 2.0 + dy * side
@@ -314,8 +315,6 @@ class AdversarialAnonymizer(FaceAnonymizer):
     name = "adversarial"
 
     def __init__(self, config: AnonymizeConfig, models: AdversarialModels) -> None:
-        from .adversarial_core import EOTConfig
-
         self.config = config
         self.models = models
         self.epsilon = float(config.epsilon if config.epsilon is not None else DEFAULT_EPSILON)
@@ -402,8 +401,6 @@ class AdversarialAnonymizer(FaceAnonymizer):
         rows = [i for i in range(len(dets)) if perturbable[i]]
         lm5 = self.models.landmarker(image, dets.xyxy[rows]) if rows else np.zeros((0, 5, 2), np.float32)
         fitted = dict(zip(rows, lm5, strict=True))
-        from ..models.dlib_torch import face_chip_details
-
         for i, region in indexed_regions(dets, w, h, c.shape, c.mask_scale, c.mask_margin):
             pts = fitted.get(i)
             if pts is None or np.isnan(pts).any():
@@ -425,8 +422,6 @@ class AdversarialAnonymizer(FaceAnonymizer):
         return out
 
     def _objective(self, ref: torch.Tensor, tracks: Sequence[_Track | None]) -> Any:
-        from .adversarial_core import KAnonymity, Targeted, Untargeted
-
         torch = _torch()
         kind = self.config.adv_objective
         if kind == "untargeted":
@@ -490,8 +485,6 @@ class AdversarialAnonymizer(FaceAnonymizer):
             boxes = dets.xyxy[rows]
             lm_orig = dict(zip(rows, self.models.landmarker(original, boxes), strict=True))
             lm_repl = dict(zip(rows, self.models.landmarker(replaced, boxes), strict=True))
-        from ..models.dlib_torch import face_chip_details
-
         faces: list[_Face] = []
         refs: list[ChipDetails] = []
         for i, region in indexed_regions(dets, w, h, c.shape, c.mask_scale, c.mask_margin):
@@ -510,8 +503,6 @@ class AdversarialAnonymizer(FaceAnonymizer):
     def _embed_clean(self, image: NDArray[np.uint8], details: list[ChipDetails]) -> torch.Tensor:
         """The recogniser's embeddings of ``image``'s faces at ``details`` (no gradient)."""
         th = _torch()
-        from ..models.dlib_torch import extract_image_chips
-
         chips = extract_image_chips(image, details)
         x = th.from_numpy(chips.transpose(0, 3, 1, 2).copy()).to(self.models.device, th.float32)
         with th.no_grad():
@@ -530,9 +521,6 @@ class AdversarialAnonymizer(FaceAnonymizer):
         The objective is relative to ``reference`` (``(F, 128)``, e.g. the original faces'
         embeddings when ``image`` holds replaced faces), or to ``image``'s own faces."""
         th = _torch()
-        from ..models.dlib_torch import ChipDetails, extract_image_chips_torch
-        from .adversarial_core import PGDConfig, pgd
-
         dev = self.models.device
         net = self.models.net
         hmax = max(f.crop[3] - f.crop[1] for f in faces)

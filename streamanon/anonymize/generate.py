@@ -40,6 +40,8 @@ from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
 from ..errors import AnonymizationError
+from ..models.generator import GeneratorRunner
+from ..models.landmarks import Landmarker68
 from ..types import SOURCE_DETECTOR, Detections
 from .align import Alignment, five_from_68, warp_chip
 from .base import FaceAnonymizer, FrameInfo
@@ -115,12 +117,8 @@ class GenerateModels:
         self, config: AnonymizeConfig, generator: Generator | None = None, landmarker: Landmarks68 | None = None
     ) -> None:
         if generator is None:
-            from ..models.generator import GeneratorRunner
-
             generator = GeneratorRunner(config.generator)
         if landmarker is None:
-            from ..models.landmarks import Landmarker68
-
             landmarker = Landmarker68()
         self.generator = generator
         self.landmarker = landmarker

@@ -35,7 +35,9 @@ from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
 from ..errors import ConfigError
+from ..io import read_image
 from ..models.landmarks import Landmarker68
+from ..models.recognizer import DlibRecogniser
 from ..types import Detections
 from .align import Alignment, align_faces, warp_chip
 from .base import FrameInfo
@@ -192,8 +194,6 @@ class DlibFaceEmbedder:
     """dlib's 5-point landmarks fitted in each box, then its ResNet embedding (~70 ms a face)."""
 
     def __init__(self) -> None:
-        from ..models.recognizer import DlibRecogniser
-
         self._rec = DlibRecogniser()
 
     def __call__(self, image: NDArray[np.uint8], boxes: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -376,8 +376,6 @@ def load_face_bank(
     root = Path(folder)
     if not root.is_dir():
         raise ConfigError(f"--face-bank {root}: not a folder")
-    from ..io import read_image
-
     out: list[tuple[NDArray[np.float32], str, NDArray[np.float32] | None]] = []
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     for path in paths:

@@ -36,6 +36,8 @@ from numpy.typing import NDArray
 
 from ..errors import ConfigError
 from ..geometry import check_region
+from ..io import read_image
+from ..models.recognizer import DlibRecogniser
 from ..types import SOURCE_DETECTOR, Detections
 from .base import FaceAnonymizer, FrameInfo
 
@@ -139,8 +141,6 @@ class KeepFaces:
 
     def __init__(self, photos: Sequence[str], recogniser: _Recogniser | None = None) -> None:
         if recogniser is None:
-            from ..models.recognizer import DlibRecogniser  # MissingDependencyError names the extra
-
             recogniser = DlibRecogniser("hog", upsample=1)
         self.recogniser = recogniser
         self.names = [Path(p).name for p in photos]
@@ -148,8 +148,6 @@ class KeepFaces:
         self.references = np.stack(refs) if refs else np.zeros((0, 128), np.float32)
 
     def _reference(self, path: Path) -> NDArray[np.float32]:
-        from ..io import read_image
-
         if not path.is_file():
             raise ConfigError(f"--keep-face {path}: no such file")
         image = read_image(path).image

@@ -28,6 +28,9 @@ from pathlib import Path
 from ..config import DetectConfig
 from ..errors import ConfigError, EngineError, MissingDependencyError
 from .base import EngineConfig
+from .onnxruntime import available_providers
+from .openvino import NO_NATIVE_BF16, native_bf16, openvino_available
+from .tensorrt import usable_engine
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +112,6 @@ class BackendChoice:
 
 
 def _gpu_providers() -> list[str]:
-    from .onnxruntime import available_providers
-
     return [p for p in available_providers() if p in GPU_PROVIDERS]
 
 
@@ -123,8 +124,6 @@ def _ort_choice(config: EngineConfig, reason: str) -> EngineChoice:
 
 
 def _openvino_choice(config: EngineConfig, reason: str) -> EngineChoice:
-    from .openvino import NO_NATIVE_BF16, native_bf16
-
     precision = config.precision
     if precision == "auto":
         precision = "bf16" if native_bf16() else "fp32"
@@ -136,8 +135,6 @@ def _openvino_choice(config: EngineConfig, reason: str) -> EngineChoice:
 
 
 def _tensorrt_choice(config: EngineConfig, onnx_sha256: str, model: str, source: str | None) -> EngineChoice:
-    from .tensorrt import usable_engine
-
     precision = "fp16" if config.precision == "auto" else config.precision
     if precision not in PRECISIONS["tensorrt"]:
         raise ConfigError(f"TensorRT engines are built in fp16 or fp32, not {precision}")
@@ -157,8 +154,6 @@ def choose_engine(
         ConfigError: a precision the named backend cannot run.
         MissingDependencyError, EngineError: a named backend that cannot be used here.
     """
-    from .openvino import openvino_available
-
     if config.backend == "onnxruntime":
         return _ort_choice(config, "asked for")
     if config.backend == "openvino":

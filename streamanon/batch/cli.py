@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: bool) -> None:
-    from ..cli import _setup_logging as setup
+    from ..cliutil import setup_logging as setup
 
     setup(verbose)
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..cli import _ArgParser, _setup_logging, add_pipeline_options, config_from_args
+from ..cli import add_pipeline_options, config_from_args
+from ..cliutil import ArgParser, setup_logging
 from ..config import BACKENDS, PRECISIONS, DetectConfig, PipelineConfig
 from ..errors import ConfigError, SinkError, StreamanonError
 from . import report
@@ -56,7 +57,7 @@ def _recogniser_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``streamanon eval`` parser with its four subcommands."""
-    p = _ArgParser(prog="streamanon eval", description="Measure how well streamanon removes identities.")
+    p = ArgParser(prog="streamanon eval", description="Measure how well streamanon removes identities.")
     sub = p.add_subparsers(dest="command", metavar="{identity,attack,detect,video,temporal}")
     sub.required = True
 
@@ -604,7 +605,7 @@ def main(argv: list[str]) -> int:
 
         return eval_generator_main(argv[1:])
     ns = build_parser().parse_args(argv)
-    _setup_logging(False)
+    setup_logging(False)
     if ns.verbose:  # progress of streamanon only (dependencies stay quiet)
         logging.getLogger("streamanon").setLevel(logging.INFO)
     code: int = COMMANDS[ns.command](ns)

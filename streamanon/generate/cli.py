@@ -48,12 +48,12 @@ def _need_torch() -> None:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    from ..cli import _ArgParser
+    from ..cliutil import ArgParser
     from .model import GeneratorConfig
     from .train import TrainConfig
 
     g, t = GeneratorConfig(), TrainConfig()
-    p = _ArgParser(
+    p = ArgParser(
         prog="streamanon train generator",
         description="Train the face generator on the faces in DATA (images and videos, searched recursively).",
     )
@@ -124,9 +124,9 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def _setup(verbose: bool) -> None:
-    from ..cli import _setup_logging
+    from ..cliutil import setup_logging
 
-    _setup_logging(False)
+    setup_logging(False)
     if verbose:
         logging.getLogger("streamanon").setLevel(logging.INFO)
 
@@ -243,9 +243,9 @@ def train_main(argv: list[str]) -> int:
 
 
 def export_parser() -> argparse.ArgumentParser:
-    from ..cli import _ArgParser
+    from ..cliutil import ArgParser
 
-    p = _ArgParser(
+    p = ArgParser(
         prog="streamanon export generator",
         description="Export a trained generator to ONNX (dynamic batch) and check it.",
     )

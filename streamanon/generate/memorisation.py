@@ -136,9 +136,9 @@ def memorisation_report(
 
 
 def eval_parser() -> Any:
-    from ..cli import _ArgParser
+    from ..cliutil import ArgParser
 
-    p = _ArgParser(
+    p = ArgParser(
         prog="streamanon eval generator",
         description="Memorisation check: generated faces vs the training identities, next to real faces of others.",
     )
@@ -171,12 +171,12 @@ def eval_generator_main(argv: list[str]) -> int:
     """Entry point of ``streamanon eval generator``."""
     import logging as _logging
 
-    from ..cli import _setup_logging
+    from ..cliutil import setup_logging
     from ..models.generator import GeneratorRunner
     from ..models.recognizer import DlibRecogniser
 
     ns = eval_parser().parse_args(argv)
-    _setup_logging(False)
+    setup_logging(False)
     if ns.verbose:
         _logging.getLogger("streamanon").setLevel(_logging.INFO)
     if ns.samples < 1:

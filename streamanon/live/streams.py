@@ -195,7 +195,7 @@ def parse_streams_config(path: Path, data: Mapping[str, Any] | None = None) -> S
     Raises:
         ConfigError: a one-line message naming the file, the stream and the option.
     """
-    from ..cli import _run_parser, config_from_args
+    from ..cli import config_from_args, run_parser
 
     data = dict(_load_toml(path) if data is None else data)
     streams = data.pop("stream", None)
@@ -216,7 +216,7 @@ def parse_streams_config(path: Path, data: Mapping[str, Any] | None = None) -> S
         raise ConfigError(f"{path}: no [[stream]] entries (each needs input = ... and output = ...)")
     if not isinstance(defaults, dict):
         raise ConfigError(f"{path}: [defaults] must be a table")
-    parser = _run_parser()
+    parser = run_parser()
     shared = _shared_flags(data)
     for table, where in [(defaults, "[defaults]")] + [
         (s, f"stream {s.get('name', f'stream-{i + 1}')!r}") for i, s in enumerate(streams)
@@ -807,9 +807,9 @@ def run_streams(path: Path, *, duration: float | None = None, quiet: bool = Fals
 
 def main(argv: list[str]) -> int:
     """Entry point of ``streamanon streams``; returns the exit code."""
-    from ..cli import _ArgParser, _setup_logging
+    from ..cliutil import ArgParser, setup_logging
 
-    p = _ArgParser(
+    p = ArgParser(
         prog="streamanon streams",
         description="Anonymise many live feeds in one process with one shared, batched detector "
         "(see streamanon/live/streams.py for the CONFIG.toml format).",
@@ -820,7 +820,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("-q", "--quiet", action="store_true", help="no summary lines")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     ns = p.parse_args(argv)
-    _setup_logging(ns.verbose)
+    setup_logging(ns.verbose)
     if ns.duration is not None and ns.duration <= 0:
         raise ConfigError(f"invalid --duration {ns.duration!r}: expected a number > 0")
     if ns.check:

@@ -80,6 +80,7 @@ CHIP_PADDING = 0.25
 class _FormatError(Exception):
     """Internal: the byte stream is not what the architecture expects (becomes ModelError)."""
 
+
 class _Stream:
     """Reads dlib's serialisation primitives from bytes.
 
@@ -155,6 +156,7 @@ class _Stream:
             raise _FormatError(f"{what}: found layer tag {tag!r}, expected {' or '.join(map(repr, allowed))}")
         return tag
 
+
 @dataclass(frozen=True)
 class ConvWeights:
     """One convolution with the affine layer after it folded into its weight and bias."""
@@ -163,6 +165,7 @@ class ConvWeights:
     bias: NDArray[np.float32]  # (out,)
     stride: int
     padding: int
+
 
 @dataclass(frozen=True)
 class DlibResNetWeights:
@@ -179,6 +182,7 @@ class DlibResNetWeights:
     convs: tuple[ConvWeights, ...]
     fc: NDArray[np.float32]
     down: tuple[bool, ...]
+
 
 #: (filters, downsamples) of the 14 residual blocks in forward order (dlib's alevel4..0).
 _BLOCKS: tuple[tuple[int, bool], ...] = (
@@ -220,6 +224,7 @@ def _layers() -> list[tuple[str, dict[str, int]]]:
     out += [("avg_pool", {"size": 0, "stride": 1}), ("fc", {"outputs": 128})]
     return out
 
+
 def _read_con(s: _Stream, spec: dict[str, int]) -> tuple[NDArray[np.float32], NDArray[np.float32], int, int]:
     tag = s.expect("convolution", "con_4", "con_5", "con_6")
     params = s.tensor()
@@ -245,6 +250,7 @@ def _read_con(s: _Stream, spec: dict[str, int]) -> tuple[NDArray[np.float32], ND
     weight = flat[:nf].reshape(fshape)
     bias = flat[nf:] if (use_bias and params.size == nf + filters) else np.zeros(filters, np.float32)
     return weight, bias.astype(np.float32), stride, pad
+
 
 def _read_affine(s: _Stream, channels: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(scale, shift) of an affine layer, or of a batch norm converted as dlib converts it."""
@@ -276,6 +282,7 @@ def _read_affine(s: _Stream, channels: int) -> tuple[NDArray[np.float64], NDArra
         raise _FormatError("disabled affine layer")
     return gamma, beta
 
+
 def _read_pool(s: _Stream, kind: str, spec: dict[str, int]) -> None:
     s.expect(kind, f"{kind}_2")
     nr, nc, sy, sx, py, px = (s.integer() for _ in range(6))
@@ -283,6 +290,7 @@ def _read_pool(s: _Stream, kind: str, spec: dict[str, int]) -> None:
     pad = 0 if stride != 1 else size // 2
     if (nr, nc, sy, sx, py, px) != (size, size, stride, stride, pad, pad):
         raise _FormatError(f"{kind} is {nr}x{nc}/{sy} pad {py}; expected {size}x{size}/{stride} pad {pad}")
+
 
 def _read_fc(s: _Stream, outputs: int) -> NDArray[np.float32]:
     tag = s.expect("fully connected", "fc_2", "fc_3")
@@ -298,6 +306,7 @@ def _read_fc(s: _Stream, outputs: int) -> NDArray[np.float32]:
         raise _FormatError(f"fc is {n_in}->{n_out} (bias mode {bias_mode}); expected 256->{outputs} without bias")
     del wshape
     return params.reshape(n_in, n_out).astype(np.float32)
+
 
 def _parse(data: bytes) -> DlibResNetWeights:
     s = _Stream(data)
@@ -363,11 +372,13 @@ def _parse(data: bytes) -> DlibResNetWeights:
         raise _FormatError(f"{len(data) - s.pos} trailing bytes")
     return DlibResNetWeights(mean, tuple(convs), fc, tuple(d for _, d in _BLOCKS))
 
+
 def _model_file(path: Path | str | None) -> Path:
     if path is not None:
         return Path(path)
 
     return resolve_model(MODEL_NAME)
+
 
 @functools.lru_cache(maxsize=2)
 def _read_cached(path: Path, mtime_ns: int, size: int) -> DlibResNetWeights:
@@ -382,6 +393,7 @@ def _read_cached(path: Path, mtime_ns: int, size: int) -> DlibResNetWeights:
         raise ModelError(f"{path} is not dlib's face recognition ResNet model: {exc}") from exc
     log.debug("read dlib ResNet from %s (%d bytes)", path, len(data))
     return weights
+
 
 def read_dlib_resnet(path: Path | str | None = None) -> DlibResNetWeights:
     """Parse ``dlib_face_recognition_resnet_model_v1.dat`` (default: the installed one).
@@ -398,11 +410,13 @@ def read_dlib_resnet(path: Path | str | None = None) -> DlibResNetWeights:
         raise ModelError(f"dlib model path is not a file: {p}")
     return _read_cached(p.resolve(), st.st_mtime_ns, st.st_size)
 
+
 # -- the network in torch ----------------------------------------------------------------
 
 
 def _need_torch() -> None:
     import_extra("torch", "torch")
+
 
 @functools.cache
 def _network_class() -> type[torch.nn.Module]:
@@ -457,6 +471,7 @@ def _network_class() -> type[torch.nn.Module]:
 
     return DlibResNet
 
+
 def load_dlib_resnet(path: Path | str | None = None, device: str = "cpu") -> torch.nn.Module:
     """dlib's face recogniser as a frozen ``nn.Module`` in eval mode (default file: the installed one).
 
@@ -473,6 +488,7 @@ def load_dlib_resnet(path: Path | str | None = None, device: str = "cpu") -> tor
     weights = read_dlib_resnet(path)
     net = _network_class()(weights)
     return net.to(device)
+
 
 # -- dlib's chip geometry ----------------------------------------------------------------
 
@@ -507,6 +523,7 @@ class ChipDetails:
     def size(self) -> int:
         return self.rows * self.cols
 
+
 def _similarity(src: NDArray[np.float64], dst: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Least-squares similarity ``dst ~ m @ src + t`` (Umeyama 1991), reflection-corrected
     the way dlib's ``find_similarity_transform`` does it."""
@@ -526,6 +543,7 @@ def _similarity(src: NDArray[np.float64], dst: NDArray[np.float64]) -> tuple[NDA
     c = float(np.trace(np.diag(d) @ s) / sigma_s) if sigma_s != 0 else 1.0
     return c * r, mean_d - c * r @ mean_s
 
+
 def chip_details_from_points(
     chip_points: NDArray[Any], image_points: NDArray[Any], rows: int = CHIP_SIZE, cols: int = CHIP_SIZE
 ) -> ChipDetails:
@@ -538,6 +556,7 @@ def chip_details_from_points(
     cx, cy = m @ np.array([cols / 2.0, rows / 2.0]) + t
     w, h = cols * scale - 1, rows * scale - 1
     return ChipDetails((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), angle, rows, cols)
+
 
 def face_chip_details(
     landmarks: NDArray[Any] | Face, size: int = CHIP_SIZE, padding: float = CHIP_PADDING
@@ -558,6 +577,7 @@ def face_chip_details(
     template = (padding + _TEMPLATE5) / (2 * padding + 1) * size
     return chip_details_from_points(template, pts, size, size)
 
+
 # Geometry helpers mirroring dlib's drectangle / pyramid_down<2> conventions.
 
 
@@ -565,22 +585,27 @@ def _rect_down(r: Rect) -> Rect:
     # pyramid_down<2>::point_down(p) = p / 2 - (1.25, 0.75)
     return (r[0] / 2 - 1.25, r[1] / 2 - 0.75, r[2] / 2 - 1.25, r[3] / 2 - 0.75)
 
+
 def _area(r: Rect) -> float:
     if r[1] > r[3] or r[0] > r[2]:
         return 0.0
     return (r[2] - r[0] + 1) * (r[3] - r[1] + 1)
 
+
 def _center(r: Rect) -> tuple[float, float]:
     return ((r[0] + r[2]) / 2.0, (r[1] + r[3]) / 2.0)
+
 
 def _rotate(c: tuple[float, float], p: tuple[float, float], angle: float) -> tuple[float, float]:
     sa, ca = math.sin(angle), math.cos(angle)
     x, y = p[0] - c[0], p[1] - c[1]
     return (ca * x - sa * y + c[0], sa * x + ca * y + c[1])
 
+
 def _lround(v: float) -> int:
     """C's ``std::lround``: halves away from zero (Python's ``round`` goes to even)."""
     return math.floor(v + 0.5) if v >= 0 else -math.floor(-v + 0.5)
+
 
 @dataclass(frozen=True)
 class ChipPlan:
@@ -591,6 +616,7 @@ class ChipPlan:
     depth: int
     levels: tuple[int, ...]
     maps: tuple[NDArray[np.float64], ...]  # (2, 3): level xy = m[:, :2] @ (c, r) + m[:, 2]
+
 
 def chip_plan(height: int, width: int, details: Sequence[ChipDetails]) -> ChipPlan:
     # dlib's extract_image_chips: when a chip is much smaller than its source region, it
@@ -647,6 +673,7 @@ def chip_plan(height: int, width: int, details: Sequence[ChipDetails]) -> ChipPl
         maps.append(m)
     return ChipPlan((bl, bt, br, bb), max_depth, tuple(levels), tuple(maps))
 
+
 def _pyramid_down(img: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """dlib's ``pyramid_down<2>`` on RGB: 5x5 binomial filter, every other pixel, floor(/256)."""
     h, w = img.shape[:2]
@@ -663,9 +690,11 @@ def _pyramid_down(img: NDArray[np.uint8]) -> NDArray[np.uint8]:
     out: NDArray[np.uint8] = (both // 256).astype(np.uint8)
     return out
 
+
 def _sample_points(m: NDArray[np.float64], rows: int, cols: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     cc, rr = np.meshgrid(np.arange(cols, dtype=np.float64), np.arange(rows, dtype=np.float64))
     return m[0, 0] * cc + m[0, 1] * rr + m[0, 2], m[1, 0] * cc + m[1, 1] * rr + m[1, 2]
+
 
 def _bilinear_np(src: NDArray[np.uint8], m: NDArray[np.float64], rows: int, cols: int) -> NDArray[np.uint8]:
     h, w = src.shape[:2]
@@ -683,10 +712,12 @@ def _bilinear_np(src: NDArray[np.uint8], m: NDArray[np.float64], rows: int, cols
     out = np.where(ok[..., None], np.trunc(v), 0.0)  # static_cast<unsigned char>, black outside
     return out.astype(np.uint8)
 
+
 def _rgb(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ConfigError(f"expected an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}")
     return image
+
 
 def extract_image_chips(image: NDArray[np.uint8], details: Sequence[ChipDetails]) -> NDArray[np.uint8]:
     """dlib's ``extract_image_chips(img, details)`` (bilinear) -> ``(N, rows, cols, 3)`` uint8.
@@ -710,6 +741,7 @@ def extract_image_chips(image: NDArray[np.uint8], details: Sequence[ChipDetails]
     for i, (d, level, m) in enumerate(zip(details, plan.levels, plan.maps, strict=True)):
         out[i] = _bilinear_np(pyr[level + 1], m, d.rows, d.cols)
     return out
+
 
 def extract_image_chips_torch(
     image: torch.Tensor, details: Sequence[ChipDetails], quantize: bool = True
@@ -756,6 +788,7 @@ def extract_image_chips_torch(
     ]
     return torch.stack(chips).to(image.dtype)
 
+
 def _bilinear_torch(src: torch.Tensor, m: NDArray[np.float64], rows: int, cols: int) -> torch.Tensor:
     """``_bilinear_np`` before truncation, differentiable in ``src`` ``(3, h, w)``; 0 outside."""
     import torch
@@ -779,6 +812,7 @@ def _bilinear_torch(src: torch.Tensor, m: NDArray[np.float64], rows: int, cols: 
     tb = torch.from_numpy(ys - top).to(src.device, src.dtype)
     v = (1 - tb) * ((1 - lr) * at(ti, li) + lr * at(ti, li1)) + tb * ((1 - lr) * at(ti1, li) + lr * at(ti1, li1))
     return v * torch.from_numpy(ok).to(src.device, src.dtype)
+
 
 # -- convenience: embed faces like DlibRecogniser.embed, with the port ------------------
 

@@ -32,8 +32,8 @@ def default_model(size: int = 64) -> Path:
     """Path of the shipped generator for chips of ``size`` pixels, from the registry
     (``generator-<size>``: checked against its sha256; a checkout's ``engines/`` or the
     installed package's copy)."""
-
     return resolve_model(f"generator-{size}")
+
 
 class GeneratorRunner:
     """A loaded generator.
@@ -55,7 +55,6 @@ class GeneratorRunner:
     """
 
     def __init__(self, model: str | Path | None = None, engine: Any = None, callers: int = 1) -> None:
-
         path = Path(model) if model is not None else default_model()
         if not path.is_file():
             raise ModelError(f"generator model {path} not found")
@@ -92,8 +91,8 @@ class GeneratorRunner:
         """Generated faces for a batch.
 
         Args:
-            chips: ``(N, S, S, 3)`` uint8 RGB generator chips (``geometry.generator_alignments``).
-            masks: ``(N, S, S)``, nonzero where the face is replaced (``geometry.chip_masks``).
+            chips: ``(N, S, S, 3)`` uint8 RGB generator chips (``anonymize.generator_chip.generator_alignments``).
+            masks: ``(N, S, S)``, nonzero where the face is replaced (``anonymize.generator_chip.chip_masks``).
             landmarks: ``(N, 68, 2)`` chip pixels, all finite.
             z: ``(N, z_dim)`` latent codes.
 
