@@ -260,7 +260,7 @@ def _views(ns: argparse.Namespace, rec: Any, refs: list[Any], preset: str) -> li
     crfs = _crfs(ns.encode_crf)
     recs = [(rec, np.stack([r.embedding for r in refs]))]
     for name in _also(ns.also):
-        from .faceres import FaceResRecogniser
+        from ..models.faceres import FaceResRecogniser
 
         assert name == "faceres"  # the only one of ALSO_RECOGNISERS
         other = FaceResRecogniser(locator=rec)

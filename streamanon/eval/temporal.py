@@ -245,8 +245,8 @@ def score_output(
 def attribute_models(rec: Recogniser) -> tuple[Any, Any]:
     """dlib's 68-point predictor and FaceRes (None, logged, when it is not built)."""
     from ..errors import ModelError
+    from ..models.faceres import BUILD_COMMAND, FaceResRecogniser, model_path
     from ..models.landmarks import Landmarker68
-    from .faceres import BUILD_COMMAND, FaceResRecogniser, model_path
 
     landmarker = Landmarker68()
     faceres = None
