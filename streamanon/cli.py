@@ -8,6 +8,7 @@ class (``streamanon.errors.EXIT_CODES``); ``-v`` adds tracebacks.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import signal
@@ -18,10 +19,20 @@ from types import FrameType
 
 from . import __version__
 from .anonymize import METHODS
+from .anonymize.selective import parse_region
+from .backends.onnxruntime import available_providers
+from .backends.openvino import openvino_status
+from .backends.registry import load_registry, resolve_model
+from .backends.tensorrt import tensorrt_status
 from .cliutil import ArgParser, setup_logging
 from .config import BACKENDS, PRECISIONS, AnonymizeConfig, DetectConfig, IOConfig, PipelineConfig, TrackConfig
+from .detect.centerface import resolve_backend
 from .errors import EXIT_CODES, ConfigError, SinkError, SourceOpenError, StreamanonError
 from .io import hwaccel, is_image_path, is_live, is_video_path, redact
+from .live import run_live
+from .live.options import add_live_options, live_flags_given
+from .pipeline import Interrupted, Stages
+from .runner import RunReport, collect_pool, default_output, package_versions, process_file, write_report
 
 log = logging.getLogger("streamanon")
 
@@ -51,8 +62,6 @@ def _color(text: str) -> tuple[int, int, int]:
 
 
 def _region(text: str) -> tuple[float, ...]:
-    from .anonymize.selective import parse_region
-
     try:
         return parse_region(text)
     except ConfigError as exc:
@@ -391,8 +400,6 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     p.add_argument("--version", action="version", version=f"streamanon {__version__}")
     add_pipeline_options(p)
-    from .live.options import add_live_options
-
     p.set_defaults(live_actions=add_live_options(p))
     return p
 
@@ -427,19 +434,13 @@ def run_command(argv: list[str]) -> int:
     setup_logging(ns.verbose)
     config = config_from_args(ns)
     if is_live(ns.input) or (ns.output and is_live(ns.output)):
-        from .live import run_live  # live deps only when needed
-
         return run_live(ns, config)
-    from .live.options import live_flags_given
-
     unused = live_flags_given(ns, ns.live_actions)
     if unused:
         raise ConfigError(
             f"{', '.join(unused)} only appl{'ies' if len(unused) == 1 else 'y'} to live feeds "
             "(a network URL, /dev/video* or - as input or output)"
         )
-    from .runner import RunReport, default_output, process_file, write_report
-
     inp = Path(ns.input)
     if not inp.exists():
         raise SourceOpenError(f"input not found: {inp}", source=str(inp))
@@ -453,14 +454,10 @@ def run_command(argv: list[str]) -> int:
     else:
         jobs = [(inp, Path(ns.output) if ns.output else default_output(inp))]
 
-    from .pipeline import Stages
-
     stages = Stages(config)  # models load once for every file
     pool = None
     if stages.anonymizer_factory.pooled and len(jobs) > 1:
         # k-same over a folder: the pool is the folder's faces (a first pass over every file)
-        from .runner import collect_pool
-
         pool = collect_pool([src for src, _ in jobs], config, stages)
     failures: list[tuple[Path, StreamanonError]] = []
     reports = []
@@ -511,8 +508,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("streamanon: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        from .pipeline import Interrupted
-
         if isinstance(exc, Interrupted):
             print("streamanon: interrupted; output finalised with the frames processed so far", file=sys.stderr)
             return 130
@@ -528,8 +523,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _subcommand(name: str) -> Callable[[list[str]], int]:
-    import importlib
-
     module, func = SUBCOMMANDS[name].split(":")
     fn: Callable[[list[str]], int] = getattr(importlib.import_module(module), func)
     return fn
@@ -543,22 +536,13 @@ def doctor_command(argv: list[str]) -> int:
 
 def doctor() -> int:
     """Print versions, ONNX Runtime providers, GPU/TensorRT availability and model checks."""
-    from .backends.onnxruntime import available_providers
-    from .backends.registry import load_registry, resolve_model
-    from .runner import package_versions
-
     print(f"streamanon {__version__}")
     for k, v in package_versions().items():
         print(f"  {k}: {v}")
     print(f"ONNX Runtime providers: {', '.join(available_providers())}")
-    from .backends.openvino import openvino_status
-    from .backends.tensorrt import tensorrt_status
-
     print(f"OpenVINO: {openvino_status()}")
     print(f"TensorRT: {tensorrt_status()}")
     try:
-        from .detect.centerface import resolve_backend
-
         choice = resolve_backend(DetectConfig())
         where = "CPU" if choice.on_cpu else "GPU"
         print(f"default backend: {choice.config.backend} {choice.config.precision} on the {where}")

@@ -13,7 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
+
+from ..cliutil import ArgParser, setup_logging
 from ..errors import ConfigError, MissingDependencyError
+from .data import ChipSettings, build_cache, cap_per_label, scan_sources
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +53,6 @@ def _need_torch() -> None:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    from ..cliutil import ArgParser
     from .model import GeneratorConfig
     from .train import TrainConfig
 
@@ -124,8 +128,6 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def _setup(verbose: bool) -> None:
-    from ..cliutil import setup_logging
-
     setup_logging(False)
     if verbose:
         logging.getLogger("streamanon").setLevel(logging.INFO)
@@ -136,11 +138,8 @@ def train_main(argv: list[str]) -> int:
     ns = train_parser().parse_args(argv)
     _setup(ns.verbose)
     _need_torch()
-    import cv2
-    import numpy as np
     import torch
 
-    from .data import ChipSettings, build_cache, cap_per_label, scan_sources
     from .model import GeneratorConfig, count_params, flops_per_face
     from .train import TrainConfig, Trainer, read_checkpoint, sample_grid, to_batch
 
@@ -243,8 +242,6 @@ def train_main(argv: list[str]) -> int:
 
 
 def export_parser() -> argparse.ArgumentParser:
-    from ..cliutil import ArgParser
-
     p = ArgParser(
         prog="streamanon export generator",
         description="Export a trained generator to ONNX (dynamic batch) and check it.",

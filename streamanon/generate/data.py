@@ -26,8 +26,12 @@ from numpy.typing import NDArray
 
 from ..anonymize.align import five_from_68
 from ..anonymize.generator_chip import SIZES, chip_masks, generator_alignments
+from ..config import DetectConfig, PipelineConfig
 from ..errors import ConfigError, SourceError, SourceOpenError
 from ..io import is_image_path, is_video_path
+from ..io.source import VideoSource
+from ..models.landmarks import Landmarker68
+from ..pipeline import Stages
 from ..types import Detections
 
 log = logging.getLogger(__name__)
@@ -160,14 +164,9 @@ class ChipBuilder:
     ) -> None:
         self.settings = settings
         if detector is None:
-            from ..config import DetectConfig, PipelineConfig
-            from ..pipeline import Stages
-
             # one thread, one worker: building chips shares the machine with training
             detector = Stages(PipelineConfig(detect=DetectConfig(threads=1, workers=1))).detector
         if landmarker is None:
-            from ..models.landmarks import Landmarker68
-
             landmarker = Landmarker68()
         self.detector = detector
         self.landmarker = landmarker
@@ -232,8 +231,6 @@ class ChipBuilder:
 
             yield read_image(src.path).image
             return
-        from ..io.source import VideoSource
-
         with VideoSource(src.path, audio=False) as video:
             for i, frame in enumerate(video):
                 if i % self.settings.video_step == 0:

@@ -34,6 +34,7 @@ from ..errors import AnonymizationError, SourceError, StreamanonError
 from ..io import SourceInfo, redact
 from ..io import hwaccel as hw
 from ..pipeline import Interrupted, Pipeline, Result, Stages
+from ..runner import package_versions
 from .detsize import fit_det_size
 from .endpoints import InputSpec, OutputSpec
 from .metrics import LiveMetrics
@@ -72,8 +73,6 @@ class LiveReport:
     video: dict[str, Any] = field(default_factory=dict)
 
     def summary(self, config: PipelineConfig) -> dict[str, Any]:
-        from ..runner import package_versions
-
         d = dataclasses.asdict(self)
         d.update(kind="live", method=config.anonymize.method, settings=config.to_dict(), versions=package_versions())
         return d

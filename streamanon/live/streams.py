@@ -58,12 +58,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..anonymize import check_method
+from ..cli import config_from_args, run_parser
+from ..cliutil import ArgParser, setup_logging
 from ..config import PipelineConfig
 from ..errors import ConfigError, SourceError, StreamanonError
 from ..io import redact
 from ..io.hwaccel import choose_decode
 from ..pipeline import Interrupted, Stages
+from ..runner import write_report
 from ..types import Detections
+from .cli import _redacted_logging, _summary
 from .detsize import DetSizeChoice, fit_det_size
 from .endpoints import InputSpec, OutputSpec, input_spec, output_spec
 from .metrics import COUNTERS, LiveMetrics, MetricsServer
@@ -195,8 +199,6 @@ def parse_streams_config(path: Path, data: Mapping[str, Any] | None = None) -> S
     Raises:
         ConfigError: a one-line message naming the file, the stream and the option.
     """
-    from ..cli import config_from_args, run_parser
-
     data = dict(_load_toml(path) if data is None else data)
     streams = data.pop("stream", None)
     defaults = data.pop("defaults", {})
@@ -541,8 +543,6 @@ class Feed:
             self._write_report()
 
     def _write_report(self) -> None:
-        from ..runner import write_report
-
         if self.report is not None:
             self.report.live_options["stream"] = self.name
             self.report.live_options["inference"] = dict(self._inference)
@@ -727,8 +727,6 @@ class Streams:
 
 
 def _summary_line(feed: Feed) -> str:
-    from .cli import _summary
-
     if feed.report is None:
         return f"{feed.name}: no report"
     line = f"{feed.name}: {_summary(feed.report)}"
@@ -807,8 +805,6 @@ def run_streams(path: Path, *, duration: float | None = None, quiet: bool = Fals
 
 def main(argv: list[str]) -> int:
     """Entry point of ``streamanon streams``; returns the exit code."""
-    from ..cliutil import ArgParser, setup_logging
-
     p = ArgParser(
         prog="streamanon streams",
         description="Anonymise many live feeds in one process with one shared, batched detector "
@@ -827,7 +823,5 @@ def main(argv: list[str]) -> int:
         cfg = parse_streams_config(ns.config)
         print(f"{ns.config}: {len(cfg.streams)} stream(s): {', '.join(s.name for s in cfg.streams)}")
         return 0
-    from .cli import _redacted_logging
-
     with _redacted_logging():
         return run_streams(ns.config, duration=ns.duration, quiet=ns.quiet)
