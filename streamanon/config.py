@@ -111,6 +111,33 @@ class DetectConfig:
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    """Which runtime, precision and device run a model (``backends/select.py``).
+
+    Defaults are the detector's: ``auto`` picks TensorRT, else ONNX Runtime on a GPU,
+    else OpenVINO, else ONNX Runtime on the CPU.
+    """
+
+    backend: Literal["auto", "onnxruntime", "openvino", "tensorrt"] = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)  # ONNX Runtime's, in priority order, or ("auto",)
+    threads: int = 0  # CPU threads per call; 0 = the runtime's default
+    engine_dir: str = "engines"  # TensorRT engines built by build_engines.py
+
+    def __post_init__(self) -> None:
+        _check(self.backend in BACKENDS, "backend", self.backend, ", ".join(f"'{b}'" for b in BACKENDS))
+        _check(self.precision in PRECISIONS, "precision", self.precision, ", ".join(f"'{p}'" for p in PRECISIONS))
+        _check(isinstance(self.threads, int) and self.threads >= 0, "threads", self.threads, "an integer >= 0")
+        object.__setattr__(self, "providers", tuple(self.providers))
+        _check(bool(self.providers), "providers", self.providers, "at least one provider or 'auto'")
+
+    @classmethod
+    def from_detect(cls, config: DetectConfig) -> EngineConfig:
+        """The engine settings inside a ``DetectConfig`` (validated there already)."""
+        return cls(config.backend, config.precision, config.providers, config.threads, config.engine_dir)
+
+
+@dataclass(frozen=True)
 class TrackConfig:
     """Tracking settings. Tracking only ever adds coverage (see ``streamanon.track``)."""
 
@@ -309,6 +336,13 @@ class PipelineConfig:
         "anonymize": AnonymizeConfig,
         "io": IOConfig,
     }
+
+    @property
+    def engine(self) -> EngineConfig:
+        """The runtime every model of the run loads on (``--backend``, ``--precision``,
+        ``--threads``, ``--engine-dir``): the detector's settings, so one set of flags
+        places the detector, the generator, the recognisers and the landmark networks."""
+        return EngineConfig.from_detect(self.detect)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -180,7 +180,7 @@ class Stages:
             if anonymizer is not None
             else anonymizer_factory
             if anonymizer_factory is not None
-            else AnonymizerFactory(config.anonymize)
+            else AnonymizerFactory(config.anonymize, engine=config.engine)
         )
         # A k-same face bank is read once, with the product's own detector.
         self.anonymizer_factory.load_bank(lambda image: self.detector([image])[0])

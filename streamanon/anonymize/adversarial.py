@@ -62,9 +62,9 @@ from ..models.dlib_torch import (
     extract_image_chips,
     extract_image_chips_torch,
     face_chip_details,
-    load_dlib_resnet,
+    shared_dlib_resnet,
 )
-from ..models.landmarks import DlibLandmarker
+from ..models.landmarks import landmarker5
 from ..types import SOURCE_DETECTOR, Detections
 from .adversarial_core import EOTConfig, KAnonymity, PGDConfig, Targeted, Untargeted, pgd
 from .base import FaceAnonymizer, FrameInfo
@@ -119,14 +119,6 @@ def _torch() -> Any:
     return import_extra("torch", "torch")
 
 
-class Landmarker5(DlibLandmarker):
-    """dlib's 5-point shape predictor (eye corners, nose): the points dlib's chip geometry
-    is defined on (CenterFace's five points are not those), ~0.2 ms a face."""
-
-    model = "dlib-shape-5"
-    points = 5
-
-
 @dataclass(frozen=True)
 class Gallery:
     """dlib embeddings of the face bank (targeted decoys, k-anonymity): ``(G, 128)`` and an
@@ -158,8 +150,8 @@ class AdversarialModels:
             raise ConfigError(
                 "--device cuda: PyTorch sees no CUDA GPU (install a CUDA build of torch, or use --device cpu)"
             )
-        self.landmarker = Landmarker5()
-        self.net = load_dlib_resnet(device=self.device)
+        self.landmarker = landmarker5()
+        self.net = shared_dlib_resnet(self.device)
         self.gallery: Gallery | None = None
 
     def load_gallery(self, folder: str | Path, detect: Callable[[NDArray[np.uint8]], Detections]) -> None:

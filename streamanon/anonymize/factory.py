@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..config import AnonymizeConfig
+from ..config import AnonymizeConfig, EngineConfig
 from ..errors import ConfigError, MissingDependencyError
-from ..models.landmarks import Landmarker68
+from ..models.landmarks import Landmarker68, landmarker68
 from ..types import Detections
 from .adversarial import AdversarialAnonymizer, AdversarialModels
 from .dp import DPPixelateAnonymizer
@@ -53,10 +53,15 @@ class AnonymizerFactory:
     """Builds a fresh anonymiser for every run of ``config.method``.
 
     What is loaded once (the face bank's chips) lives here and is shared, read-only, by the
-    anonymisers it builds; per-run and per-track state lives in the anonymisers.
+    anonymisers it builds; per-run and per-track state lives in the anonymisers. Models come
+    from the process-wide cache (``models.store``): factories with the same settings (the
+    feeds of ``streamanon streams``) share them. ``engine`` places the generator (default:
+    ``EngineConfig()``, auto).
     """
 
-    def __init__(self, config: AnonymizeConfig, *, allow_eval_only: bool = False) -> None:
+    def __init__(
+        self, config: AnonymizeConfig, *, allow_eval_only: bool = False, engine: EngineConfig | None = None
+    ) -> None:
         check_method(config.method, allow_eval_only)
         self.config = config
         self.name = config.method
@@ -84,11 +89,11 @@ class AnonymizerFactory:
         if config.landmarks == "68" or config.method == "generate":
             if config.method not in CHIP_METHODS:
                 raise ConfigError(f"--landmarks 68 is for {', '.join(sorted(CHIP_METHODS))}, not {config.method!r}")
-            self.landmarker = Landmarker68()
+            self.landmarker = landmarker68()
         # generate: the face generator, once per process (with the 68-point predictor above)
         self.generate: GenerateModels | None = None
         if config.method == "generate":
-            self.generate = GenerateModels(config, landmarker=self.landmarker)
+            self.generate = GenerateModels(config, landmarker=self.landmarker, engine=engine)
         # k-same counts persons: faces are grouped by dlib's recogniser where it is installed.
         self.embedder: FaceEmbedder | None = None
         if self.pooled:

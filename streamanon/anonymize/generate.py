@@ -38,10 +38,10 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from ..config import AnonymizeConfig
+from ..config import AnonymizeConfig, EngineConfig
 from ..errors import AnonymizationError
-from ..models.generator import GeneratorRunner
-from ..models.landmarks import Landmarker68
+from ..models.generator import shared_generator
+from ..models.landmarks import landmarker68
 from ..types import SOURCE_DETECTOR, Detections
 from .align import Alignment, five_from_68, warp_chip
 from .base import FaceAnonymizer, FrameInfo
@@ -114,12 +114,16 @@ class GenerateModels:
     """
 
     def __init__(
-        self, config: AnonymizeConfig, generator: Generator | None = None, landmarker: Landmarks68 | None = None
+        self,
+        config: AnonymizeConfig,
+        generator: Generator | None = None,
+        landmarker: Landmarks68 | None = None,
+        engine: EngineConfig | None = None,
     ) -> None:
         if generator is None:
-            generator = GeneratorRunner(config.generator)
+            generator = shared_generator(config.generator, engine)
         if landmarker is None:
-            landmarker = Landmarker68()
+            landmarker = landmarker68()
         self.generator = generator
         self.landmarker = landmarker
         path = getattr(generator, "path", None)

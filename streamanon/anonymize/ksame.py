@@ -37,7 +37,7 @@ from ..config import AnonymizeConfig
 from ..errors import ConfigError
 from ..io import read_image
 from ..models.landmarks import Landmarker68
-from ..models.recognizer import DlibRecogniser
+from ..models.recognizer import shared_recogniser
 from ..types import Detections
 from .align import Alignment, align_faces, warp_chip
 from .base import FrameInfo
@@ -194,7 +194,7 @@ class DlibFaceEmbedder:
     """dlib's 5-point landmarks fitted in each box, then its ResNet embedding (~70 ms a face)."""
 
     def __init__(self) -> None:
-        self._rec = DlibRecogniser()
+        self._rec = shared_recogniser()
 
     def __call__(self, image: NDArray[np.uint8], boxes: NDArray[np.float32]) -> NDArray[np.float32]:
         img = np.ascontiguousarray(image)

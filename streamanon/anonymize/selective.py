@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 from ..errors import ConfigError
 from ..geometry import check_region
 from ..io import read_image
-from ..models.recognizer import DlibRecogniser
+from ..models.recognizer import shared_recogniser
 from ..types import SOURCE_DETECTOR, Detections
 from .base import FaceAnonymizer, FrameInfo
 
@@ -141,7 +141,7 @@ class KeepFaces:
 
     def __init__(self, photos: Sequence[str], recogniser: _Recogniser | None = None) -> None:
         if recogniser is None:
-            recogniser = DlibRecogniser("hog", upsample=1)
+            recogniser = shared_recogniser("hog", upsample=1)
         self.recogniser = recogniser
         self.names = [Path(p).name for p in photos]
         refs = [self._reference(Path(p)) for p in photos]

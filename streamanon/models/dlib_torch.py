@@ -47,6 +47,7 @@ from numpy.typing import NDArray
 from ..backends.registry import resolve_model
 from ..errors import ConfigError, ModelError, import_extra
 from .recognizer import THRESHOLD, Face
+from .store import shared
 
 if TYPE_CHECKING:
     import torch
@@ -66,6 +67,7 @@ __all__ = [
     "face_chip_details",
     "load_dlib_resnet",
     "read_dlib_resnet",
+    "shared_dlib_resnet",
 ]
 
 #: Registry name of the model file (``engines/registry.json``).
@@ -488,6 +490,14 @@ def load_dlib_resnet(path: Path | str | None = None, device: str = "cpu") -> tor
     weights = read_dlib_resnet(path)
     net = _network_class()(weights)
     return net.to(device)
+
+
+def shared_dlib_resnet(device: str = "cpu") -> torch.nn.Module:
+    """The process's ``load_dlib_resnet(None, device)`` (loaded once, ``models.store``).
+
+    Frozen and in eval mode, so runs and feeds can share it; callers must not train it.
+    """
+    return shared("dlib-resnet-torch", (device,), lambda: load_dlib_resnet(None, device))
 
 
 # -- dlib's chip geometry ----------------------------------------------------------------

@@ -18,12 +18,16 @@ from numpy.typing import NDArray
 
 from ..backends.loader import load_backend
 from ..backends.registry import resolve_model
+from ..config import EngineConfig
 from ..errors import ConfigError, ModelError
+from .store import shared
 
 log = logging.getLogger(__name__)
 
 INPUT_NAMES = ("chip", "mask", "landmarks", "z")
 OUTPUT_NAME = "image"
+#: Concurrent callers a shared generator is opened for (runs, live feeds).
+CALLERS = 1
 #: Where the shipped models live in a source checkout (``engines/generator-<size>.onnx``).
 ENGINES = Path(__file__).resolve().parents[2] / "engines"
 
@@ -54,7 +58,7 @@ class GeneratorRunner:
             (inputs other than chip/mask/landmarks/z).
     """
 
-    def __init__(self, model: str | Path | None = None, engine: Any = None, callers: int = 1) -> None:
+    def __init__(self, model: str | Path | None = None, engine: EngineConfig | None = None, callers: int = 1) -> None:
         path = Path(model) if model is not None else default_model()
         if not path.is_file():
             raise ModelError(f"generator model {path} not found")
@@ -130,3 +134,14 @@ class GeneratorRunner:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def shared_generator(model: str | Path | None = None, engine: EngineConfig | None = None) -> GeneratorRunner:
+    """The process's ``GeneratorRunner`` for ``model`` on ``engine`` (loaded once, ``models.store``).
+
+    Every run, file and live feed with the same settings shares it (backends may be called
+    from several threads; OpenVINO's pool is sized for ``CALLERS`` of them).
+    """
+    path = Path(model) if model is not None else default_model()
+    engine = engine or EngineConfig()
+    return shared("generator", (str(path.resolve()), engine), lambda: GeneratorRunner(path, engine, CALLERS))

@@ -411,6 +411,24 @@ def test_cli_run_on_a_shared_clip(tmp_path: Path, data_dir: Path) -> None:
 
 
 @needs_model
+def test_engine_flags_reach_the_generator_and_the_report_says_so(tmp_path: Path, data_dir: Path) -> None:
+    """``--backend``/``--precision``/``--threads`` are ``PipelineConfig.engine``: the generator
+    loads on them, not on its own default (auto, OpenVINO on this CPU)."""
+    _needs_dlib()
+    from streamanon.cli import main as cli_main
+
+    _cut(data_dir / CLIP, tmp_path / "in.mp4", 3)
+    out, report = tmp_path / "out.mp4", tmp_path / "report.json"
+    args = [str(tmp_path / "in.mp4"), "-o", str(out), "--method", "generate", "--report", str(report)]
+    code = cli_main([*args, "--backend", "onnxruntime", "--precision", "fp32", "--threads", "1"])
+    assert code == 0
+    summary = json.loads(report.read_text())["summary"]
+    assert summary["anonymizer"]["generator_backend"] == "onnxruntime fp32"
+    cfg = PipelineConfig.from_dict({"detect": {"backend": "openvino", "threads": 2, "engine_dir": "x"}})
+    assert (cfg.engine.backend, cfg.engine.threads, cfg.engine.engine_dir) == ("openvino", 2, "x")
+
+
+@needs_model
 def test_live_feed_with_generate(tmp_path: Path, data_dir: Path) -> None:
     _needs_dlib()
     raw = _cut(data_dir / CLIP, tmp_path / "in.ts", 10, fmt="mpegts")

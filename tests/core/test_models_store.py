@@ -1,0 +1,63 @@
+"""The process-wide model cache: one load per model and settings, shared by every caller."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from streamanon.errors import ModelError
+from streamanon.models import store
+
+
+@pytest.fixture(autouse=True)
+def _empty_store() -> Iterator[None]:
+    store.clear()
+    yield
+    store.clear()
+
+
+def test_a_model_loads_once_per_settings_and_is_shared() -> None:
+    made: list[object] = []
+
+    def load() -> object:
+        made.append(object())
+        return made[-1]
+
+    a = store.shared("m", ("cpu",), load)
+    assert store.shared("m", ("cpu",), load) is a
+    b = store.shared("m", ("cuda",), load)
+    assert b is not a and len(made) == 2 and store.loads["m"] == 2
+
+
+def test_concurrent_first_uses_load_once() -> None:
+    calls: list[int] = []
+    gate = threading.Barrier(8)
+
+    def load() -> int:
+        calls.append(1)
+        return len(calls)
+
+    got: list[int] = []
+
+    def use() -> None:
+        gate.wait()
+        got.append(store.shared("m", (), load))
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [1] and got == [1] * 8
+
+
+def test_a_failed_load_is_not_cached() -> None:
+    def broken() -> object:
+        raise ModelError("model 'm': /x/m.onnx is missing")
+
+    for _ in range(2):
+        with pytest.raises(ModelError, match=r"/x/m\.onnx"):
+            store.shared("m", (), broken)
+    assert store.loads["m"] == 0
