@@ -66,7 +66,8 @@ from ..models.dlib_torch import (
 )
 from ..models.landmarks import landmarker5
 from ..types import SOURCE_DETECTOR, Detections
-from .adversarial_core import EOTConfig, KAnonymity, PGDConfig, Targeted, Untargeted, pgd
+from . import adversarial_core  # as a module: tests replace pgd
+from .adversarial_core import EOTConfig, KAnonymity, PGDConfig, Targeted, Untargeted
 from .base import FaceAnonymizer, FrameInfo
 from .ksame import IMAGE_SUFFIXES
 from .mask import FaceRegion, indexed_regions
@@ -589,7 +590,7 @@ class AdversarialAnonymizer(FaceAnonymizer):
                 amp = min(cfg.random_start, self.epsilon)
                 noise = (th.rand((len(cold), *start.shape[1:]), generator=gen) * 2 - 1) * amp
                 start[cold] = noise.to(dev)
-        res = pgd(x, embed, objective, cfg, warm_start=start, mask=mask)
+        res = adversarial_core.pgd(x, embed, objective, cfg, warm_start=start, mask=mask)
         delta = res.delta.detach().cpu().numpy().transpose(0, 2, 3, 1)
         adv = np.clip(np.rint(crops.astype(np.float32) + delta), 0, 255).astype(np.uint8)
         dist = th.linalg.vector_norm(res.embeddings - ref, dim=1).cpu().numpy()

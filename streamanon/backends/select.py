@@ -27,10 +27,8 @@ from pathlib import Path
 
 from ..config import DetectConfig
 from ..errors import ConfigError, EngineError, MissingDependencyError
+from . import onnxruntime, openvino, tensorrt  # used as modules: tests replace their probes
 from .base import EngineConfig
-from .onnxruntime import available_providers
-from .openvino import NO_NATIVE_BF16, native_bf16, openvino_available
-from .tensorrt import usable_engine
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +110,7 @@ class BackendChoice:
 
 
 def _gpu_providers() -> list[str]:
-    return [p for p in available_providers() if p in GPU_PROVIDERS]
+    return [p for p in onnxruntime.available_providers() if p in GPU_PROVIDERS]
 
 
 def _ort_choice(config: EngineConfig, reason: str) -> EngineChoice:
@@ -126,11 +124,11 @@ def _ort_choice(config: EngineConfig, reason: str) -> EngineChoice:
 def _openvino_choice(config: EngineConfig, reason: str) -> EngineChoice:
     precision = config.precision
     if precision == "auto":
-        precision = "bf16" if native_bf16() else "fp32"
+        precision = "bf16" if openvino.native_bf16() else "fp32"
     elif precision not in PRECISIONS["openvino"]:
         raise ConfigError(f"OpenVINO runs bf16 or fp32 on the CPU, not {precision}")
-    elif precision == "bf16" and not native_bf16():
-        raise ConfigError(NO_NATIVE_BF16)
+    elif precision == "bf16" and not openvino.native_bf16():
+        raise ConfigError(openvino.NO_NATIVE_BF16)
     return EngineChoice(replace(config, backend="openvino", precision=precision), True, reason)
 
 
@@ -138,7 +136,7 @@ def _tensorrt_choice(config: EngineConfig, onnx_sha256: str, model: str, source:
     precision = "fp16" if config.precision == "auto" else config.precision
     if precision not in PRECISIONS["tensorrt"]:
         raise ConfigError(f"TensorRT engines are built in fp16 or fp32, not {precision}")
-    usable_engine(Path(config.engine_dir), model, onnx_sha256, precision, source)
+    tensorrt.usable_engine(Path(config.engine_dir), model, onnx_sha256, precision, source)
     return EngineChoice(replace(config, backend="tensorrt", precision=precision), False, "asked for")
 
 
@@ -157,7 +155,7 @@ def choose_engine(
     if config.backend == "onnxruntime":
         return _ort_choice(config, "asked for")
     if config.backend == "openvino":
-        if not openvino_available():
+        if not openvino.openvino_available():
             raise MissingDependencyError.for_extra("openvino", "openvino")
         return _openvino_choice(config, "asked for")
     if config.backend == "tensorrt":
@@ -177,7 +175,7 @@ def choose_engine(
             providers = config.providers if explicit else ("auto",)
             what = "the ONNX Runtime providers asked for" if explicit else "an ONNX Runtime GPU provider"
             return _ort_choice(replace(fallback, providers=providers), "; ".join([*why, f"auto: {what}"]))
-    if openvino_available():
+    if openvino.openvino_available():
         return _openvino_choice(fallback, "; ".join([*why, "auto: no GPU, OpenVINO on the CPU"]))
     if config.precision == "bf16":
         raise MissingDependencyError.for_extra("openvino", "openvino")
