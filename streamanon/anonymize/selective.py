@@ -39,7 +39,7 @@ from ..geometry import check_region
 from ..io import read_image
 from ..models.recognizer import shared_recogniser
 from ..types import SOURCE_DETECTOR, Detections
-from .base import FaceAnonymizer, FrameInfo
+from .base import Anonymizer, FaceAnonymizer, FrameInfo
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class SelectiveAnonymizer(FaceAnonymizer):
         self.ignore = [tuple(r) for r in ignore_regions]
         self.keep = keep
         self.still = still
-        self._hooks = isinstance(inner, FaceAnonymizer)
+        self._hooks = isinstance(inner, Anonymizer)
         self._masks: dict[tuple[int, int], NDArray[np.bool_] | None] = {}
         self._tracks: dict[int, _Track] = {}
         self._done: list[dict[str, Any]] = []
