@@ -73,7 +73,9 @@ SPECS: dict[str, MethodSpec] = {
         MethodSpec("pixelate", lambda f, _: PixelateAnonymizer(f.config), ("pixel_blocks",)),
         MethodSpec("solid", lambda f, _: SolidAnonymizer(f.config), ("color",)),
         MethodSpec("dp-pixelate", lambda f, _: DPPixelateAnonymizer(f.config), ("epsilon", "pixel_blocks", "seed")),
-        MethodSpec("svd", lambda f, _: SVDAnonymizer(f.config, f.landmarker), ("svd_k", "svd_size", "landmarks"), chips=True),
+        MethodSpec(
+            "svd", lambda f, _: SVDAnonymizer(f.config, f.landmarker), ("svd_k", "svd_size", "landmarks"), chips=True
+        ),
         MethodSpec(
             "k-same",
             lambda f, pool: KSameAnonymizer(f.config, pool if pool is not None else f.new_pool(), f.landmarker),
@@ -118,6 +120,12 @@ class AnonymizerFactory:
     ``EngineConfig()``, auto).
     """
 
+    # declared here: the specs' builders above read them
+    config: AnonymizeConfig
+    landmarker: Landmarker68 | None
+    adversarial: AdversarialModels | None
+    generate: GenerateModels | None
+
     def __init__(
         self, config: AnonymizeConfig, *, allow_eval_only: bool = False, engine: EngineConfig | None = None
     ) -> None:
@@ -141,17 +149,17 @@ class AnonymizerFactory:
             )
         # adversarial (and generate --adversarial): the torch recogniser and dlib's 5-point
         # predictor, once per process
-        self.adversarial: AdversarialModels | None = None
+        self.adversarial = None
         if perturbs:
             self.adversarial = AdversarialModels(config)
         # One 68-point predictor per process, shared read-only by every run's anonymiser.
-        self.landmarker: Landmarker68 | None = None
+        self.landmarker = None
         if config.landmarks == "68" or "dlib-shape-68" in self.spec.models:
             if not self.spec.chips:
                 raise ConfigError(f"--landmarks 68 is for {', '.join(sorted(CHIP_METHODS))}, not {config.method!r}")
             self.landmarker = landmarker68()
         # generate: the face generator, once per process (with the 68-point predictor above)
-        self.generate: GenerateModels | None = None
+        self.generate = None
         if any(m.startswith("generator") for m in self.spec.models):
             self.generate = GenerateModels(config, landmarker=self.landmarker, engine=engine)
         # k-same counts persons: faces are grouped by dlib's recogniser where it is installed.
