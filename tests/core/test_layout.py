@@ -105,6 +105,7 @@ class Import:
     name: str | None  # the name taken from it (``from target import name``), or None
     in_function: bool
     line: int
+    type_only: bool = False  # under ``if TYPE_CHECKING:``
 
     def where(self) -> str:
         what = f"from {self.target} import {self.name}" if self.name else f"import {self.target}"
@@ -126,14 +127,18 @@ def module_name(path: Path, root: Path) -> tuple[str, bool]:
 def imports_of(source: str, module: str, is_pkg: bool) -> Iterator[Import]:
     tree = ast.parse(source)
     in_function: set[int] = set()
+    type_only: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             in_function |= {id(n) for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))}
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            type_only |= {id(n) for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))}
     for node in ast.walk(tree):
         inside = id(node) in in_function
+        typing_only = id(node) in type_only
         if isinstance(node, ast.Import):
             for alias in node.names:
-                yield Import(module, alias.name, None, inside, node.lineno)
+                yield Import(module, alias.name, None, inside, node.lineno, typing_only)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = module.split(".") if is_pkg else module.split(".")[:-1]
@@ -142,7 +147,7 @@ def imports_of(source: str, module: str, is_pkg: bool) -> Iterator[Import]:
             else:
                 target = node.module or ""
             for alias in node.names:
-                yield Import(module, target, alias.name, inside, node.lineno)
+                yield Import(module, target, alias.name, inside, node.lineno, typing_only)
 
 
 def package_of(module: str, is_pkg: bool) -> str:
@@ -161,8 +166,9 @@ def scan(root: Path) -> tuple[list[Import], dict[str, bool]]:
 
 
 def gateways(found: list[Import]) -> set[str]:
-    """streamanon modules that import an optional heavy dependency at their top."""
-    return {i.module for i in found if not i.in_function and i.target.split(".")[0] in HEAVY}
+    """streamanon modules that import an optional heavy dependency at their top (for real,
+    not only for type checking)."""
+    return {i.module for i in found if not i.in_function and not i.type_only and i.target.split(".")[0] in HEAVY}
 
 
 def core_into_consumers(found: list[Import]) -> list[str]:
@@ -273,10 +279,13 @@ def test_checks_catch_each_violation(tmp_path: Path) -> None:
             "anonymize/adversarial.py": "from ..models.dlib_torch import _plan\n",  # private, other package
             "anonymize/ksame.py": "from .selective import _ok\n",  # private, same package: fine
             "models/__init__.py": "",
-            "models/dlib_torch.py": "import numpy\ndef g():\n    import torch\n",  # heavy: fine
+            "models/dlib_torch.py": "import numpy\nif TYPE_CHECKING:\n    import torch\ndef g():\n    import torch\n",
             "eval/__init__.py": "",
             "eval/recognizer.py": "DlibRecogniser = 1\n",
-            "eval/cli.py": "def h():\n    from . import recognizer\n    from ..generate import train\n",
+            "eval/cli.py": (
+                "def h():\n    from . import recognizer\n    from ..generate import train\n"
+                "    from ..models import dlib_torch\n"
+            ),
             "generate/__init__.py": "",
             "generate/train.py": "import torch\n",  # a gateway: lazily importing it is fine
         },
@@ -293,4 +302,5 @@ def test_checks_catch_each_violation(tmp_path: Path) -> None:
     assert function_imports_not_heavy(found) == [
         "streamanon.config:2: from streamanon.anonymize import selective",
         "streamanon.eval.cli:2: from streamanon.eval import recognizer",
+        "streamanon.eval.cli:4: from streamanon.models import dlib_torch",  # torch only for type checking
     ]
