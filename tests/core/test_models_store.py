@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,22 @@ def test_a_failed_load_is_not_cached() -> None:
         with pytest.raises(ModelError, match=r"/x/m\.onnx"):
             store.shared("m", (), broken)
     assert store.loads["m"] == 0
+
+
+def test_a_corrupt_or_missing_registry_model_names_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamanon.backends import registry
+    from streamanon.models.faceres import FaceResRecogniser
+    from streamanon.models.generator import shared_generator
+
+    monkeypatch.setattr(registry, "FILE_ROOTS", (tmp_path,))
+    monkeypatch.delenv("STREAMANON_FACERES", raising=False)
+    registry.resolve_model.cache_clear()
+    try:
+        (tmp_path / "generator-64.onnx").write_bytes(b"not the shipped generator")
+        with pytest.raises(ModelError, match=rf"{tmp_path}/generator-64\.onnx has an unexpected sha256"):
+            shared_generator()
+        with pytest.raises(ModelError, match=r"faceres\.onnx is missing.*python engines/build_faceres\.py"):
+            FaceResRecogniser()
+        assert not store.loads  # nothing half-loaded was kept
+    finally:
+        registry.resolve_model.cache_clear()
