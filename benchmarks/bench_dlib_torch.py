@@ -4,7 +4,7 @@ On every image of the shared identity folders (``dlib_johns``, ``face-api.js_bbt
 ``face_recognition_knn_examples/train``), dlib's HOG detector and 5-point model find the
 largest face; then:
 
-* chips: dlib's ``extract_image_chips`` vs ``streamanon.eval.dlib_torch`` (numpy, and
+* chips: dlib's ``extract_image_chips`` vs ``streamanon.models.dlib_torch`` (numpy, and
   the differentiable torch version): differing pixels and the largest difference;
 * network: ``compute_face_descriptor`` on dlib's chip vs the port on the same chip;
 * end to end: ``compute_face_descriptor(image, shape)`` vs the port on its own chips;
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from streamanon.anonymize.adversarial_core import EOTConfig, PGDConfig, Untargeted, pgd
-    from streamanon.eval.dlib_torch import DlibTorchEmbedder, extract_image_chips_torch, face_chip_details
-    from streamanon.eval.recognizer import DlibRecogniser, distance
+    from streamanon.models.dlib_torch import DlibTorchEmbedder, extract_image_chips_torch, face_chip_details
+    from streamanon.models.recognizer import DlibRecogniser, distance
 
     torch.set_num_threads(args.threads)
     rec = DlibRecogniser()

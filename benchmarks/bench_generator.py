@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from streamanon.anonymize.generator_chip import template_mask
 from streamanon.backends.base import EngineConfig
 from streamanon.errors import StreamanonError
-from streamanon.generate.geometry import template_mask
-from streamanon.generate.runner import GeneratorRunner, default_model
+from streamanon.models.generator import GeneratorRunner, default_model
 
 
 def untrained_model(size: int, folder: Path) -> Path:

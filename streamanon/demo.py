@@ -19,11 +19,16 @@ from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from .cli import add_pipeline_options, config_from_args
+from .cliutil import ArgParser, setup_logging
 from .errors import ConfigError, SinkError, SourceOpenError
+from .pipeline import Stages
+from .runner import process_file, write_report
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +76,6 @@ def demo_frames(seconds: float, size: tuple[int, int] = SIZE) -> Iterator[NDArra
 
 def write_demo_clip(path: Path, seconds: float = 3.2) -> int:
     """Write the demo clip (H.264, 25 fps) to ``path``; returns its frame count."""
-    import av
-
     if not 0.5 <= seconds <= 60:
         raise ConfigError(f"invalid demo length {seconds!r} s: expected 0.5 to 60")
     n = 0
@@ -98,8 +101,6 @@ def write_demo_clip(path: Path, seconds: float = 3.2) -> int:
 
 def count_faces(path: Path, detector: object, threshold: float) -> tuple[int, int]:
     """(faces, frames with a face) the detector finds in the video ``path`` at ``threshold``."""
-    import av
-
     faces = frames = 0
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
@@ -112,11 +113,7 @@ def count_faces(path: Path, detector: object, threshold: float) -> tuple[int, in
 
 def main(argv: list[str]) -> int:
     """Entry point of ``streamanon demo``; returns the exit code."""
-    from .cli import _ArgParser, _setup_logging, add_pipeline_options, config_from_args
-    from .pipeline import Stages
-    from .runner import process_file, write_report
-
-    p = _ArgParser(
+    p = ArgParser(
         prog="streamanon demo",
         description="Write a short clip with faces (from a public-domain photo shipped in the package), "
         "anonymise it, and say where both are and how many faces the detector still finds.",
@@ -133,7 +130,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     add_pipeline_options(p)
     ns = p.parse_args(argv)
-    _setup_logging(ns.verbose)
+    setup_logging(ns.verbose)
     config = config_from_args(ns)
     folder: Path = ns.output
     try:

@@ -22,6 +22,7 @@ an exit code (see ``EXIT_CODES``); library code never prints or exits.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 
@@ -107,8 +108,6 @@ class MissingDependencyError(StreamanonError, ImportError):
 
 def import_extra(module: str, extra: str) -> Any:
     """``import module``, or ``MissingDependencyError`` naming the extra that installs it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as exc:

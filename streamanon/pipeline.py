@@ -39,10 +39,14 @@ from numpy.typing import NDArray
 
 from ._workers import END, Stopped, Workers
 from .anonymize import AnonymizerFactory, AnonymizerSession, FixedFactory, FrameInfo, mask_whole_frame
+from .anonymize.selective import KeepFaces, SelectiveAnonymizer
 from .backends.select import BackendChoice
 from .config import DetectConfig, PipelineConfig
 from .detect import Detector, create_detector
+from .detect.centerface import resolve_backend
+from .detect.tiles import TiledDetector
 from .errors import AnonymizationError
+from .track import SceneCutDetector, create_tracker
 from .types import SOURCE_DETECTOR, SOURCE_TRACK, Detections, Frame
 
 log = logging.getLogger(__name__)
@@ -135,16 +139,12 @@ class Stages:
         tracker_factory: Callable[[], Any] | None = None,
         scene_factory: Callable[[], Any] | None = None,
     ) -> None:
-        from .track import SceneCutDetector, create_tracker
-
         self.config = config
         # A detector given by the caller may not be thread-safe: one call at a time unless asked.
         self.detect_workers = config.detect.workers or 1
         self.inference: dict[str, Any] = {"backend": "given by the caller"}
         built = detector is None
         if detector is None:
-            from .detect.centerface import resolve_backend
-
             choice = resolve_backend(config.detect, config.detect.model)
             log.log(logging.INFO if config.detect.backend == "auto" else logging.DEBUG, "inference: %s", choice)
             self.detect_workers = config.detect.workers or self.auto_workers(choice)
@@ -159,8 +159,6 @@ class Stages:
         margin = float(getattr(detector, "score_margin", 1.0))
         self.inference |= {"workers": self.detect_workers, "score_margin": margin}
         if built and (config.detect.small_faces != "off" or config.detect.max_face_size is not None):
-            from .detect.tiles import TiledDetector
-
             d = config.detect
             detector = TiledDetector(
                 detector,
@@ -176,15 +174,13 @@ class Stages:
         # People to keep visible (--keep-face): the recogniser and references load once.
         self.keep_faces: Any = None
         if config.anonymize.keep_faces:
-            from .anonymize.selective import KeepFaces
-
             self.keep_faces = KeepFaces(config.anonymize.keep_faces)
         self.anonymizer_factory: AnonymizerFactory | FixedFactory = (
             FixedFactory(anonymizer)
             if anonymizer is not None
             else anonymizer_factory
             if anonymizer_factory is not None
-            else AnonymizerFactory(config.anonymize)
+            else AnonymizerFactory(config.anonymize, engine=config.engine)
         )
         # A k-same face bank is read once, with the product's own detector.
         self.anonymizer_factory.load_bank(lambda image: self.detector([image])[0])
@@ -220,8 +216,6 @@ class Stages:
         anonymizer = self.anonymizer_factory(**kwargs)
         a = self.config.anonymize
         if a.only_regions or a.ignore_regions or self.keep_faces is not None:
-            from .anonymize.selective import SelectiveAnonymizer
-
             anonymizer = SelectiveAnonymizer(anonymizer, a.only_regions, a.ignore_regions, self.keep_faces, still=still)
         return anonymizer
 

@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .anonymize.selective import check_regions_in_frame
 from .config import PipelineConfig
 from .errors import AnonymizationError, DecodeError, SinkError, SourceOpenError
 from .io import VideoSink, VideoSource, is_image_path, read_image, redact, write_image
@@ -167,8 +168,6 @@ def check_regions(config: PipelineConfig, image: Any) -> None:
     clipped."""
     a = config.anonymize
     if a.only_regions or a.ignore_regions:
-        from .anonymize.selective import check_regions_in_frame
-
         h, w = image.shape[:2]
         check_regions_in_frame(a.only_regions, a.ignore_regions, w, h)
 

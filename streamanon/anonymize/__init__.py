@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..config import AnonymizeConfig
 from .base import Anonymizer, AnonymizerSession, FaceAnonymizer, FrameInfo
-from .factory import METHODS, POOLED, AnonymizerFactory, FixedFactory, check_method
+from .factory import METHODS, POOLED, AnonymizerFactory, FixedFactory, MethodSpec, check_method
 from .methods import (
     BlurAnonymizer,
     IdentityAnonymizer,
@@ -33,6 +33,7 @@ __all__ = [
     "FixedFactory",
     "FrameInfo",
     "IdentityAnonymizer",
+    "MethodSpec",
     "PixelateAnonymizer",
     "RegionAnonymizer",
     "SolidAnonymizer",

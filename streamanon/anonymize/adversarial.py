@@ -1,7 +1,7 @@
 """``adversarial``: faces that look unchanged but that a face recogniser no longer matches.
 
 Each detected face is perturbed by L-infinity PGD (``adversarial_core.pgd``) against dlib's
-ResNet recogniser (its torch port, ``streamanon.eval.dlib_torch``): the loss is taken on
+ResNet recogniser (its torch port, ``streamanon.models.dlib_torch``): the loss is taken on
 dlib's own 150x150 chip, cut from the frame by the differentiable
 ``extract_image_chips_torch`` at dlib's 5-point landmarks (fitted in the detector's box),
 so the gradient reaches, and the perturbation lives in, the frame pixels that are written.
@@ -55,15 +55,27 @@ from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
 from ..errors import AnonymizationError, ConfigError, import_extra
+from ..io import read_image
+from ..models.dlib_torch import (
+    ChipDetails,
+    chip_plan,
+    extract_image_chips,
+    extract_image_chips_torch,
+    face_chip_details,
+    shared_dlib_resnet,
+)
+from ..models.landmarks import landmarker5
 from ..types import SOURCE_DETECTOR, Detections
-from .align import DlibLandmarker
+from . import adversarial_core  # as a module: tests replace pgd
+from .adversarial_core import EOTConfig, KAnonymity, PGDConfig, Targeted, Untargeted
 from .base import FaceAnonymizer, FrameInfo
+from .ksame import IMAGE_SUFFIXES
 from .mask import FaceRegion, indexed_regions
 
 if TYPE_CHECKING:
     import torch
 
-    from ..eval.dlib_torch import ChipDetails
+    from ..models.dlib_torch import ChipDetails
 
 log = logging.getLogger(__name__)
 
@@ -99,21 +111,13 @@ ALIGN_JITTER = 0.01
 DELTA_CELLS: float | None = None
 #: Expectation over transformations (``adversarial_core.EOTConfig`` fields over its defaults).
 EOT_SETTINGS: dict[str, Any] = {}
-#: dlib's same-person distance (``eval.recognizer.THRESHOLD``).
+#: dlib's same-person distance (``models.recognizer.THRESHOLD``).
 THRESHOLD = 0.6
 OBJECTIVES = ("untargeted", "targeted", "k-anonymity")
 
 
 def _torch() -> Any:
     return import_extra("torch", "torch")
-
-
-class Landmarker5(DlibLandmarker):
-    """dlib's 5-point shape predictor (eye corners, nose): the points dlib's chip geometry
-    is defined on (CenterFace's five points are not those), ~0.2 ms a face."""
-
-    model = "dlib-shape-5"
-    points = 5
 
 
 @dataclass(frozen=True)
@@ -142,15 +146,13 @@ class AdversarialModels:
 
     def __init__(self, config: AnonymizeConfig) -> None:
         torch = _torch()
-        from ..eval.dlib_torch import load_dlib_resnet
-
         self.device = config.device
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError(
                 "--device cuda: PyTorch sees no CUDA GPU (install a CUDA build of torch, or use --device cpu)"
             )
-        self.landmarker = Landmarker5()
-        self.net = load_dlib_resnet(device=self.device)
+        self.landmarker = landmarker5()
+        self.net = shared_dlib_resnet(self.device)
         self.gallery: Gallery | None = None
 
     def load_gallery(self, folder: str | Path, detect: Callable[[NDArray[np.uint8]], Detections]) -> None:
@@ -158,10 +160,6 @@ class AdversarialModels:
         flat, one identity per file), found by the product's ``detect``."""
         if self.gallery is not None:
             return
-        from ..eval.dlib_torch import extract_image_chips, face_chip_details
-        from ..io import read_image
-        from .ksame import IMAGE_SUFFIXES
-
         root = Path(folder)
         if not root.is_dir():
             raise ConfigError(f"--face-bank {root}: not a folder")
@@ -216,9 +214,7 @@ def _rect_side(d: ChipDetails) -> float:
 def _chip_extent(d: ChipDetails, width: int, height: int) -> tuple[int, int, int, int]:
     """Frame pixels dlib's chip extraction reads for ``d`` (its rotated rectangle plus the
     pyramid's border, as ``extract_image_chips`` grows it), clipped to the frame."""
-    from ..eval.dlib_torch import _plan
-
-    x0, y0, x1, y1 = _plan(height, width, [d]).box
+    x0, y0, x1, y1 = chip_plan(height, width, [d]).box
     return x0, y0, x1 + 1, y1 + 1
 
 
@@ -236,8 +232,6 @@ def _jittered(d: ChipDetails, amount: float, rng: np.random.Generator) -> ChipDe
     by up to ``amount`` radians (uniform draws); ``amount`` 0 returns ``d``."""
     if amount <= 0:
         return d
-    from ..eval.dlib_torch import ChipDetails
-
     side = _rect_side(d)
     dx, dy, ds, da = rng.uniform(-amount, amount, 4)
     cx, cy = (d.rect[0] + d.rect[2]) / 2.0 + dx * side, (d.rect[1] + d.rect[3]) / 2.0 + dy * side
@@ -314,8 +308,6 @@ class AdversarialAnonymizer(FaceAnonymizer):
     name = "adversarial"
 
     def __init__(self, config: AnonymizeConfig, models: AdversarialModels) -> None:
-        from .adversarial_core import EOTConfig
-
         self.config = config
         self.models = models
         self.epsilon = float(config.epsilon if config.epsilon is not None else DEFAULT_EPSILON)
@@ -402,8 +394,6 @@ class AdversarialAnonymizer(FaceAnonymizer):
         rows = [i for i in range(len(dets)) if perturbable[i]]
         lm5 = self.models.landmarker(image, dets.xyxy[rows]) if rows else np.zeros((0, 5, 2), np.float32)
         fitted = dict(zip(rows, lm5, strict=True))
-        from ..eval.dlib_torch import face_chip_details
-
         for i, region in indexed_regions(dets, w, h, c.shape, c.mask_scale, c.mask_margin):
             pts = fitted.get(i)
             if pts is None or np.isnan(pts).any():
@@ -425,8 +415,6 @@ class AdversarialAnonymizer(FaceAnonymizer):
         return out
 
     def _objective(self, ref: torch.Tensor, tracks: Sequence[_Track | None]) -> Any:
-        from .adversarial_core import KAnonymity, Targeted, Untargeted
-
         torch = _torch()
         kind = self.config.adv_objective
         if kind == "untargeted":
@@ -490,8 +478,6 @@ class AdversarialAnonymizer(FaceAnonymizer):
             boxes = dets.xyxy[rows]
             lm_orig = dict(zip(rows, self.models.landmarker(original, boxes), strict=True))
             lm_repl = dict(zip(rows, self.models.landmarker(replaced, boxes), strict=True))
-        from ..eval.dlib_torch import face_chip_details
-
         faces: list[_Face] = []
         refs: list[ChipDetails] = []
         for i, region in indexed_regions(dets, w, h, c.shape, c.mask_scale, c.mask_margin):
@@ -510,8 +496,6 @@ class AdversarialAnonymizer(FaceAnonymizer):
     def _embed_clean(self, image: NDArray[np.uint8], details: list[ChipDetails]) -> torch.Tensor:
         """The recogniser's embeddings of ``image``'s faces at ``details`` (no gradient)."""
         th = _torch()
-        from ..eval.dlib_torch import extract_image_chips
-
         chips = extract_image_chips(image, details)
         x = th.from_numpy(chips.transpose(0, 3, 1, 2).copy()).to(self.models.device, th.float32)
         with th.no_grad():
@@ -530,9 +514,6 @@ class AdversarialAnonymizer(FaceAnonymizer):
         The objective is relative to ``reference`` (``(F, 128)``, e.g. the original faces'
         embeddings when ``image`` holds replaced faces), or to ``image``'s own faces."""
         th = _torch()
-        from ..eval.dlib_torch import ChipDetails, extract_image_chips_torch
-        from .adversarial_core import PGDConfig, pgd
-
         dev = self.models.device
         net = self.models.net
         hmax = max(f.crop[3] - f.crop[1] for f in faces)
@@ -609,7 +590,7 @@ class AdversarialAnonymizer(FaceAnonymizer):
                 amp = min(cfg.random_start, self.epsilon)
                 noise = (th.rand((len(cold), *start.shape[1:]), generator=gen) * 2 - 1) * amp
                 start[cold] = noise.to(dev)
-        res = pgd(x, embed, objective, cfg, warm_start=start, mask=mask)
+        res = adversarial_core.pgd(x, embed, objective, cfg, warm_start=start, mask=mask)
         delta = res.delta.detach().cpu().numpy().transpose(0, 2, 3, 1)
         adv = np.clip(np.rint(crops.astype(np.float32) + delta), 0, 255).astype(np.uint8)
         dist = th.linalg.vector_norm(res.embeddings - ref, dim=1).cpu().numpy()

@@ -14,7 +14,7 @@ Units and contracts (all tensors float, on one device, in the recogniser's dtype
   ``step_size`` are in the same units, i.e. "/255" (``epsilon=8`` means 8/255).
 * ``images`` ``(B, C, H, W)`` are what gets perturbed: aligned chips, or a frame / frame
   region whose faces ``embed`` cuts out itself (e.g. with
-  ``streamanon.eval.dlib_torch.extract_image_chips_torch``), so the perturbation lives
+  ``streamanon.models.dlib_torch.extract_image_chips_torch``), so the perturbation lives
   in the pixels that are written.
 * ``embed(x)`` maps perturbed ``images`` to ``(F, D)`` embeddings, one row per face
   (``F`` may differ from ``B``); the objective's references have ``F`` rows.

@@ -8,15 +8,14 @@ inverse warp and the same ellipse/box mask every other method uses (``paste_chip
 nothing outside the mask changes and nothing inside it is left raw.
 
 Landmarks come from the detector (CenterFace's five points) or, for methods that need the
-face's shape, from dlib's 68-point shape predictor (``Landmarker68``, the optional ``align``
-extra). Rows without landmarks (a coasting track, a look-back row) get a box-only
+face's shape, from dlib's 68-point shape predictor (``models.landmarks.Landmarker68``, the
+optional ``align`` extra). Rows without landmarks (a coasting track, a look-back row) get a box-only
 alignment: the box's square crop, flagged ``box_only`` so methods can tell.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import MissingDependencyError, ModelError
+from ..geometry import similarity
 from ..types import Detections
 from .mask import FaceRegion
 
@@ -52,25 +51,6 @@ def five_from_68(points: NDArray[np.float32]) -> NDArray[np.float32]:
     return np.stack(
         [p[_LEFT_EYE].mean(0), p[_RIGHT_EYE].mean(0), p[_NOSE_TIP], p[_MOUTH_LEFT], p[_MOUTH_RIGHT]]
     ).astype(np.float32)
-
-
-def similarity(src: NDArray[np.float32], dst: NDArray[np.float32]) -> NDArray[np.float64]:
-    """Least-squares similarity (rotation, uniform scale, translation) taking ``src`` to
-    ``dst`` (Umeyama 1991, no reflection) as a 2x3 matrix. Closed form: deterministic,
-    unlike RANSAC estimators."""
-    s, d = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    ms, md = s.mean(0), d.mean(0)
-    sc, dc = s - ms, d - md
-    var = (sc**2).sum() / len(s)
-    cov = dc.T @ sc / len(s)
-    u, sig, vt = np.linalg.svd(cov)
-    fix = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        fix[1, 1] = -1
-    rot = u @ fix @ vt
-    scale = float((sig * np.diag(fix)).sum() / var) if var > 0 else 1.0
-    t = md - scale * rot @ ms
-    return np.hstack([scale * rot, t[:, None]])
 
 
 @dataclass(frozen=True)
@@ -164,53 +144,3 @@ def chip_to_roi(chip: NDArray[Any], alignment: Alignment, region: FaceRegion) ->
     c = np.clip(chip, 0, 255).astype(np.uint8) if chip.dtype != np.uint8 else chip
     roi = cv2.warpAffine(c, inv, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return np.ascontiguousarray(roi)
-
-
-class DlibLandmarker:
-    """A dlib shape predictor from ``face_recognition_models`` (registry ``model``) on given boxes.
-
-    dlib is an optional extra (``pip install 'streamanon[align]'``); a missing package or
-    model file is a clear error at construction. One predictor is shared by every run
-    of a process; calls are serialised (dlib's predictor is not documented as
-    thread-safe).
-    """
-
-    model = ""
-    points = 0
-
-    def __init__(self) -> None:
-        try:
-            import dlib
-        except ImportError as exc:
-            raise MissingDependencyError.for_extra("dlib", "align") from exc
-        from ..backends.registry import resolve_model
-
-        path = resolve_model(self.model)
-        try:
-            self._predictor = dlib.shape_predictor(str(path))
-        except RuntimeError as exc:
-            raise ModelError(f"cannot load the {self.points}-point landmark model {path}: {exc}") from exc
-        self._dlib = dlib
-        self._lock = threading.Lock()
-
-    def __call__(self, image: NDArray[np.uint8], boxes: NDArray[np.float32]) -> NDArray[np.float32]:
-        """``(N, points, 2)`` float32 landmarks for ``boxes`` (x0, y0, x1, y1); NaN for degenerate boxes."""
-        out = np.full((len(boxes), self.points, 2), np.nan, np.float32)
-        if not len(boxes):
-            return out
-        img = np.ascontiguousarray(image)
-        with self._lock:
-            for i, b in enumerate(boxes):
-                x0, y0, x1, y1 = (round(float(v)) for v in b)
-                if x1 - x0 < 2 or y1 - y0 < 2:
-                    continue
-                shape = self._predictor(img, self._dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
-                out[i] = [(shape.part(j).x, shape.part(j).y) for j in range(self.points)]
-        return out
-
-
-class Landmarker68(DlibLandmarker):
-    """dlib's 68-point shape predictor (iBUG 300-W layout), ~1 ms a face."""
-
-    model = "dlib-shape-68"
-    points = 68

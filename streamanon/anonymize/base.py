@@ -43,10 +43,19 @@ class Anonymizer(Protocol):
     """``apply(image, dets, info)`` returns a new image with every face in ``dets`` anonymised.
 
     ``apply`` never modifies ``image``. Faces of one frame arrive together, so a method can
-    process them as one batch.
+    process them as one batch. The lifecycle ``AnonymizerSession`` drives: ``track_started``
+    before a track's first row, ``track_ended`` after its last (per-track state lives in
+    between), ``report`` once at the end of the run. ``FaceAnonymizer`` gives no-op hooks; an
+    object with ``apply(image, dets)`` alone (a caller's) is driven without them.
     """
 
     name: str
+
+    def track_started(self, track_id: int, info: FrameInfo) -> None: ...
+
+    def track_ended(self, track_id: int, info: FrameInfo) -> None: ...
+
+    def report(self) -> dict[str, Any]: ...
 
     def apply(self, image: NDArray[np.uint8], dets: Detections, info: FrameInfo | None = None) -> NDArray[np.uint8]: ...
 
@@ -113,7 +122,7 @@ class AnonymizerSession:
         self.anonymizer = anonymizer
         self._alive: set[int] = set()
         self._last = FrameInfo(-1)
-        self._hooks = isinstance(anonymizer, FaceAnonymizer)
+        self._hooks = isinstance(anonymizer, Anonymizer)
         self.tracks_seen = 0
 
     def __call__(self, image: NDArray[np.uint8], dets: Detections, info: FrameInfo) -> NDArray[np.uint8]:

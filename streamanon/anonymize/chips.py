@@ -14,8 +14,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
+from ..models.landmarks import Landmarker68
 from ..types import SOURCE_DETECTOR, Detections
-from .align import Alignment, Landmarker68, align_faces, chip_to_roi, warp_chip
+from .align import Alignment, align_faces, chip_to_roi, warp_chip
 from .base import FaceAnonymizer, FrameInfo
 from .mask import FaceRegion, composite, indexed_regions
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..config import AnonymizeConfig
+from ..config import AnonymizeConfig, EngineConfig
 from ..errors import ConfigError, MissingDependencyError
+from ..models.landmarks import Landmarker68, landmarker68
 from ..types import Detections
 from .adversarial import AdversarialAnonymizer, AdversarialModels
-from .align import Landmarker68
+from .base import FaceAnonymizer
 from .dp import DPPixelateAnonymizer
 from .generate import GenerateAnonymizer, GenerateModels, check_align_extra
 from .generate_adversarial import GenerateAdversarialAnonymizer
@@ -23,28 +25,87 @@ from .svd import SVDAnonymizer
 
 log = logging.getLogger(__name__)
 
-# name -> builder(config); k-same is built with its pool (``AnonymizerFactory.__call__``).
-METHODS: dict[str, Callable[[AnonymizeConfig], Any] | None] = {
-    "blur": BlurAnonymizer,
-    "pixelate": PixelateAnonymizer,
-    "solid": SolidAnonymizer,
-    "dp-pixelate": DPPixelateAnonymizer,
-    "svd": SVDAnonymizer,
-    "k-same": None,
-    "adversarial": None,
-    "generate": None,
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One anonymisation method, as the factory dispatches it.
+
+    Attributes:
+        name: the ``--method`` name.
+        build: the per-run builder: ``build(factory, pool)`` -> a fresh anonymiser, from the
+            factory's config and shared models (``pool``: the run's face pool, pooled methods).
+        parameters: the ``AnonymizeConfig`` fields it reads beyond the mask's.
+        models: registry names (``engines/registry.json``) of the models it loads.
+        pooled: defined over a set of faces; a first pass over the input collects the set.
+        perturbs: perturbs the original face against dlib's recogniser (its torch port).
+        chips: works on aligned chips (``--landmarks 68`` applies).
+        eval_only: only the evaluation harness may ask for it.
+    """
+
+    name: str
+    build: Callable[[AnonymizerFactory, FacePool | None], FaceAnonymizer]
+    parameters: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    pooled: bool = False
+    perturbs: bool = False
+    chips: bool = False
+    eval_only: bool = False
+
+
+def _generate(f: AnonymizerFactory, pool: FacePool | None) -> FaceAnonymizer:
+    assert f.generate is not None  # loaded by the factory for this method
+    if f.adversarial is not None:
+        return GenerateAdversarialAnonymizer(f.config, f.generate, f.adversarial)
+    return GenerateAnonymizer(f.config, f.generate)
+
+
+def _adversarial(f: AnonymizerFactory, pool: FacePool | None) -> FaceAnonymizer:
+    assert f.adversarial is not None  # loaded by the factory for this method
+    return AdversarialAnonymizer(f.config, f.adversarial)
+
+
+_ADVERSARIAL_MODELS = ("dlib-shape-5", "dlib-resnet-recognizer")
+_ADVERSARIAL_PARAMS = ("epsilon", "adv_steps", "adv_objective", "adv_eot", "device", "face_bank", "k", "seed")
+SPECS: dict[str, MethodSpec] = {
+    s.name: s
+    for s in (
+        MethodSpec("blur", lambda f, _: BlurAnonymizer(f.config), ("blur_strength",)),
+        MethodSpec("pixelate", lambda f, _: PixelateAnonymizer(f.config), ("pixel_blocks",)),
+        MethodSpec("solid", lambda f, _: SolidAnonymizer(f.config), ("color",)),
+        MethodSpec("dp-pixelate", lambda f, _: DPPixelateAnonymizer(f.config), ("epsilon", "pixel_blocks", "seed")),
+        MethodSpec(
+            "svd", lambda f, _: SVDAnonymizer(f.config, f.landmarker), ("svd_k", "svd_size", "landmarks"), chips=True
+        ),
+        MethodSpec(
+            "k-same",
+            lambda f, pool: KSameAnonymizer(f.config, pool if pool is not None else f.new_pool(), f.landmarker),
+            ("k", "face_bank", "landmarks", "seed"),
+            ("dlib-shape-5", "dlib-resnet-recognizer"),  # grouping faces by person, where dlib is installed
+            pooled=True,
+            chips=True,
+        ),
+        MethodSpec("adversarial", _adversarial, _ADVERSARIAL_PARAMS, _ADVERSARIAL_MODELS, perturbs=True),
+        MethodSpec(
+            "generate",
+            _generate,
+            ("generator", "generate_fallback", "generate_min_size", "generate_adversarial", "seed"),
+            ("generator-64", "dlib-shape-68"),
+            chips=True,
+        ),
+        MethodSpec("none", lambda f, _: IdentityAnonymizer(f.config), eval_only=True),
+    )
 }
+#: The product's methods (``--method``), name -> spec.
+METHODS: dict[str, MethodSpec] = {n: s for n, s in SPECS.items() if not s.eval_only}
 # Methods defined over a set of faces: a first pass collects the set (``ksame``).
-POOLED = frozenset({"k-same"})
+POOLED = frozenset(n for n, s in METHODS.items() if s.pooled)
 # Methods that work on aligned chips (and can align on 68 landmarks; generate always does).
-CHIP_METHODS = frozenset({"k-same", "svd", "generate"})
-# Methods only the evaluation harness may ask for.
-_EVAL_ONLY: dict[str, Callable[[AnonymizeConfig], Any]] = {"none": IdentityAnonymizer}
+CHIP_METHODS = frozenset(n for n, s in METHODS.items() if s.chips)
 
 
 def check_method(name: str, allow_eval_only: bool = False) -> None:
     """ConfigError naming the valid methods when ``name`` is not one."""
-    table = {**METHODS, **_EVAL_ONLY} if allow_eval_only else METHODS
+    table = SPECS if allow_eval_only else METHODS
     if name not in table:
         raise ConfigError(f"unknown method {name!r}; choose from: {', '.join(sorted(table))}")
 
@@ -53,21 +114,33 @@ class AnonymizerFactory:
     """Builds a fresh anonymiser for every run of ``config.method``.
 
     What is loaded once (the face bank's chips) lives here and is shared, read-only, by the
-    anonymisers it builds; per-run and per-track state lives in the anonymisers.
+    anonymisers it builds; per-run and per-track state lives in the anonymisers. Models come
+    from the process-wide cache (``models.store``): factories with the same settings (the
+    feeds of ``streamanon streams``) share them. ``engine`` places the generator (default:
+    ``EngineConfig()``, auto).
     """
 
-    def __init__(self, config: AnonymizeConfig, *, allow_eval_only: bool = False) -> None:
+    # declared here: the specs' builders above read them
+    config: AnonymizeConfig
+    landmarker: Landmarker68 | None
+    adversarial: AdversarialModels | None
+    generate: GenerateModels | None
+
+    def __init__(
+        self, config: AnonymizeConfig, *, allow_eval_only: bool = False, engine: EngineConfig | None = None
+    ) -> None:
         check_method(config.method, allow_eval_only)
         self.config = config
         self.name = config.method
-        self.pooled = config.method in POOLED
+        self.spec = SPECS[config.method]
+        self.pooled = self.spec.pooled
         self._bank: list[tuple[NDArray[np.float32], str, NDArray[np.float32] | None]] = []
         if config.generate_adversarial and config.method != "generate":
             raise ConfigError(
                 f"--adversarial is for --method generate, not {config.method!r} "
                 "(--method adversarial perturbs the original face)"
             )
-        perturbs = config.method == "adversarial" or config.generate_adversarial
+        perturbs = self.spec.perturbs or config.generate_adversarial
         adversarial_bank = perturbs and config.adv_objective != "untargeted"
         if config.face_bank and not self.pooled and not adversarial_bank:
             raise ConfigError(
@@ -76,21 +149,21 @@ class AnonymizerFactory:
             )
         # adversarial (and generate --adversarial): the torch recogniser and dlib's 5-point
         # predictor, once per process
-        self.adversarial: AdversarialModels | None = None
+        self.adversarial = None
         if perturbs:
             self.adversarial = AdversarialModels(config)
         # One 68-point predictor per process, shared read-only by every run's anonymiser.
-        self.landmarker: Landmarker68 | None = None
-        if config.landmarks == "68" or config.method == "generate":
-            if config.method not in CHIP_METHODS:
+        self.landmarker = None
+        if config.landmarks == "68" or "dlib-shape-68" in self.spec.models:
+            if not self.spec.chips:
                 raise ConfigError(f"--landmarks 68 is for {', '.join(sorted(CHIP_METHODS))}, not {config.method!r}")
             if config.method == "generate":
                 check_align_extra()  # the exact requirement, before dlib's own import error
-            self.landmarker = Landmarker68()
+            self.landmarker = landmarker68()
         # generate: the face generator, once per process (with the 68-point predictor above)
-        self.generate: GenerateModels | None = None
-        if config.method == "generate":
-            self.generate = GenerateModels(config, landmarker=self.landmarker)
+        self.generate = None
+        if any(m.startswith("generator") for m in self.spec.models):
+            self.generate = GenerateModels(config, landmarker=self.landmarker, engine=engine)
         # k-same counts persons: faces are grouped by dlib's recogniser where it is installed.
         self.embedder: FaceEmbedder | None = None
         if self.pooled:
@@ -125,20 +198,9 @@ class AnonymizerFactory:
         """The first-pass anonymiser that adds a run's faces to ``pool``."""
         return KSameCollector(self.config, pool, label, self.landmarker, self.embedder)
 
-    def __call__(self, pool: FacePool | None = None) -> Any:
+    def __call__(self, pool: FacePool | None = None) -> FaceAnonymizer:
         """A fresh anonymiser; pooled methods take the run's pool (default: the bank alone)."""
-        if self.pooled:
-            return KSameAnonymizer(self.config, pool if pool is not None else self.new_pool(), self.landmarker)
-        if self.name == "svd":
-            return SVDAnonymizer(self.config, self.landmarker)
-        if self.generate is not None:
-            if self.adversarial is not None:
-                return GenerateAdversarialAnonymizer(self.config, self.generate, self.adversarial)
-            return GenerateAnonymizer(self.config, self.generate)
-        if self.adversarial is not None:
-            return AdversarialAnonymizer(self.config, self.adversarial)
-        build = METHODS.get(self.name) or _EVAL_ONLY[self.name]
-        return build(self.config)
+        return self.spec.build(self, pool)
 
 
 class FixedFactory:

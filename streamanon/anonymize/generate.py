@@ -8,7 +8,7 @@ points are fitted on the detector rows, checked against CenterFace's five points
 filter the training faces passed) and smoothed over the track by a One-Euro filter in
 face-normalised coordinates (``LandmarkSmoother``) so the face does not jitter. All the faces
 of a frame go through the generator as one batch, on chips cut exactly as the model was
-trained (``generate.geometry.generator_alignments`` and ``chip_masks``).
+trained (``anonymize.generator_chip.generator_alignments`` and ``chip_masks``).
 
 Compositing (``paste_generated``): the chip's pixels outside its mask (real context the model
 was shown) are replaced by their nearest generated pixel before the inverse warp, so every
@@ -27,6 +27,7 @@ then carried along with the box's motion. Any error raises: the pipeline masks t
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 from collections import Counter
@@ -38,13 +39,15 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from ..config import AnonymizeConfig
+from ..config import AnonymizeConfig, EngineConfig
 from ..errors import AnonymizationError, MissingDependencyError
-from ..generate.geometry import chip_masks, generator_alignments
+from ..models.generator import shared_generator
+from ..models.landmarks import landmarker68
 from ..types import SOURCE_DETECTOR, Detections
 from .align import Alignment, five_from_68, warp_chip
 from .base import FaceAnonymizer, FrameInfo
 from .chips import masked_rows
+from .generator_chip import chip_masks, generator_alignments
 from .mask import FaceRegion, composite
 from .methods import BlurAnonymizer, RegionAnonymizer, SolidAnonymizer
 
@@ -86,7 +89,7 @@ GREY_SPREAD = 3.0
 
 
 class Generator(Protocol):
-    """What the anonymiser needs of a generator (``generate.runner.GeneratorRunner``)."""
+    """What the anonymiser needs of a generator (``models.generator.GeneratorRunner``)."""
 
     size: int
     z_dim: int
@@ -112,8 +115,6 @@ NEEDS_ALIGN = (
 
 def check_align_extra() -> None:
     """``MissingDependencyError`` (:data:`NEEDS_ALIGN`) unless dlib and its model package import."""
-    import importlib.util
-
     for module in ("dlib", "face_recognition_models"):
         try:
             found = importlib.util.find_spec(module) is not None
@@ -133,17 +134,17 @@ class GenerateModels:
     """
 
     def __init__(
-        self, config: AnonymizeConfig, generator: Generator | None = None, landmarker: Landmarks68 | None = None
+        self,
+        config: AnonymizeConfig,
+        generator: Generator | None = None,
+        landmarker: Landmarks68 | None = None,
+        engine: EngineConfig | None = None,
     ) -> None:
         if generator is None:
-            from ..generate.runner import GeneratorRunner
-
-            generator = GeneratorRunner(config.generator)
+            generator = shared_generator(config.generator, engine)
         if landmarker is None:
-            from .align import Landmarker68
-
             check_align_extra()
-            landmarker = Landmarker68()
+            landmarker = landmarker68()
         self.generator = generator
         self.landmarker = landmarker
         path = getattr(generator, "path", None)

@@ -35,8 +35,11 @@ from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
 from ..errors import ConfigError
+from ..io import read_image
+from ..models.landmarks import Landmarker68
+from ..models.recognizer import shared_recogniser
 from ..types import Detections
-from .align import Alignment, Landmarker68, align_faces, warp_chip
+from .align import Alignment, align_faces, warp_chip
 from .base import FrameInfo
 from .chips import CHIP_SIZE, ChipAnonymizer
 from .methods import SolidAnonymizer
@@ -191,9 +194,7 @@ class DlibFaceEmbedder:
     """dlib's 5-point landmarks fitted in each box, then its ResNet embedding (~70 ms a face)."""
 
     def __init__(self) -> None:
-        from ..eval.recognizer import DlibRecogniser
-
-        self._rec = DlibRecogniser()
+        self._rec = shared_recogniser()
 
     def __call__(self, image: NDArray[np.uint8], boxes: NDArray[np.float32]) -> NDArray[np.float32]:
         img = np.ascontiguousarray(image)
@@ -375,8 +376,6 @@ def load_face_bank(
     root = Path(folder)
     if not root.is_dir():
         raise ConfigError(f"--face-bank {root}: not a folder")
-    from ..io import read_image
-
     out: list[tuple[NDArray[np.float32], str, NDArray[np.float32] | None]] = []
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     for path in paths:

@@ -35,8 +35,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError
+from ..geometry import check_region
+from ..io import read_image
+from ..models.recognizer import shared_recogniser
 from ..types import SOURCE_DETECTOR, Detections
-from .base import FaceAnonymizer, FrameInfo
+from .base import Anonymizer, FaceAnonymizer, FrameInfo
 
 log = logging.getLogger(__name__)
 
@@ -72,27 +75,6 @@ def parse_region(text: str) -> tuple[float, ...]:
         ) from None
     check_region(values)
     return values
-
-
-def check_region(values: Sequence[float]) -> None:
-    """ConfigError unless ``values`` is a rectangle (4 numbers) or a polygon (>= 3 points)."""
-    n = len(values)
-    if n != 4 and (n < 6 or n % 2):
-        raise ConfigError(
-            f"invalid region {','.join(f'{v:g}' for v in values)!r}: "
-            "4 numbers (x0,y0,x1,y1) or an even count >= 6 (polygon)"
-        )
-    if any(not np.isfinite(v) or v < 0 for v in values):
-        raise ConfigError(f"invalid region {','.join(f'{v:g}' for v in values)!r}: coordinates must be >= 0")
-    if n == 4 and (values[2] <= values[0] or values[3] <= values[1]):
-        raise ConfigError(f"invalid region {','.join(f'{v:g}' for v in values)!r}: need x1 > x0 and y1 > y0")
-    fractions = [v for v in values if 0 < v < 1]
-    if fractions and any(v > 1 for v in values):
-        # "0.5,0,1,1.5": meant as relative, read as pixels it is a 1-pixel sliver
-        raise ConfigError(
-            f"invalid region {','.join(f'{v:g}' for v in values)!r}: mixes relative values (0 to 1) with values "
-            "above 1 (pixels); give every value in [0, 1] (relative) or every value in pixels"
-        )
 
 
 def region_points(values: Sequence[float], width: int, height: int) -> NDArray[np.float64]:
@@ -210,22 +192,18 @@ class KeepFaces:
     Args:
         photos: one photo per reference, each showing exactly one face.
         recogniser: anything with dlib's ``detect/locate/embed`` (default: dlib's ResNet,
-            ``streamanon.eval.recognizer.DlibRecogniser``; the ``[eval]`` extra).
+            ``streamanon.models.recognizer.DlibRecogniser``; the ``[eval]`` extra).
     """
 
     def __init__(self, photos: Sequence[str], recogniser: _Recogniser | None = None) -> None:
         if recogniser is None:
-            from ..eval.recognizer import DlibRecogniser  # MissingDependencyError names the extra
-
-            recogniser = DlibRecogniser("hog", upsample=1)
+            recogniser = shared_recogniser("hog", upsample=1)
         self.recogniser = recogniser
         self.names = [Path(p).name for p in photos]
         refs = [self._reference(Path(p)) for p in photos]
         self.references = np.stack(refs) if refs else np.zeros((0, 128), np.float32)
 
     def _reference(self, path: Path) -> NDArray[np.float32]:
-        from ..io import read_image
-
         if not path.is_file():
             raise ConfigError(f"--keep-face {path}: no such file")
         image = read_image(path).image
@@ -301,7 +279,7 @@ class SelectiveAnonymizer(FaceAnonymizer):
         self.ignore = [tuple(r) for r in ignore_regions]
         self.keep = keep
         self.still = still
-        self._hooks = isinstance(inner, FaceAnonymizer)
+        self._hooks = isinstance(inner, Anonymizer)
         self._masks: dict[tuple[int, int], NDArray[np.bool_] | None] = {}
         self._pixels: dict[str, Any] = {}  # the regions in pixels of the last frame size
         self._tracks: dict[int, _Track] = {}

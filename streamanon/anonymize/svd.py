@@ -26,8 +26,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
+from ..models.landmarks import Landmarker68
 from ..types import Detections
-from .align import Alignment, Landmarker68
+from .align import Alignment
 from .base import FrameInfo, TrackStates
 from .chips import ChipAnonymizer
 

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from numpy.typing import NDArray
 
-from ..config import BACKENDS, PRECISIONS
-from ..errors import ConfigError, ModelError
-
-if TYPE_CHECKING:
-    from ..config import DetectConfig
+from ..config import EngineConfig as EngineConfig  # defined in config: PipelineConfig.engine
+from ..errors import ModelError
 
 BackendName = Literal["auto", "onnxruntime", "openvino", "tensorrt"]
 PrecisionName = Literal["auto", "fp32", "fp16", "bf16"]
@@ -94,36 +91,3 @@ def pick_outputs(
         return {n: results[n] for n in outputs}
     except KeyError as exc:
         raise ModelError(f"{label}: no output {exc.args[0]!r}; it has {list(results)}") from None
-
-
-def _check(cond: bool, field_name: str, value: object, allowed: str) -> None:
-    if not cond:
-        raise ConfigError(f"invalid {field_name}={value!r}: expected {allowed}")
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Which runtime, precision and device run a model (``backends/select.py``).
-
-    Defaults are the detector's: ``auto`` picks TensorRT, else ONNX Runtime on a GPU,
-    else OpenVINO, else ONNX Runtime on the CPU.
-    """
-
-    backend: BackendName = "auto"
-    precision: PrecisionName = "auto"
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)  # ONNX Runtime's, in priority order, or ("auto",)
-    threads: int = 0  # CPU threads per call; 0 = the runtime's default
-    engine_dir: str = "engines"  # TensorRT engines built by build_engines.py
-
-    def __post_init__(self) -> None:
-        _check(self.backend in BACKENDS, "backend", self.backend, ", ".join(f"'{b}'" for b in BACKENDS))
-        _check(self.precision in PRECISIONS, "precision", self.precision, ", ".join(f"'{p}'" for p in PRECISIONS))
-        _check(isinstance(self.threads, int) and self.threads >= 0, "threads", self.threads, "an integer >= 0")
-        object.__setattr__(self, "providers", tuple(self.providers))
-        _check(bool(self.providers), "providers", self.providers, "at least one provider or 'auto'")
-
-    @classmethod
-    def from_detect(cls, config: DetectConfig) -> EngineConfig:
-        """The engine settings inside a ``DetectConfig`` (validated there already)."""
-        return cls(config.backend, config.precision, config.providers, config.threads, config.engine_dir)
-

@@ -26,8 +26,11 @@ from typing import Any
 from ..errors import ConfigError, ModelError
 from .base import Backend, EngineConfig
 from .manifest import sha256_bytes
+from .onnxruntime import OrtBackend
+from .openvino import OpenVinoBackend
 from .registry import model_entry, resolve_model
 from .select import EngineChoice, choose_engine
+from .tensorrt import TensorRTBackend
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +98,9 @@ def open_backend(model: OnnxModel, choice: EngineChoice, callers: int = 1, log_c
     c = choice.config
     log.log(logging.INFO if log_choice else logging.DEBUG, "inference for %s: %s", model.name, choice)
     if c.backend == "tensorrt":
-        from .tensorrt import TensorRTBackend
-
         return TensorRTBackend(Path(c.engine_dir), model.name, model.sha256(), c.precision, model.source)
     if c.backend == "openvino":
-        from .openvino import OpenVinoBackend
-
         return OpenVinoBackend(model.data, c.precision, c.threads, callers, label=model.origin)
-    from .onnxruntime import OrtBackend
-
     return OrtBackend(model.data, c.providers, c.threads, label=model.origin)
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..config import DetectConfig
 from ..errors import ConfigError, EngineError, MissingDependencyError
+from . import onnxruntime, openvino, tensorrt  # used as modules: tests replace their probes
 from .base import EngineConfig
 
 log = logging.getLogger(__name__)
@@ -115,9 +116,7 @@ class BackendChoice:
 
 
 def _gpu_providers() -> list[str]:
-    from .onnxruntime import available_providers
-
-    return [p for p in available_providers() if p in GPU_PROVIDERS]
+    return [p for p in onnxruntime.available_providers() if p in GPU_PROVIDERS]
 
 
 def _ort_choice(config: EngineConfig, reason: str) -> EngineChoice:
@@ -129,25 +128,21 @@ def _ort_choice(config: EngineConfig, reason: str) -> EngineChoice:
 
 
 def _openvino_choice(config: EngineConfig, reason: str) -> EngineChoice:
-    from .openvino import NO_NATIVE_BF16, native_bf16
-
     precision = config.precision
     if precision == "auto":
-        precision = "bf16" if native_bf16() else "fp32"
+        precision = "bf16" if openvino.native_bf16() else "fp32"
     elif precision not in PRECISIONS["openvino"]:
         raise ConfigError(f"OpenVINO runs bf16 or fp32 on the CPU, not {precision}")
-    elif precision == "bf16" and not native_bf16():
-        raise ConfigError(NO_NATIVE_BF16)
+    elif precision == "bf16" and not openvino.native_bf16():
+        raise ConfigError(openvino.NO_NATIVE_BF16)
     return EngineChoice(replace(config, backend="openvino", precision=precision), True, reason)
 
 
 def _tensorrt_choice(config: EngineConfig, onnx_sha256: str, model: str, source: str | None) -> EngineChoice:
-    from .tensorrt import usable_engine
-
     precision = "fp16" if config.precision == "auto" else config.precision
     if precision not in PRECISIONS["tensorrt"]:
         raise ConfigError(f"TensorRT engines are built in fp16 or fp32, not {precision}")
-    usable_engine(Path(config.engine_dir), model, onnx_sha256, precision, source)
+    tensorrt.usable_engine(Path(config.engine_dir), model, onnx_sha256, precision, source)
     return EngineChoice(replace(config, backend="tensorrt", precision=precision), False, "asked for")
 
 
@@ -163,12 +158,10 @@ def choose_engine(
         ConfigError: a precision the named backend cannot run.
         MissingDependencyError, EngineError: a named backend that cannot be used here.
     """
-    from .openvino import openvino_available
-
     if config.backend == "onnxruntime":
         return _ort_choice(config, "asked for")
     if config.backend == "openvino":
-        if not openvino_available():
+        if not openvino.openvino_available():
             raise MissingDependencyError.for_extra("openvino", "openvino")
         return _openvino_choice(config, "asked for")
     if config.backend == "tensorrt":
@@ -188,7 +181,7 @@ def choose_engine(
             providers = config.providers if explicit else ("auto",)
             what = "the ONNX Runtime providers asked for" if explicit else "an ONNX Runtime GPU provider"
             return _ort_choice(replace(fallback, providers=providers), "; ".join([*why, f"auto: {what}"]))
-    if openvino_available():
+    if openvino.openvino_available():
         return _openvino_choice(fallback, "; ".join([*why, "auto: no GPU, OpenVINO on the CPU"]))
     if config.precision == "bf16":
         raise MissingDependencyError.for_extra("openvino", "openvino")

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli import add_pipeline_options, config_from_args
+from ..cliutil import setup_logging as setup
 from ..errors import ConfigError
 from .driver import BatchOptions, BatchResult, run_batch
 from .manifest import MANIFEST_NAME, Manifest, Row
@@ -47,8 +49,6 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``streamanon batch`` parser (pipeline options shared with ``streamanon``)."""
-    from ..cli import add_pipeline_options
-
     p = BatchArgParser(
         prog="streamanon batch",
         description="Anonymise every image and video below ARCHIVE_DIR into OUT_DIR (same tree). "
@@ -79,8 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: bool) -> None:
-    from ..cli import _setup_logging as setup
-
     setup(verbose)
 
 
@@ -96,8 +94,6 @@ def main(argv: list[str]) -> int:
         raise ConfigError("usage: streamanon batch ARCHIVE_DIR -o OUT_DIR (or --status OUT_DIR)")
     if ns.ray_address and ns.engine != "ray":
         raise ConfigError("--ray-address needs --engine ray")
-    from ..cli import config_from_args
-
     opts = BatchOptions(
         archive=ns.archive,
         out_dir=ns.output,

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import av
+import av.error
+
 from ..errors import SinkError
 from ..io.uri import is_image_path, is_video_path
 
@@ -213,9 +216,6 @@ def _probe_image(path: Path) -> Probe | None:
 
 
 def _probe_video(path: Path) -> Probe:
-    import av
-    import av.error
-
     try:
         container = av.open(str(path), mode="r")
     except (av.error.FFmpegError, OSError, UnicodeError, ValueError) as exc:
@@ -248,8 +248,6 @@ def _probe_video(path: Path) -> Probe:
 
 
 def _first_frame(container: object) -> bool:
-    import av.error
-
     try:
         for _ in container.decode(video=0):  # type: ignore[attr-defined]
             return True

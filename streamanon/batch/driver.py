@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..anonymize import create_anonymizer
 from ..config import PipelineConfig
 from ..errors import ConfigError, SinkError, SourceOpenError
 from .discover import Entry, clean_partials, probe, safe_output, walk
 from .engine import Engine, LocalEngine
 from .manifest import LOCK_NAME, RESERVED_NAMES, Manifest, Row
+from .ray_engine import RayEngine, import_ray
 from .worker import Task, TaskResult, file_hash
 
 log = logging.getLogger(__name__)
@@ -140,8 +142,6 @@ def make_engine(opts: BatchOptions, jobs: int, threads: int) -> Engine:
     if opts.engine == "local":
         return LocalEngine(jobs, verbose=opts.verbose)
     if opts.engine == "ray":
-        from .ray_engine import RayEngine
-
         if opts.ray_address:  # a cluster: reserve the pipeline's threads per task
             return RayEngine(opts.ray_address, jobs=opts.jobs, cpus_per_task=float(threads))
         return RayEngine(None, jobs=jobs, cpus_per_task=1.0)
@@ -162,8 +162,6 @@ def run_batch(opts: BatchOptions, engine: Engine | None = None) -> BatchResult:
         SourceOpenError, SinkError, ConfigError: the run could not start.
         KeyboardInterrupt: the run was interrupted; finished files are recorded.
     """
-    from ..anonymize import create_anonymizer
-
     archive, out_dir = Path(opts.archive), Path(opts.out_dir)
     if opts.jobs is not None and opts.jobs < 1:
         raise ConfigError(f"invalid jobs={opts.jobs!r}: expected an integer >= 1")
@@ -171,8 +169,6 @@ def run_batch(opts: BatchOptions, engine: Engine | None = None) -> BatchResult:
     if engine is None and opts.engine not in ("local", "ray"):
         raise ConfigError(f"unknown engine {opts.engine!r}: choose local or ray")
     if engine is None and opts.engine == "ray":
-        from .ray_engine import import_ray
-
         import_ray()  # MissingDependencyError before anything is written
     check_dirs(archive, out_dir)
     try:

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import av.logging
+
+from ..config import PipelineConfig
 from ..errors import (
     AnonymizationError,
     ConfigError,
@@ -28,6 +31,9 @@ from ..errors import (
     SourceOpenError,
     StreamanonError,
 )
+from ..pipeline import Stages
+from ..runner import process_file
+from .discover import safe_output
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +104,6 @@ def setup_process(verbose: bool = False) -> None:
             stream=sys.stderr,
         )
     if not verbose:
-        import av.logging
-
         av.logging.set_level(av.logging.PANIC)
 
 
@@ -144,9 +148,6 @@ def _stages(config_json: str) -> Any:
     """The process's ``Stages`` for this config, built on first use."""
     stages = _STAGES.get(config_json)
     if stages is None:
-        from ..config import PipelineConfig
-        from ..pipeline import Stages
-
         stages = Stages(PipelineConfig.from_json(config_json))
         _STAGES.clear()  # one config per batch; never keep two models alive
         _STAGES[config_json] = stages
@@ -182,8 +183,6 @@ def process_task(task: Task) -> TaskResult:
 
 def _owned_output(task: Task) -> Path | None:
     """The task's output path if it really lies in the output folder (else never touch it)."""
-    from .discover import safe_output
-
     try:
         dst = safe_output(Path(task.out_root), task.rel)
     except SinkError:
@@ -201,10 +200,6 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 
 
 def _run(task: Task, res: TaskResult) -> None:
-    from ..config import PipelineConfig
-    from ..runner import process_file
-    from .discover import safe_output
-
     try:
         st = os.stat(task.src)
         res.size, res.mtime_ns = st.st_size, st.st_mtime_ns

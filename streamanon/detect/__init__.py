@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 from ..config import DetectConfig
 from ..errors import ConfigError
 from ..types import Detections
+from .centerface import CenterFaceDetector
 
 
 class Detector(Protocol):
@@ -20,8 +21,6 @@ class Detector(Protocol):
 
 
 def _centerface(config: DetectConfig, **kw: Any) -> Detector:
-    from .centerface import CenterFaceDetector
-
     return CenterFaceDetector(config, **kw)
 
 

@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 from ..track.association import box_iou
 from ..types import Detections
 from . import merge
+from .centerface import network_size
 
 log = logging.getLogger(__name__)
 
@@ -348,8 +349,6 @@ class TiledDetector:
         cfg = getattr(self.inner, "config", None)
         if cfg is None:
             return 1.0
-        from .centerface import network_size
-
         return network_size(width, height, cfg.det_size)[0] / width
 
     def _detect(self, images: Sequence[NDArray[np.uint8]], indices: list[int] | None) -> list[Detections]:

@@ -2,7 +2,7 @@
 
 Modules:
 
-- :mod:`.recognizer`: the ``Recogniser`` protocol and dlib's ResNet implementation;
+- ``streamanon.models.recognizer`` (core): the ``Recogniser`` protocol and dlib's ResNet;
 - :mod:`.product`: runs the product's own pipeline on stills (padding tight crops);
 - :mod:`.identity`: verification leakage, rank-1 identification, detection survival, quality;
 - :mod:`.attack`: a learned inversion attack (PyTorch, optional);

@@ -24,12 +24,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError, MissingDependencyError
+from ..models.recognizer import Recogniser, distance
 from ..track.association import box_iou
 from ..track.coverage import box_inside_fraction
 from .identity import MISSED_BELOW, SURVIVAL_IOU, FaceResult, MethodResult, Reference, crop_box, summarise
 from .metrics import psnr, ssim
 from .product import MethodSpec, ProductRunner
-from .recognizer import Recogniser, distance
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,21 @@ from typing import Any
 
 import numpy as np
 
-from ..cli import _ArgParser, _setup_logging, add_pipeline_options, config_from_args
+from ..cli import add_pipeline_options, config_from_args
+from ..cliutil import ArgParser, setup_logging
 from ..config import BACKENDS, PRECISIONS, DetectConfig, PipelineConfig
 from ..errors import ConfigError, SinkError, StreamanonError
+from ..generate.memorisation import eval_generator_main
+from ..models.faceres import FaceResRecogniser
+from ..models.recognizer import DlibRecogniser
+from ..progress import heartbeat
 from . import report
+from .attack import import_torch, run_attack
+from .data import load_annotations, load_identities
+from .detection import dataset_stats, evaluate_detector, parse_det_sizes, parse_thresholds
+from .identity import View, build_references, evaluate_identity, face_crop
+from .product import ProductRunner, parse_methods
+from .temporal import evaluate_temporal
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +67,7 @@ def _recogniser_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``streamanon eval`` parser with its four subcommands."""
-    p = _ArgParser(prog="streamanon eval", description="Measure how well streamanon removes identities.")
+    p = ArgParser(prog="streamanon eval", description="Measure how well streamanon removes identities.")
     sub = p.add_subparsers(dest="command", metavar="{identity,attack,detect,video,temporal}")
     sub.required = True
 
@@ -200,16 +211,11 @@ def _eval_config(ns: argparse.Namespace) -> PipelineConfig:
 
 
 def _recogniser(ns: argparse.Namespace) -> Any:
-    from .recognizer import DlibRecogniser
-
     return DlibRecogniser(ns.dlib_detector, ns.upsample)
 
 
 def _references(ns: argparse.Namespace) -> tuple[Any, list[Any], dict[str, Any]]:
     """Check the folders, then load dlib and find each photo's reference face."""
-    from .data import load_identities
-    from .identity import build_references
-
     images = load_identities(ns.faces)  # folder errors first: they need no models
     rec = _recogniser(ns)
     refs, skipped = build_references(images, rec)
@@ -254,13 +260,9 @@ def _also(text: str) -> list[str]:
 def _views(ns: argparse.Namespace, rec: Any, refs: list[Any], preset: str) -> list[Any]:
     """The extra scorings of ``eval identity``: each recogniser (dlib, then ``--also``) on
     the outputs as they are and after H.264 at each ``--encode-crf``; dlib as-is is the main one."""
-    from .identity import View
-
     crfs = _crfs(ns.encode_crf)
     recs = [(rec, np.stack([r.embedding for r in refs]))]
     for name in _also(ns.also):
-        from .faceres import FaceResRecogniser
-
         assert name == "faceres"  # the only one of ALSO_RECOGNISERS
         other = FaceResRecogniser(locator=rec)
         recs.append((other, np.stack([other.embed(r.image, [r.face])[0] for r in refs])))
@@ -279,9 +281,6 @@ def _fmt_row(values: list[Any]) -> str:
 
 def identity_command(ns: argparse.Namespace) -> int:
     """``eval identity``: score each method on identity photos; fail if the control does not leak."""
-    from .identity import evaluate_identity, face_crop
-    from .product import ProductRunner, parse_methods
-
     config = _eval_config(ns)
     specs = parse_methods(ns.methods, config.anonymize)
     product = ProductRunner(config, pad=ns.pad)
@@ -352,9 +351,6 @@ def table_html_note(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
 
 def attack_command(ns: argparse.Namespace) -> int:
     """``eval attack``: train the inverse on some identities, score it on the held-out ones."""
-    from .attack import import_torch, run_attack
-    from .product import ProductRunner, parse_methods
-
     import_torch()  # fail fast with the install hint
     config = _eval_config(ns)
     specs = parse_methods(ns.method, config.anonymize)
@@ -430,9 +426,6 @@ def attack_command(ns: argparse.Namespace) -> int:
 
 def detect_command(ns: argparse.Namespace) -> int:
     """``eval detect``: precision/recall/AP per input size and threshold."""
-    from .data import load_annotations
-    from .detection import dataset_stats, evaluate_detector, parse_det_sizes, parse_thresholds
-
     thresholds = parse_thresholds(ns.threshold)
     sizes = parse_det_sizes(ns.det_size)
     if not 0.0 < ns.iou <= 1.0:
@@ -565,9 +558,6 @@ TEMPORAL_COLUMNS = (
 
 def temporal_command(ns: argparse.Namespace) -> int:
     """``eval temporal``: each method on each clip through the product, compared over time."""
-    from .product import parse_methods
-    from .temporal import evaluate_temporal
-
     if ns.every < 1:
         raise ConfigError(f"invalid --every {ns.every}: expected an integer >= 1")
     config = _eval_config(ns)
@@ -600,15 +590,11 @@ COMMANDS = {
 def main(argv: list[str]) -> int:
     """Entry point of ``streamanon eval``; errors propagate to ``streamanon.cli.main``."""
     if argv[:1] == ["generator"]:  # the memorisation check has its own parser (extra [torch] not needed)
-        from ..generate.memorisation import eval_generator_main
-
         return eval_generator_main(argv[1:])
     ns = build_parser().parse_args(argv)
-    _setup_logging(False)
+    setup_logging(False)
     if ns.verbose:  # progress of streamanon only (dependencies stay quiet)
         logging.getLogger("streamanon").setLevel(logging.INFO)
-    from ..progress import heartbeat
-
     with heartbeat(f"eval {ns.command}"):  # a line every few seconds: a long evaluation is not a hang
         code: int = COMMANDS[ns.command](ns)
     sys.stdout.flush()

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..config import DetectConfig
 from ..detect import Detector, create_detector
+from ..detect.tiles import TiledDetector  # every tile of every image (stills)
 from ..errors import ConfigError
 from .data import GroundTruth, iter_images
 from .metrics import ImageDetections, evaluate_detections, face_height
@@ -115,8 +116,6 @@ def evaluate_detector(
             )
             det = create_detector(cfg, low_threshold=AP_FLOOR)
             if base.small_faces != "off" or base.max_face_size is not None:
-                from ..detect.tiles import TiledDetector  # every tile of every image (stills)
-
                 det = TiledDetector(
                     det, base.small_faces, base.tile_scale, base.tile_every, base.max_face_size, cfg.threshold
                 )

@@ -34,17 +34,18 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+import av
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from ..io import read_image
+from ..models.recognizer import Face, Recogniser, distance
 from ..track.association import box_iou
 from ..track.coverage import box_inside_fraction
 from .data import IdentityImage
 from .metrics import mean_of, psnr, quality, ssim
 from .product import MethodSpec, ProductRunner
-from .recognizer import Face, Recogniser, distance
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,6 @@ def encode_h264(image: NDArray[np.uint8], crf: int, preset: str = "veryfast") ->
     what a still output or a video's key frame gets; inter frames of a video are coded
     from references and can lose more detail at the same CRF.
     """
-    import av
-
     h, w = image.shape[:2]
     img = image
     if h % 2 or w % 2:

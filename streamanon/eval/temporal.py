@@ -47,11 +47,17 @@ from numpy.typing import NDArray
 
 from ..anonymize.mask import union_mask
 from ..config import PipelineConfig
+from ..errors import ModelError
 from ..io import VideoSource
+from ..models.faceres import BUILD_COMMAND, FaceResRecogniser, model_path
+from ..models.landmarks import Landmarker68
+from ..models.recognizer import Recogniser, distance
+from ..pipeline import Stages
+from ..runner import process_file
 from ..track.association import box_iou
 from ..types import SOURCE_DETECTOR, SOURCE_TRACK, Detections
+from .attributes import head_pose, mouth_open, pose_difference
 from .product import MethodSpec
-from .recognizer import Recogniser, distance
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +87,7 @@ class AttributeDrift:
     """Pose, mouth, age and gender of the original's faces against the output's.
 
     Args:
-        landmarker: ``(image, boxes) -> (N, 68, 2)`` (``anonymize.align.Landmarker68``).
+        landmarker: ``(image, boxes) -> (N, 68, 2)`` (``models.landmarks.Landmarker68``).
         faceres: a ``FaceResRecogniser`` (age and gender) or None to skip them.
     """
 
@@ -93,8 +99,6 @@ class AttributeDrift:
         self.gender: list[bool] = []
 
     def add(self, original: NDArray[np.uint8], output: NDArray[np.uint8], faces: Sequence[Any]) -> None:
-        from .attributes import head_pose, mouth_open, pose_difference
-
         if not faces:
             return
         h, w = original.shape[:2]
@@ -130,8 +134,6 @@ def track_pair_scores(
     tracks: dict[int, tuple[list[NDArray[np.float32]], list[NDArray[np.float32]]]], threshold: float
 ) -> dict[str, Any]:
     """Inter-track distances (module doc) from per-track (output, original) embeddings."""
-    from .recognizer import distance
-
     meds_a: list[float] = []
     meds_o: list[float] = []
     ids = [t for t, (ta, _) in tracks.items() if ta]
@@ -244,10 +246,6 @@ def score_output(
 
 def attribute_models(rec: Recogniser) -> tuple[Any, Any]:
     """dlib's 68-point predictor and FaceRes (None, logged, when it is not built)."""
-    from ..anonymize.align import Landmarker68
-    from ..errors import ModelError
-    from .faceres import BUILD_COMMAND, FaceResRecogniser, model_path
-
     landmarker = Landmarker68()
     faceres = None
     if model_path().is_file():
@@ -275,9 +273,6 @@ def evaluate_temporal(
     ``attributes``: also measure the attribute drift (dlib's 68 points, FaceRes if built).
     """
     models = attribute_models(rec) if attributes else None
-    from ..pipeline import Stages
-    from ..runner import process_file
-
     results: dict[str, Any] = {}
     detector: Any = None
     with tempfile.TemporaryDirectory(prefix="streamanon-temporal-") as tmp:

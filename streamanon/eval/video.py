@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..errors import ConfigError, SinkError
 from ..io import VideoSource
-from .recognizer import Recogniser
+from ..models.recognizer import Recogniser
 
 log = logging.getLogger(__name__)
 

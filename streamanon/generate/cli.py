@@ -13,7 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
+
+from ..cliutil import ArgParser, setup_logging
 from ..errors import ConfigError, MissingDependencyError
+from .data import ChipSettings, build_cache, cap_per_label, scan_sources
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +53,11 @@ def _need_torch() -> None:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    from ..cli import _ArgParser
     from .model import GeneratorConfig
     from .train import TrainConfig
 
     g, t = GeneratorConfig(), TrainConfig()
-    p = _ArgParser(
+    p = ArgParser(
         prog="streamanon train generator",
         description="Train the face generator on the faces in DATA (images and videos, searched recursively).",
     )
@@ -124,9 +128,7 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def _setup(verbose: bool) -> None:
-    from ..cli import _setup_logging
-
-    _setup_logging(False)
+    setup_logging(False)
     if verbose:
         logging.getLogger("streamanon").setLevel(logging.INFO)
 
@@ -136,11 +138,8 @@ def train_main(argv: list[str]) -> int:
     _need_torch()  # the parser's defaults come from the torch model's config
     ns = train_parser().parse_args(argv)
     _setup(ns.verbose)
-    import cv2
-    import numpy as np
     import torch
 
-    from .data import ChipSettings, build_cache, cap_per_label, scan_sources
     from .model import GeneratorConfig, count_params, flops_per_face
     from .train import TrainConfig, Trainer, read_checkpoint, sample_grid, to_batch
 
@@ -243,9 +242,7 @@ def train_main(argv: list[str]) -> int:
 
 
 def export_parser() -> argparse.ArgumentParser:
-    from ..cli import _ArgParser
-
-    p = _ArgParser(
+    p = ArgParser(
         prog="streamanon export generator",
         description="Export a trained generator to ONNX (dynamic batch) and check it.",
     )

@@ -3,7 +3,7 @@ alignment, masked by its own ellipse, cached in a folder the user names.
 
 The generator must learn to fill exactly what the pipeline will ask it to fill, so the chips
 come from the same stages: CenterFace boxes and five points, dlib's 68 points on those
-boxes, ``generate.geometry``'s chip, and the product's mask ellipse warped into the chip.
+boxes, ``anonymize.generator_chip``'s chip, and the product's mask ellipse warped into the chip.
 Chips are raw faces: they are written only under ``cache`` (never next to the model), one
 ``.npz`` per source file, so an interrupted build resumes and new data adds to it. Nothing
 here needs torch.
@@ -25,10 +25,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..anonymize.align import five_from_68
+from ..anonymize.generator_chip import SIZES, chip_masks, generator_alignments
+from ..config import DetectConfig, PipelineConfig
 from ..errors import ConfigError, SourceError, SourceOpenError
 from ..io import is_image_path, is_video_path
+from ..io.source import VideoSource
+from ..models.landmarks import Landmarker68
+from ..pipeline import Stages
 from ..types import Detections
-from .geometry import SIZES, chip_masks, generator_alignments
 
 log = logging.getLogger(__name__)
 
@@ -160,14 +164,9 @@ class ChipBuilder:
     ) -> None:
         self.settings = settings
         if detector is None:
-            from ..config import DetectConfig, PipelineConfig
-            from ..pipeline import Stages
-
             # one thread, one worker: building chips shares the machine with training
             detector = Stages(PipelineConfig(detect=DetectConfig(threads=1, workers=1))).detector
         if landmarker is None:
-            from ..anonymize.align import Landmarker68
-
             landmarker = Landmarker68()
         self.detector = detector
         self.landmarker = landmarker
@@ -232,8 +231,6 @@ class ChipBuilder:
 
             yield read_image(src.path).image
             return
-        from ..io.source import VideoSource
-
         with VideoSource(src.path, audio=False) as video:
             for i, frame in enumerate(video):
                 if i % self.settings.video_step == 0:

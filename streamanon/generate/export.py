@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..anonymize.generator_chip import CHIP_CENTRE, CHIP_ZOOM, template_mask
+from ..backends.onnxruntime import OrtBackend
 from ..errors import SinkError
-from .geometry import CHIP_CENTRE, CHIP_ZOOM, template_mask
 from .model import ExportWrapper, Generator
 from .train import load_generator
 
@@ -95,8 +96,6 @@ def _add_metadata(path: Path, gen: Generator, steps: int) -> None:
 def check_against_torch(gen: Generator, path: Path, batch: int = 3, seed: int = 1) -> float:
     """Max absolute difference of ONNX Runtime's output and PyTorch's on random inputs
     (a batch size other than the export's, so the dynamic axis is exercised)."""
-    from ..backends.onnxruntime import OrtBackend
-
     inputs = example_inputs(gen.cfg.size, gen.cfg.z_dim, batch, seed)
     ort_out = OrtBackend(path, threads=1, label=str(path)).infer(inputs, [OUTPUT_NAME])
     onnx_image = ort_out[OUTPUT_NAME] if isinstance(ort_out, dict) else ort_out[0]

@@ -1,7 +1,7 @@
 """Training losses: hinge GAN, R1, masked L1, identity repulsion and per-latent target identities
 through dlib's recogniser.
 
-Identity repulsion uses the differentiable port of dlib's ResNet (``eval.dlib_torch``), the
+Identity repulsion uses the differentiable port of dlib's ResNet (``models.dlib_torch``), the
 recogniser ``streamanon eval`` measures privacy with: the generated face and the original
 are cut into dlib's 150x150 chips by its differentiable chip extraction, embedded, and
 the generator pays ``relu(threshold + margin - distance)``, i.e. for every face closer to
@@ -29,10 +29,11 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from .geometry import DLIB5_FROM_68
+from ..anonymize.generator_chip import DLIB5_FROM_68
+from ..models.dlib_torch import THRESHOLD, extract_image_chips_torch, face_chip_details, load_dlib_resnet
 
 if TYPE_CHECKING:
-    from ..eval.dlib_torch import ChipDetails
+    from ..models.dlib_torch import ChipDetails
 
 
 def d_hinge(real: Tensor, fake: Tensor) -> Tensor:
@@ -171,22 +172,16 @@ class IdentityRepulsion(nn.Module):
 
     def __init__(self, margin: float = 0.1, device: str = "cpu") -> None:
         super().__init__()
-        from ..eval.dlib_torch import THRESHOLD, load_dlib_resnet
-
         self.net = load_dlib_resnet(device=device)
         self.net.requires_grad_(False)
         self.target = THRESHOLD + margin
 
     @staticmethod
     def _details(landmarks: NDArray[np.float32]) -> list[ChipDetails]:
-        from ..eval.dlib_torch import face_chip_details
-
         return [face_chip_details(lm[list(DLIB5_FROM_68)]) for lm in landmarks]
 
     def chips(self, images: Tensor, details: list[ChipDetails]) -> Tensor:
         """``(N, 3, S, S)`` in [0, 1] -> dlib's ``(N, 3, 150, 150)`` chips in 0..255."""
-        from ..eval.dlib_torch import extract_image_chips_torch
-
         return torch.cat(
             [extract_image_chips_torch(img * 255, [d], quantize=False) for img, d in zip(images, details, strict=True)]
         )

@@ -3,7 +3,7 @@
 A generator that paints a training person's face into someone else's footage leaks that
 person: a privacy bug, not a quality issue. The check runs the exported generator on the
 faces of people who were *not* in the training data (``--others``), embeds every
-generated face and every training face with dlib's recogniser (``eval.recognizer``,
+generated face and every training face with dlib's recogniser (``models.recognizer``,
 distance < 0.6 = same person) and reports:
 
 * ``generated_match_rate``: generated faces within 0.6 of any training face;
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging as _logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..anonymize.generator_chip import DLIB5_FROM_68
+from ..cliutil import ArgParser, setup_logging
 from ..errors import ConfigError
+from ..models.generator import GeneratorRunner
+from ..models.recognizer import DlibRecogniser, Face, distance
 from .data import ChipSet, ChipSettings, build_cache, scan_sources
-from .geometry import DLIB5_FROM_68
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +48,6 @@ TOLERANCE = 0.05
 
 def embed_chips(rec: Any, chips: NDArray[np.uint8], landmarks: NDArray[np.float32]) -> NDArray[np.float32]:
     """dlib descriptors of chips, aligned by their own (original) 68 points' dlib-5 subset."""
-    from ..eval.recognizer import Face
-
     out = np.zeros((len(chips), 128), np.float32)
     for i, (chip, lm) in enumerate(zip(chips, landmarks, strict=True)):
         x0, y0 = lm.min(0)
@@ -59,8 +61,6 @@ def nearest(
     a: NDArray[np.float32], b: NDArray[np.float32], chunk: int = 512
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """For each row of ``a``, the distance to and index of its nearest row of ``b``."""
-    from ..eval.recognizer import distance
-
     dist = np.zeros(len(a), np.float32)
     idx = np.zeros(len(a), np.int64)
     for i in range(0, len(a), chunk):
@@ -136,9 +136,7 @@ def memorisation_report(
 
 
 def eval_parser() -> Any:
-    from ..cli import _ArgParser
-
-    p = _ArgParser(
+    p = ArgParser(
         prog="streamanon eval generator",
         description="Memorisation check: generated faces vs the training identities, next to real faces of others.",
     )
@@ -169,14 +167,8 @@ def eval_parser() -> Any:
 
 def eval_generator_main(argv: list[str]) -> int:
     """Entry point of ``streamanon eval generator``."""
-    import logging as _logging
-
-    from ..cli import _setup_logging
-    from ..eval.recognizer import DlibRecogniser
-    from .runner import GeneratorRunner
-
     ns = eval_parser().parse_args(argv)
-    _setup_logging(False)
+    setup_logging(False)
     if ns.verbose:
         _logging.getLogger("streamanon").setLevel(_logging.INFO)
     if ns.samples < 1:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .geometry import LANDMARK_GROUPS, SIZES
+from ..anonymize.generator_chip import LANDMARK_GROUPS, SIZES
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import Tensor
 
+from ..anonymize.generator_chip import FLIP68
 from ..errors import ConfigError, ModelError
 from .data import ChipSet
-from .geometry import FLIP68
 from .losses import (
     IdentityRepulsion,
     IdentityTargets,

@@ -36,12 +36,13 @@ from typing import Any
 import av
 import av.error
 
+from ..config import DECODE_DEVICES as DECODE_DEVICES  # re-exported: validation lives in config (below io)
+from ..config import check_encoder as check_encoder
+from ..config import check_hwaccel as check_hwaccel
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# Device types ``--hwaccel`` accepts (FFmpeg's names); which ones work depends on the build and the machine.
-DECODE_DEVICES = ("cuda", "qsv", "vaapi", "vdpau", "drm", "vulkan", "d3d11va", "dxva2", "videotoolbox", "amf")
 # What ``--hwaccel auto`` tries, in order: NVDEC, the decoder of the many-feeds GPU deployments.
 # (VAAPI/QSV on integrated GPUs are often slower than software for one 1080p feed once the
 # frames are downloaded; they stay one explicit flag away.)
@@ -96,24 +97,6 @@ def _record(choice: HWChoice) -> HWChoice:
     if new:
         log.info("%s", line)
     return choice
-
-
-def check_hwaccel(value: str) -> str:
-    if value not in ("auto", "none", *DECODE_DEVICES):
-        raise ConfigError(f"invalid --hwaccel {value!r}: expected auto, none or one of {', '.join(DECODE_DEVICES)}")
-    return value
-
-
-def check_encoder(value: str) -> str:
-    if value in ("auto", "none"):
-        return value
-    try:
-        av.codec.Codec(value, "w")
-    except (av.error.FFmpegError, ValueError):
-        raise ConfigError(
-            f"invalid --encoder {value!r}: this FFmpeg has no such encoder (auto, none or a name)"
-        ) from None
-    return value
 
 
 def _why(exc: BaseException) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..config import DetectConfig
+from ..detect.centerface import AUTO_LONG_SIDE
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,6 @@ class DetSizeChoice:
 
 def candidate_sizes(native_long_side: int, candidates: Sequence[int] = CANDIDATES) -> list[int]:
     """Long sides to try, largest first: native (capped like offline) then smaller ones."""
-    from ..detect.centerface import AUTO_LONG_SIDE
-
     top = min(native_long_side, AUTO_LONG_SIDE)
     sizes = [top] + [c for c in candidates if MIN_LONG_SIDE <= c < top]
     return sorted(set(sizes), reverse=True)

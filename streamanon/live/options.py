@@ -182,6 +182,10 @@ class LiveOptions:
     duration: float | None = None
     loop: bool = False
     drop: bool = True
+    #: The input produces frames in real time (a camera, a network feed, stdin with --live).
+    #: Stdin read at our pace (a file piped in) is not: a slow frame there is no stall, so
+    #: no filler is written for it.
+    realtime: bool = True
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
     hwaccel: str = hw.DEFAULT_HWACCEL  # --hwaccel / --encoder: flags of the main parser (io.hwaccel)
@@ -237,6 +241,7 @@ class LiveOptions:
             duration=ns.duration,
             loop=ns.loop,
             drop=not ns.no_drop and drops_frames(getattr(ns, "input", None), getattr(ns, "live", False)),
+            realtime=drops_frames(getattr(ns, "input", None), getattr(ns, "live", False)),
             metrics_port=ns.metrics_port,
             metrics_addr=ns.metrics_addr,
             hwaccel=getattr(ns, "hwaccel", hw.DEFAULT_HWACCEL),

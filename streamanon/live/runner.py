@@ -34,6 +34,7 @@ from ..errors import AnonymizationError, SourceError, StreamanonError
 from ..io import SourceInfo, redact
 from ..io import hwaccel as hw
 from ..pipeline import Interrupted, Pipeline, Result, Stages
+from ..runner import package_versions
 from .detsize import fit_det_size
 from .endpoints import InputSpec, OutputSpec
 from .metrics import LiveMetrics
@@ -72,8 +73,6 @@ class LiveReport:
     video: dict[str, Any] = field(default_factory=dict)
 
     def summary(self, config: PipelineConfig) -> dict[str, Any]:
-        from ..runner import package_versions
-
         d = dataclasses.asdict(self)
         d.update(kind="live", method=config.anonymize.method, settings=config.to_dict(), versions=package_versions())
         return d
@@ -269,7 +268,12 @@ class LiveRunner:
                 last_image = item.image
                 last_real = last_write = time.monotonic()
                 lag = max(0.0, last_write - item.frame.wallclock) if item.frame.wallclock else 0.0
-            elif last_image is not None and now - last_real >= self.opts.stall_after and now - last_write >= interval:
+            elif (
+                self.opts.realtime  # stdin read at our pace: a slow frame is no stall
+                and last_image is not None
+                and now - last_real >= self.opts.stall_after
+                and now - last_write >= interval
+            ):
                 filler = last_image if self.opts.on_stall == "repeat" else np.zeros_like(last_image)
                 if output.write(filler, now - lag, geometry):
                     self.metrics.inc("frames_filler")

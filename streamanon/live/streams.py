@@ -58,12 +58,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..anonymize import check_method
+from ..cli import config_from_args, run_parser
+from ..cliutil import ArgParser, setup_logging
 from ..config import PipelineConfig
 from ..errors import ConfigError, SourceError, StreamanonError
 from ..io import redact
 from ..io.hwaccel import choose_decode
 from ..pipeline import Interrupted, Stages
+from ..runner import write_report
 from ..types import Detections
+from .cli import _redacted_logging, _summary
 from .detsize import DetSizeChoice, fit_det_size
 from .endpoints import InputSpec, OutputSpec, input_spec, output_spec
 from .metrics import COUNTERS, LiveMetrics, MetricsServer
@@ -195,8 +199,6 @@ def parse_streams_config(path: Path, data: Mapping[str, Any] | None = None) -> S
     Raises:
         ConfigError: a one-line message naming the file, the stream and the option.
     """
-    from ..cli import _run_parser, config_from_args
-
     data = dict(_load_toml(path) if data is None else data)
     streams = data.pop("stream", None)
     defaults = data.pop("defaults", {})
@@ -216,7 +218,7 @@ def parse_streams_config(path: Path, data: Mapping[str, Any] | None = None) -> S
         raise ConfigError(f"{path}: no [[stream]] entries (each needs input = ... and output = ...)")
     if not isinstance(defaults, dict):
         raise ConfigError(f"{path}: [defaults] must be a table")
-    parser = _run_parser()
+    parser = run_parser()
     shared = _shared_flags(data)
     for table, where in [(defaults, "[defaults]")] + [
         (s, f"stream {s.get('name', f'stream-{i + 1}')!r}") for i, s in enumerate(streams)
@@ -545,8 +547,6 @@ class Feed:
             self._write_report()
 
     def _write_report(self) -> None:
-        from ..runner import write_report
-
         if self.report is not None:
             self.report.live_options["stream"] = self.name
             self.report.live_options["inference"] = dict(self._inference)
@@ -744,8 +744,6 @@ class Streams:
 
 
 def _summary_line(feed: Feed) -> str:
-    from .cli import _summary
-
     state = feed.state if not feed.exit_code() else f"failed, exit {feed.exit_code()}"
     if feed.report is None:
         return f"{feed.name}: [{state}] no report"
@@ -830,9 +828,7 @@ def run_streams(path: Path, *, duration: float | None = None, quiet: bool = Fals
 
 def main(argv: list[str]) -> int:
     """Entry point of ``streamanon streams``; returns the exit code."""
-    from ..cli import _ArgParser, _setup_logging
-
-    p = _ArgParser(
+    p = ArgParser(
         prog="streamanon streams",
         description="Anonymise many live feeds in one process with one shared, batched detector "
         "(CONFIG.toml format, with a commented example: docs/live.md).",
@@ -843,14 +839,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("-q", "--quiet", action="store_true", help="no summary lines")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     ns = p.parse_args(argv)
-    _setup_logging(ns.verbose)
+    setup_logging(ns.verbose)
     if ns.duration is not None and ns.duration <= 0:
         raise ConfigError(f"invalid --duration {ns.duration!r}: expected a number > 0")
     if ns.check:
         cfg = parse_streams_config(ns.config)
         print(f"{ns.config}: {len(cfg.streams)} stream(s): {', '.join(s.name for s in cfg.streams)}")
         return 0
-    from .cli import _redacted_logging
-
     with _redacted_logging():
         return run_streams(ns.config, duration=ns.duration, quiet=ns.quiet)

@@ -6,7 +6,6 @@ import logging
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import linear_sum_assignment
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +61,8 @@ def associate(det_xyxy: ArrayLike, track_xyxy: ArrayLike, min_iou: float) -> tup
     if iou.size == 0:
         empty = np.zeros(0, np.intp)
         return empty, empty.copy()
+    from scipy.optimize import linear_sum_assignment  # heavy (0.5 s); only once a track exists
+
     cost = np.where(iou >= min_iou, 1.0 - iou, _GATED_COST)
     rows, cols = linear_sum_assignment(cost)
     ok = iou[rows, cols] >= min_iou

@@ -98,8 +98,8 @@ def test_written_pixels_obey_the_bound_only_inside_the_mask(
 def test_default_pushes_the_recogniser_past_its_threshold(
     torch: Any, factory: AnonymizerFactory, face: tuple[np.ndarray, Detections]
 ) -> None:
-    from streamanon.eval.dlib_torch import DlibTorchEmbedder
-    from streamanon.eval.recognizer import THRESHOLD, Face
+    from streamanon.models.dlib_torch import DlibTorchEmbedder
+    from streamanon.models.recognizer import THRESHOLD, Face
 
     img, dets = face
     an = factory()
@@ -184,7 +184,7 @@ def test_warm_start_follows_the_face_and_resets_on_a_new_track(
 
 
 def adversarial_face_details(factory: AnonymizerFactory, img: np.ndarray, dets: Detections) -> Any:
-    from streamanon.eval.dlib_torch import face_chip_details
+    from streamanon.models.dlib_torch import face_chip_details
 
     assert factory.adversarial is not None
     return face_chip_details(factory.adversarial.landmarker(img, dets.xyxy)[0])
@@ -402,8 +402,8 @@ def gen_factory(torch: Any) -> AnonymizerFactory:
 def _distance_to_original(factory: AnonymizerFactory, img: np.ndarray, out: np.ndarray, dets: Detections) -> float:
     """dlib (torch port) distance between the original face and the written one, each at
     the 5 points fitted on its own pixels (what a recogniser would do)."""
-    from streamanon.eval.dlib_torch import DlibTorchEmbedder
-    from streamanon.eval.recognizer import Face
+    from streamanon.models.dlib_torch import DlibTorchEmbedder
+    from streamanon.models.recognizer import Face
 
     assert factory.adversarial is not None
     lm = factory.adversarial.landmarker

@@ -26,7 +26,7 @@ from streamanon.anonymize.generate import (
 from streamanon.anonymize.mask import union_mask
 from streamanon.config import AnonymizeConfig, PipelineConfig
 from streamanon.errors import ConfigError, ModelError
-from streamanon.generate.runner import GeneratorRunner, default_model
+from streamanon.models.generator import GeneratorRunner, default_model
 from streamanon.pipeline import Pipeline, Stages
 from streamanon.types import SOURCE_TRACK, Detections, Frame
 
@@ -408,6 +408,24 @@ def test_cli_run_on_a_shared_clip(tmp_path: Path, data_dir: Path) -> None:
     assert anon["method"] == "generate" and anon["generator"].endswith("generator-64.onnx")
     served = anon["per_track"][0]["served"]
     assert sum(served.values()) == 10 and served.get("generate", 0) >= 8
+
+
+@needs_model
+def test_engine_flags_reach_the_generator_and_the_report_says_so(tmp_path: Path, data_dir: Path) -> None:
+    """``--backend``/``--precision``/``--threads`` are ``PipelineConfig.engine``: the generator
+    loads on them, not on its own default (auto, OpenVINO on this CPU)."""
+    _needs_dlib()
+    from streamanon.cli import main as cli_main
+
+    _cut(data_dir / CLIP, tmp_path / "in.mp4", 3)
+    out, report = tmp_path / "out.mp4", tmp_path / "report.json"
+    args = [str(tmp_path / "in.mp4"), "-o", str(out), "--method", "generate", "--report", str(report)]
+    code = cli_main([*args, "--backend", "onnxruntime", "--precision", "fp32", "--threads", "1"])
+    assert code == 0
+    summary = json.loads(report.read_text())["summary"]
+    assert summary["anonymizer"]["generator_backend"] == "onnxruntime fp32"
+    cfg = PipelineConfig.from_dict({"detect": {"backend": "openvino", "threads": 2, "engine_dir": "x"}})
+    assert (cfg.engine.backend, cfg.engine.threads, cfg.engine.engine_dir) == ("openvino", 2, "x")
 
 
 @needs_model

@@ -281,8 +281,9 @@ def test_config_rejects_bad_parameters() -> None:
 
 def test_68_point_alignment_on_a_real_face(data_dir: Any) -> None:
     pytest.importorskip("dlib")
-    from streamanon.anonymize.align import Landmarker68, align_faces, five_from_68
+    from streamanon.anonymize.align import align_faces, five_from_68
     from streamanon.io import read_image
+    from streamanon.models.landmarks import Landmarker68
 
     img = read_image(data_dir / "identities" / "face_recognition_examples" / "obama.jpg").image
     st = Stages(PipelineConfig())

@@ -25,7 +25,7 @@ from streamanon.anonymize.selective import (
     active_mask,
     parse_region,
 )
-from streamanon.cli import _run_parser, config_from_args
+from streamanon.cli import config_from_args, run_parser
 from streamanon.config import AnonymizeConfig, DetectConfig, PipelineConfig
 from streamanon.errors import ConfigError
 from streamanon.types import SOURCE_DETECTOR, SOURCE_TRACK, Detections
@@ -98,7 +98,7 @@ def test_region_parsing_and_the_config() -> None:
     for bad in ("1,2,3", "5,5,1,1", "a,b,c,d", "1,2,3,4,5,6,7"):
         with pytest.raises(ConfigError, match="region"):
             parse_region(bad)
-    ns = _run_parser().parse_args(
+    ns = run_parser().parse_args(
         [
             "in.mp4",
             "--only-region",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streamanon.cli import _run_parser
+from streamanon.cli import run_parser
 
 # Runs the CLI with some top-level packages made absent (not importable, not found).
 _WITHOUT = """
@@ -51,6 +51,6 @@ def test_generate_without_the_align_extra_says_exactly_what_to_install(
 
 
 def test_help_names_the_extra_of_each_method_that_needs_one() -> None:
-    text = " ".join(_run_parser().format_help().split())
+    text = " ".join(run_parser().format_help().split())
     assert "generate requires 'pip install streamanon[align]'" in text
     assert "adversarial 'pip install streamanon[torch]'" in text

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from streamanon.anonymize.review import NOT_ANONYMISED, ReviewDrawer, review_from_args, review_output
-from streamanon.cli import _run_parser
+from streamanon.cli import run_parser
 from streamanon.errors import ConfigError
 from streamanon.io.image import read_image
 from streamanon.types import SOURCE_DETECTOR, SOURCE_TRACK, Detections
@@ -50,7 +50,7 @@ def test_drawer_draws_boxes_and_leaves_the_faces_in_the_clear() -> None:
 
 
 def _ns(*argv: str) -> argparse.Namespace:
-    return _run_parser().parse_args(list(argv))
+    return run_parser().parse_args(list(argv))
 
 
 @pytest.mark.parametrize(

@@ -114,7 +114,7 @@ def test_options_of_another_method_are_refused(
 
 
 def test_method_options_with_their_method_are_accepted() -> None:
-    from streamanon.cli import _run_parser, check_method_options, given_options
+    from streamanon.cli import check_method_options, given_options, run_parser
 
     for argv in (
         ["x.mp4", "--method", "dp-pixelate", "--epsilon", "2", "--dp-cells", "8", "--dp-m", "4"],
@@ -123,10 +123,10 @@ def test_method_options_with_their_method_are_accepted() -> None:
         ["x.mp4", "--meth", "svd", "--svd-k", "3", "--epsilon", "0.1"],
         ["x.mp4", "--method", "adversarial", "--k", "3", "--objective", "k-anonymity", "--device", "cpu"],
     ):
-        parser = _run_parser()
+        parser = run_parser()
         ns = parser.parse_args(argv)
         check_method_options(ns, given_options(parser, argv))
-    parser = _run_parser()
+    parser = run_parser()
     argv = ["x.mp4", "--method", "blur", "--k", "5"]  # the default value, given: still refused
     with pytest.raises(ConfigError, match="--k"):
         check_method_options(parser.parse_args(argv), given_options(parser, argv))

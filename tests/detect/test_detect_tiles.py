@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from streamanon.cli import _run_parser, config_from_args
+from streamanon.cli import config_from_args, run_parser
 from streamanon.config import DetectConfig, PipelineConfig
 from streamanon.detect import merge
 from streamanon.detect.tiles import AUTO_LARGE_SIDE, TILE_BATCH, TiledDetector, make_grid
@@ -213,7 +213,7 @@ def test_auto_turns_on_for_large_frames_and_small_faces_and_says_why(caplog: pyt
 
 
 def test_small_face_options_reach_the_config_and_survive_json() -> None:
-    ns = _run_parser().parse_args(
+    ns = run_parser().parse_args(
         ["in.mp4", "--small-faces", "on", "--tile-every", "4", "--tile-scale", "3", "--max-face-size", "90"]
     )
     cfg = config_from_args(ns)

@@ -22,7 +22,7 @@ def _need_dlib() -> None:
 def recogniser() -> Any:
     """One dlib recogniser for the session (loading its models takes a second)."""
     _need_dlib()
-    from streamanon.eval.recognizer import DlibRecogniser
+    from streamanon.models.recognizer import DlibRecogniser
 
     return DlibRecogniser()
 

@@ -36,7 +36,7 @@ def ac(torch: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def net(torch: Any) -> Any:
-    from streamanon.eval.dlib_torch import load_dlib_resnet
+    from streamanon.models.dlib_torch import load_dlib_resnet
 
     return load_dlib_resnet()
 
@@ -44,7 +44,7 @@ def net(torch: Any) -> Any:
 @pytest.fixture(scope="module")
 def frames(data_dir: Path, need_dlib: None, torch: Any) -> list[tuple[np.ndarray, Any]]:
     """One photo (RGB) and its largest face for three different identities."""
-    from streamanon.eval.recognizer import DlibRecogniser
+    from streamanon.models.recognizer import DlibRecogniser
 
     rec = DlibRecogniser(upsample=0)
     out = []
@@ -58,7 +58,7 @@ def frames(data_dir: Path, need_dlib: None, torch: Any) -> list[tuple[np.ndarray
 @pytest.fixture(scope="module")
 def chips(frames: list[Any], torch: Any) -> Any:
     """``(3, 3, 150, 150)`` float chips (integer code values) of three identities."""
-    from streamanon.eval.dlib_torch import extract_image_chips, face_chip_details
+    from streamanon.models.dlib_torch import extract_image_chips, face_chip_details
 
     c = np.concatenate([extract_image_chips(img, [face_chip_details(f)]) for img, f in frames])
     return torch.from_numpy(c.transpose(0, 3, 1, 2).copy()).float()
@@ -211,7 +211,7 @@ def test_low_resolution_perturbation_is_smooth_and_bounded(
 def test_frame_pixels_perturbed_through_differentiable_chips(
     ac: Any, net: Any, frames: list[Any], ref: Any, torch: Any
 ) -> None:
-    from streamanon.eval.dlib_torch import extract_image_chips_torch, face_chip_details
+    from streamanon.models.dlib_torch import extract_image_chips_torch, face_chip_details
 
     img, face = frames[0]
     details = [face_chip_details(face)]

@@ -39,7 +39,7 @@ def stages() -> Stages:
 
 @pytest.mark.slow
 def test_default_defeats_recogniser_on_photos(tmp_path: Path, data_dir: Path, recogniser: Any, stages: Stages) -> None:
-    from streamanon.eval.recognizer import distance
+    from streamanon.models.recognizer import distance
 
     config = PipelineConfig()
     checked, recognised = 0, []

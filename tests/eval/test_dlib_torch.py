@@ -26,7 +26,7 @@ def _need(module: str, extra: str) -> None:
 def dt() -> Any:
     """The module; its reader and numpy chips need no torch."""
     _need("face_recognition_models", "eval")
-    from streamanon.eval import dlib_torch
+    from streamanon.models import dlib_torch
 
     return dlib_torch
 
@@ -49,7 +49,7 @@ def _rgb(path: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def faces(data_dir: Path, need_dlib: None) -> list[tuple[str, np.ndarray, Any]]:
     """(identity, image, largest Face) for 2 photos of 2 identities in each shared folder."""
-    from streamanon.eval.recognizer import DlibRecogniser
+    from streamanon.models.recognizer import DlibRecogniser
 
     rec = DlibRecogniser(upsample=0)  # these faces are large; upsampling only costs time
     out = []
@@ -66,7 +66,7 @@ def faces(data_dir: Path, need_dlib: None) -> list[tuple[str, np.ndarray, Any]]:
 
 @pytest.fixture(scope="module")
 def dlib_rec(need_dlib: None) -> Any:
-    from streamanon.eval.recognizer import DlibRecogniser
+    from streamanon.models.recognizer import DlibRecogniser
 
     return DlibRecogniser()
 
@@ -79,7 +79,7 @@ def _dlib_chips(rec: Any, img: np.ndarray, faces: list[Any]) -> np.ndarray:
 
 
 def _decisions(e: np.ndarray) -> np.ndarray:
-    from streamanon.eval.recognizer import distance
+    from streamanon.models.recognizer import distance
 
     d = distance(e, e)
     return np.asarray(d[np.triu_indices(len(e), 1)] < 0.6)
@@ -134,7 +134,7 @@ def test_chips_match_dlib_and_end_to_end_descriptors(
     big = cv2.resize(img, None, fx=6, fy=6, interpolation=cv2.INTER_LINEAR)
     big_face = dt.Face(face.box * 6, np.round(face.landmarks * 6).astype(np.float32))
     cases.append((big, [big_face]))
-    plan = dt._plan(big.shape[0], big.shape[1], [dt.face_chip_details(big_face)])
+    plan = dt.chip_plan(big.shape[0], big.shape[1], [dt.face_chip_details(big_face)])
     assert plan.levels[0] >= 1
     differing = total = 0
     for image, fs in cases:

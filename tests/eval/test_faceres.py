@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from streamanon.errors import ConfigError, ModelError
-from streamanon.eval import faceres as fr
+from streamanon.eval import faceres as fv
 from streamanon.eval import tfjs_convert as tc
-from streamanon.eval.recognizer import Face
+from streamanon.models import faceres as fr
+from streamanon.models.recognizer import Face
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -309,17 +310,17 @@ def test_separation_auc_and_threshold() -> None:
     rng = np.random.default_rng(0)
     same = np.r_[np.ones(50, bool), np.zeros(1000, bool)]
     d = np.r_[rng.uniform(0.0, 0.5, 50), rng.uniform(0.4, 1.5, 1000)]
-    s = fr.separation(d, same, fmr=0.01)
+    s = fv.separation(d, same, fmr=0.01)
     assert (d[~same] < s.threshold).sum() == 10  # floor(1% of 1000) false matches
     assert s.same == 50 and s.different == 1000
     brute = np.mean([[float(a < b) + 0.5 * float(a == b) for b in d[~same]] for a in d[same]])
     assert s.auc == pytest.approx(brute)
     assert s.tmr == pytest.approx((d[same] < s.threshold).mean())
-    assert fr.separation(d, ~same).auc == pytest.approx(1 - brute)  # labels swapped
-    assert fr.separation(np.ones(4), np.array([1, 1, 0, 0], bool)).auc == 0.5
+    assert fv.separation(d, ~same).auc == pytest.approx(1 - brute)  # labels swapped
+    assert fv.separation(np.ones(4), np.array([1, 1, 0, 0], bool)).auc == 0.5
     with pytest.raises(ConfigError):
-        fr.separation(np.ones(3), np.ones(3, bool))
-    dist, flags = fr.pair_distances(np.eye(3, dtype=np.float32), ["a", "a", "b"])
+        fv.separation(np.ones(3), np.ones(3, bool))
+    dist, flags = fv.pair_distances(np.eye(3, dtype=np.float32), ["a", "a", "b"])
     np.testing.assert_allclose(dist, np.sqrt(2))
     assert flags.tolist() == [True, False, False]
 
@@ -352,7 +353,7 @@ def test_validation_on_shared_identities(faceres_model: Path, data_dir: Path, re
     """The numbers behind THRESHOLD: AUC >= 0.9 and the 1%-FMR threshold reproduced;
     the gender head gets the shared identities' genders right."""
     rec = fr.FaceResRecogniser(faceres_model, locator=recogniser)
-    res = fr.validate(rec, data_dir)
+    res = fv.validate(rec, data_dir)
     within, every = res["within_set_pairs"], res["all_pairs"]
     assert res["images"] >= 100 and res["identities"] == 18
     assert within["auc"] >= 0.9 and every["auc"] >= 0.9

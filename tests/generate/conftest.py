@@ -34,8 +34,8 @@ def smooth_faces(n: int, size: int, seed: int = 0) -> Any:
     and landmarks scattered over the face region: learnable in a few steps, unlike noise."""
     import cv2
 
+    from streamanon.anonymize.generator_chip import template_mask
     from streamanon.generate.data import ChipSet
-    from streamanon.generate.geometry import template_mask
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size

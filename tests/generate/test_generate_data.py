@@ -9,10 +9,7 @@ import numpy as np
 import pytest
 
 from streamanon.anonymize.align import TEMPLATE5, align_landmarks
-from streamanon.anonymize.mask import face_regions
-from streamanon.errors import ConfigError
-from streamanon.generate.data import ChipBuilder, ChipSettings, build_cache, scan_sources
-from streamanon.generate.geometry import (
+from streamanon.anonymize.generator_chip import (
     CHIP_ZOOM,
     FLIP68,
     chip_masks,
@@ -20,6 +17,9 @@ from streamanon.generate.geometry import (
     template_mask,
     widen,
 )
+from streamanon.anonymize.mask import face_regions
+from streamanon.errors import ConfigError
+from streamanon.generate.data import ChipBuilder, ChipSettings, build_cache, scan_sources
 from streamanon.generate.memorisation import memorisation_report
 from streamanon.types import Detections
 

@@ -31,7 +31,7 @@ def test_export_matches_pytorch_with_a_dynamic_batch(tmp_path: Path, tiny_checkp
 
 
 def _inputs(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from streamanon.generate.geometry import template_mask
+    from streamanon.anonymize.generator_chip import template_mask
 
     rng = np.random.default_rng(seed)
     chips = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
@@ -42,7 +42,7 @@ def _inputs(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarr
 
 def test_runner_returns_uint8_chips_changed_only_inside_the_mask(tiny_onnx: Path) -> None:
     from streamanon.backends.base import EngineConfig
-    from streamanon.generate import GeneratorRunner
+    from streamanon.models.generator import GeneratorRunner
 
     runner = GeneratorRunner(tiny_onnx, EngineConfig(backend="onnxruntime", threads=1))
     assert (runner.size, runner.z_dim) == (64, 64)
@@ -65,7 +65,7 @@ def test_runner_returns_uint8_chips_changed_only_inside_the_mask(tiny_onnx: Path
 
 def test_runner_rejects_bad_inputs(tiny_onnx: Path) -> None:
     from streamanon.backends.base import EngineConfig
-    from streamanon.generate import GeneratorRunner
+    from streamanon.models.generator import GeneratorRunner
 
     runner = GeneratorRunner(tiny_onnx, EngineConfig(backend="onnxruntime", threads=1))
     chips, masks, lms = _inputs(2)
@@ -82,7 +82,7 @@ def test_runner_rejects_bad_inputs(tiny_onnx: Path) -> None:
 
 def test_missing_or_corrupt_onnx_is_a_model_error_naming_the_file(tmp_path: Path) -> None:
     from streamanon.backends.base import EngineConfig
-    from streamanon.generate import GeneratorRunner
+    from streamanon.models.generator import GeneratorRunner
 
     ort = EngineConfig(backend="onnxruntime")
     with pytest.raises(ModelError, match=r"missing\.onnx"):
@@ -98,7 +98,7 @@ def test_an_onnx_model_that_is_not_a_generator_is_refused(tmp_path: Path) -> Non
     import torch
 
     from streamanon.backends.base import EngineConfig
-    from streamanon.generate import GeneratorRunner
+    from streamanon.models.generator import GeneratorRunner
 
     other = tmp_path / "conv.onnx"
     torch.onnx.export(torch.nn.Conv2d(3, 3, 3), (torch.zeros(1, 3, 8, 8),), str(other), dynamo=False, input_names=["x"])
@@ -109,7 +109,7 @@ def test_an_onnx_model_that_is_not_a_generator_is_refused(tmp_path: Path) -> Non
 def test_the_backend_is_chosen_like_the_detectors(tiny_onnx: Path) -> None:
     from streamanon.backends.base import EngineConfig
     from streamanon.backends.loader import onnx_model, resolve_engine
-    from streamanon.generate import GeneratorRunner
+    from streamanon.models.generator import GeneratorRunner
 
     auto = EngineConfig(threads=1)
     runner = GeneratorRunner(tiny_onnx, auto)

@@ -25,10 +25,10 @@ MAX_OWN_RATE = 0.05
 
 
 def test_two_latents_give_two_people_and_none_is_the_original(tmp_path: Path, data_dir: Path, need_dlib: None) -> None:
-    from streamanon.eval.recognizer import DlibRecogniser
     from streamanon.generate.data import ChipSettings, build_cache, scan_sources
     from streamanon.generate.memorisation import embed_chips
-    from streamanon.generate.runner import GeneratorRunner, default_model
+    from streamanon.models.generator import GeneratorRunner, default_model
+    from streamanon.models.recognizer import DlibRecogniser
 
     model = default_model()
     if not model.is_file():

@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import pytest
 
-from streamanon.cli import _run_parser
+from streamanon.cli import run_parser
 from streamanon.io.source import drops_frames
 from streamanon.live import LiveOptions
 
@@ -43,7 +43,7 @@ def test_only_real_time_inputs_drop(uri: str, live: bool, drops: bool) -> None:
     ],
 )
 def test_parsed_options_follow_the_rule(argv: list[str], drop: bool) -> None:
-    assert LiveOptions.from_namespace(_run_parser().parse_args(argv)).drop is drop
+    assert LiveOptions.from_namespace(run_parser().parse_args(argv)).drop is drop
 
 
 def test_live_flag_is_refused_on_a_file_input(tmp_path: Path, data_dir: Path) -> None:

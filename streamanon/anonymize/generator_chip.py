@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from ..anonymize.align import Alignment, align_faces
-from ..anonymize.mask import face_regions
 from ..types import Detections
+from .align import Alignment, align_faces
+from .mask import face_regions
 
 #: Template chip side divided by generator chip side (the face is 0.625x as large).
 CHIP_ZOOM = 0.625

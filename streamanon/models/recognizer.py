@@ -6,16 +6,15 @@ model aligns it, and a recogniser turns the aligned face into a vector. Two vect
 Euclidean distance below ``threshold`` (0.6 for dlib's ResNet, the value dlib documents
 for its model) are "the same person".
 
-Model files come from the ``face_recognition_models`` package; they are located with
-``importlib.util.find_spec`` (the package's ``__init__`` imports ``pkg_resources``, which
-recent setuptools no longer ship, so it is deliberately not imported) and are never
-downloaded.
+Model files come from the ``face_recognition_models`` package, through the model registry
+(``backends.registry.resolve_model``: located without importing the package, checked
+against their sha256) and are never downloaded.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,17 +24,20 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from ..backends.registry import resolve_model
 from ..errors import ConfigError, MissingDependencyError, ModelError
+from .store import shared
 
 log = logging.getLogger(__name__)
 
 #: dlib's documented same-person distance for ``dlib_face_recognition_resnet_model_v1``.
 THRESHOLD = 0.6
 
-MODEL_FILES = {
-    "recognition": "dlib_face_recognition_resnet_model_v1.dat",
-    "landmarks5": "shape_predictor_5_face_landmarks.dat",
-    "cnn": "mmod_human_face_detector.dat",
+#: Registry names (``engines/registry.json``: sha256 and licence) of dlib's model files.
+MODELS = {
+    "recognition": "dlib-resnet-recognizer",
+    "landmarks5": "dlib-shape-5",
+    "cnn": "dlib-mmod-detector",
 }
 
 
@@ -87,28 +89,18 @@ def distance(a: NDArray[np.float32], b: NDArray[np.float32]) -> NDArray[np.float
     return d.astype(np.float32)
 
 
-def model_dir() -> Path:
-    """Folder of the dlib model files shipped by ``face_recognition_models``.
-
-    Raises:
-        MissingDependencyError: the package is not installed.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError.for_extra("face_recognition_models", "eval")
-    return Path(next(iter(spec.submodule_search_locations))) / "models"
-
-
 def model_path(kind: str) -> Path:
-    """Path of one model file (``recognition``, ``landmarks5`` or ``cnn``).
+    """Path of one model file (``recognition``, ``landmarks5`` or ``cnn``), checksum verified.
 
     Raises:
-        ModelError: the file is missing from the installed package.
+        ModelError: the file is missing from the installed package or is not the registry's.
     """
-    path = model_dir() / MODEL_FILES[kind]
-    if not path.is_file():
-        raise ModelError(f"dlib model file missing: {path} (reinstall face_recognition_models)")
-    return path
+    try:
+        return resolve_model(MODELS[kind])
+    except ModelError as exc:
+        if "not installed" in str(exc):
+            raise MissingDependencyError.for_extra("face_recognition_models", "eval") from exc
+        raise
 
 
 def import_dlib() -> Any:
@@ -152,7 +144,8 @@ class DlibRecogniser:
             else:
                 self._det = dlib.get_frontal_face_detector()
         except RuntimeError as exc:  # dlib raises RuntimeError on unreadable model files
-            raise ModelError(f"cannot load dlib models from {model_dir()}: {exc}") from exc
+            raise ModelError(f"cannot load dlib's models ({', '.join(MODELS.values())}): {exc}") from exc
+        self._lock = threading.RLock()  # one dlib call at a time: the instance is shared (``shared_recogniser``)
 
     # -- detection -------------------------------------------------------------------
     def _raw_detect(self, image: NDArray[np.uint8]) -> list[tuple[NDArray[np.float32], float]]:
@@ -183,12 +176,14 @@ class DlibRecogniser:
     def detect(self, image: NDArray[np.uint8]) -> list[Face]:
         """Faces found by dlib's detector in an RGB image, largest first."""
         image = np.ascontiguousarray(image)
-        faces = [self.locate(image, box, score) for box, score in self._raw_detect(image)]
+        with self._lock:
+            faces = [self.locate(image, box, score) for box, score in self._raw_detect(image)]
         return sorted(faces, key=lambda f: -f.size)
 
     def locate(self, image: NDArray[np.uint8], box: NDArray[np.float32], score: float = 1.0) -> Face:
         """Fit the 5-point landmarks inside a given box."""
-        shape = self._shape(np.ascontiguousarray(image), self._rect(box))
+        with self._lock:
+            shape = self._shape(np.ascontiguousarray(image), self._rect(box))
         pts = np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)], np.float32)
         return Face(np.asarray(box, np.float32), pts, score)
 
@@ -215,5 +210,11 @@ class DlibRecogniser:
         shapes = self._dlib.full_object_detections()
         for f in faces:
             shapes.append(self._shape_of(f))
-        vecs = self._net.compute_face_descriptor(np.ascontiguousarray(image), shapes)
+        with self._lock:
+            vecs = self._net.compute_face_descriptor(np.ascontiguousarray(image), shapes)
         return np.array([np.array(v, np.float32) for v in vecs], np.float32)
+
+
+def shared_recogniser(detector: Literal["hog", "cnn"] = "hog", upsample: int = 1) -> DlibRecogniser:
+    """The process's ``DlibRecogniser`` with these settings (loaded once, ``models.store``)."""
+    return shared("dlib-recogniser", (detector, upsample), lambda: DlibRecogniser(detector, upsample))

@@ -44,8 +44,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..backends.registry import resolve_model
 from ..errors import ConfigError, ModelError, import_extra
 from .recognizer import THRESHOLD, Face
+from .store import shared
 
 if TYPE_CHECKING:
     import torch
@@ -65,6 +67,7 @@ __all__ = [
     "face_chip_details",
     "load_dlib_resnet",
     "read_dlib_resnet",
+    "shared_dlib_resnet",
 ]
 
 #: Registry name of the model file (``engines/registry.json``).
@@ -375,7 +378,6 @@ def _parse(data: bytes) -> DlibResNetWeights:
 def _model_file(path: Path | str | None) -> Path:
     if path is not None:
         return Path(path)
-    from ..backends.registry import resolve_model
 
     return resolve_model(MODEL_NAME)
 
@@ -488,6 +490,14 @@ def load_dlib_resnet(path: Path | str | None = None, device: str = "cpu") -> tor
     weights = read_dlib_resnet(path)
     net = _network_class()(weights)
     return net.to(device)
+
+
+def shared_dlib_resnet(device: str = "cpu") -> torch.nn.Module:
+    """The process's ``load_dlib_resnet(None, device)`` (loaded once, ``models.store``).
+
+    Frozen and in eval mode, so runs and feeds can share it; callers must not train it.
+    """
+    return shared("dlib-resnet-torch", (device,), lambda: load_dlib_resnet(None, device))
 
 
 # -- dlib's chip geometry ----------------------------------------------------------------
@@ -608,7 +618,7 @@ def _lround(v: float) -> int:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class ChipPlan:
     """How ``extract_image_chips`` samples: one crop of the image, a pyramid depth, and
     per chip the pyramid level (-1 = the crop itself) and the chip->level affine."""
 
@@ -618,7 +628,7 @@ class _Plan:
     maps: tuple[NDArray[np.float64], ...]  # (2, 3): level xy = m[:, :2] @ (c, r) + m[:, 2]
 
 
-def _plan(height: int, width: int, details: Sequence[ChipDetails]) -> _Plan:
+def chip_plan(height: int, width: int, details: Sequence[ChipDetails]) -> ChipPlan:
     # dlib's extract_image_chips: when a chip is much smaller than its source region, it
     # samples a level of a 2:1 Gaussian pyramid (bilinear alone would alias). The
     # pyramid is built once, on the union of the chips' regions grown by its borders.
@@ -671,7 +681,7 @@ def _plan(height: int, width: int, details: Sequence[ChipDetails]) -> _Plan:
         )
         levels.append(level)
         maps.append(m)
-    return _Plan((bl, bt, br, bb), max_depth, tuple(levels), tuple(maps))
+    return ChipPlan((bl, bt, br, bb), max_depth, tuple(levels), tuple(maps))
 
 
 def _pyramid_down(img: NDArray[np.uint8]) -> NDArray[np.uint8]:
@@ -731,7 +741,7 @@ def extract_image_chips(image: NDArray[np.uint8], details: Sequence[ChipDetails]
         return np.zeros((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
     if len({(d.rows, d.cols) for d in details}) != 1:
         raise ConfigError("extract_image_chips: all chips must have the same size")
-    plan = _plan(image.shape[0], image.shape[1], details)
+    plan = chip_plan(image.shape[0], image.shape[1], details)
     x0, y0, x1, y1 = plan.box
     crop = image[y0 : y1 + 1, x0 : x1 + 1]
     pyr = [crop]
@@ -769,7 +779,7 @@ def extract_image_chips_torch(
         return v + (torch.floor(v) - v).detach() if quantize else v
 
     _, height, width = image.shape
-    plan = _plan(int(height), int(width), details)
+    plan = chip_plan(int(height), int(width), details)
     x0, y0, x1, y1 = plan.box
     x = image.to(torch.float64)[:, y0 : y1 + 1, x0 : x1 + 1]
     k1 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=torch.float64, device=image.device)

@@ -16,12 +16,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..backends.loader import load_backend
+from ..backends.registry import resolve_model
+from ..config import EngineConfig
 from ..errors import ConfigError, ModelError
+from .store import shared
 
 log = logging.getLogger(__name__)
 
 INPUT_NAMES = ("chip", "mask", "landmarks", "z")
 OUTPUT_NAME = "image"
+#: Concurrent callers a shared generator is opened for (runs, live feeds).
+CALLERS = 1
 #: Where the shipped models live in a source checkout (``engines/generator-<size>.onnx``).
 ENGINES = Path(__file__).resolve().parents[2] / "engines"
 
@@ -30,8 +36,6 @@ def default_model(size: int = 64) -> Path:
     """Path of the shipped generator for chips of ``size`` pixels, from the registry
     (``generator-<size>``: checked against its sha256; a checkout's ``engines/`` or the
     installed package's copy)."""
-    from ..backends.registry import resolve_model
-
     return resolve_model(f"generator-{size}")
 
 
@@ -54,9 +58,7 @@ class GeneratorRunner:
             (inputs other than chip/mask/landmarks/z).
     """
 
-    def __init__(self, model: str | Path | None = None, engine: Any = None, callers: int = 1) -> None:
-        from ..backends.loader import load_backend
-
+    def __init__(self, model: str | Path | None = None, engine: EngineConfig | None = None, callers: int = 1) -> None:
         path = Path(model) if model is not None else default_model()
         if not path.is_file():
             raise ModelError(f"generator model {path} not found")
@@ -93,8 +95,8 @@ class GeneratorRunner:
         """Generated faces for a batch.
 
         Args:
-            chips: ``(N, S, S, 3)`` uint8 RGB generator chips (``geometry.generator_alignments``).
-            masks: ``(N, S, S)``, nonzero where the face is replaced (``geometry.chip_masks``).
+            chips: ``(N, S, S, 3)`` uint8 RGB generator chips (``anonymize.generator_chip.generator_alignments``).
+            masks: ``(N, S, S)``, nonzero where the face is replaced (``anonymize.generator_chip.chip_masks``).
             landmarks: ``(N, 68, 2)`` chip pixels, all finite.
             z: ``(N, z_dim)`` latent codes.
 
@@ -132,3 +134,14 @@ class GeneratorRunner:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def shared_generator(model: str | Path | None = None, engine: EngineConfig | None = None) -> GeneratorRunner:
+    """The process's ``GeneratorRunner`` for ``model`` on ``engine`` (loaded once, ``models.store``).
+
+    Every run, file and live feed with the same settings shares it (backends may be called
+    from several threads; OpenVINO's pool is sized for ``CALLERS`` of them).
+    """
+    path = Path(model) if model is not None else default_model()
+    engine = engine or EngineConfig()
+    return shared("generator", (str(path.resolve()), engine), lambda: GeneratorRunner(path, engine, CALLERS))
