@@ -20,7 +20,7 @@ from typing import NoReturn
 from . import __version__
 from .anonymize import METHODS
 from .config import BACKENDS, PRECISIONS, AnonymizeConfig, DetectConfig, IOConfig, PipelineConfig, TrackConfig
-from .errors import EXIT_CODES, ConfigError, SinkError, SourceOpenError, StreamanonError
+from .errors import EXIT_CODES, ConfigError, SinkError, SourceOpenError, StreamanonError, VerificationError
 from .io import hwaccel, is_image_path, is_live, is_video_path, redact
 
 log = logging.getLogger("streamanon")
@@ -321,6 +321,25 @@ def add_pipeline_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
     )
 
 
+def add_verify_options(p: argparse.ArgumentParser) -> None:
+    """``--verify`` / ``--verify-every N`` (run, batch, streams; see streamanon/verify.py)."""
+    g = p.add_argument_group("verification of the output")
+    g.add_argument(
+        "--verify",
+        action="store_true",
+        help="after writing, scan the output with another detector (dlib HOG + CNN) and compare each face "
+        "found with the input's face there (dlib's recogniser); a match exits with code "
+        f"{VerificationError.exit_code} (pip install 'streamanon[eval]')",
+    )
+    g.add_argument(
+        "--verify-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--verify every N-th frame only (implies --verify; default: every frame)",
+    )
+
+
 def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
     """The one place where CLI options become a ``PipelineConfig``."""
     providers = tuple(p.strip() for p in ns.providers.split(",") if p.strip())
@@ -398,6 +417,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     p.add_argument("--version", action="version", version=f"streamanon {__version__}")
     add_pipeline_options(p)
+    add_verify_options(p)
     from .live.options import add_live_options
 
     p.set_defaults(live_actions=add_live_options(p))
@@ -447,6 +467,8 @@ def run_command(argv: list[str]) -> int:
     _setup_logging(ns.verbose)
     config = config_from_args(ns)
     if is_live(ns.input) or (ns.output and is_live(ns.output)):
+        if ns.verify or ns.verify_every is not None:
+            raise ConfigError("--verify applies to files, folders, batch and streams (not a single live feed)")
         from .live import run_live  # live deps only when needed
 
         return run_live(ns, config)
@@ -474,7 +496,9 @@ def run_command(argv: list[str]) -> int:
         jobs = [(inp, Path(ns.output) if ns.output else default_output(inp))]
 
     from .pipeline import Stages
+    from .verify import verifier_from_args
 
+    verifier = verifier_from_args(ns.verify, ns.verify_every)  # before any work: exit 9 without dlib
     stages = Stages(config)  # models load once for every file
     pool = None
     if stages.anonymizer_factory.pooled and len(jobs) > 1:
@@ -489,12 +513,21 @@ def run_command(argv: list[str]) -> int:
             dst.parent.mkdir(parents=True, exist_ok=True)
         try:
             rep: RunReport | None = process_file(
-                src, dst, config, stages=stages, progress=not ns.quiet, report_frames=ns.report is not None, pool=pool
+                src,
+                dst,
+                config,
+                stages=stages,
+                progress=not ns.quiet,
+                report_frames=ns.report is not None,
+                pool=pool,
+                verifier=verifier,
             )
         except StreamanonError as exc:
             rep = getattr(exc, "report", None)
             if len(jobs) == 1:
                 write_report(ns.report, rep, config)
+                if rep is not None and rep.verify:
+                    print(f"{src}: {verify_line(rep.verify)}", file=sys.stderr)
                 raise
             log.error("%s: %s", src, exc)
             failures.append((src, exc))
@@ -502,6 +535,8 @@ def run_command(argv: list[str]) -> int:
             reports.append(rep)
         if rep is not None and not ns.quiet:
             print(f"{src} -> {dst}: {rep.frames} frames, {rep.faces} faces, {rep.fps:.1f} fps", file=sys.stderr)
+            if rep.verify:
+                print(f"{src}: {verify_line(rep.verify)}", file=sys.stderr)
     if len(jobs) == 1:
         write_report(ns.report, reports[0] if reports else None, config)
     elif ns.report:
@@ -512,6 +547,15 @@ def run_command(argv: list[str]) -> int:
         print(f"streamanon: {len(failures)} of {len(jobs)} files failed", file=sys.stderr)
         return max(exc.exit_code for _, exc in failures)
     return 0
+
+
+def verify_line(v: dict[str, object]) -> str:
+    """The summary line of a ``--verify`` verdict (``RunReport.verify``)."""
+    worst = "-" if v["worst_distance"] is None else f"{v['worst_distance']:.3f} (frame {v['worst_frame']})"
+    return (
+        f"verify {'PASS' if v['passed'] else 'FAIL: identity visible'}: {v['frames_checked']} frames checked, "
+        f"{v['faces_found']} faces found, {v['faces_matching']} matching the input (closest distance {worst})"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

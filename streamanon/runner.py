@@ -13,8 +13,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .audit import TrackAudit
 from .config import PipelineConfig
-from .errors import AnonymizationError, DecodeError, SinkError, SourceOpenError
+from .errors import AnonymizationError, DecodeError, SinkError, SourceOpenError, StreamanonError
 from .io import VideoSink, VideoSource, is_image_path, read_image, redact, write_image
 from .io.hwaccel import HWChoice
 from .io.sink import temp_path_for
@@ -47,6 +48,10 @@ class RunReport:
     small_faces: dict[str, Any] = field(default_factory=dict)
     # --only-region/--ignore-region/--keep-face: regions, and per track kept or not, with distances
     selection: dict[str, Any] = field(default_factory=dict)
+    # per track: frames, detected/coasted, faces served per method, fallbacks (audit.py)
+    audit: dict[str, Any] = field(default_factory=dict)
+    # --verify: the output checked by another detector and a recogniser (verify.py), or {}
+    verify: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     per_frame: list[dict[str, Any]] = field(default_factory=list)
 
@@ -134,11 +139,15 @@ def process_file(
     progress: bool = False,
     report_frames: bool = True,
     pool: Any = None,
+    verifier: Any = None,
 ) -> RunReport:
     """Anonymise ``src`` into ``dst`` (image or video, chosen by content).
 
     A method defined over a set of faces (k-same) takes ``pool``; without one, a first
     pass over ``src`` collects its faces (plus the face bank) before the second writes.
+    ``verifier`` (``verify.Verifier``, ``--verify``): the written output is checked against
+    the input; the verdict goes into ``report.verify``, a face that matches raises
+    ``VerificationError``.
 
     Raises:
         StreamanonError subclasses; ``DecodeError`` after writing what decoded when the
@@ -151,9 +160,40 @@ def process_file(
     anonymizer = None
     if stages.anonymizer_factory.pooled:
         anonymizer = stages.new_anonymizer(pool=pool if pool is not None else collect_pool([src], config, stages))
-    if is_image_path(src):
-        return _process_image(src, dst, config, stages, anonymizer)
-    return _process_video(src, dst, config, stages, progress, report_frames, anonymizer)
+    audit = TrackAudit(keep_boxes=verifier is not None)
+    try:
+        if is_image_path(src):
+            report = _process_image(src, dst, config, stages, anonymizer, audit)
+        else:
+            report = _process_video(src, dst, config, stages, progress, report_frames, anonymizer, audit)
+    except StreamanonError as exc:
+        failed = getattr(exc, "report", None)
+        if failed is not None and verifier is not None and dst.is_file() and failed.frames:
+            _verify(failed, src, dst, verifier, audit, config)  # what was written is checked too
+            if failed.verify and not failed.verify["passed"]:
+                raise with_report(_verify_error(failed), failed) from exc
+        raise
+    if verifier is not None:
+        _verify(report, src, dst, verifier, audit, config)
+        if not report.verify["passed"]:
+            raise with_report(_verify_error(report), report)
+    return report
+
+
+def _verify(report: RunReport, src: Path, dst: Path, verifier: Any, audit: TrackAudit, config: PipelineConfig) -> None:
+    verdict = verifier.check_file(src, dst, audit.boxes)
+    report.verify = verdict.to_dict()
+    report.audit["tracks"] = audit.records(config.anonymize.method, report.anonymizer, report.verify["per_track"])
+    report.audit["untracked_verify"] = report.verify["per_track"].get("-1")
+
+
+def _verify_error(report: RunReport) -> StreamanonError:
+    from .verify import Verdict
+
+    v = report.verify
+    verdict = Verdict(v["every"], v["threshold"], faces_matching=v["faces_matching"])
+    verdict.worst_distance, verdict.worst_frame = v["worst_distance"], v["worst_frame"]
+    return verdict.error(report.output)
 
 
 def collect_pool(sources: list[Path], config: PipelineConfig, stages: Stages) -> Any:
@@ -178,7 +218,14 @@ def collect_pool(sources: list[Path], config: PipelineConfig, stages: Stages) ->
     return pool
 
 
-def _process_image(src: Path, dst: Path, config: PipelineConfig, stages: Stages, anonymizer: Any = None) -> RunReport:
+def _process_image(
+    src: Path,
+    dst: Path,
+    config: PipelineConfig,
+    stages: Stages,
+    anonymizer: Any = None,
+    audit: TrackAudit | None = None,
+) -> RunReport:
     report = RunReport(str(src), str(dst), "image", expected_frames=1)
     t0 = time.perf_counter()
     still = read_image(src)
@@ -187,7 +234,9 @@ def _process_image(src: Path, dst: Path, config: PipelineConfig, stages: Stages,
     results = list(pipe.run([frame], anonymizer=anonymizer, still=True))
     res = results[0]
     write_image(dst, still, res.image, keep_metadata=config.io.keep_metadata)
-    _fill(report, pipe, time.perf_counter() - t0, results)
+    audit = audit or TrackAudit()
+    audit.add(0, res.dets, res.failed)
+    _fill(report, pipe, time.perf_counter() - t0, results, audit)
     return _finish(report)
 
 
@@ -199,8 +248,10 @@ def _process_video(
     progress: bool,
     report_frames: bool,
     anonymizer: Any = None,
+    audit: TrackAudit | None = None,
 ) -> RunReport:
     report = RunReport(str(src), str(dst), "video")
+    audit = audit or TrackAudit()
     t0 = time.perf_counter()
     with VideoSource(src, audio=config.io.audio, hwaccel=config.io.hwaccel) as source:
         report.expected_frames = source.info.frames
@@ -217,6 +268,7 @@ def _process_video(
                     sink = VideoSink(dst, source.info, config.io)
                 sink.write(res.frame, res.image)
                 pipe.stats.stage_seconds["write"] += time.perf_counter() - tw
+                audit.add(res.frame.index, res.dets, res.failed)
                 if report_frames:
                     kept.append(_frame_record(res))
                 bar.update()
@@ -234,7 +286,7 @@ def _process_video(
                 report.decode_errors = source.stats.decode_errors
                 report.audio_packets = sink.audio_packets if sink else 0
                 report.per_frame = kept
-                _fill(report, pipe, time.perf_counter() - t0)
+                _fill(report, pipe, time.perf_counter() - t0, audit=audit)
                 # --hwaccel/--encoder: what decoded and encoded this file, and why
                 report.inference["video"] = HWChoice.report(source.info.decode, sink.encode if sink else None)
     return _finish(report)
@@ -251,7 +303,9 @@ def _frame_record(res: Any) -> dict[str, Any]:
     return rec
 
 
-def _fill(report: RunReport, pipe: Pipeline, seconds: float, results: list[Any] | None = None) -> None:
+def _fill(
+    report: RunReport, pipe: Pipeline, seconds: float, results: list[Any] | None = None, audit: TrackAudit | None = None
+) -> None:
     st = pipe.stats
     report.frames, report.faces = st.frames, st.faces
     report.frames_failed, report.frames_dropped = st.failed_frames, st.dropped_frames
@@ -262,6 +316,8 @@ def _fill(report: RunReport, pipe: Pipeline, seconds: float, results: list[Any] 
     report.anonymizer = dict(pipe.anonymizer_report)
     report.selection = report.anonymizer.pop("selection", {})
     report.small_faces = dict(pipe.detector_report)
+    if audit is not None:
+        report.audit = audit.summary() | {"tracks": audit.records(pipe.config.anonymize.method, report.anonymizer)}
     if results is not None:
         report.per_frame = [_frame_record(r) for r in results]
 

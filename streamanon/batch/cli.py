@@ -47,7 +47,7 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``streamanon batch`` parser (pipeline options shared with ``streamanon``)."""
-    from ..cli import add_pipeline_options
+    from ..cli import add_pipeline_options, add_verify_options
 
     p = BatchArgParser(
         prog="streamanon batch",
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging; list skipped files in --status")
     add_pipeline_options(p)
+    add_verify_options(p)
     return p
 
 
@@ -97,7 +98,9 @@ def main(argv: list[str]) -> int:
     if ns.ray_address and ns.engine != "ray":
         raise ConfigError("--ray-address needs --engine ray")
     from ..cli import config_from_args
+    from ..verify import verifier_from_args
 
+    verifier = verifier_from_args(ns.verify, ns.verify_every)  # exit 9 here, not per file, without dlib
     opts = BatchOptions(
         archive=ns.archive,
         out_dir=ns.output,
@@ -108,6 +111,7 @@ def main(argv: list[str]) -> int:
         retry_failed=ns.retry_failed,
         progress=not ns.quiet,
         verbose=ns.verbose,
+        verify_every=verifier.every if verifier is not None else 0,
     )
     result = run_batch(opts)
     print(format_result(result))

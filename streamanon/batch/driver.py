@@ -32,7 +32,7 @@ from ..config import PipelineConfig
 from ..errors import ConfigError, SinkError, SourceOpenError
 from .discover import Entry, clean_partials, probe, safe_output, walk
 from .engine import Engine, LocalEngine
-from .manifest import LOCK_NAME, RESERVED_NAMES, Manifest, Row
+from .manifest import LOCK_NAME, RESERVED_NAMES, Manifest, Row, verify_columns
 from .worker import Task, TaskResult, file_hash
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class BatchOptions:
     retry_failed: bool = False
     progress: bool = True
     verbose: bool = False
+    verify_every: int = 0  # --verify / --verify-every N: check each output (0: not asked)
 
 
 @dataclass
@@ -310,6 +311,7 @@ class _Run:
             kind=found.kind,
             expected_frames=found.frames,
             media_seconds=found.duration,
+            verify_every=self.opts.verify_every,
         )
 
     def _unchanged(self, entry: Entry, row: Row) -> bool:
@@ -387,6 +389,7 @@ class _Run:
             "output_hash": r.output_hash,
             "run_id": res.run_id,
             "worker": r.worker,
+            **verify_columns(r.verify),
         }
         if r.output_hash is None:
             fields["output"] = None if r.status == "failed" else task.rel

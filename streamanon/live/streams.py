@@ -134,6 +134,7 @@ class StreamSpec:
     output: OutputSpec
     report: Path | None
     raw: tuple[tuple[str, str], ...]  # the entry as given (defaults merged): SIGHUP compares these
+    verify_every: int = 0  # verify = true / verify_every = N: check the frames sent (streamanon/verify.py)
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,10 @@ def parse_streams_config(path: Path, data: Mapping[str, Any] | None = None) -> S
             Path(str(entry["report"])) if "report" in entry else (report_dir / f"{name}.json" if report_dir else None)
         )
         raw = tuple(sorted((k, repr(v)) for k, v in {**defaults, **entry}.items()))
-        specs.append(StreamSpec(name, config, opts, in_spec, out_spec, report, raw))
+        verify_every = int(ns.verify_every or (1 if ns.verify else 0))
+        if verify_every < 0:
+            raise ConfigError(f"{where}: invalid verify_every {verify_every}: expected an integer >= 1")
+        specs.append(StreamSpec(name, config, opts, in_spec, out_spec, report, raw, verify_every))
     outputs = [s.output.target for s in specs if s.output.kind != "stdout"]
     dup = sorted({t for t in outputs if outputs.count(t) > 1})
     if dup or sum(s.output.kind == "stdout" for s in specs) > 1:
@@ -502,15 +506,24 @@ class _FeedRunner(LiveRunner):
 class Feed:
     """One ``[[stream]]`` running on its own thread; ``error`` is why it failed, if it did."""
 
-    def __init__(self, spec: StreamSpec, detector: BatchingDetector, inference: Mapping[str, Any]) -> None:
+    def __init__(
+        self, spec: StreamSpec, detector: BatchingDetector, inference: Mapping[str, Any], verifier: Any = None
+    ) -> None:
         self.spec = spec
         self.metrics = LiveMetrics()
         stages = Stages(spec.config, detector=detector)  # its own tracker and anonymiser factory
+        self.live_verifier: Any = None
+        if spec.verify_every and verifier is not None:  # the frames sent are checked (verify.py)
+            from ..verify import LiveVerifier, VerifyingFactory
+
+            self.live_verifier = LiveVerifier(verifier, spec.verify_every)
+            stages.anonymizer_factory = VerifyingFactory(stages.anonymizer_factory, self.live_verifier)
         self._inference = inference  # the shared detector's, completed by its size fit at the first frame
         stages.inference = dict(inference)
         self.runner = _FeedRunner(spec.config, spec.opts, spec.input, spec.output, stages=stages, metrics=self.metrics)
         self.report: LiveReport | None = None
         self.error: BaseException | None = None
+        self.verify: dict[str, Any] | None = None
         self.thread = threading.Thread(target=self._run, name=f"streamanon-feed-{spec.name}", daemon=True)
 
     @property
@@ -536,9 +549,21 @@ class Feed:
             if not self.runner.stop_requested.is_set():
                 log.error("stream %s failed: %s", self.name, redact(str(exc)) or type(exc).__name__)
         finally:
+            self._close_verifier()
             if self.report is not None and self.runner.stop_requested.is_set() and self.exit_code() == 0:
                 self.report.stopped_by = self.runner.stop_reason
             self._write_report()
+
+    def _close_verifier(self) -> None:
+        if self.live_verifier is None:
+            return
+        verdict = self.live_verifier.close()
+        self.verify = verdict.to_dict()
+        if self.report is not None:
+            self.report.anonymizer["verify"] = self.verify
+        if not verdict.passed and self.error is None:
+            self.error = verdict.error(self.spec.output.redacted)
+            log.error("stream %s: %s", self.name, self.error)
 
     def _write_report(self) -> None:
         from ..runner import write_report
@@ -632,6 +657,7 @@ class Streams:
         self.feeds: dict[str, Feed] = {}
         self.finished: list[Feed] = []  # stopped or replaced feeds, for the summary
         self.detsize: DetSizeChoice | None = None
+        self.verifier: Any = None  # verify.Verifier, loaded for the first feed with verify = true
         shared = stages or Stages(config.detector)  # the one model load
         self.inference: dict[str, Any] = dict(shared.inference)
         det = shared.detector
@@ -670,7 +696,11 @@ class Streams:
 
     def _start(self, spec: StreamSpec) -> None:
         assert self.detector is not None
-        feed = Feed(spec, self.detector, self.inference)
+        if spec.verify_every and self.verifier is None:
+            from ..verify import Verifier
+
+            self.verifier = Verifier()  # one set of dlib models for every feed (it checks one frame at a time)
+        feed = Feed(spec, self.detector, self.inference, self.verifier)
         with self._lock:
             self.feeds[spec.name] = feed
         feed.start()
@@ -732,6 +762,10 @@ def _summary_line(feed: Feed) -> str:
     if feed.report is None:
         return f"{feed.name}: no report"
     line = f"{feed.name}: {_summary(feed.report)}"
+    if feed.verify:
+        from ..cli import verify_line
+
+        line += f"; {verify_line(feed.verify)}"
     if feed.error is not None and feed.exit_code():
         line += f" (failed: {redact(str(feed.error)) or type(feed.error).__name__})"
     return line
