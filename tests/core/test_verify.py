@@ -39,10 +39,8 @@ def test_weak_blur_is_caught_and_solid_passes(face_clip: Path, tmp_path: Path) -
     weak, rep_weak = tmp_path / "weak.mp4", tmp_path / "weak.json"
     code = _run([str(face_clip), "-o", str(weak), "--method", "blur", "--blur-strength", "0.1"])
     assert code == 0, "without --verify the weak setting is not noticed"
-    code = _run(
-        [str(face_clip), "-o", str(weak), "--method", "blur", "--blur-strength", "0.1", "--verify-every", "4"]
-        + ["--report", str(rep_weak)]
-    )
+    weak_args = [str(face_clip), "-o", str(weak), "--method", "blur", "--blur-strength", "0.1"]
+    code = _run([*weak_args, "--verify-every", "4", "--report", str(rep_weak)])
     assert code == VerificationError.exit_code == 10
     assert weak.is_file(), "the output is kept for the user to inspect"
     s = json.loads(rep_weak.read_text())["summary"]
