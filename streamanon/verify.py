@@ -40,7 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .anonymize.base import FaceAnonymizer, FrameInfo
-from .errors import ConfigError, ModelError, VerificationError
+from .errors import ConfigError, ModelError, StreamanonError, VerificationError
 from .io import VideoSource, is_image_path, read_image, redact
 from .types import Detections
 
@@ -63,6 +63,11 @@ def _no_boxes(index: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     return np.zeros(0, np.int64), np.zeros((0, 4), np.float32)
 
 
+def _area(r: NDArray[np.float32]) -> NDArray[np.float32]:
+    out: NDArray[np.float32] = np.clip(r[..., 2] - r[..., 0], 0, None) * np.clip(r[..., 3] - r[..., 1], 0, None)
+    return out
+
+
 def _iou(a: NDArray[np.float32], b: NDArray[np.float32]) -> NDArray[np.float32]:
     """IoU of one box ``a`` (4,) with rows of ``b`` (N, 4)."""
     if not len(b):
@@ -72,8 +77,7 @@ def _iou(a: NDArray[np.float32], b: NDArray[np.float32]) -> NDArray[np.float32]:
     x1 = np.minimum(a[2], b[:, 2])
     y1 = np.minimum(a[3], b[:, 3])
     inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = lambda r: np.clip(r[..., 2] - r[..., 0], 0, None) * np.clip(r[..., 3] - r[..., 1], 0, None)  # noqa: E731
-    union = area(a) + area(b) - inter
+    union = _area(a) + _area(b) - inter
     out: NDArray[np.float32] = np.where(union > 0, inter / np.maximum(union, 1e-6), 0).astype(np.float32)
     return out
 
@@ -228,7 +232,7 @@ class Verifier:
     ) -> None:
         """Scan ``output`` (frame ``index``) and compare each face found with ``original``."""
         if original.shape != output.shape:
-            raise VerificationError(
+            raise StreamanonError(
                 f"frame {index}: output size {output.shape[1]}x{output.shape[0]} differs from the input's "
                 f"{original.shape[1]}x{original.shape[0]}; cannot compare them"
             )

@@ -130,7 +130,7 @@ def _add_padded(a: Any, b: Any) -> Any:
     return pad(a) + pad(b)
 
 
-def _blocks(net: Any, convs: Sequence[Any], down: Sequence[bool], x: Any) -> Any:
+def _blocks(convs: Any, down: Any, x: Any) -> Any:
     import torch.nn.functional as F
 
     for k, d in enumerate(down):
@@ -149,9 +149,10 @@ class DlibSplit:
     def __init__(self, blocks: int = 1, device: str = "cpu") -> None:
         from .dlib_torch import load_dlib_resnet
 
-        self.net = load_dlib_resnet(device=device)
+        net: Any = load_dlib_resnet(device=device)
+        self.net = net
         self.device = device
-        n = len(self.net.down)
+        n = len(net.down)
         if not 1 <= blocks < n:
             raise ConfigError(f"invalid --blocks {blocks}: expected 1 to {n - 1}")
         self.blocks = blocks
@@ -169,7 +170,7 @@ class DlibSplit:
                 x = torch.from_numpy(np.ascontiguousarray(chips[i : i + batch].transpose(0, 3, 1, 2)))
                 x = (x.to(self.device, torch.float32) - net.mean) / 256.0
                 x = F.max_pool2d(F.relu(net.convs[0](x)), 3, 2)
-                x = _blocks(net, net.convs[1 : 1 + 2 * self.cut], net.down[: self.cut], x)
+                x = _blocks(net.convs[1 : 1 + 2 * self.cut], net.down[: self.cut], x)
                 outs.append(x.cpu().numpy())
         return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
@@ -180,7 +181,7 @@ class DlibSplit:
         net = self.net
         with torch.no_grad():
             x = torch.from_numpy(feats).to(self.device)
-            x = _blocks(net, net.convs[1 + 2 * self.cut :], net.down[self.cut :], x)
+            x = _blocks(net.convs[1 + 2 * self.cut :], net.down[self.cut :], x)
             out: NDArray[np.float32] = (x.mean(dim=(2, 3)) @ net.fc).cpu().numpy()
         return out
 
@@ -207,7 +208,7 @@ class DlibSplit:
                     self.proj.bias.zero_()
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
-                x = _blocks(None, self.convs, self.down, x)
+                x = _blocks(self.convs, self.down, x)
                 e = self.proj(x.mean(dim=(2, 3)) @ self.fc)
                 out: torch.Tensor = nn.functional.normalize(e, dim=1)
                 return out

@@ -517,7 +517,8 @@ class Feed:
             from ..verify import LiveVerifier, VerifyingFactory
 
             self.live_verifier = LiveVerifier(verifier, spec.verify_every)
-            stages.anonymizer_factory = VerifyingFactory(stages.anonymizer_factory, self.live_verifier)
+            wrapped: Any = VerifyingFactory(stages.anonymizer_factory, self.live_verifier)
+            stages.anonymizer_factory = wrapped
         self._inference = inference  # the shared detector's, completed by its size fit at the first frame
         stages.inference = dict(inference)
         self.runner = _FeedRunner(spec.config, spec.opts, spec.input, spec.output, stages=stages, metrics=self.metrics)
