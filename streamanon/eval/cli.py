@@ -1,4 +1,4 @@
-"""``streamanon eval identity|attack|detect|video|temporal``: measure privacy and quality.
+"""``streamanon eval identity|attack|adversary|detect|video|temporal``: measure privacy and quality.
 
 Results print as a table on stdout; ``--json PATH`` writes them machine-readable and
 ``--html PATH`` an offline report with plots (face images appear only in that report).
