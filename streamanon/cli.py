@@ -33,12 +33,13 @@ from .backends.tensorrt import tensorrt_status
 from .cliutil import ArgParser, setup_logging
 from .config import BACKENDS, PRECISIONS, AnonymizeConfig, DetectConfig, IOConfig, PipelineConfig, TrackConfig
 from .detect.centerface import resolve_backend
-from .errors import EXIT_CODES, ConfigError, SinkError, SourceOpenError, StreamanonError
+from .errors import EXIT_CODES, ConfigError, SinkError, SourceOpenError, StreamanonError, VerificationError
 from .io import hwaccel, is_image_path, is_live, is_video_path, redact
 from .live import run_live
 from .live.options import add_live_options, live_flags_given
 from .pipeline import Interrupted, Stages
 from .runner import RunReport, collect_pool, default_output, package_versions, process_file, write_report
+from .verify import verifier_from_args, verify_line
 
 log = logging.getLogger("streamanon")
 
@@ -344,6 +345,25 @@ def add_pipeline_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
     )
 
 
+def add_verify_options(p: argparse.ArgumentParser) -> None:
+    """``--verify`` / ``--verify-every N`` (run, batch, streams; see streamanon/verify.py)."""
+    g = p.add_argument_group("verification of the output")
+    g.add_argument(
+        "--verify",
+        action="store_true",
+        help="after writing, scan the output with another detector (dlib HOG + CNN) and compare each face "
+        "found with the input's face there (dlib's recogniser); a match exits with code "
+        f"{VerificationError.exit_code} (pip install 'streamanon[eval]')",
+    )
+    g.add_argument(
+        "--verify-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--verify every N-th frame only (implies --verify; default: every frame)",
+    )
+
+
 def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
     """The one place where CLI options become a ``PipelineConfig``."""
     providers = tuple(p.strip() for p in ns.providers.split(",") if p.strip())
@@ -456,6 +476,7 @@ def run_parser() -> argparse.ArgumentParser:
         help="output NOT anonymised: draw boxes, scores and track ids to check a run (files only; NAME_review.EXT)",
     )
     add_pipeline_options(p)
+    add_verify_options(p)
     live_actions = add_live_options(p)
     for action in live_actions:  # --duration: a span of a file too (--start), and MM:SS
         if action.dest == "duration":
@@ -687,6 +708,8 @@ def run_command(argv: list[str]) -> int:
     if live and "start" in given:
         raise ConfigError("--start applies to files, not live feeds (--duration: stop after that long)")
     if live:
+        if ns.verify or ns.verify_every is not None:
+            raise ConfigError("--verify applies to files, folders, batch and streams (not a single live feed)")
         return run_live(ns, config)
     unused = live_flags_given(ns, ns.live_actions)
     if unused:
@@ -703,6 +726,7 @@ def run_command(argv: list[str]) -> int:
         log.info("skipped (not an image or video file): %s", path)
     span: tuple[float, float | None] = (ns.start or 0.0, ns.duration)
 
+    verifier = verifier_from_args(ns.verify, ns.verify_every)  # before any work: exit 9 without dlib
     stages = Stages(config, anonymizer=review)  # models load once for every file
     pool = None
     if stages.anonymizer_factory.pooled and len(jobs) > 1:
@@ -725,6 +749,7 @@ def run_command(argv: list[str]) -> int:
                 pool=pool,
                 start=span[0],
                 duration=span[1],
+                verifier=verifier,
             )
         except (Interrupted, KeyboardInterrupt) as exc:
             interrupted = getattr(exc, "report", None) or _failed_report(src, dst, exc)
@@ -736,6 +761,8 @@ def run_command(argv: list[str]) -> int:
             rep = getattr(exc, "report", None)
             if not many:
                 write_report(ns.report, rep, config)
+                if rep is not None and rep.verify:
+                    print(f"{src}: {verify_line(rep.verify)}", file=sys.stderr)
                 raise
             log.error("%s: %s", src, exc)
             failures.append((src, exc))
@@ -745,6 +772,8 @@ def run_command(argv: list[str]) -> int:
             reports.append(rep)
             if not ns.quiet and rep.frames:
                 print(_summary_line(rep), file=sys.stderr)
+            if not ns.quiet and rep.verify:
+                print(f"{src}: {verify_line(rep.verify)}", file=sys.stderr)
     seconds = time.perf_counter() - t0
     totals = _totals(reports, len(jobs), len(failures), skipped, seconds)
     if not many:

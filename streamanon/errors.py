@@ -14,6 +14,7 @@
     │   └── EngineIncompatibleError
     ├── ModelError                        model file missing or malformed
     ├── AnonymizationError                a frame could not be anonymised
+    ├── VerificationError                 --verify found an identifiable face in the output
     └── MissingDependencyError (ImportError)
 
 Every error carries a one-line message fit for a terminal. The CLI maps each class to
@@ -96,6 +97,13 @@ class AnonymizationError(StreamanonError):
     exit_code = 8
 
 
+class VerificationError(StreamanonError):
+    """``--verify`` found a face in the written output that still matches the input's face
+    (streamanon/verify.py); the output was written, and is not anonymous."""
+
+    exit_code = 10
+
+
 class MissingDependencyError(StreamanonError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
 
@@ -137,5 +145,6 @@ EXIT_CODES: dict[str, int] = {
     "model or engine": ModelError.exit_code,
     "frames failed and were masked": AnonymizationError.exit_code,
     "missing optional dependency": MissingDependencyError.exit_code,
+    "--verify: a face in the output matches the input": VerificationError.exit_code,
     "interrupted (SIGINT/SIGTERM)": 130,
 }

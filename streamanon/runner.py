@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from .anonymize.selective import check_regions_in_frame
+from .audit import TrackAudit
 from .config import PipelineConfig
-from .errors import AnonymizationError, DecodeError, SinkError, SourceOpenError
+from .errors import AnonymizationError, DecodeError, SinkError, SourceOpenError, StreamanonError
 from .io import VideoSink, VideoSource, is_image_path, read_image, redact, write_image
 from .io.hwaccel import HWChoice
 from .io.sink import temp_path_for
@@ -53,6 +54,10 @@ class RunReport:
     small_faces: dict[str, Any] = field(default_factory=dict)
     # --only-region/--ignore-region/--keep-face: regions, and per track kept or not, with distances
     selection: dict[str, Any] = field(default_factory=dict)
+    # per track: frames, detected/coasted, faces served per method, fallbacks (audit.py)
+    audit: dict[str, Any] = field(default_factory=dict)
+    # --verify: the output checked by another detector and a recogniser (verify.py), or {}
+    verify: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     per_frame: list[dict[str, Any]] = field(default_factory=list)
 
@@ -132,6 +137,7 @@ def process_file(
     pool: Any = None,
     start: float = 0.0,
     duration: float | None = None,
+    verifier: Any = None,
 ) -> RunReport:
     """Anonymise ``src`` into ``dst`` (image or video, chosen by content).
 
@@ -141,6 +147,9 @@ def process_file(
 
     An incomplete output (interrupted, truncated input) is written as ``NAME.partial.EXT``
     (``partial_output``), never under ``dst``; ``report.output`` names it.
+    ``verifier`` (``--verify``, streamanon/verify.py): the written output is checked against
+    the input; the verdict goes into ``report.verify``, a face that matches raises
+    ``VerificationError``.
 
     Raises:
         StreamanonError subclasses; ``DecodeError`` after writing what decoded when the
@@ -157,9 +166,34 @@ def process_file(
         if pool is None:
             pool = collect_pool([src], config, stages, span=(start, duration))
         anonymizer = stages.new_anonymizer(pool=pool)
-    if is_image_path(src):
-        return _process_image(src, dst, config, stages, anonymizer, t0)
-    return _process_video(src, dst, config, stages, progress, report_frames, anonymizer, t0, (start, duration))
+    audit = TrackAudit(keep_boxes=verifier is not None)
+    try:
+        if is_image_path(src):
+            report = _process_image(src, dst, config, stages, anonymizer, t0, audit)
+        else:
+            report = _process_video(
+                src, dst, config, stages, progress, report_frames, anonymizer, t0, (start, duration), audit
+            )
+    except StreamanonError as exc:
+        failed = getattr(exc, "report", None)
+        written = Path(failed.output) if failed is not None else None  # the partial name on a truncated input
+        if failed is not None and verifier is not None and written is not None and written.is_file() and failed.frames:
+            _verify(failed, src, written, verifier, audit, config)  # what was written is checked too
+            if failed.verify and not failed.verify["passed"]:
+                raise with_report(verifier.error_from(failed.verify, failed.output), failed) from exc
+        raise
+    if verifier is not None:
+        _verify(report, src, dst, verifier, audit, config)
+        if not report.verify["passed"]:
+            raise with_report(verifier.error_from(report.verify, report.output), report)
+    return report
+
+
+def _verify(report: RunReport, src: Path, dst: Path, verifier: Any, audit: TrackAudit, config: PipelineConfig) -> None:
+    verdict = verifier.check_file(src, dst, audit.boxes)
+    report.verify = verdict.to_dict()
+    report.audit["tracks"] = audit.records(config.anonymize.method, report.anonymizer, report.verify["per_track"])
+    report.audit["untracked_verify"] = report.verify["per_track"].get("-1")
 
 
 def check_regions(config: PipelineConfig, image: Any) -> None:
@@ -206,7 +240,13 @@ def collect_pool(
 
 
 def _process_image(
-    src: Path, dst: Path, config: PipelineConfig, stages: Stages, anonymizer: Any = None, t0: float | None = None
+    src: Path,
+    dst: Path,
+    config: PipelineConfig,
+    stages: Stages,
+    anonymizer: Any = None,
+    t0: float | None = None,
+    audit: TrackAudit | None = None,
 ) -> RunReport:
     report = RunReport(str(src), str(dst), "image", expected_frames=1)
     t0 = time.perf_counter() if t0 is None else t0
@@ -219,7 +259,9 @@ def _process_image(
     write_image(dst, still, res.image, keep_metadata=config.io.keep_metadata)
     report.frames_written = 1
     _count(report, res, set())
-    _fill(report, pipe, time.perf_counter() - t0, results)
+    audit = audit or TrackAudit()
+    audit.add(0, res.dets, res.failed)
+    _fill(report, pipe, time.perf_counter() - t0, results, audit)
     return _finish(report)
 
 
@@ -233,8 +275,10 @@ def _process_video(
     anonymizer: Any = None,
     t0: float | None = None,
     span: tuple[float, float | None] = (0.0, None),
+    audit: TrackAudit | None = None,
 ) -> RunReport:
     report = RunReport(str(src), str(dst), "video")
+    audit = audit or TrackAudit()
     t0 = time.perf_counter() if t0 is None else t0
     start, duration = span
     with VideoSource(src, audio=config.io.audio, hwaccel=config.io.hwaccel, start=start, duration=duration) as source:
@@ -255,6 +299,7 @@ def _process_video(
                 sink.write(res.frame, res.image)
                 pipe.stats.stage_seconds["write"] += time.perf_counter() - tw
                 _count(report, res, tracks)
+                audit.add(res.frame.index, res.dets, res.failed)
                 if report_frames:
                     kept.append(_frame_record(res))
                 bar.update()
@@ -280,7 +325,7 @@ def _process_video(
             finally:
                 report.audio_packets = sink.audio_packets if sink else 0
                 report.per_frame = kept
-                _fill(report, pipe, time.perf_counter() - t0)
+                _fill(report, pipe, time.perf_counter() - t0, audit=audit)
                 # --hwaccel/--encoder: what decoded and encoded this file, and why
                 report.inference["video"] = HWChoice.report(source.info.decode, sink.encode if sink else None)
     return _finish(report)
@@ -312,7 +357,9 @@ def _frame_record(res: Any) -> dict[str, Any]:
     return rec
 
 
-def _fill(report: RunReport, pipe: Pipeline, seconds: float, results: list[Any] | None = None) -> None:
+def _fill(
+    report: RunReport, pipe: Pipeline, seconds: float, results: list[Any] | None = None, audit: TrackAudit | None = None
+) -> None:
     st = pipe.stats
     report.frames, report.faces = st.frames, st.faces
     report.frames_failed, report.frames_dropped = st.failed_frames, st.dropped_frames
@@ -323,6 +370,8 @@ def _fill(report: RunReport, pipe: Pipeline, seconds: float, results: list[Any] 
     report.anonymizer = dict(pipe.anonymizer_report)
     report.selection = report.anonymizer.pop("selection", {})
     report.small_faces = dict(pipe.detector_report)
+    if audit is not None:
+        report.audit = audit.summary() | {"tracks": audit.records(pipe.config.anonymize.method, report.anonymizer)}
     if results is not None:
         report.per_frame = [_frame_record(r) for r in results]
 

@@ -19,9 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli import add_pipeline_options, config_from_args
+from ..cli import add_pipeline_options, add_verify_options, config_from_args
 from ..cliutil import setup_logging as setup
 from ..errors import ConfigError
+from ..verify import verifier_from_args
 from .driver import BatchOptions, BatchResult, run_batch
 from .manifest import MANIFEST_NAME, Manifest, Row
 
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging; list skipped files in --status")
     add_pipeline_options(p)
+    add_verify_options(p)
     return p
 
 
@@ -94,6 +96,7 @@ def main(argv: list[str]) -> int:
         raise ConfigError("usage: streamanon batch ARCHIVE_DIR -o OUT_DIR (or --status OUT_DIR)")
     if ns.ray_address and ns.engine != "ray":
         raise ConfigError("--ray-address needs --engine ray")
+    verifier = verifier_from_args(ns.verify, ns.verify_every)  # exit 9 here, not per file, without dlib
     opts = BatchOptions(
         archive=ns.archive,
         out_dir=ns.output,
@@ -104,6 +107,7 @@ def main(argv: list[str]) -> int:
         retry_failed=ns.retry_failed,
         progress=not ns.quiet,
         verbose=ns.verbose,
+        verify_every=verifier.every if verifier is not None else 0,
     )
     result = run_batch(opts)
     print(format_result(result))

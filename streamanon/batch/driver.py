@@ -33,7 +33,7 @@ from ..config import PipelineConfig
 from ..errors import ConfigError, SinkError, SourceOpenError
 from .discover import Entry, clean_partials, probe, safe_output, walk
 from .engine import Engine, LocalEngine
-from .manifest import LOCK_NAME, RESERVED_NAMES, Manifest, Row
+from .manifest import LOCK_NAME, RESERVED_NAMES, Manifest, Row, verify_columns
 from .ray_engine import RayEngine, import_ray
 from .worker import Task, TaskResult, file_hash
 
@@ -76,6 +76,7 @@ class BatchOptions:
     retry_failed: bool = False
     progress: bool = True
     verbose: bool = False
+    verify_every: int = 0  # --verify / --verify-every N: check each output (0: not asked)
 
 
 @dataclass
@@ -306,6 +307,7 @@ class _Run:
             kind=found.kind,
             expected_frames=found.frames,
             media_seconds=found.duration,
+            verify_every=self.opts.verify_every,
         )
 
     def _unchanged(self, entry: Entry, row: Row) -> bool:
@@ -383,6 +385,7 @@ class _Run:
             "output_hash": r.output_hash,
             "run_id": res.run_id,
             "worker": r.worker,
+            **verify_columns(r.verify),
         }
         if r.output_hash is None:
             fields["output"] = None if r.status == "failed" else task.rel

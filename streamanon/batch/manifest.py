@@ -58,7 +58,13 @@ CREATE TABLE IF NOT EXISTS files (
     attempts INTEGER NOT NULL DEFAULT 0,
     run_id INTEGER,
     worker TEXT,
-    updated_at TEXT
+    updated_at TEXT,
+    verify_passed INTEGER,
+    verify_frames INTEGER,
+    verify_faces INTEGER,
+    verify_matches INTEGER,
+    verify_worst_distance REAL,
+    verify_worst_frame INTEGER
 );
 CREATE INDEX IF NOT EXISTS files_status ON files (status);
 CREATE TABLE IF NOT EXISTS runs (
@@ -109,15 +115,49 @@ class Row:
     run_id: int | None = None
     worker: str | None = None
     updated_at: str | None = None
+    # --verify (streamanon/verify.py): NULL when the file was not verified
+    verify_passed: bool | None = None
+    verify_frames: int | None = None
+    verify_faces: int | None = None
+    verify_matches: int | None = None
+    verify_worst_distance: float | None = None
+    verify_worst_frame: int | None = None
 
     @classmethod
     def from_sql(cls, r: sqlite3.Row) -> Row:
         d = dict(r)
         d["retryable"] = bool(d["retryable"])
-        return cls(**d)
+        if d.get("verify_passed") is not None:
+            d["verify_passed"] = bool(d["verify_passed"])
+        return cls(**{k: v for k, v in d.items() if k in _FIELDS})
 
 
 _COLUMNS = [f.name for f in dataclasses.fields(Row)]
+_FIELDS = frozenset(_COLUMNS)
+# Columns added after schema 1 was first written: a manifest made before them gets them
+# (NULL) when opened for writing; one opened read-only reads as NULL through Row's defaults.
+_ADDED_COLUMNS = {
+    "verify_passed": "INTEGER",
+    "verify_frames": "INTEGER",
+    "verify_faces": "INTEGER",
+    "verify_matches": "INTEGER",
+    "verify_worst_distance": "REAL",
+    "verify_worst_frame": "INTEGER",
+}
+
+
+def verify_columns(verdict: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest columns of a ``--verify`` verdict (``verify.Verdict.to_dict``); all NULL without one."""
+    if not verdict:
+        return dict.fromkeys(_ADDED_COLUMNS)
+    return {
+        "verify_passed": bool(verdict["passed"]),
+        "verify_frames": int(verdict["frames_checked"]),
+        "verify_faces": int(verdict["faces_found"]),
+        "verify_matches": int(verdict["faces_matching"]),
+        "verify_worst_distance": verdict["worst_distance"],
+        "verify_worst_frame": verdict["worst_frame"],
+    }
 
 
 @dataclass
@@ -165,6 +205,10 @@ class Manifest:
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         self._db.execute(stmt)
+                have = {r[1] for r in self._db.execute("PRAGMA table_info(files)")}
+                for col, kind in _ADDED_COLUMNS.items():
+                    if col not in have:
+                        self._db.execute(f"ALTER TABLE files ADD COLUMN {col} {kind}")
                 if self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
                     self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
@@ -210,6 +254,8 @@ class Manifest:
         row.updated_at = now()
         values = dataclasses.asdict(row)
         values["retryable"] = int(row.retryable)
+        if row.verify_passed is not None:
+            values["verify_passed"] = int(row.verify_passed)
         cols = ", ".join(_COLUMNS)
         marks = ", ".join(f":{c}" for c in _COLUMNS)
         self._db.execute(f"INSERT OR REPLACE INTO files ({cols}) VALUES ({marks})", values)
@@ -222,6 +268,8 @@ class Manifest:
         fields["updated_at"] = now()
         if "retryable" in fields:
             fields["retryable"] = int(bool(fields["retryable"]))
+        if fields.get("verify_passed") is not None:
+            fields["verify_passed"] = int(bool(fields["verify_passed"]))
         sets = ", ".join(f"{k} = :{k}" for k in fields)
         self._db.execute(f"UPDATE files SET {sets} WHERE path = :_path", {**fields, "_path": path})
 

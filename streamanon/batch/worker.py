@@ -30,9 +30,11 @@ from ..errors import (
     SourceError,
     SourceOpenError,
     StreamanonError,
+    VerificationError,
 )
 from ..pipeline import Stages
 from ..runner import process_file
+from ..verify import Verifier
 from .discover import safe_output
 
 log = logging.getLogger(__name__)
@@ -40,9 +42,15 @@ log = logging.getLogger(__name__)
 HASH_CHUNK = 1 << 20
 # Failures that repeat for the same input and settings; others (disk full, a dead
 # worker, a missing model) are retried by the next run without --retry-failed.
-DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (SourceError, ConfigError, AnonymizationError)
+DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (
+    SourceError,
+    ConfigError,
+    AnonymizationError,
+    VerificationError,
+)
 
 _STAGES: dict[str, Any] = {}
+_VERIFIERS: dict[int, Any] = {}
 _SETUP_DONE = False
 
 
@@ -59,6 +67,7 @@ class Task:
     expected_frames: int = 0
     media_seconds: float = 0.0
     attempt: int = 1
+    verify_every: int = 0  # --verify: check the output every N-th frame (0: not asked)
 
 
 @dataclass
@@ -79,6 +88,7 @@ class TaskResult:
     error_type: str | None = None
     exit_code: int | None = None
     retryable: bool = False
+    verify: dict[str, Any] | None = None  # the --verify verdict (verify.Verdict.to_dict), if run
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
@@ -154,6 +164,16 @@ def _stages(config_json: str) -> Any:
     return stages
 
 
+def _verifier(every: int) -> Any:
+    """The process's ``verify.Verifier`` for ``every`` (None when not asked), built on first use."""
+    if every <= 0:
+        return None
+    verifier = _VERIFIERS.get(every)
+    if verifier is None:
+        verifier = _VERIFIERS[every] = Verifier(every=every)
+    return verifier
+
+
 def process_task(task: Task) -> TaskResult:
     """Anonymise ``task.src`` into ``task.dst``; never raises for a bad file.
 
@@ -213,7 +233,15 @@ def _run(task: Task, res: TaskResult) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     safe_output(root, task.rel)  # and once the folders exist
     config = PipelineConfig.from_json(task.config_json)
-    report = process_file(task.src, dst, config, stages=_stages(task.config_json), progress=False, report_frames=False)
+    report = process_file(
+        task.src,
+        dst,
+        config,
+        stages=_stages(task.config_json),
+        progress=False,
+        report_frames=False,
+        verifier=_verifier(task.verify_every),
+    )
     _take_report(res, report)
     res.output_hash = file_hash(dst)
 
@@ -222,6 +250,8 @@ def _take_report(res: TaskResult, report: Any) -> None:
     res.frames, res.faces = int(report.frames), int(report.faces)
     if report.expected_frames:
         res.expected_frames = int(report.expected_frames)
+    if getattr(report, "verify", None):
+        res.verify = dict(report.verify)
 
 
 def _record_error(res: TaskResult, exc: StreamanonError, task: Task) -> None:

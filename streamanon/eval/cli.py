@@ -1,4 +1,4 @@
-"""``streamanon eval identity|attack|detect|video|temporal``: measure privacy and quality.
+"""``streamanon eval identity|attack|adversary|detect|video|temporal``: measure privacy and quality.
 
 Results print as a table on stdout; ``--json PATH`` writes them machine-readable and
 ``--html PATH`` an offline report with plots (face images appear only in that report).
@@ -68,7 +68,7 @@ def _recogniser_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``streamanon eval`` parser with its four subcommands."""
     p = ArgParser(prog="streamanon eval", description="Measure how well streamanon removes identities.")
-    sub = p.add_subparsers(dest="command", metavar="{identity,attack,detect,video,temporal}")
+    sub = p.add_subparsers(dest="command", metavar="{identity,attack,adversary,detect,video,temporal}")
     sub.required = True
 
     q = sub.add_parser("identity", help="recognisability of identity photos after each method")
@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     _recogniser_options(a)
     _common(a)
     add_pipeline_options(a, seed=False)  # --method (comma list allowed), --blur-strength, --pixel-blocks, ...
+
+    _adversary_parser(sub)
 
     d = sub.add_parser("detect", help="precision/recall/AP of the product's detector against face boxes")
     d.add_argument("--images", type=Path, required=True, metavar="DIR", help="image folder the annotations refer to")
@@ -176,6 +178,115 @@ def build_parser() -> argparse.ArgumentParser:
     _common(t)
     add_pipeline_options(t, seed=False)
     return p
+
+
+def _adversary_parser(sub: Any) -> None:
+    from .adversary import DEFAULT_METHODS, AdversaryOptions
+
+    o = AdversaryOptions()
+    a = sub.add_parser("adversary", help="fine-tune a recogniser on anonymised faces; link other people's faces")
+    a.add_argument(
+        "--faces",
+        action="append",
+        required=True,
+        metavar="DIR[,DIR...]",
+        help="an identity set: folder(s) of <identity>/<image> (comma: merged into one set); repeat for more sets",
+    )
+    a.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma list, as for identity ({DEFAULT_METHODS})")
+    a.add_argument("--epochs", type=int, default=o.epochs, help=f"adversary training epochs (default {o.epochs})")
+    a.add_argument("--blocks", type=int, default=o.blocks, help="dlib ResNet blocks fine-tuned (default 1: the last)")
+    a.add_argument("--holdout", type=float, default=o.holdout, help="share of identities kept for the test")
+    a.add_argument("--max-identities", type=int, default=0, help="per set, draw this many identities (default all)")
+    a.add_argument("--max-photos", type=int, default=0, help="per identity, at most this many photos (default all)")
+    a.add_argument("--recognisers", default="dlib,faceres", help="off-the-shelf recognisers: dlib[,faceres]")
+    a.add_argument("--seed", type=int, default=0, help="seed of the split, the training and the anonymisers")
+    a.add_argument("--torch-threads", type=int, default=1, help="PyTorch threads (default 1)")
+    a.add_argument("--pad", type=float, default=0.5, help="as for identity")
+    _recogniser_options(a)
+    _common(a)
+    add_pipeline_options(a, seed=False)
+
+
+def adversary_command(ns: argparse.Namespace) -> int:
+    """``eval adversary``: off-the-shelf and method-aware recognisers on each identity set."""
+    from .adversary import (
+        AdversaryOptions,
+        DlibSplit,
+        IdentitySet,
+        evaluate_set,
+        headline,
+        options_dict,
+        split_identities,
+        subsample,
+    )
+    from .attack import import_torch
+    from .data import load_identities
+    from .identity import build_references
+    from .product import ProductRunner, parse_methods
+
+    torch = import_torch()
+    torch.set_num_threads(max(1, ns.torch_threads))
+    opts = AdversaryOptions(ns.epochs, ns.blocks, ns.holdout, seed=ns.seed)
+    config = _eval_config(ns)
+    specs = parse_methods(ns.methods, config.anonymize)
+    recs = [r.strip() for r in ns.recognisers.split(",") if r.strip()]
+    if not recs or set(recs) - {"dlib", "faceres"} or "dlib" not in recs:
+        raise ConfigError(f"invalid --recognisers {ns.recognisers!r}: dlib, or dlib,faceres")
+    _check_outputs(ns)
+    sets_dirs = [[Path(d) for d in entry.split(",") if d] for entry in ns.faces]
+    images = [load_identities(dirs) for dirs in sets_dirs]  # folder errors before any model loads
+    product = ProductRunner(config, pad=ns.pad)
+    rec = _recogniser(ns)
+    faceres = None
+    if "faceres" in recs:
+        from .faceres import FaceResRecogniser
+
+        faceres = FaceResRecogniser(locator=rec)
+    split = DlibSplit(opts.blocks)
+    per_set: dict[str, Any] = {}
+    datasets: dict[str, Any] = {}
+    for dirs, imgs in zip(sets_dirs, images, strict=True):
+        name = "+".join(d.name for d in dirs)
+        # draw before dlib looks for faces (a large set costs a detection per photo)
+        imgs = subsample(imgs, ns.max_identities, ns.max_photos, ns.seed)
+        refs, skipped = build_references(imgs, rec)
+        iset = IdentitySet(name, refs)
+        iset.train, iset.test = split_identities(iset.identities, opts.holdout, opts.seed)
+        datasets[name] = {
+            "folders": [str(d) for d in dirs],
+            "faces": len(refs),
+            "identities": len(set(iset.identities)),
+            "train_faces": len(iset.train),
+            "test_faces": len(iset.test),
+            "train_identities": len({iset.identities[i] for i in iset.train}),
+            "test_identities": len({iset.identities[i] for i in iset.test}),
+            "no_face_found": len(skipped),
+        }
+        log.info("%s: %s", name, datasets[name])
+        per_set[name] = evaluate_set(
+            iset, product, specs, split, opts, faceres, progress=lambda k: log.info("method %s", k)
+        )
+    result = {
+        "methods": headline(per_set),
+        "sets": per_set,
+        "datasets": datasets,
+        "settings": {"config": config.to_dict(), "adversary": options_dict(opts), "recognisers": recs},
+    }
+    _write_json(ns.json, result)
+    cols = ["method", "set", "recogniser", "rank1", "chance", "linkage_auc", "tar_at_1fmr"]
+    print(_fmt_row(cols))
+    print("|" + "---|" * len(cols))
+    for set_name, res in per_set.items():
+        for key, m in res.items():
+            for r_name, sc in m["by_recogniser"].items():
+                vals = [sc[c] for c in ("rank1", "chance", "linkage_auc", "tar_at_1fmr")]
+                print(_fmt_row([key, set_name, r_name, *vals]))
+    print()
+    print(_fmt_row(["method", "worst rank1", "chance", "of", "worst linkage_auc", "holds"]))
+    print("|" + "---|" * 6)
+    for key, m in result["methods"].items():
+        print(_fmt_row([key, m["rank1"], m["chance"], m["worst_of"], m["linkage_auc"], m["holds"]]))
+    return 0
 
 
 def _write_json(path: Path | None, data: dict[str, Any]) -> None:
@@ -581,6 +692,7 @@ def temporal_command(ns: argparse.Namespace) -> int:
 COMMANDS = {
     "identity": identity_command,
     "attack": attack_command,
+    "adversary": adversary_command,
     "detect": detect_command,
     "video": video_command,
     "temporal": temporal_command,

@@ -67,6 +67,7 @@ from ..io.hwaccel import choose_decode
 from ..pipeline import Interrupted, Stages
 from ..runner import write_report
 from ..types import Detections
+from ..verify import LiveVerifier, Verifier, VerifyingFactory, verify_line
 from .cli import _redacted_logging, _summary
 from .detsize import DetSizeChoice, fit_det_size
 from .endpoints import InputSpec, OutputSpec, input_spec, output_spec
@@ -138,6 +139,7 @@ class StreamSpec:
     output: OutputSpec
     report: Path | None
     raw: tuple[tuple[str, str], ...]  # the entry as given (defaults merged): SIGHUP compares these
+    verify_every: int = 0  # verify = true / verify_every = N: check the frames sent (streamanon/verify.py)
 
 
 @dataclass(frozen=True)
@@ -279,7 +281,10 @@ def parse_streams_config(path: Path, data: Mapping[str, Any] | None = None) -> S
             Path(str(entry["report"])) if "report" in entry else (report_dir / f"{name}.json" if report_dir else None)
         )
         raw = tuple(sorted((k, repr(v)) for k, v in {**defaults, **entry}.items()))
-        specs.append(StreamSpec(name, config, opts, in_spec, out_spec, report, raw))
+        verify_every = int(ns.verify_every or (1 if ns.verify else 0))
+        if verify_every < 0:
+            raise ConfigError(f"{where}: invalid verify_every {verify_every}: expected an integer >= 1")
+        specs.append(StreamSpec(name, config, opts, in_spec, out_spec, report, raw, verify_every))
     outputs = [s.output.target for s in specs if s.output.kind != "stdout"]
     dup = sorted({t for t in outputs if outputs.count(t) > 1})
     if dup or sum(s.output.kind == "stdout" for s in specs) > 1:
@@ -504,10 +509,17 @@ class _FeedRunner(LiveRunner):
 class Feed:
     """One ``[[stream]]`` running on its own thread; ``error`` is why it failed, if it did."""
 
-    def __init__(self, spec: StreamSpec, detector: BatchingDetector, inference: Mapping[str, Any]) -> None:
+    def __init__(
+        self, spec: StreamSpec, detector: BatchingDetector, inference: Mapping[str, Any], verifier: Any = None
+    ) -> None:
         self.spec = spec
         self.metrics = LiveMetrics()
         stages = Stages(spec.config, detector=detector)  # its own tracker and anonymiser factory
+        self.live_verifier: Any = None
+        if spec.verify_every and verifier is not None:  # the frames sent are checked (verify.py)
+            self.live_verifier = LiveVerifier(verifier, spec.verify_every)
+            wrapped: Any = VerifyingFactory(stages.anonymizer_factory, self.live_verifier)
+            stages.anonymizer_factory = wrapped
         self._inference = inference  # the shared detector's, completed by its size fit at the first frame
         stages.inference = dict(inference)
         self.runner = _FeedRunner(spec.config, spec.opts, spec.input, spec.output, stages=stages, metrics=self.metrics)
@@ -516,6 +528,7 @@ class Feed:
         # whether the feed had been asked to stop when it failed (its source then ends by
         # design); a feed that failed on its own stays failed when every feed is stopped
         self._stopped_first = False
+        self.verify: dict[str, Any] | None = None
         self.thread = threading.Thread(target=self._run, name=f"streamanon-feed-{spec.name}", daemon=True)
 
     @property
@@ -542,9 +555,21 @@ class Feed:
             if not self._stopped_first:
                 log.error("stream %s failed: %s", self.name, redact(str(exc)) or type(exc).__name__)
         finally:
+            self._close_verifier()
             if self.report is not None and self.runner.stop_requested.is_set() and self.exit_code() == 0:
                 self.report.stopped_by = self.runner.stop_reason
             self._write_report()
+
+    def _close_verifier(self) -> None:
+        if self.live_verifier is None:
+            return
+        verdict = self.live_verifier.close()
+        self.verify = verdict.to_dict()
+        if self.report is not None:
+            self.report.anonymizer["verify"] = self.verify
+        if not verdict.passed and self.error is None:
+            self.error = verdict.error(self.spec.output.redacted)
+            log.error("stream %s: %s", self.name, self.error)
 
     def _write_report(self) -> None:
         if self.report is not None:
@@ -649,6 +674,7 @@ class Streams:
         self.feeds: dict[str, Feed] = {}
         self.finished: list[Feed] = []  # stopped or replaced feeds, for the summary
         self.detsize: DetSizeChoice | None = None
+        self.verifier: Any = None  # verify.Verifier, loaded for the first feed with verify = true
         shared = stages or Stages(config.detector)  # the one model load
         self.inference: dict[str, Any] = dict(shared.inference)
         det = shared.detector
@@ -687,7 +713,9 @@ class Streams:
 
     def _start(self, spec: StreamSpec) -> None:
         assert self.detector is not None
-        feed = Feed(spec, self.detector, self.inference)
+        if spec.verify_every and self.verifier is None:
+            self.verifier = Verifier()  # one set of dlib models for every feed (it checks one frame at a time)
+        feed = Feed(spec, self.detector, self.inference, self.verifier)
         with self._lock:
             self.feeds[spec.name] = feed
         feed.start()
@@ -748,6 +776,8 @@ def _summary_line(feed: Feed) -> str:
     if feed.report is None:
         return f"{feed.name}: [{state}] no report"
     line = f"{feed.name}: [{state}] {_summary(feed.report)}"
+    if feed.verify:
+        line += f"; {verify_line(feed.verify)}"
     if feed.error is not None and feed.exit_code():
         line += f" ({redact(str(feed.error)) or type(feed.error).__name__})"
     return line
