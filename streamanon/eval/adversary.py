@@ -32,6 +32,7 @@ the largest ``linkage_auc``; ``holds`` says whether that rank-1 is within
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -43,6 +44,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import AnonymizationError, ConfigError
+from ..models.dlib_torch import extract_image_chips, face_chip_details, load_dlib_resnet
 from ..models.recognizer import distance
 from .identity import Reference, rank1
 from .product import MethodSpec, ProductRunner
@@ -151,8 +153,6 @@ class DlibSplit:
     """
 
     def __init__(self, blocks: int = 1, device: str = "cpu") -> None:
-        from ..models.dlib_torch import load_dlib_resnet
-
         net: Any = load_dlib_resnet(device=device)
         self.net = net
         self.device = device
@@ -191,8 +191,6 @@ class DlibSplit:
 
     def new_head(self) -> Any:
         """A trainable copy of the last blocks, dlib's fc and an identity-initialised projection."""
-        import copy
-
         import torch
         from torch import nn
 
@@ -332,8 +330,6 @@ def anonymised_faces(
     refs: Sequence[Reference], product: ProductRunner, spec: MethodSpec, faceres: Any = None
 ) -> MethodFaces:
     """The product's output of every reference photo, as dlib chips at the original's landmarks."""
-    from ..models.dlib_torch import extract_image_chips, face_chip_details
-
     product.prepare([r.image for r in refs], spec)
     chips, fr = [], []
     for ref in refs:
@@ -357,8 +353,6 @@ def evaluate_set(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Every method on one identity set: off-the-shelf and adversary scores on the test identities."""
-    from ..models.dlib_torch import extract_image_chips, face_chip_details
-
     refs = iset.refs
     ids = iset.identities
     orig_chips = np.stack([extract_image_chips(r.image, [face_chip_details(r.face)])[0] for r in refs])

@@ -25,6 +25,17 @@ from ..models.faceres import FaceResRecogniser
 from ..models.recognizer import DlibRecogniser
 from ..progress import heartbeat
 from . import report
+from .adversary import (
+    DEFAULT_METHODS,
+    AdversaryOptions,
+    DlibSplit,
+    IdentitySet,
+    evaluate_set,
+    headline,
+    options_dict,
+    split_identities,
+    subsample,
+)
 from .attack import import_torch, run_attack
 from .data import load_annotations, load_identities
 from .detection import dataset_stats, evaluate_detector, parse_det_sizes, parse_thresholds
@@ -181,8 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _adversary_parser(sub: Any) -> None:
-    from .adversary import DEFAULT_METHODS, AdversaryOptions
-
     o = AdversaryOptions()
     a = sub.add_parser("adversary", help="fine-tune a recogniser on anonymised faces; link other people's faces")
     a.add_argument(
@@ -209,21 +218,6 @@ def _adversary_parser(sub: Any) -> None:
 
 def adversary_command(ns: argparse.Namespace) -> int:
     """``eval adversary``: off-the-shelf and method-aware recognisers on each identity set."""
-    from .adversary import (
-        AdversaryOptions,
-        DlibSplit,
-        IdentitySet,
-        evaluate_set,
-        headline,
-        options_dict,
-        split_identities,
-        subsample,
-    )
-    from .attack import import_torch
-    from .data import load_identities
-    from .identity import build_references
-    from .product import ProductRunner, parse_methods
-
     torch = import_torch()
     torch.set_num_threads(max(1, ns.torch_threads))
     opts = AdversaryOptions(ns.epochs, ns.blocks, ns.holdout, seed=ns.seed)
@@ -239,8 +233,6 @@ def adversary_command(ns: argparse.Namespace) -> int:
     rec = _recogniser(ns)
     faceres = None
     if "faceres" in recs:
-        from .faceres import FaceResRecogniser
-
         faceres = FaceResRecogniser(locator=rec)
     split = DlibSplit(opts.blocks)
     per_set: dict[str, Any] = {}

@@ -34,7 +34,7 @@ CORE_STAGES: tuple[tuple[str, ...], ...] = (
     ("streamanon.track",),
     ("streamanon.detect",),
     ("streamanon.anonymize",),
-    ("streamanon.pipeline",),
+    ("streamanon.pipeline", "streamanon.audit"),
     ("streamanon.runner",),
     ("streamanon",),  # the package's __init__: the public API
 )
@@ -49,6 +49,7 @@ CONSUMERS = (
     "streamanon.live",
     "streamanon.batch",
     "streamanon.generate",
+    "streamanon.verify",  # --verify: checks a written output with another detector and a recogniser
 )
 #: Optional or heavy third-party packages (and platform-specific stdlib modules) that a
 #: function may import where it needs them.
