@@ -19,6 +19,8 @@ from .generate import GenerateAnonymizer, GenerateModels
 from .generate_adversarial import GenerateAdversarialAnonymizer
 from .ksame import DlibFaceEmbedder, FaceEmbedder, FacePool, KSameAnonymizer, KSameCollector, load_face_bank
 from .methods import BlurAnonymizer, IdentityAnonymizer, PixelateAnonymizer, SolidAnonymizer
+from .surrogate import SurrogateAnonymizer
+from .surrogate_bank import SurrogateBank, surrogate_bank
 from .svd import SVDAnonymizer
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ METHODS: dict[str, Callable[[AnonymizeConfig], Any] | None] = {
     "k-same": None,
     "adversarial": None,
     "generate": None,
+    "surrogate": None,
 }
 # Methods defined over a set of faces: a first pass collects the set (``ksame``).
 POOLED = frozenset({"k-same"})
@@ -69,9 +72,9 @@ class AnonymizerFactory:
             )
         perturbs = config.method == "adversarial" or config.generate_adversarial
         adversarial_bank = perturbs and config.adv_objective != "untargeted"
-        if config.face_bank and not self.pooled and not adversarial_bank:
+        if config.face_bank and not self.pooled and not adversarial_bank and config.method != "surrogate":
             raise ConfigError(
-                "--face-bank is for --method k-same and --method adversarial (or generate --adversarial) "
+                "--face-bank is for --method k-same, surrogate and adversarial (or generate --adversarial) "
                 f"--objective targeted|k-anonymity, not {config.method!r}"
             )
         # adversarial (and generate --adversarial): the torch recogniser and dlib's 5-point
@@ -81,14 +84,18 @@ class AnonymizerFactory:
             self.adversarial = AdversarialModels(config)
         # One 68-point predictor per process, shared read-only by every run's anonymiser.
         self.landmarker: Landmarker68 | None = None
-        if config.landmarks == "68" or config.method == "generate":
-            if config.method not in CHIP_METHODS:
+        if config.landmarks == "68" or config.method in ("generate", "surrogate"):
+            if config.method not in CHIP_METHODS and config.method != "surrogate":
                 raise ConfigError(f"--landmarks 68 is for {', '.join(sorted(CHIP_METHODS))}, not {config.method!r}")
             self.landmarker = Landmarker68()
         # generate: the face generator, once per process (with the 68-point predictor above)
         self.generate: GenerateModels | None = None
         if config.method == "generate":
             self.generate = GenerateModels(config, landmarker=self.landmarker)
+        # surrogate: the bank of composites (the shipped one, or built from --face-bank), once per process
+        self.surrogate_bank: SurrogateBank | None = None
+        if config.method == "surrogate":
+            self.surrogate_bank = surrogate_bank(config.face_bank)
         # k-same counts persons: faces are grouped by dlib's recogniser where it is installed.
         self.embedder: FaceEmbedder | None = None
         if self.pooled:
@@ -127,6 +134,8 @@ class AnonymizerFactory:
         """A fresh anonymiser; pooled methods take the run's pool (default: the bank alone)."""
         if self.pooled:
             return KSameAnonymizer(self.config, pool if pool is not None else self.new_pool(), self.landmarker)
+        if self.surrogate_bank is not None:
+            return SurrogateAnonymizer(self.config, self.surrogate_bank, self.landmarker)
         if self.name == "svd":
             return SVDAnonymizer(self.config, self.landmarker)
         if self.generate is not None:
