@@ -14,8 +14,9 @@ Per frame, for every face:
    dlib's 68-point fit plausible (it agrees with the detector's five points, as ``generate``
    checks), the fit is smoothed over the track (``generate.LandmarkSmoother``), the inner
    points (brows, eyes, nose, mouth) are pulled ``SHAPE_PULL`` of the way toward the
-   composite's own shape (the face's geometry carries identity), and the composite is
-   warped there piecewise-affinely over the Delaunay triangles of its 78 points (68 +
+   composite's own shape (the face's geometry carries identity), the mask is refilled from
+   its surroundings (so hair and background, not a blurred oval, surround the new face), and
+   the composite is warped there piecewise-affinely over the Delaunay triangles of its 78 points (68 +
    forehead).
 3. Colour and light: the composite's Lab mean and standard deviation inside the face are
    set to the original face's (six numbers of the original; no pixel of it is copied), or
@@ -44,7 +45,7 @@ from .align import similarity
 from .base import FaceAnonymizer, FrameInfo
 from .chips import masked_rows
 from .generate import DEFAULT_FPS, LandmarkSmoother, is_grey, plausible
-from .mask import FaceRegion, composite
+from .mask import FaceRegion, composite, union_mask
 from .methods import BlurAnonymizer
 from .surrogate_bank import SurrogateBank, piecewise_affine, with_forehead
 
@@ -62,6 +63,35 @@ INNER = np.arange(17, 68)
 EDGE = 0.05
 #: Clip of the per-channel std ratio of the colour transfer.
 STD_RATIO = (0.5, 2.0)
+#: Side (px) the mask's fill from its surroundings is computed at (it is smooth).
+FILL_WORK = 64
+
+
+def fill_from_surroundings(image: NDArray[np.uint8], faces: NDArray[np.bool_], region: FaceRegion) -> NDArray[np.uint8]:
+    """Pixels for ``region``'s mask spread in from a ring of ``image`` around it that lies
+    outside every face mask (``faces``): Telea inpainting at ~``FILL_WORK`` px, smoothed, so
+    hair and background flow in instead of a blurred oval. No pixel inside any face mask is read."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = region.roi
+    size = max(x1 - x0, y1 - y0)
+    pad = max(2, round(0.2 * size))
+    ex0, ey0, ex1, ey1 = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
+    f = min(1.0, FILL_WORK / (size + 2 * pad))
+    sw, sh = max(2, round((ex1 - ex0) * f)), max(2, round((ey1 - ey0) * f))
+    inside = faces[ey0:ey1, ex0:ex1]
+    src = image[ey0:ey1, ex0:ex1].copy()
+    src[inside] = 0  # no face pixel reaches the fill, even through the downscale
+    small = cv2.resize(src, (sw, sh), interpolation=cv2.INTER_AREA)
+    hole = cv2.resize(inside.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_AREA) > 0
+    hole = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8))  # mixed pixels too
+    if hole.all():  # nothing around the face (it fills the frame): mid grey
+        fill = np.full((sh, sw, 3), 128, np.uint8)
+    else:
+        fill = cv2.inpaint(small, hole, 3, cv2.INPAINT_TELEA)
+    fill = cv2.GaussianBlur(fill.astype(np.float32), (0, 0), max(0.8, 0.04 * sw))
+    big = cv2.resize(fill, (ex1 - ex0, ey1 - ey0), interpolation=cv2.INTER_LINEAR)
+    out: NDArray[np.uint8] = np.clip(big[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0] + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 @dataclass
@@ -113,10 +143,13 @@ def paint(
     index: int,
     points68: NDArray[np.float32],
     grey: bool,
+    faces: NDArray[np.bool_],
 ) -> None:
     """Warp composite ``index`` onto ``points68`` and blend it into ``region`` of ``out``
-    (already masked); colour statistics from ``original`` inside the face."""
+    (already masked); colour statistics from ``original`` inside the face, the rest of the
+    mask refilled from ``original`` outside every face mask (``faces``)."""
     x0, y0, x1, y1 = region.roi
+    composite(out, region, fill_from_surroundings(original, faces, region))
     dst = with_forehead(points68)
     warped, covered = piecewise_affine(bank.faces[index], bank.shape, dst, bank.triangles, (x1 - x0, y1 - y0), (x0, y0))
     inside = covered & (region.mask > 0)
@@ -125,7 +158,11 @@ def paint(
     core = cv2.erode(inside.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
     if not core.any():
         raise ValueError("the warped surrogate covers nothing inside the mask")
-    warped = match_colour(warped, core > 0, original[y0:y1, x0:x1], grey)
+    # colour statistics over the face proper (brows to chin), not the forehead's hairline
+    face = np.zeros_like(core)
+    cv2.fillConvexPoly(face, cv2.convexHull(np.round(dst[:68] - (x0, y0)).astype(np.int32)), 1)
+    stats = (face > 0) & (core > 0)
+    warped = match_colour(warped, stats if stats.sum() >= 16 else core > 0, original[y0:y1, x0:x1], grey)
     alpha = cv2.GaussianBlur(core.astype(np.float32), (0, 0), max(0.6, r / 2)) * inside
     roi = out[y0:y1, x0:x1].astype(np.float32)
     a = alpha[:, :, None]
@@ -183,6 +220,9 @@ class SurrogateAnonymizer(FaceAnonymizer):
         if want.any():
             fit[want] = self.landmarker(image, rows.xyxy[want])
         grey = is_grey(image)
+        faces = union_mask(
+            rows, image.shape[1], image.shape[0], self.config.shape, self.config.mask_scale, self.config.mask_margin
+        )
         for j, (_, region) in enumerate(regions):
             tid = int(rows.track_id[j])
             track = self._tracks.get(tid) if tid >= 0 else None
@@ -195,7 +235,7 @@ class SurrogateAnonymizer(FaceAnonymizer):
                     self._untracked += 1
                     index = self._draw()
                 try:
-                    paint(out, image, region, self.bank, index, pulled(p, self.bank.shape, SHAPE_PULL), grey)
+                    paint(out, image, region, self.bank, index, pulled(p, self.bank.shape, SHAPE_PULL), grey, faces)
                 except (ValueError, cv2.error) as exc:  # fail closed: the blur of step 1 stays
                     log.debug("surrogate warp failed: %s", exc)
                     why = "warp-failed"
