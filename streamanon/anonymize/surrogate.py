@@ -18,9 +18,9 @@ Per frame, for every face:
    its surroundings (so hair and background, not a blurred oval, surround the new face), and
    the composite is warped there piecewise-affinely over the Delaunay triangles of its 78 points (68 +
    forehead).
-3. Colour and light: the composite's Lab mean and standard deviation inside the face are
-   set to the original face's (six numbers of the original; no pixel of it is copied), or
-   its luma only for greyscale footage (greyscale in, greyscale out).
+3. Colour and light: the composite's Lab median and inter-quartile range inside the face
+   are set to the original face's (six numbers of the original; no pixel of it is copied),
+   or its luma only for greyscale footage (greyscale in, greyscale out).
 4. It is blended into the blurred mask through a feathered face-shaped alpha, inside the
    product mask only: nothing outside the mask changes.
 
@@ -61,7 +61,7 @@ SHAPE_PULL = 0.5
 INNER = np.arange(17, 68)
 #: The alpha's soft edge, as a share of the face size (the hull is eroded by as much first).
 EDGE = 0.05
-#: Clip of the per-channel std ratio of the colour transfer.
+#: Clip of the per-channel spread ratio of the colour transfer.
 STD_RATIO = (0.5, 2.0)
 #: Side (px) the mask's fill from its surroundings is computed at (it is smooth).
 FILL_WORK = 64
@@ -115,23 +115,32 @@ def pulled(points68: NDArray[np.float32], shape: NDArray[np.float32], pull: floa
     return out.astype(np.float32)
 
 
+def _centre_spread(x: NDArray[np.float32]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Median and inter-quartile range per channel: teeth, eye whites and dark nostrils are a
+    minority of a face and should not set its tone (mean/std did: dark faces came out light)."""
+    q25, q50, q75 = np.percentile(x, (25, 50, 75), axis=0)
+    return np.asarray(q50, np.float64), np.asarray(q75 - q25, np.float64)
+
+
 def match_colour(
     face: NDArray[np.uint8], inside: NDArray[np.bool_], target: NDArray[np.uint8], grey: bool
 ) -> NDArray[np.uint8]:
-    """``face`` with its Lab mean/std inside ``inside`` set to ``target``'s there (luma only when grey)."""
+    """``face`` with its Lab median inside ``inside`` set to ``target``'s there, and its
+    lightness's inter-quartile range (luma only when grey)."""
     if grey:
-        f = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32)
-        t = cv2.cvtColor(target, cv2.COLOR_RGB2GRAY).astype(np.float32)
-        ratio = np.clip(t[inside].std() / max(f[inside].std(), 1e-3), *STD_RATIO)
-        g = np.clip((f - f[inside].mean()) * ratio + t[inside].mean() + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(g[:, :, None], 3, axis=2)
-    f = cv2.cvtColor(face, cv2.COLOR_RGB2LAB).astype(np.float32)
-    t = cv2.cvtColor(target, cv2.COLOR_RGB2LAB).astype(np.float32)
-    fm, fs = f[inside].mean(0), f[inside].std(0)
-    tm, ts = t[inside].mean(0), t[inside].std(0)
+        f = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32)[:, :, None]
+        t = cv2.cvtColor(target, cv2.COLOR_RGB2GRAY).astype(np.float32)[:, :, None]
+    else:
+        f = cv2.cvtColor(face, cv2.COLOR_RGB2LAB).astype(np.float32)
+        t = cv2.cvtColor(target, cv2.COLOR_RGB2LAB).astype(np.float32)
+    fm, fs = _centre_spread(f[inside])
+    tm, ts = _centre_spread(t[inside])
     ratio = np.clip(ts / np.maximum(fs, 1e-3), *STD_RATIO)
-    lab = np.clip((f - fm) * ratio + tm + 0.5, 0, 255).astype(np.uint8)
-    out: NDArray[np.uint8] = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    ratio[1:] = 1.0  # chroma is shifted, not stretched: stretching painted lipstick and eye shadow
+    new = np.clip((f - fm) * ratio + tm + 0.5, 0, 255).astype(np.uint8)
+    if grey:
+        return np.repeat(new, 3, axis=2)
+    out: NDArray[np.uint8] = cv2.cvtColor(new, cv2.COLOR_LAB2RGB)
     return out
 
 
