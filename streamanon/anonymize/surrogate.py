@@ -82,13 +82,12 @@ def fill_from_surroundings(image: NDArray[np.uint8], faces: NDArray[np.bool_], r
     src = image[ey0:ey1, ex0:ex1].copy()
     src[inside] = 0  # no face pixel reaches the fill, even through the downscale
     small = cv2.resize(src, (sw, sh), interpolation=cv2.INTER_AREA)
-    hole = cv2.resize(inside.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_AREA) > 0
-    hole = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8))  # mixed pixels too
-    if hole.all():  # nothing around the face (it fills the frame): mid grey
-        fill = np.full((sh, sw, 3), 128, np.uint8)
-    else:
-        fill = cv2.inpaint(small, hole, 3, cv2.INPAINT_TELEA)
-    fill = cv2.GaussianBlur(fill.astype(np.float32), (0, 0), max(0.8, 0.04 * sw))
+    touched = (cv2.resize(inside.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_AREA) > 0).astype(np.uint8)
+    hole = cv2.dilate(touched, np.ones((3, 3), np.uint8))  # mixed pixels too
+    filled = np.full((sh, sw, 3), 128, np.uint8)  # nothing around the face (it fills the frame): mid grey
+    if not hole.all():
+        filled = np.asarray(cv2.inpaint(small, hole, 3, cv2.INPAINT_TELEA), np.uint8)
+    fill = cv2.GaussianBlur(filled.astype(np.float32), (0, 0), max(0.8, 0.04 * sw))
     big = cv2.resize(fill, (ex1 - ex0, ey1 - ey0), interpolation=cv2.INTER_LINEAR)
     out: NDArray[np.uint8] = np.clip(big[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0] + 0.5, 0, 255).astype(np.uint8)
     return out
@@ -140,7 +139,7 @@ def match_colour(
     new = np.clip((f - fm) * ratio + tm + 0.5, 0, 255).astype(np.uint8)
     if grey:
         return np.repeat(new, 3, axis=2)
-    out: NDArray[np.uint8] = cv2.cvtColor(new, cv2.COLOR_LAB2RGB)
+    out: NDArray[np.uint8] = np.asarray(cv2.cvtColor(new, cv2.COLOR_LAB2RGB), np.uint8)
     return out
 
 
@@ -162,7 +161,8 @@ def paint(
     dst = with_forehead(points68)
     warped, covered = piecewise_affine(bank.faces[index], bank.shape, dst, bank.triangles, (x1 - x0, y1 - y0), (x0, y0))
     inside = covered & (region.mask > 0)
-    size = float(np.sqrt(max(np.ptp(dst[:, 0]) * np.ptp(dst[:, 1]), 1.0)))
+    span = dst.max(0) - dst.min(0)
+    size = float(np.sqrt(max(float(span[0] * span[1]), 1.0)))
     r = max(1, round(EDGE * size))
     core = cv2.erode(inside.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
     if not core.any():

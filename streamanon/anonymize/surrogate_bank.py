@@ -208,7 +208,7 @@ class _Photo:
     age: float
 
 
-def _read_faces(paths: Sequence[tuple[str, Path]], size: int) -> tuple[list[tuple[str, Any, Any]], Any, Any]:
+def _read_faces(paths: Sequence[tuple[str, Path]], size: int) -> tuple[list[tuple[str, Any, Any, Any]], Any, Any]:
     """(person, image, face with 68 points) of the largest dlib face of each photo."""
     from ..eval.faceres import FaceResRecogniser
     from ..eval.recognizer import DlibRecogniser
@@ -217,7 +217,7 @@ def _read_faces(paths: Sequence[tuple[str, Path]], size: int) -> tuple[list[tupl
 
     rec = DlibRecogniser("hog", 1, max_side=600)
     lm = Landmarker68()
-    out = []
+    out: list[tuple[str, Any, Any, Any]] = []
     for person, path in paths:
         try:
             img = read_image(path).image
@@ -239,7 +239,7 @@ def _read_faces(paths: Sequence[tuple[str, Path]], size: int) -> tuple[list[tupl
         if not np.isfinite(p68).all():
             continue
         out.append((person, img, f, p68))
-    return out, rec, FaceResRecogniser(locator=rec)  # type: ignore[return-value]
+    return out, rec, FaceResRecogniser(locator=rec)
 
 
 def mean_shape(shapes: Sequence[NDArray[np.float32]], size: int) -> NDArray[np.float32]:
@@ -253,8 +253,8 @@ def mean_shape(shapes: Sequence[NDArray[np.float32]], size: int) -> NDArray[np.f
         ref = np.mean(aligned, axis=0).astype(np.float32)
     lo, hi = ref.min(0), ref.max(0)
     scale = 0.84 * size / float((hi - lo).max())
-    centred = (ref - (lo + hi) / 2) * scale + size / 2
-    return centred.astype(np.float32)
+    centred: NDArray[np.float32] = ((ref - (lo + hi) / 2) * scale + size / 2).astype(np.float32)
+    return centred
 
 
 def _apply(m: NDArray[np.float64], p: NDArray[Any]) -> NDArray[np.float32]:
@@ -293,8 +293,8 @@ def load_photos(folders: Sequence[str | Path], size: int = SIZE) -> BankPhotos:
         if not root.is_dir():
             raise ConfigError(f"face bank folder not found: {root}")
         for person in sorted(p for p in root.iterdir() if p.is_dir()):
-            photos = sorted(p for p in person.iterdir() if p.is_file() and is_image_path(p))
-            paths += [(f"{root.name}/{person.name}", p) for p in photos[:1]]  # one photo a person
+            files = sorted(p for p in person.iterdir() if p.is_file() and is_image_path(p))
+            paths += [(f"{root.name}/{person.name}", p) for p in files[:1]]  # one photo a person
     found, dlib_rec, faceres = _read_faces(paths, size)
     log.info("bank: %d faces of %d photos", len(found), len(paths))
     if not found:
@@ -303,10 +303,10 @@ def load_photos(folders: Sequence[str | Path], size: int = SIZE) -> BankPhotos:
     mshape = mean_shape(shapes, size)
     tri = triangulate(mshape)
     photos: list[_Photo] = []
-    for (person, img, face, _), pts in zip(found, shapes, strict=True):
+    for (name, img, face, _), pts in zip(found, shapes, strict=True):
         aligned, _ = piecewise_affine(img, pts, mshape, tri, (size, size))
         attrs = faceres.analyse(img, [face])[0]
-        photos.append(_Photo(person, aligned, dlib_rec.embed(img, [face])[0], attrs.embedding, attrs.male, attrs.age))
+        photos.append(_Photo(name, aligned, dlib_rec.embed(img, [face])[0], attrs.embedding, attrs.male, attrs.age))
     return BankPhotos(photos, mshape, tri, dlib_rec, faceres)
 
 
@@ -344,7 +344,11 @@ def build_bank(
     mean_face = np.mean([p.aligned.astype(np.float32) for p in photos], axis=0)
     rng = np.random.default_rng(seed)
     _, cover = piecewise_affine(np.zeros((size, size, 3), np.uint8), mshape, mshape, tri, (size, size))
-    faces, genders, bands, min_d, min_f = [], [], [], [], []
+    faces: list[NDArray[np.uint8]] = []
+    genders: list[str] = []
+    bands: list[str] = []
+    min_d: list[float] = []
+    min_f: list[float] = []
     refused = 0
     for attempt in range(tries * count):
         if len(faces) >= count:

@@ -657,12 +657,12 @@ def natural_command(ns: argparse.Namespace) -> int:
     result.update(dataset=info, settings={"config": config.to_dict(), "pad": ns.pad, "seed": ns.seed})
     _write_json(ns.json, result)
     print(f"{info['faces']} faces, {info['identities']} identities; classifier 0.5 = replacements look real")
-    for label, pick_row in (("all faces", lambda m: m), ("faces >= 48 px", lambda m: m["ge48"])):
+    for label, sub in (("all faces", None), ("faces >= 48 px", "ge48")):
         print(f"\n{label}")
         print(_fmt_row(list(NATURAL_COLUMNS)))
         print("|" + "---|" * len(NATURAL_COLUMNS))
         for k, m in result["methods"].items():
-            r = pick_row(m)
+            r = m if sub is None else m[sub]
             print(_fmt_row([k, *(r.get(c) for c in NATURAL_COLUMNS[1:])]))
     print("\nby face size (classifier accuracy / hog found)")
     for k, m in result["methods"].items():

@@ -160,13 +160,16 @@ def detect_near(detector: Recogniser, image: NDArray[np.uint8], box: NDArray[np.
     h, w = image.shape[:2]
     a, b = max(0, round(x0 - side)), max(0, round(y0 - side))
     c, d = min(w, round(x1 + side)), min(h, round(y1 + side))
-    crop = image[b:d, a:c]
+    crop: NDArray[np.uint8] = image[b:d, a:c]
     f = DETECT_FACE_PX / side
     if f != 1.0:
-        crop = cv2.resize(
-            crop,
-            (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f))),
-            interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR,
+        crop = np.asarray(
+            cv2.resize(
+                crop,
+                (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f))),
+                interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR,
+            ),
+            np.uint8,
         )
     want = (np.array([x0 - a, y0 - b, x1 - a, y1 - b], np.float32) * f)[None]
     best: float | None = None
