@@ -52,9 +52,10 @@ def per_face(faces: int, size: int, repeat: int) -> dict[str, Any]:
     scale = size / (x1 - x0)
     tile = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     frame = np.full((720, 1280, 3), 110, np.uint8)
+    faces = max(1, min(faces, (1280 - 40) // (tile.shape[1] + 20)))  # as many as fit in a row
     boxes, five = [], []
     for i in range(faces):
-        ox, oy = 40 + i * (tile.shape[1] + 20), 200
+        ox, oy = 40 + i * (tile.shape[1] + 20), 100
         frame[oy : oy + tile.shape[0], ox : ox + tile.shape[1]] = tile
         bx0, by0 = ox + (x0 - max(0, x0 - pad)) * scale, oy + (y0 - max(0, y0 - pad)) * scale
         boxes.append([bx0, by0, bx0 + size, by0 + size])

@@ -102,15 +102,17 @@ def piecewise_affine(
     w, h = out_size
     d = np.asarray(dst_pts, np.float64) - np.asarray(origin, np.float64)
     s = np.asarray(src_pts, np.float64)
-    ids = np.zeros((h, w), np.int32)
+    tri_d, tri_s = d[triangles], s[triangles]  # (T, 3, 2)
+    # every triangle's output -> source affine in one batched solve: [x y 1] @ M = source
+    dm = np.concatenate([tri_d, np.ones((len(triangles), 3, 1))], axis=2)
+    det = np.linalg.det(dm)
+    ok = np.abs(det) > 1e-6  # degenerate in the output: covers nothing
     mats = np.zeros((len(triangles) + 1, 2, 3), np.float64)
-    for t, (a, b, c) in enumerate(triangles):
-        tri_d = d[[a, b, c]]
-        u, v = tri_d[1] - tri_d[0], tri_d[2] - tri_d[0]
-        if abs(u[0] * v[1] - u[1] * v[0]) < 1e-6:
-            continue  # degenerate in the output: covers nothing
-        mats[t + 1] = cv2.getAffineTransform(tri_d.astype(np.float32), s[[a, b, c]].astype(np.float32))
-        cv2.fillConvexPoly(ids, np.round(tri_d * 16).astype(np.int32), t + 1, lineType=cv2.LINE_8, shift=4)
+    mats[1:][ok] = np.linalg.solve(dm[ok], tri_s[ok]).transpose(0, 2, 1)
+    ids = np.zeros((h, w), np.int32)
+    fixed = np.round(tri_d * 16).astype(np.int32)
+    for t in np.flatnonzero(ok):
+        cv2.fillConvexPoly(ids, fixed[t], int(t) + 1, lineType=cv2.LINE_8, shift=4)
     covered = ids > 0
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     m = mats[ids].astype(np.float32)
