@@ -237,3 +237,20 @@ def test_shipped_composites_match_no_bank_person_under_dlib(data_dir: Any) -> No
         c = bank.faces[i]
         d = distance(rec.embed(c, [composite_face(rec, c, bank.shape)]), emb)
         assert float(d.min()) >= 0.6
+
+
+def test_face_bank_file_round_trip_and_bad_paths(tmp_path: Any) -> None:
+    from streamanon.anonymize.surrogate_bank import surrogate_bank
+    from streamanon.errors import ModelError
+
+    bank = make_bank(4)
+    path = tmp_path / "bank.npz"
+    bank.save(path)
+    back = surrogate_bank(str(path))
+    assert np.array_equal(back.faces, bank.faces) and back.k == bank.k
+    with pytest.raises(ConfigError, match="neither a bank file nor a folder"):
+        surrogate_bank(str(tmp_path / "missing"))
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a bank")
+    with pytest.raises(ModelError, match="not a surrogate bank"):
+        surrogate_bank(str(junk))
