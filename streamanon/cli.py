@@ -136,7 +136,11 @@ def add_pipeline_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
     )
     g.add_argument("--k", type=int, default=a.k, help=f"k-same: faces averaged into each surrogate (default {a.k})")
     g.add_argument(
-        "--face-bank", default=a.face_bank, metavar="DIR", help="k-same: folder of face images added to the pool"
+        "--face-bank",
+        default=a.face_bank,
+        metavar="DIR",
+        help="k-same: folder of face images added to the pool; surrogate: a bank .npz or a folder of "
+        "<person>/<photo> sub-folders of consenting people (composites built at start)",
     )
     g.add_argument(
         "--svd-k", type=int, default=a.svd_k, help=f"svd: singular values kept per channel (default {a.svd_k})"

@@ -21,6 +21,8 @@ from .generate import GenerateAnonymizer, GenerateModels, check_align_extra
 from .generate_adversarial import GenerateAdversarialAnonymizer
 from .ksame import DlibFaceEmbedder, FaceEmbedder, FacePool, KSameAnonymizer, KSameCollector, load_face_bank
 from .methods import BlurAnonymizer, IdentityAnonymizer, PixelateAnonymizer, SolidAnonymizer
+from .surrogate import SurrogateAnonymizer
+from .surrogate_bank import SurrogateBank, surrogate_bank
 from .svd import SVDAnonymizer
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,11 @@ def _adversarial(f: AnonymizerFactory, pool: FacePool | None) -> FaceAnonymizer:
     return AdversarialAnonymizer(f.config, f.adversarial)
 
 
+def _surrogate(f: AnonymizerFactory, pool: FacePool | None) -> FaceAnonymizer:
+    assert f.surrogate_bank is not None  # loaded by the factory for this method
+    return SurrogateAnonymizer(f.config, f.surrogate_bank, f.landmarker)
+
+
 _ADVERSARIAL_MODELS = ("dlib-shape-5", "dlib-resnet-recognizer")
 _ADVERSARIAL_PARAMS = ("epsilon", "adv_steps", "adv_objective", "adv_eot", "device", "face_bank", "k", "seed")
 SPECS: dict[str, MethodSpec] = {
@@ -90,6 +97,13 @@ SPECS: dict[str, MethodSpec] = {
             _generate,
             ("generator", "generate_fallback", "generate_min_size", "generate_adversarial", "seed"),
             ("generator-64", "dlib-shape-68"),
+            chips=True,
+        ),
+        MethodSpec(
+            "surrogate",
+            _surrogate,
+            ("face_bank", "seed"),
+            ("surrogate-bank", "dlib-shape-68"),
             chips=True,
         ),
         MethodSpec("none", lambda f, _: IdentityAnonymizer(f.config), eval_only=True),
@@ -142,9 +156,9 @@ class AnonymizerFactory:
             )
         perturbs = self.spec.perturbs or config.generate_adversarial
         adversarial_bank = perturbs and config.adv_objective != "untargeted"
-        if config.face_bank and not self.pooled and not adversarial_bank:
+        if config.face_bank and not self.pooled and not adversarial_bank and config.method != "surrogate":
             raise ConfigError(
-                "--face-bank is for --method k-same and --method adversarial (or generate --adversarial) "
+                "--face-bank is for --method k-same, surrogate and adversarial (or generate --adversarial) "
                 f"--objective targeted|k-anonymity, not {config.method!r}"
             )
         # adversarial (and generate --adversarial): the torch recogniser and dlib's 5-point
@@ -164,6 +178,10 @@ class AnonymizerFactory:
         self.generate = None
         if any(m.startswith("generator") for m in self.spec.models):
             self.generate = GenerateModels(config, landmarker=self.landmarker, engine=engine)
+        # surrogate: the bank of composites (the shipped one, or built from --face-bank), once per process
+        self.surrogate_bank: SurrogateBank | None = None
+        if "surrogate-bank" in self.spec.models:
+            self.surrogate_bank = surrogate_bank(config.face_bank)
         # k-same counts persons: faces are grouped by dlib's recogniser where it is installed.
         self.embedder: FaceEmbedder | None = None
         if self.pooled:

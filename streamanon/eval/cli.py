@@ -1,4 +1,4 @@
-"""``streamanon eval identity|attack|adversary|detect|video|temporal``: measure privacy and quality.
+"""``streamanon eval identity|attack|adversary|detect|video|temporal|natural``: measure privacy and quality.
 
 Results print as a table on stdout; ``--json PATH`` writes them machine-readable and
 ``--html PATH`` an offline report with plots (face images appear only in that report).
@@ -40,6 +40,7 @@ from .attack import import_torch, run_attack
 from .data import load_annotations, load_identities
 from .detection import dataset_stats, evaluate_detector, parse_det_sizes, parse_thresholds
 from .identity import View, build_references, evaluate_identity, face_crop
+from .natural import evaluate_natural, write_grid
 from .product import ProductRunner, parse_methods
 from .temporal import evaluate_temporal
 
@@ -79,7 +80,7 @@ def _recogniser_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``streamanon eval`` parser with its four subcommands."""
     p = ArgParser(prog="streamanon eval", description="Measure how well streamanon removes identities.")
-    sub = p.add_subparsers(dest="command", metavar="{identity,attack,adversary,detect,video,temporal}")
+    sub = p.add_subparsers(dest="command", metavar="{identity,attack,adversary,detect,video,temporal,natural}")
     sub.required = True
 
     q = sub.add_parser("identity", help="recognisability of identity photos after each method")
@@ -188,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     _recogniser_options(t)
     _common(t)
     add_pipeline_options(t, seed=False)
+
+    _natural_parser(sub)
     return p
 
 
@@ -279,6 +282,27 @@ def adversary_command(ns: argparse.Namespace) -> int:
     for key, m in result["methods"].items():
         print(_fmt_row([key, m["rank1"], m["chance"], m["worst_of"], m["linkage_auc"], m["holds"]]))
     return 0
+
+
+def _natural_parser(sub: Any) -> None:
+    n = sub.add_parser("natural", help="do replaced faces look real? (classifier test, dlib detectors, by face size)")
+    n.add_argument("--faces", type=Path, action="append", required=True, metavar="DIR", help="as for identity")
+    n.add_argument(
+        "--methods",
+        default="none,solid,blur,k-same,generate",
+        help="comma list, as for identity ('none' = an unchanged copy; default none,solid,blur,k-same,generate)",
+    )
+    n.add_argument("--seed", type=int, default=0, help="seed of the methods, the folds and the photo sample")
+    n.add_argument("--limit", type=int, default=0, metavar="N", help="use N photos drawn at random (default all)")
+    n.add_argument("--pad", type=float, default=0.5, help="as for identity")
+    n.add_argument("--no-cnn", action="store_true", help="skip dlib's CNN detector (slow on CPU)")
+    n.add_argument(
+        "--grid", type=Path, metavar="PATH", help="write a PNG of originals and replacements (it holds raw faces)"
+    )
+    n.add_argument("--grid-faces", type=int, default=8, help="faces in the --grid (default 8)")
+    n.add_argument("--json", type=Path, metavar="PATH", help="write results as JSON")
+    n.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    add_pipeline_options(n, seed=False)
 
 
 def _write_json(path: Path | None, data: dict[str, Any]) -> None:
@@ -681,7 +705,66 @@ def temporal_command(ns: argparse.Namespace) -> int:
     return 0
 
 
+NATURAL_COLUMNS = ("method", "faces", "classifier_accuracy", "hog_found", "hog_score", "cnn_found", "cnn_score")
+
+
+def natural_command(ns: argparse.Namespace) -> int:
+    """``eval natural``: classifier test, dlib detectors and face sizes per method."""
+    config = _eval_config(ns)
+    specs = parse_methods(ns.methods, config.anonymize)
+    product = ProductRunner(config, pad=ns.pad)
+    _check_outputs(ns)
+    if ns.grid is not None and not (ns.grid.parent if str(ns.grid.parent) else Path(".")).is_dir():
+        raise SinkError(f"--grid: folder does not exist: {ns.grid.parent}")
+    if ns.limit < 0:
+        raise ConfigError(f"invalid --limit {ns.limit}: expected 0 (all) or a positive number")
+    images = load_identities(ns.faces)
+    if ns.limit and ns.limit < len(images):
+        pick = np.random.default_rng(ns.seed).choice(len(images), size=ns.limit, replace=False)
+        images = [images[i] for i in sorted(pick.tolist())]
+    hog = DlibRecogniser("hog", 1)  # finds the original faces (down to ~40 px)
+    refs, skipped = build_references(images, hog)
+    if len({r.identity for r in refs}) < 2:
+        raise ConfigError(f"dlib found faces of fewer than two identities in {len(images)} photos: nothing to compare")
+    hog0 = DlibRecogniser("hog", 0)  # on windows with the face at 100 px
+    cnn = None if ns.no_cnn else DlibRecogniser("cnn", 0)
+    features = FaceResRecogniser(locator=hog)
+    keep = list(range(min(ns.grid_faces, len(refs)))) if ns.grid is not None else []
+    if keep:
+        keep = sorted(np.random.default_rng(ns.seed).choice(len(refs), size=len(keep), replace=False).tolist())
+    result, raw = evaluate_natural(
+        refs, product, specs, features, hog0, cnn, keep, ns.seed, progress=lambda k: log.info("method %s", k)
+    )
+    info = {
+        "images": len(images),
+        "faces": len(refs),
+        "identities": len({r.identity for r in refs}),
+        "no_face_found": len(skipped),
+    }
+    result.update(dataset=info, settings={"config": config.to_dict(), "pad": ns.pad, "seed": ns.seed})
+    _write_json(ns.json, result)
+    print(f"{info['faces']} faces, {info['identities']} identities; classifier 0.5 = replacements look real")
+    for label, sub in (("all faces", None), ("faces >= 48 px", "ge48")):
+        print(f"\n{label}")
+        print(_fmt_row(list(NATURAL_COLUMNS)))
+        print("|" + "---|" * len(NATURAL_COLUMNS))
+        for k, m in result["methods"].items():
+            r = m if sub is None else m[sub]
+            print(_fmt_row([k, *(r.get(c) for c in NATURAL_COLUMNS[1:])]))
+    print("\nby face size (classifier accuracy / hog found)")
+    for k, m in result["methods"].items():
+        bands = ", ".join(
+            f"{b}: {report.fmt_text(v['classifier_accuracy'])} / {report.fmt_text(v['hog_found'])} (n={v['faces']})"
+            for b, v in m["by_size"].items()
+        )
+        print(f"{k}: {bands}")
+    if ns.grid is not None:
+        write_grid(ns.grid, refs, raw, keep)
+    return 0
+
+
 COMMANDS = {
+    "natural": natural_command,
     "identity": identity_command,
     "attack": attack_command,
     "adversary": adversary_command,

@@ -1,0 +1,124 @@
+"""``--method surrogate``: per-face cost of the anonymiser, and end-to-end fps on a clip, next to ``solid``.
+
+Per-face cost: one 1280x720 frame with ``--faces`` synthetic face boxes of ``--size`` px
+(landmarks from dlib's 68-point predictor on a shared portrait pasted there), the
+anonymiser's ``apply`` timed over ``--repeat`` calls after a warm-up; what it includes:
+dlib's 68-point fit, the blur of the mask, the warp, colour match and blend.
+
+End to end: the first ``--frames`` frames of a shared 720p clip with faces through the
+product (``runner.process_file``, CPU defaults) with ``solid`` and ``surrogate``, in
+alternating runs, so machine load hits both alike. Outputs go to a temporary folder.
+
+    python benchmarks/bench_surrogate.py [--faces 4] [--size 96] [--clip PATH] [--frames 60] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import DATA, prefix_clip
+
+from streamanon.config import AnonymizeConfig, PipelineConfig
+
+PORTRAIT = DATA / "identities" / "dlib_johns"
+
+
+def per_face(faces: int, size: int, repeat: int) -> dict[str, Any]:
+    from streamanon.anonymize.align import Landmarker68
+    from streamanon.anonymize.surrogate import SurrogateAnonymizer
+    from streamanon.anonymize.surrogate_bank import default_bank
+    from streamanon.io import read_image
+    from streamanon.models.recognizer import DlibRecogniser
+    from streamanon.types import Detections
+
+    photo = next(p for p in sorted(PORTRAIT.rglob("*")) if p.suffix.lower() in (".jpg", ".png", ".jpeg"))
+    img = read_image(photo).image
+    rec = DlibRecogniser()
+    f = rec.detect(img)[0]
+    x0, y0, x1, y1 = (int(v) for v in f.box)
+    pad = (x1 - x0) // 2
+    crop = img[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad]
+    scale = size / (x1 - x0)
+    tile = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    frame = np.full((720, 1280, 3), 110, np.uint8)
+    faces = max(1, min(faces, (1280 - 40) // (tile.shape[1] + 20)))  # as many as fit in a row
+    boxes, five = [], []
+    for i in range(faces):
+        ox, oy = 40 + i * (tile.shape[1] + 20), 100
+        frame[oy : oy + tile.shape[0], ox : ox + tile.shape[1]] = tile
+        bx0, by0 = ox + (x0 - max(0, x0 - pad)) * scale, oy + (y0 - max(0, y0 - pad)) * scale
+        boxes.append([bx0, by0, bx0 + size, by0 + size])
+    lm = Landmarker68()
+    from streamanon.anonymize.align import five_from_68
+
+    pts = lm(frame, np.array(boxes, np.float32))
+    five = [five_from_68(p) for p in pts]
+    dets = Detections(np.array(boxes, np.float32), landmarks=np.stack(five), track_id=np.arange(faces))
+    anon = SurrogateAnonymizer(AnonymizeConfig(method="surrogate", seed=0), default_bank(), lm)
+    for _ in range(3):
+        anon.apply(frame, dets)
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        anon.apply(frame, dets)
+    ms = (time.perf_counter() - t0) * 1000 / repeat
+    return {
+        "faces": faces,
+        "face_px": size,
+        "ms_frame": round(ms, 2),
+        "ms_per_face": round(ms / faces, 2),
+        "served": dict(anon.served),
+    }
+
+
+def end_to_end(clip: Path, frames: int, rounds: int) -> dict[str, Any]:
+    from streamanon.pipeline import Stages
+    from streamanon.runner import process_file
+
+    out: dict[str, list[float]] = {"solid": [], "surrogate": []}
+    faces: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = prefix_clip(clip, frames, Path(tmp))
+        stages = {m: Stages(PipelineConfig(anonymize=AnonymizeConfig(method=m, seed=0))) for m in out}
+        for r in range(rounds):
+            for m in out if r % 2 == 0 else reversed(list(out)):
+                t0 = time.perf_counter()
+                rep = process_file(src, Path(tmp) / f"o.{m}.mp4", stages[m].config, stages=stages[m])
+                out[m].append(frames / (time.perf_counter() - t0))
+                faces[m] = getattr(rep, "anonymizer", None) or str(rep)[:300]
+    return {"clip": str(clip), "frames": frames, "fps": {m: round(float(np.median(v)), 1) for m, v in out.items()}}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--faces", type=int, default=4)
+    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--clip", type=Path, default=DATA / "videos" / "openpose__video.avi")
+    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--no-clip", action="store_true")
+    p.add_argument("--json", type=Path)
+    ns = p.parse_args()
+    res: dict[str, Any] = {"per_face": [per_face(ns.faces, s, ns.repeat) for s in (32, ns.size, 240)]}
+    if not ns.no_clip:
+        res["end_to_end"] = end_to_end(ns.clip, ns.frames, ns.rounds)
+    text = json.dumps(res, indent=1)
+    print(text)
+    if ns.json:
+        ns.json.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,256 @@
+"""``--method surrogate``: the piecewise-affine warp, one composite per track, fail-closed
+fallbacks, greyscale, and the bank's "nobody" check."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streamanon.anonymize.mask import union_mask
+from streamanon.anonymize.surrogate import SHAPE_PULL, SurrogateAnonymizer, pulled
+from streamanon.anonymize.surrogate_bank import (
+    BankPhotos,
+    SurrogateBank,
+    _Photo,
+    build_bank,
+    piecewise_affine,
+    triangulate,
+    with_forehead,
+)
+from streamanon.config import AnonymizeConfig
+from streamanon.errors import ConfigError
+from streamanon.types import Detections
+
+
+def face68(cx: float = 0.0, cy: float = 0.0, s: float = 1.0) -> np.ndarray:
+    """A synthetic 68-point face (iBUG layout, unit size ~1) at (cx, cy), scaled by ``s``."""
+    t = np.linspace(np.pi * 0.95, np.pi * 0.05, 17)
+    jaw = np.c_[0.45 * np.cos(t), 0.05 + 0.5 * np.sin(t)][::-1] * [-1, 1]
+    brows = np.c_[np.r_[np.linspace(-0.38, -0.08, 5), np.linspace(0.08, 0.38, 5)], np.full(10, -0.22)]
+    nose = np.r_[np.c_[np.zeros(4), np.linspace(-0.12, 0.12, 4)], np.c_[np.linspace(-0.1, 0.1, 5), np.full(5, 0.18)]]
+
+    def eye(x: float) -> np.ndarray:
+        a = np.linspace(0, 2 * np.pi, 7)[:-1]
+        return np.c_[x + 0.08 * np.cos(a + np.pi), -0.1 + 0.03 * np.sin(a + np.pi)]
+
+    a = np.linspace(0, 2 * np.pi, 13)[:-1]
+    mouth_out = np.c_[0.18 * np.cos(a + np.pi), 0.32 + 0.06 * np.sin(a + np.pi)]
+    b = np.linspace(0, 2 * np.pi, 9)[:-1]
+    mouth_in = np.c_[0.12 * np.cos(b + np.pi), 0.32 + 0.03 * np.sin(b + np.pi)]
+    p = np.vstack([jaw, brows, nose, eye(-0.22), eye(0.22), mouth_out, mouth_in])
+    assert p.shape == (68, 2)
+    return (p * s + [cx, cy]).astype(np.float32)
+
+
+def make_bank(n: int = 8, size: int = 64) -> SurrogateBank:
+    shape = with_forehead(face68(size / 2, size / 2 + 4, size * 0.8))
+    rng = np.random.default_rng(0)
+    faces = np.stack([np.full((size, size, 3), 40 + (180 * i) // max(1, n - 1), np.uint8) for i in range(n)])
+    faces = np.clip(faces.astype(int) + rng.integers(-20, 20, faces.shape), 0, 255).astype(np.uint8)
+    return SurrogateBank(
+        faces,
+        shape,
+        triangulate(shape),
+        np.array(["female"] * n),
+        np.array(["young"] * n),
+        np.ones(n, np.float32),
+        np.ones(n, np.float32),
+        5,
+        "test",
+    )
+
+
+class FakeLandmarker:
+    """Returns the synthetic face fitted to each box (or NaN when ``fail``)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+
+    def __call__(self, image: Any, boxes: np.ndarray) -> np.ndarray:
+        out = np.full((len(boxes), 68, 2), np.nan, np.float32)
+        if not self.fail:
+            for i, (x0, y0, x1, y1) in enumerate(boxes):
+                out[i] = face68((x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * 0.9)
+        return out
+
+
+def dets(boxes: list[list[float]], tracks: list[int], score: float = 0.9) -> Detections:
+    from streamanon.anonymize.align import five_from_68
+
+    five = np.stack([five_from_68(FakeLandmarker()(None, np.array([b], np.float32))[0]) for b in boxes])
+    return Detections(
+        np.array(boxes, np.float32), score=np.full(len(boxes), score), landmarks=five, track_id=np.array(tracks)
+    )
+
+
+def noise_image(h: int = 240, w: int = 320, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def anonymiser(seed: int | None = 3, fail: bool = False, n: int = 8) -> SurrogateAnonymizer:
+    return SurrogateAnonymizer(AnonymizeConfig(method="surrogate", seed=seed), make_bank(n), FakeLandmarker(fail))
+
+
+def test_piecewise_affine_identity_and_shift() -> None:
+    img = noise_image(64, 64)
+    pts = with_forehead(face68(32, 36, 50))
+    tri = triangulate(pts)
+    same, cov = piecewise_affine(img, pts, pts, tri, (64, 64))
+    assert cov.sum() > 0.4 * 64 * 64
+    assert np.abs(same[cov].astype(int) - img[cov]).max() <= 1
+    moved, cov2 = piecewise_affine(img, pts, pts + np.float32([5, 3]), tri, (64, 64))
+    inner = cov2.copy()
+    inner[:, :8] = inner[:8, :] = False
+    ys, xs = np.nonzero(inner & np.roll(np.roll(cov, 3, 0), 5, 1))
+    assert np.abs(moved[ys, xs].astype(int) - img[ys - 3, xs - 5]).max() <= 1
+
+
+def test_pull_moves_inner_points_only() -> None:
+    p = face68(100, 100, 80)
+    target = with_forehead(face68(0, 0, 1) * [1.2, 0.9])
+    q = pulled(p, target, 0.5)
+    assert np.allclose(q[:17], p[:17])  # the jaw keeps the head's outline
+    assert not np.allclose(q[17:], p[17:])
+    assert np.allclose(pulled(p, target, 0.0), p)
+    assert 0 < SHAPE_PULL <= 1
+
+
+def test_one_surrogate_per_track_different_between_tracks() -> None:
+    a = anonymiser(n=64)
+    from streamanon.anonymize.base import AnonymizerSession, FrameInfo
+
+    session = AnonymizerSession(a)
+    boxes = [[20 + 28 * i, 60, 44 + 28 * i, 84] for i in range(10)]
+    img = noise_image()
+    for f in range(3):
+        session(img, dets(boxes, list(range(10))), FrameInfo(f))
+        if f == 0:
+            first = [a.track_surrogate(t) for t in range(10)]
+    assert [a.track_surrogate(t) for t in range(10)] == first  # fixed for the track's life
+    assert len(set(first)) > 1  # tracks get different composites
+    b = anonymiser(n=64)
+    session_b = AnonymizerSession(b)
+    session_b(img, dets(boxes, list(range(10))), FrameInfo(0))
+    assert [b.track_surrogate(t) for t in range(10)] == first  # the seed is the run's secret
+
+
+def test_paints_inside_the_mask_only_and_leaves_nothing_raw() -> None:
+    a = anonymiser()
+    img = noise_image()
+    d = dets([[100, 60, 200, 180]], [1])
+    out = a.apply(img, d)
+    mask = union_mask(d, 320, 240, "ellipse", 1.3, 2.0)
+    assert np.array_equal(out[~mask], img[~mask])
+    same = (out[mask] == img[mask]).all(-1)
+    assert same.mean() < 0.05  # noise never survives the blur and the paint
+    assert a.served["surrogate"] == 1 and not a.reasons
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"), [("score", "low-score"), ("fit", "no-landmarks"), ("small", "small"), ("warp", "warp-failed")]
+)
+def test_fallbacks_blur_and_are_counted(kind: str, reason: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = anonymiser(fail=kind == "fit")
+    if kind == "warp":
+
+        def broken(*args: Any, **kwargs: Any) -> None:
+            raise ValueError("boom")
+
+        monkeypatch.setattr("streamanon.anonymize.surrogate.paint", broken)
+    box = [100, 60, 112, 72] if kind == "small" else [100, 60, 200, 180]
+    d = dets([box], [1], score=0.3 if kind == "score" else 0.9)
+    img = noise_image()
+    out = a.apply(img, d)
+    mask = union_mask(d, 320, 240, "ellipse", 1.3, 2.0)
+    assert (out[mask] == img[mask]).all(-1).mean() < 0.05  # blurred, not raw
+    assert a.reasons == {reason: 1}
+    assert a.report()["fallback"]["faces"] == 1
+
+
+def test_greyscale_in_greyscale_out() -> None:
+    a = anonymiser()
+    grey = noise_image()[:, :, :1].repeat(3, axis=2)
+    out = a.apply(grey, dets([[100, 60, 200, 180]], [1]))
+    assert (out[:, :, 0] == out[:, :, 1]).all() and (out[:, :, 1] == out[:, :, 2]).all()
+
+
+class _ConstRec:
+    """A recogniser whose every vector is ``v`` (so a composite sits on a bank person)."""
+
+    def __init__(self, v: np.ndarray) -> None:
+        self.v = v
+
+    def locate(self, image: Any, box: Any) -> Any:
+        return box
+
+    def embed(self, image: Any, faces: Any) -> np.ndarray:
+        return self.v[None]
+
+    def analyse(self, image: Any, faces: Any) -> list[Any]:
+        from streamanon.models.faceres import FaceAttributes
+
+        return [FaceAttributes(self.v, 30.0, 0.1)]
+
+
+def test_builder_refuses_composites_near_a_bank_person() -> None:
+    bank = make_bank(6)
+    v = np.ones(4, np.float32) / 2
+    photos = [_Photo(f"p{i}", bank.faces[i], v if i == 0 else -v, v if i == 0 else -v, 0.1, 30.0) for i in range(6)]
+    near = BankPhotos(photos, bank.shape, bank.triangles, _ConstRec(v), _ConstRec(v))
+    with pytest.raises(ConfigError, match="within a threshold"):
+        build_bank(near, count=3, k=5, tries=2)
+    far = BankPhotos(
+        photos, bank.shape, bank.triangles, _ConstRec(np.r_[v[:2], -v[2:]]), _ConstRec(np.r_[v[:2], -v[2:]])
+    )
+    built = build_bank(far, count=3, k=5, tries=2)
+    assert len(built) == 3 and built.min_dlib.min() >= 0.6
+
+
+def test_shipped_bank_composites_are_nobody() -> None:
+    """The shipped bank: composites only, each >= dlib's 0.6 and FaceRes's threshold from
+    every bank photo (as the builder recorded), and re-checked against shared-data persons."""
+    from streamanon.anonymize.surrogate_bank import default_bank
+    from streamanon.models.faceres import THRESHOLD as FACERES_THRESHOLD
+
+    bank = default_bank()
+    assert len(bank) >= 32 and bank.k >= 5
+    assert bank.faces.shape[1:] == (160, 160, 3)
+    assert bank.min_dlib.min() >= 0.6 and bank.min_faceres.min() >= FACERES_THRESHOLD
+
+
+@pytest.mark.skipif(importlib.util.find_spec("dlib") is None, reason="dlib is not installed")
+def test_shipped_composites_match_no_bank_person_under_dlib(data_dir: Any) -> None:
+    from streamanon.anonymize.surrogate_bank import composite_face, default_bank
+    from streamanon.eval.data import load_identities
+    from streamanon.eval.identity import build_references
+    from streamanon.models.recognizer import DlibRecogniser, distance
+
+    folder = data_dir / "identities_extra" / "ZPdesu__SEAN"  # a bank source (one photo per person)
+    rec = DlibRecogniser()
+    refs, _ = build_references(load_identities([folder])[:20], rec)
+    emb = np.stack([r.embedding for r in refs])
+    bank = default_bank()
+    for i in range(0, len(bank), max(1, len(bank) // 8)):
+        c = bank.faces[i]
+        d = distance(rec.embed(c, [composite_face(rec, c, bank.shape)]), emb)
+        assert float(d.min()) >= 0.6
+
+
+def test_face_bank_file_round_trip_and_bad_paths(tmp_path: Any) -> None:
+    from streamanon.anonymize.surrogate_bank import surrogate_bank
+    from streamanon.errors import ModelError
+
+    bank = make_bank(4)
+    path = tmp_path / "bank.npz"
+    bank.save(path)
+    back = surrogate_bank(str(path))
+    assert np.array_equal(back.faces, bank.faces) and back.k == bank.k
+    with pytest.raises(ConfigError, match="neither a bank file nor a folder"):
+        surrogate_bank(str(tmp_path / "missing"))
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a bank")
+    with pytest.raises(ModelError, match="not a surrogate bank"):
+        surrogate_bank(str(junk))
