@@ -104,7 +104,6 @@ SPECS: dict[str, MethodSpec] = {
             _surrogate,
             ("face_bank", "seed"),
             ("surrogate-bank", "dlib-shape-68"),
-            chips=True,
         ),
         MethodSpec("none", lambda f, _: IdentityAnonymizer(f.config), eval_only=True),
     )
@@ -169,7 +168,7 @@ class AnonymizerFactory:
         # One 68-point predictor per process, shared read-only by every run's anonymiser.
         self.landmarker = None
         if config.landmarks == "68" or "dlib-shape-68" in self.spec.models:
-            if not self.spec.chips:
+            if config.landmarks == "68" and not self.spec.chips:  # surrogate fits 68 points itself
                 raise ConfigError(f"--landmarks 68 is for {', '.join(sorted(CHIP_METHODS))}, not {config.method!r}")
             if config.method == "generate":
                 check_align_extra()  # the exact requirement, before dlib's own import error
