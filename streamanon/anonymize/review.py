@@ -5,7 +5,7 @@ detector's score and the track id: green for a detection of this frame, orange f
 box the tracker carried (coasting or look-back), which the anonymiser masks too. It is
 never the default and never anonymised: the CLI prints a warning that says so, names
 the output ``*_review.*`` by default, and refuses live inputs and outputs (a review
-stream must not be published; see ``docs/usage-notes-truth-b.md``).
+stream must not be published; see ``docs/usage.md``).
 """
 
 from __future__ import annotations
