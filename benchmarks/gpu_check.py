@@ -686,7 +686,7 @@ def full_run(ns: argparse.Namespace, tmp: Path) -> list[Row]:
     lat = f"{s['latency_ms'][0]:.0f}/{s['latency_ms'][1]:.0f}" if s["latency_ms"] else ""
     result = f"{s['feeds_writing']}/{ns.feeds} feeds writing, worst drop rate {100 * s['drop_rate']:.1f}%"
     if not ok:
-        result += f"; FAILED (exit {s['exit']}): {s['stderr'].strip().splitlines()[-1:] }"
+        result += f"; FAILED (exit {s['exit']}): {s['stderr'].strip().splitlines()[-1:]}"
     rows.append(Row(f"streams-{ns.feeds}x1080p", s["fps"], lat, mem.peak, result=result, ok=ok))
     return rows
 
