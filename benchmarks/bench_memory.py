@@ -5,6 +5,7 @@ Usage::
     python benchmarks/bench_memory.py                              # every shared clip, 3 runs each
     python benchmarks/bench_memory.py --clips ../shared/data/videos/openpose__video.avi --repeats 3
     python benchmarks/bench_memory.py --max-frames 150 --nice 10 --out bench_results/memory.json
+    python benchmarks/bench_memory.py --phases CLIP --max-frames 100   # where streamanon's memory goes
 
 Both tools run as a user runs them, at their defaults (``streamanon CLIP -o OUT``, ``deface
 CLIP -o OUT``), one at a time, in an order that alternates from run to run, under ``nice``.
@@ -169,6 +170,54 @@ def ceiling(clip: Path, frames: int, nice: int) -> dict[str, Any]:
     return result
 
 
+# -- where the memory goes ---------------------------------------------------------------
+HEAVY = ("scipy", "onnx", "onnxruntime", "openvino", "torch", "dlib", "skimage", "ray", "tensorrt")
+
+
+def phases(clip: Path, frames: int) -> None:
+    """In this process: peak RSS after each phase of a default run of ``clip`` (``--phases``)."""
+    import importlib
+
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _status_kib(os.getpid(), "VmRSS:"))
+            stop.wait(0.005)
+
+    seen: set[str] = set()
+
+    def mark(what: str) -> None:
+        rss = _status_kib(os.getpid(), "VmRSS:")
+        new = [m for m in HEAVY if m in sys.modules and m not in seen]
+        seen.update(new)
+        imported = f"   imported: {', '.join(new)}" if new else ""
+        print(f"  {what:<46} RSS {rss / 1024:5.0f} MiB  peak so far {max(peak[0], rss) / 1024:5.0f} MiB{imported}")
+
+    threading.Thread(target=sample, daemon=True).start()
+    mark("benchmarks.common (numpy, PyAV, OpenCV, core)")
+    for mod in ("streamanon.pipeline", "streamanon.runner"):
+        importlib.import_module(mod)
+    mark("import streamanon.pipeline, streamanon.runner")
+    from streamanon.config import PipelineConfig
+    from streamanon.pipeline import Stages
+    from streamanon.runner import process_file
+
+    stages = Stages(PipelineConfig())
+    mark(f"Stages built ({stages.inference.get('backend')}, {stages.detect_workers} workers)")
+    first = next(common.read_frames(clip, 1))
+    stages.detector([first.image])
+    mark(f"first detector call ({first.width}x{first.height}: compiled)")
+    with tempfile.TemporaryDirectory(prefix="bench_memory.") as d:
+        r = process_file(clip, Path(d) / "out.mp4", PipelineConfig(), stages=stages, report_frames=False)
+    mark(f"process_file: {r.frames} frames")
+    stop.set()
+    loaded = [m for m in HEAVY if m in sys.modules]
+    print(f"  heavy modules loaded: {', '.join(loaded)}; not loaded: {', '.join(m for m in HEAVY if m not in loaded)}")
+    print(f"  peak RSS (VmHWM) {_status_kib(os.getpid(), 'VmHWM:') / 1024:.0f} MiB")
+
+
 # -- the benchmark -----------------------------------------------------------------------
 def _median(runs: list[dict[str, Any]], key: str) -> float | None:
     vals = [r[key] for r in runs if r.get(key) is not None and r.get("rc") == 0]
@@ -247,8 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ceiling", action="store_true", help="skip the detector-bound ceiling")
     p.add_argument("--baseline", metavar="CHECKOUT", help="also run streamanon from this checkout (e.g. ../main)")
     p.add_argument("--out", type=Path, default=common.RESULTS / "bench_memory.json")
+    p.add_argument("--phases", type=Path, metavar="CLIP", help="only: peak RSS after each phase of a run of CLIP")
     p.add_argument("--ceiling-child", type=Path, help=argparse.SUPPRESS)
     ns = p.parse_args(argv)
+    if ns.phases:
+        phases(common.prefix_clip(ns.phases, ns.max_frames, common.RESULTS / "prefix"), ns.max_frames)
+        return 0
     if ns.ceiling_child:
         print(json.dumps(ceiling_child(ns.ceiling_child, ns.max_frames or 150)))
         return 0
