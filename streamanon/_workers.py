@@ -5,10 +5,7 @@ re-raised there, and threads always joined.
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
-import platform
 import queue
 import threading
 from collections.abc import Callable
@@ -17,34 +14,6 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05
-
-# glibc's mallopt(M_MMAP_THRESHOLD): allocations from this size up get pages of their own,
-# returned to the system when freed. By default glibc raises the threshold to the size of
-# any mmapped block that is freed (up to 32 MiB), after which frames, detector inputs and
-# encoder buffers (0.7-25 MiB) come from the per-thread heaps, which keep the pages of
-# freed blocks: peak RSS 558 -> 519 MiB on a 720p clip (benchmarks/bench_memory.py,
-# docs/benchmarks-perf.md), speed unchanged within the noise.
-_M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 256 * 1024
-_heap_bounded: bool | None = None
-
-
-def bound_heap() -> bool:
-    """Fix glibc's mmap threshold at ``MMAP_THRESHOLD`` once per process (idempotent).
-
-    Skipped where the C library is not glibc and where the user set a threshold of their
-    own (``MALLOC_MMAP_THRESHOLD_``). Returns whether the threshold is now fixed.
-    """
-    global _heap_bounded
-    if _heap_bounded is None:
-        _heap_bounded = False
-        if "MALLOC_MMAP_THRESHOLD_" not in os.environ and platform.libc_ver()[0] == "glibc":
-            try:
-                _heap_bounded = bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-            except (OSError, AttributeError):  # no mallopt in this C library
-                pass
-        log.debug("mmap threshold fixed at %d bytes: %s", MMAP_THRESHOLD, _heap_bounded)
-    return _heap_bounded
 
 
 class END:

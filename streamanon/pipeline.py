@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ._workers import END, Stopped, Workers, bound_heap
+from ._workers import END, Stopped, Workers
 from .anonymize import AnonymizerFactory, AnonymizerSession, FixedFactory, FrameInfo, mask_whole_frame
 from .backends.select import BackendChoice
 from .config import DetectConfig, PipelineConfig
@@ -137,7 +137,6 @@ class Stages:
     ) -> None:
         from .track import SceneCutDetector, create_tracker
 
-        bound_heap()  # before the models and frames are allocated (_workers.py)
         self.config = config
         # A detector given by the caller may not be thread-safe: one call at a time unless asked.
         self.detect_workers = config.detect.workers or 1
