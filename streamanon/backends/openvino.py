@@ -262,7 +262,9 @@ class OpenVinoBackend:
             with self._lock:
                 net = self._network(shapes)
                 request = net.request()
-                result = request.infer(dict(enumerate(arrays)))
+                # shared, not copied into the request's own tensor (``arrays`` outlive the
+                # call): one input copy less in memory and time (11 MiB at 1280x736)
+                result = request.infer(dict(enumerate(arrays)), share_inputs=True)
                 # copies: the request reuses its output tensors on the next call
                 by_name = {name: np.array(result[i]) for i, name in net.outputs}
                 net.idle.put(request)
