@@ -94,11 +94,13 @@ def test_checksum_mismatch_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_missing_package_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     reg = registry.load_registry()
-    src = dict(reg["models"]["centerface"]["source"], package="not_a_package_xyz", distribution="not-a-package")
-    monkeypatch.setitem(reg["models"], "centerface", dict(reg["models"]["centerface"], source=src))
+    # a model that ships in a Python package (CenterFace itself now ships in engines/)
+    name = "dlib-shape-5"
+    src = dict(reg["models"][name]["source"], package="not_a_package_xyz", distribution="not-a-package")
+    monkeypatch.setitem(reg["models"], name, dict(reg["models"][name], source=src))
     registry.resolve_model.cache_clear()
     try:
         with pytest.raises(ModelError, match="pip install not-a-package"):
-            registry.resolve_model("centerface")
+            registry.resolve_model(name)
     finally:
         registry.resolve_model.cache_clear()
