@@ -40,8 +40,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
+from ..geometry import similarity
 from ..types import SOURCE_DETECTOR, Detections
-from .align import similarity
 from .base import FaceAnonymizer, FrameInfo
 from .chips import masked_rows
 from .generate import DEFAULT_FPS, LandmarkSmoother, is_grey, plausible

@@ -31,13 +31,13 @@ from numpy.typing import NDArray
 
 from ..backends.registry import resolve_model
 from ..errors import ConfigError, ModelError
+from ..geometry import similarity
 from ..io import is_image_path, read_image
 from ..models.faceres import THRESHOLD as FACERES_THRESHOLD
 from ..models.faceres import FaceResRecogniser
 from ..models.landmarks import Landmarker68
 from ..models.recognizer import THRESHOLD as DLIB_THRESHOLD
 from ..models.recognizer import DlibRecogniser, distance
-from .align import similarity
 from .generate import extend_outside
 
 log = logging.getLogger(__name__)
