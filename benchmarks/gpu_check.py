@@ -350,16 +350,10 @@ class GpuMemory:
 
     @staticmethod
     def used() -> float | None:
+        out = nvidia_smi("memory.used", "csv,noheader,nounits", timeout=10)
         try:
-            out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout
-            return float(out.split()[0])
-        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+            return float(out.split()[0]) if out else None
+        except ValueError:
             return None
 
     def _loop(self) -> None:
@@ -381,20 +375,25 @@ class GpuMemory:
             self._thread.join()
 
 
-def gpu_name() -> str | None:
-    """The first GPU's name, or None without a working ``nvidia-smi``."""
+def nvidia_smi(query: str, fmt: str, timeout: float) -> str | None:
+    """``nvidia-smi --query-gpu=QUERY --format=FMT``'s output, or None without a working one."""
     if shutil.which("nvidia-smi") is None:
         return None
     try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+        return subprocess.run(
+            ["nvidia-smi", f"--query-gpu={query}", f"--format={fmt}"],
             capture_output=True,
             text=True,
-            timeout=20,
+            timeout=timeout,
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def gpu_name() -> str | None:
+    """The first GPU's name, or None without a working ``nvidia-smi``."""
+    out = nvidia_smi("name,driver_version", "csv,noheader", timeout=20)
     return out.splitlines()[0] if out else None
 
 
