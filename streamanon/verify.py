@@ -43,6 +43,7 @@ from .anonymize.base import FaceAnonymizer, FrameInfo
 from .errors import ConfigError, ModelError, StreamanonError, VerificationError
 from .io import VideoSource, is_image_path, read_image, redact
 from .models.recognizer import DlibRecogniser, model_path
+from .track.association import box_iou
 from .types import Detections
 
 log = logging.getLogger(__name__)
@@ -62,25 +63,6 @@ Boxes = Callable[[int], tuple[NDArray[np.int64], NDArray[np.float32]]]
 
 def _no_boxes(index: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     return np.zeros(0, np.int64), np.zeros((0, 4), np.float32)
-
-
-def _area(r: NDArray[np.float32]) -> NDArray[np.float32]:
-    out: NDArray[np.float32] = np.clip(r[..., 2] - r[..., 0], 0, None) * np.clip(r[..., 3] - r[..., 1], 0, None)
-    return out
-
-
-def _iou(a: NDArray[np.float32], b: NDArray[np.float32]) -> NDArray[np.float32]:
-    """IoU of one box ``a`` (4,) with rows of ``b`` (N, 4)."""
-    if not len(b):
-        return np.zeros(0, np.float32)
-    x0 = np.maximum(a[0], b[:, 0])
-    y0 = np.maximum(a[1], b[:, 1])
-    x1 = np.minimum(a[2], b[:, 2])
-    y1 = np.minimum(a[3], b[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    union = _area(a) + _area(b) - inter
-    out: NDArray[np.float32] = np.where(union > 0, inter / np.maximum(union, 1e-6), 0).astype(np.float32)
-    return out
 
 
 @dataclass
@@ -216,7 +198,7 @@ class Verifier:
         for d in self._cnn(np.ascontiguousarray(crop), 0):
             r = d.rect
             cand = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1]], np.float32)
-            if _iou(local, cand)[0] >= CONFIRM_IOU:
+            if box_iou(local, cand)[0, 0] >= CONFIRM_IOU:
                 return True
         return False
 
@@ -256,7 +238,7 @@ class Verifier:
     def _track_of(box: NDArray[np.float32], ids: NDArray[np.int64], boxes: NDArray[np.float32]) -> int:
         if not len(ids):
             return -1
-        ious = _iou(box, boxes)
+        ious = box_iou(box, boxes)[0]
         j = int(np.argmax(ious))
         if ious[j] >= TRACK_IOU:
             return int(ids[j])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from ..models.faceres import FaceResRecogniser
 from ..models.landmarks import Landmarker68
 from ..models.recognizer import THRESHOLD as DLIB_THRESHOLD
 from ..models.recognizer import DlibRecogniser, distance
+from ..models.store import shared
 from .generate import extend_outside
 
 log = logging.getLogger(__name__)
@@ -180,7 +182,7 @@ class SurrogateBank:
                     int(z["k"]),
                     str(path),
                 )
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as exc:  # TypeError: a bare .npy
             raise ModelError(f"not a surrogate bank: {path}: {exc}") from exc
         if bank.faces.ndim != 4 or not len(bank.faces) or bank.shape.shape != (78, 2):
             raise ModelError(f"not a surrogate bank: {path}: unexpected array shapes")
@@ -194,7 +196,14 @@ def default_bank() -> SurrogateBank:
 
 def surrogate_bank(face_bank: str | None) -> SurrogateBank:
     """The bank of a run: the shipped one, a bank file (``.npz``), or composites built from
-    a folder of ``<person>/<photo>`` sub-folders of consenting people (``--face-bank``)."""
+    a folder of ``<person>/<photo>`` sub-folders of consenting people (``--face-bank``).
+
+    Loaded (or built) once per process and shared read-only, like the other models: streams
+    makes one factory per feed, eval one per method."""
+    return shared(REGISTRY_NAME, (face_bank,), lambda: _load_bank(face_bank))
+
+
+def _load_bank(face_bank: str | None) -> SurrogateBank:
     if face_bank is None:
         return default_bank()
     path = Path(face_bank)
