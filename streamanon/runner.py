@@ -196,14 +196,13 @@ def _verify(report: RunReport, src: Path, dst: Path, verifier: Any, audit: Track
     report.audit["untracked_verify"] = report.verify["per_track"].get("-1")
 
 
-def check_regions(config: PipelineConfig, image: Any) -> None:
-    """``--only-region``/``--ignore-region`` against the first frame's size: ConfigError
-    when one covers no pixel of it (before any frame is written); a warning when one is
-    clipped."""
+def check_regions(config: PipelineConfig, width: int, height: int) -> None:
+    """``--only-region``/``--ignore-region`` against the frame size (file and live runs):
+    ConfigError when one covers no pixel of it (before any frame is written); a warning
+    when one is clipped."""
     a = config.anonymize
     if a.only_regions or a.ignore_regions:
-        h, w = image.shape[:2]
-        check_regions_in_frame(a.only_regions, a.ignore_regions, w, h)
+        check_regions_in_frame(a.only_regions, a.ignore_regions, width, height)
 
 
 def _remove_stale_partial(dst: Path) -> None:
@@ -251,7 +250,7 @@ def _process_image(
     report = RunReport(str(src), str(dst), "image", expected_frames=1)
     t0 = time.perf_counter() if t0 is None else t0
     still = read_image(src)
-    check_regions(config, still.image)
+    check_regions(config, still.image.shape[1], still.image.shape[0])
     frame = Frame(still.image, 0)
     pipe = Pipeline(config, stages)
     results = list(pipe.run([frame], anonymizer=anonymizer, still=True))
@@ -294,7 +293,7 @@ def _process_video(
             for res in pipe.run(source, anonymizer=anonymizer):
                 tw = time.perf_counter()
                 if sink is None:
-                    check_regions(config, res.image)
+                    check_regions(config, res.image.shape[1], res.image.shape[0])
                     sink = VideoSink(dst, source.info, config.io)
                 sink.write(res.frame, res.image)
                 pipe.stats.stage_seconds["write"] += time.perf_counter() - tw

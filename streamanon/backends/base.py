@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from numpy.typing import NDArray
 
 from ..config import EngineConfig as EngineConfig  # defined in config: PipelineConfig.engine
 from ..errors import ModelError
 
-BackendName = Literal["auto", "onnxruntime", "openvino", "tensorrt"]
-PrecisionName = Literal["auto", "fp32", "fp16", "bf16"]
 # A dimension: a fixed size, the symbolic name of a dynamic one, or None (dynamic, unnamed).
 Dim = int | str | None
 

@@ -224,6 +224,7 @@ class LiveOptions:
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> LiveOptions:
         """Build from the main parser's namespace (flags added by ``add_live_options``)."""
+        realtime = drops_frames(getattr(ns, "input", None), getattr(ns, "live", False))
         return cls(
             rtsp_transport=ns.rtsp_transport,
             input_format=ns.input_format,
@@ -240,8 +241,8 @@ class LiveOptions:
             fps=ns.fps,
             duration=ns.duration,
             loop=ns.loop,
-            drop=not ns.no_drop and drops_frames(getattr(ns, "input", None), getattr(ns, "live", False)),
-            realtime=drops_frames(getattr(ns, "input", None), getattr(ns, "live", False)),
+            drop=not ns.no_drop and realtime,
+            realtime=realtime,
             metrics_port=ns.metrics_port,
             metrics_addr=ns.metrics_addr,
             hwaccel=getattr(ns, "hwaccel", hw.DEFAULT_HWACCEL),

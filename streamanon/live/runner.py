@@ -29,13 +29,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..anonymize.selective import check_regions_in_frame
 from ..config import PipelineConfig
 from ..errors import AnonymizationError, SourceError, StreamanonError
 from ..io import SourceInfo, redact
 from ..io import hwaccel as hw
 from ..pipeline import Interrupted, Pipeline, Result, Stages
-from ..runner import package_versions
+from ..runner import check_regions, package_versions
 from .detsize import fit_det_size
 from .endpoints import InputSpec, OutputSpec
 from .metrics import LiveMetrics
@@ -72,8 +71,6 @@ class LiveReport:
     small_faces: dict[str, Any] = field(default_factory=dict)  # tiling decision, grid, tile-only faces
     # --hwaccel/--encoder: what decodes and encodes the video, and why (io.hwaccel)
     video: dict[str, Any] = field(default_factory=dict)
-    # --only-region/--ignore-region in pixels of the feed's frame (checked before any frame is written)
-    selection_regions: dict[str, Any] = field(default_factory=dict)
 
     def summary(self, config: PipelineConfig) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -184,7 +181,9 @@ class LiveRunner:
                 self.report.stopped_by = "duration"
             else:
                 geometry = self._geometry(info)
-                self._check_regions(geometry)  # a region outside the frame: exit 2 before any frame is written
+                # a region outside the (upright) frame: exit 2 before any frame is written
+                w, h = geometry.width, geometry.height
+                check_regions(self.config, *((h, w) if geometry.rotation % 180 == 90 else (w, h)))
                 if self.config.detect.det_size is None and self.opts.drop:  # not chosen by the user: keep up
                     choice = fit_det_size(stages.detector, geometry.width, geometry.height, geometry.fps)
                     self.report.live_options["detection"] = choice.to_dict()
@@ -226,13 +225,6 @@ class LiveRunner:
             rate = float(info.average_rate) if info.average_rate else 0.0
             fps = rate if 1.0 <= rate <= 120.0 else DEFAULT_FPS
         return Geometry(info.width, info.height, fps, info.rotation)
-
-    def _check_regions(self, g: Geometry) -> None:
-        """``--only-region``/``--ignore-region`` against the (upright) frame size, as file runs do."""
-        a = self.config.anonymize
-        if a.only_regions or a.ignore_regions:
-            w, h = (g.height, g.width) if g.rotation % 180 == 90 else (g.width, g.height)
-            self.report.selection_regions = check_regions_in_frame(a.only_regions, a.ignore_regions, w, h)
 
     def _consume(self, pipe: Pipeline, source: LiveSource) -> None:
         """Pipeline thread body: results into the bounded results queue."""

@@ -148,9 +148,10 @@ class FaceTracker:
         self._misses += 1
         self._misses[rows] = 0
         self._since_seen[rows] = 0.0
-        self._last_wh[rows] = xyxy_to_cxcywh(dets.xyxy[matched])[:, 2:]
+        measured = xyxy_to_cxcywh(dets.xyxy[matched])
+        self._last_wh[rows] = measured[:, 2:]
         a = self.config.smoothing
-        self._smooth[rows] = a * self._smooth[rows] + (1.0 - a) * xyxy_to_cxcywh(dets.xyxy[matched])
+        self._smooth[rows] = a * self._smooth[rows] + (1.0 - a) * measured
 
         # Tracks missed by too many detector runs die before anything is reported.
         dead = self._misses > self.config.max_coast
