@@ -62,6 +62,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import common  # noqa: E402
 from streamanon.config import PipelineConfig  # noqa: E402
+from streamanon.track.association import box_iou  # noqa: E402
 from streamanon.types import Detections  # noqa: E402
 
 log = logging.getLogger("gpu_check")
@@ -77,20 +78,6 @@ PAPER_TARGETS = {"file-1080p": 500.0, "generate-1080p": 200.0}  # issue 24, not 
 
 
 # -- comparison --------------------------------------------------------------------------
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of boxes ``a`` (N, 4) and ``b`` (M, 4), xyxy."""
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return np.asarray(inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9))
-
-
 def unmatched(
     want: Detections, have: Detections, threshold: float, band: float = SCORE_BAND, iou: float = IOU_MIN
 ) -> int:
@@ -100,7 +87,7 @@ def unmatched(
     cand = have.xyxy[have.score >= threshold - band].astype(np.float64)
     if not len(sure):
         return 0
-    return int((_iou(sure, cand).max(axis=1, initial=0.0) < iou).sum())
+    return int((box_iou(sure, cand).max(axis=1, initial=0.0) < iou).sum())
 
 
 @dataclass
