@@ -514,99 +514,142 @@ class AdversarialAnonymizer(FaceAnonymizer):
         The objective is relative to ``reference`` (``(F, 128)``, e.g. the original faces'
         embeddings when ``image`` holds replaced faces), or to ``image``'s own faces."""
         th = _torch()
-        dev = self.models.device
-        net = self.models.net
-        hmax = max(f.crop[3] - f.crop[1] for f in faces)
-        wmax = max(f.crop[2] - f.crop[0] for f in faces)
-        n = len(faces)
-        crops = np.zeros((n, hmax, wmax, 3), np.uint8)
-        masks = np.zeros((n, hmax, wmax), np.float32)
-        warm = np.zeros((n, hmax, wmax, 3), np.float32)
-        tracks: list[_Track | None] = []
-        shifted: list[ChipDetails] = []
-        any_warm = False
-        for j, f in enumerate(faces):
-            x0, y0, x1, y1 = f.crop
-            hh, ww = y1 - y0, x1 - x0
-            # edge-replicated padding: the EOT's blocks at the crop's edge see plausible pixels
-            crops[j] = cv2.copyMakeBorder(image[y0:y1, x0:x1], 0, hmax - hh, 0, wmax - ww, cv2.BORDER_REPLICATE)
-            rx0, ry0, rx1, ry1 = f.region.roi
-            masks[j, ry0 - y0 : ry1 - y0, rx0 - x0 : rx1 - x0] = f.region.mask > 0
-            r = f.details.rect
-            shifted.append(
-                ChipDetails(
-                    (r[0] - x0, r[1] - y0, r[2] - x0, r[3] - y0), f.details.angle, f.details.rows, f.details.cols
-                )
-            )
-            tid = int(dets.track_id[f.row])
-            t = self._tracks.get(tid) if tid >= 0 else None
-            tracks.append(t)
-            if t is not None and t.store is not None:
-                warm[j, :hh, :ww] = recall_delta(t.store, f)
-                any_warm = True
-        sizes = [(f.crop[3] - f.crop[1], f.crop[2] - f.crop[0]) for f in faces]
-        x = th.from_numpy(crops.transpose(0, 3, 1, 2).copy()).to(dev, th.float32)
-        mask = th.from_numpy(masks[:, None]).to(dev, th.float32)
-
+        batch = _Batch.cut(image, faces, [self._track_of(dets, f) for f in faces])
+        x = th.from_numpy(batch.crops.transpose(0, 3, 1, 2).copy()).to(self.models.device, th.float32)
+        mask = th.from_numpy(batch.masks[:, None]).to(self.models.device, th.float32)
         jitter_rng = np.random.default_rng(int(self._rng.integers(2**62)))
-
-        def embed(batch: torch.Tensor) -> torch.Tensor:
-            # Gradient steps (grad mode on) see the chip at a slightly jittered alignment:
-            # other landmark fits, other recognisers' crops; the result is judged unjittered.
-            jit = self.jitter if th.is_grad_enabled() else 0.0
-            chips = [
-                extract_image_chips_torch(batch[j, :, :hh, :ww], [_jittered(shifted[j], jit, jitter_rng)])
-                for j, (hh, ww) in enumerate(sizes)
-            ]
-            emb: torch.Tensor = net(th.cat(chips))
-            return emb
-
+        embed = _ChipEmbedder(self.models.net, batch, self.jitter, jitter_rng)
         if reference is None:
             with th.no_grad():
-                ref = embed(x)
-        else:
-            ref = reference
-        objective = self._objective(ref, tracks)
-        # A batch mixes warm tracks and new ones: new faces then start from their random
-        # start inside the warm batch (pgd takes one start for the batch), with the cold
-        # step count, so they still get the full budget.
-        steps = (
-            self.steps if any_warm and all(t is not None and t.store is not None for t in tracks) else self.cold_steps
-        )
+                reference = embed(x)
+        objective = self._objective(reference, batch.tracks)
+        cfg = self._pgd_config(faces, batch)
+        start = self._warm_start(batch, cfg)
+        res = adversarial_core.pgd(x, embed, objective, cfg, warm_start=start, mask=mask)
+        self._write(out, batch, res, reference)
+        n, met = len(faces), int(res.satisfied.sum())
+        log.debug("adversarial: %d faces, %d steps, %d/%d objective met", n, cfg.steps, met, n)
+
+    def _track_of(self, dets: Detections, face: _Face) -> _Track | None:
+        tid = int(dets.track_id[face.row])
+        return self._tracks.get(tid) if tid >= 0 else None
+
+    def _pgd_config(self, faces: list[_Face], batch: _Batch) -> PGDConfig:
+        """A batch mixes warm tracks and new ones: new faces then start from their random
+        start inside the warm batch (pgd takes one start for the batch), with the cold
+        step count, so they still get the full budget."""
+        steps = self.steps if batch.any_warm and not batch.cold else self.cold_steps
         side = min(_rect_side(f.details) for f in faces)
-        cfg = PGDConfig(
+        return PGDConfig(
             epsilon=self.epsilon,
             steps=steps,
             eot=self.eot,
             seed=int(self._rng.integers(2**62)),
             scale=1 if DELTA_CELLS is None else int(min(16, max(1, side // DELTA_CELLS))),
         )
-        start = None
-        if any_warm:
-            start = th.from_numpy(warm.transpose(0, 3, 1, 2).copy()).to(dev, th.float32)
-            cold = [j for j, t in enumerate(tracks) if t is None or t.store is None]
-            if cold:  # pgd's own random start for those faces (amplitude PGDConfig.random_start)
-                gen = th.Generator().manual_seed(int(self._rng.integers(2**62)))
-                amp = min(cfg.random_start, self.epsilon)
-                noise = (th.rand((len(cold), *start.shape[1:]), generator=gen) * 2 - 1) * amp
-                start[cold] = noise.to(dev)
-        res = adversarial_core.pgd(x, embed, objective, cfg, warm_start=start, mask=mask)
+
+    def _warm_start(self, batch: _Batch, cfg: PGDConfig) -> torch.Tensor | None:
+        """The tracks' stored perturbations as pgd's start (None when no face has one); the
+        faces without one get pgd's own random start (amplitude ``PGDConfig.random_start``)."""
+        if not batch.any_warm:
+            return None
+        th = _torch()
+        dev = self.models.device
+        start: torch.Tensor = th.from_numpy(batch.warm.transpose(0, 3, 1, 2).copy()).to(dev, th.float32)
+        if batch.cold:
+            gen = th.Generator().manual_seed(int(self._rng.integers(2**62)))
+            amp = min(cfg.random_start, self.epsilon)
+            noise = (th.rand((len(batch.cold), *start.shape[1:]), generator=gen) * 2 - 1) * amp
+            start[batch.cold] = noise.to(dev)
+        return start
+
+    def _write(self, out: NDArray[np.uint8], batch: _Batch, res: adversarial_core.PGDResult, ref: torch.Tensor) -> None:
+        """The perturbed pixels inside each mask into ``out``; the counts and each track's
+        stored perturbation (in face coordinates) updated."""
+        th = _torch()
         delta = res.delta.detach().cpu().numpy().transpose(0, 2, 3, 1)
-        adv = np.clip(np.rint(crops.astype(np.float32) + delta), 0, 255).astype(np.uint8)
+        adv = np.clip(np.rint(batch.crops.astype(np.float32) + delta), 0, 255).astype(np.uint8)
         dist = th.linalg.vector_norm(res.embeddings - ref, dim=1).cpu().numpy()
         ok = res.satisfied.cpu().numpy()
-        for j, f in enumerate(faces):
+        for j, f in enumerate(batch.faces):
             x0, y0, x1, y1 = f.crop
             hh, ww = y1 - y0, x1 - x0
-            sel = masks[j, :hh, :ww] > 0
+            sel = batch.masks[j, :hh, :ww] > 0
             out[y0:y1, x0:x1][sel] = adv[j, :hh, :ww][sel]
             self.faces += 1
             self.unsatisfied += int(not ok[j])
-            t = tracks[j]
+            t = batch.tracks[j]
             if t is not None:
                 t.store = store_delta(np.ascontiguousarray(delta[j, :hh, :ww]), f, store_size(f))
                 t.frames += 1
                 t.perturbed += 1
                 t.satisfied += int(ok[j])
                 t.distances.append(float(dist[j]))
-        log.debug("adversarial: %d faces, %d steps, %d/%d objective met", n, steps, int(ok.sum()), n)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A frame's perturbable faces as one PGD batch: crops padded to a common size."""
+
+    faces: list[_Face]
+    tracks: list[_Track | None]
+    crops: NDArray[np.uint8]  # (F, H, W, 3), edge-replicated past each crop
+    masks: NDArray[np.float32]  # (F, H, W), 1 where the face mask lets the perturbation go
+    warm: NDArray[np.float32]  # (F, H, W, 3), the tracks' stored perturbations (0 where none)
+    shifted: list[ChipDetails]  # each face's chip in crop coordinates
+    cold: list[int]  # faces whose track has no stored perturbation
+
+    @property
+    def any_warm(self) -> bool:
+        return len(self.cold) < len(self.faces)
+
+    @property
+    def sizes(self) -> list[tuple[int, int]]:
+        return [(f.crop[3] - f.crop[1], f.crop[2] - f.crop[0]) for f in self.faces]
+
+    @classmethod
+    def cut(cls, image: NDArray[np.uint8], faces: list[_Face], tracks: list[_Track | None]) -> _Batch:
+        hmax = max(f.crop[3] - f.crop[1] for f in faces)
+        wmax = max(f.crop[2] - f.crop[0] for f in faces)
+        n = len(faces)
+        crops = np.zeros((n, hmax, wmax, 3), np.uint8)
+        masks = np.zeros((n, hmax, wmax), np.float32)
+        warm = np.zeros((n, hmax, wmax, 3), np.float32)
+        shifted: list[ChipDetails] = []
+        for j, (f, t) in enumerate(zip(faces, tracks, strict=True)):
+            x0, y0, x1, y1 = f.crop
+            hh, ww = y1 - y0, x1 - x0
+            # edge-replicated padding: the EOT's blocks at the crop's edge see plausible pixels
+            crops[j] = cv2.copyMakeBorder(image[y0:y1, x0:x1], 0, hmax - hh, 0, wmax - ww, cv2.BORDER_REPLICATE)
+            rx0, ry0, rx1, ry1 = f.region.roi
+            masks[j, ry0 - y0 : ry1 - y0, rx0 - x0 : rx1 - x0] = f.region.mask > 0
+            r, d = f.details.rect, f.details
+            shifted.append(ChipDetails((r[0] - x0, r[1] - y0, r[2] - x0, r[3] - y0), d.angle, d.rows, d.cols))
+            if t is not None and t.store is not None:
+                warm[j, :hh, :ww] = recall_delta(t.store, f)
+        cold = [j for j, t in enumerate(tracks) if t is None or t.store is None]
+        return cls(faces, tracks, crops, masks, warm, shifted, cold)
+
+
+class _ChipEmbedder:
+    """pgd's ``embed``: each crop's dlib chip (differentiable) through the recogniser.
+
+    Gradient steps (grad mode on) see the chip at a slightly jittered alignment: other
+    landmark fits, other recognisers' crops; the result is judged unjittered."""
+
+    def __init__(self, net: Any, batch: _Batch, jitter: float, rng: np.random.Generator) -> None:
+        self.net = net
+        self.shifted = batch.shifted
+        self.sizes = batch.sizes
+        self.jitter = jitter
+        self.rng = rng
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        th = _torch()
+        jit = self.jitter if th.is_grad_enabled() else 0.0
+        chips = [
+            extract_image_chips_torch(batch[j, :, :hh, :ww], [_jittered(self.shifted[j], jit, self.rng)])
+            for j, (hh, ww) in enumerate(self.sizes)
+        ]
+        emb: torch.Tensor = self.net(th.cat(chips))
+        return emb

@@ -534,71 +534,155 @@ def pgd(
         ConfigError: shapes do not match.
     """
     _need_torch()
-    import torch
-
     cfg = config or PGDConfig()
+    _check_shapes(images, warm_start)
+    images = images.detach()
+    gen = _generator(cfg.seed)
+    delta_of = _DeltaMap.build(images, cfg, warm_start, mask)
+    param = delta_of.keep(_initial_param(images, cfg, delta_of, warm_start, gen))
+    alpha = cfg.alpha(warm=warm_start is not None)
+    for _ in range(cfg.steps):
+        param = _step(param, images, embed, objective, cfg, delta_of, alpha, gen)
+    return _result(images, param, embed, objective, cfg, delta_of, mask)
+
+
+def _check_shapes(images: torch.Tensor, warm_start: torch.Tensor | None) -> None:
     if images.ndim != 4:
         raise ConfigError(f"pgd expects (B, C, H, W) images, got shape {tuple(images.shape)}")
     if warm_start is not None and warm_start.shape != images.shape:
         raise ConfigError(f"warm_start shape {tuple(warm_start.shape)} != images {tuple(images.shape)}")
-    images = images.detach()
-    gen: torch.Generator | None = None
-    if cfg.seed is not None:
-        gen = torch.Generator()
-        gen.manual_seed(cfg.seed)
-    import torch.nn.functional as F
 
-    eps, alpha = float(cfg.epsilon), cfg.alpha(warm=warm_start is not None)
-    h, w = int(images.shape[2]), int(images.shape[3])
-    low = (math.ceil(h / cfg.scale), math.ceil(w / cfg.scale))
-    shape = (*images.shape[:2], *low)  # the optimised parameter: the delta at 1/scale resolution
 
-    # At scale > 1 a warm start is kept at full resolution (``base``; pooling it would blur
-    # away part of it every frame) and the steps add a smooth change on top of it.
-    base: torch.Tensor | None = None
-    if warm_start is not None and cfg.scale > 1:
-        base = project(images, warm_start.detach().to(images.dtype), eps, mask)
-    limit = 2 * eps if base is not None else eps  # the step's room: from -eps to +eps and back
+def _generator(seed: int | None) -> torch.Generator | None:
+    """A CPU generator seeded with ``seed``; ``None``: torch's global RNG."""
+    if seed is None:
+        return None
+    import torch
 
-    def full(p: torch.Tensor) -> torch.Tensor:
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return gen
+
+
+@dataclass(frozen=True)
+class _DeltaMap:
+    """How pgd's optimised parameter becomes the delta on ``images``.
+
+    The parameter lives at ``1/scale`` resolution. At scale > 1 a warm start is kept at
+    full resolution (``base``; pooling it would blur away part of it every frame) and the
+    steps add a smooth change on top of it."""
+
+    images: torch.Tensor
+    eps: float
+    mask: torch.Tensor | None
+    scale: int
+    base: torch.Tensor | None
+
+    @classmethod
+    def build(
+        cls, images: torch.Tensor, cfg: PGDConfig, warm_start: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> _DeltaMap:
+        eps = float(cfg.epsilon)
+        base = None
+        if warm_start is not None and cfg.scale > 1:
+            base = project(images, warm_start.detach().to(images.dtype), eps, mask)
+        return cls(images, eps, mask, cfg.scale, base)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The parameter's shape: the delta at 1/scale resolution."""
+        h, w = int(self.images.shape[2]), int(self.images.shape[3])
+        return (*self.images.shape[:2], math.ceil(h / self.scale), math.ceil(w / self.scale))
+
+    @property
+    def projects(self) -> bool:
+        """At full resolution the parameter is the delta itself: kept inside the ball, [0, 255] and the mask."""
+        return self.scale == 1 and self.base is None
+
+    def keep(self, param: torch.Tensor) -> torch.Tensor:
+        """``param`` back inside its room: projected, or clamped to the step's room (from
+        -eps to +eps, and back when it adds to a base)."""
+        if self.projects:
+            return project(self.images, param, self.eps, self.mask)
+        limit = 2 * self.eps if self.base is not None else self.eps
+        return param.clamp(-limit, limit)
+
+    def full(self, p: torch.Tensor) -> torch.Tensor:
         """The parameter as a delta on ``images`` (enlarged, inside the ball and the mask)."""
-        if cfg.scale > 1:
-            p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
-        if base is not None:
-            p = base + p
-        return project(images, p, eps, mask)
+        if self.scale > 1:
+            import torch.nn.functional as F
 
-    if base is not None:
-        param = torch.zeros(shape, dtype=images.dtype, device=images.device)
-    elif warm_start is not None:
-        param = warm_start.detach().to(images.dtype)
-    elif cfg.random_start > 0:
-        amp = min(cfg.random_start, eps)
-        param = ((torch.rand(shape, generator=gen, dtype=images.dtype) * 2 - 1) * amp).to(images.device)
-    else:
-        param = torch.zeros(shape, dtype=images.dtype, device=images.device)
-    # at full resolution the parameter is the delta itself: kept inside the ball, [0, 255] and the mask
-    project_param = cfg.scale == 1 and base is None
-    param = project(images, param, eps, mask) if project_param else param.clamp(-limit, limit)
-    samples = cfg.eot.samples if cfg.eot is not None else 1
-    for _ in range(cfg.steps):
-        param.requires_grad_(True)
-        grad = torch.zeros_like(param)
-        for _ in range(samples):
-            x = images + full(param)
-            if cfg.eot is not None:
-                x = eot_transform(x, cfg.eot, gen)
-            loss = objective.loss(embed(x)).sum()
-            (g,) = torch.autograd.grad(loss, param)
-            grad += g
-        with torch.no_grad():
-            param = param.detach() - alpha * grad.sign()
-            param = project(images, param, eps, mask) if project_param else param.clamp(-limit, limit)
+            size = (int(self.images.shape[2]), int(self.images.shape[3]))
+            p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
+        if self.base is not None:
+            p = self.base + p
+        return project(self.images, p, self.eps, self.mask)
+
+
+def _initial_param(
+    images: torch.Tensor,
+    cfg: PGDConfig,
+    delta_of: _DeltaMap,
+    warm_start: torch.Tensor | None,
+    gen: torch.Generator | None,
+) -> torch.Tensor:
+    """The parameter before the first step: zero on top of a base, the warm start itself,
+    a seeded uniform draw of ``cfg.random_start``, or zero."""
+    import torch
+
+    if delta_of.base is not None:
+        return torch.zeros(delta_of.shape, dtype=images.dtype, device=images.device)
+    if warm_start is not None:
+        return warm_start.detach().to(images.dtype)
+    if cfg.random_start > 0:
+        amp = min(cfg.random_start, delta_of.eps)
+        return ((torch.rand(delta_of.shape, generator=gen, dtype=images.dtype) * 2 - 1) * amp).to(images.device)
+    return torch.zeros(delta_of.shape, dtype=images.dtype, device=images.device)
+
+
+def _step(
+    param: torch.Tensor,
+    images: torch.Tensor,
+    embed: Embed,
+    objective: Objective,
+    cfg: PGDConfig,
+    delta_of: _DeltaMap,
+    alpha: float,
+    gen: torch.Generator | None,
+) -> torch.Tensor:
+    """One signed-gradient step, the gradient summed over the EOT samples."""
+    import torch
+
+    param.requires_grad_(True)
+    grad = torch.zeros_like(param)
+    for _ in range(cfg.eot.samples if cfg.eot is not None else 1):
+        x = images + delta_of.full(param)
+        if cfg.eot is not None:
+            x = eot_transform(x, cfg.eot, gen)
+        loss = objective.loss(embed(x)).sum()
+        (g,) = torch.autograd.grad(loss, param)
+        grad += g
     with torch.no_grad():
-        delta = quantize_delta(images, full(param), eps, mask)
+        return delta_of.keep(param.detach() - alpha * grad.sign())
+
+
+def _result(
+    images: torch.Tensor,
+    param: torch.Tensor,
+    embed: Embed,
+    objective: Objective,
+    cfg: PGDConfig,
+    delta_of: _DeltaMap,
+    mask: torch.Tensor | None,
+) -> PGDResult:
+    """The final parameter as the exact-bound delta, judged without EOT."""
+    import torch
+
+    with torch.no_grad():
+        delta = quantize_delta(images, delta_of.full(param), delta_of.eps, mask)
         adversarial = images + delta
         emb = embed(adversarial)
         loss = objective.loss(emb)
         ok = objective.satisfied(emb)
-    log.debug("pgd: %d steps, eps %.1f, %d/%d faces satisfied", cfg.steps, eps, int(ok.sum()), len(ok))
+    log.debug("pgd: %d steps, eps %.1f, %d/%d faces satisfied", cfg.steps, delta_of.eps, int(ok.sum()), len(ok))
     return PGDResult(delta, adversarial, emb, loss, ok, cfg.steps)

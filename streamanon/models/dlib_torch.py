@@ -313,12 +313,23 @@ def _read_fc(s: _Stream, outputs: int) -> NDArray[np.float32]:
 def _parse(data: bytes) -> DlibResNetWeights:
     s = _Stream(data)
     layers = _layers()
+    versions = _read_versions(s, layers)
+    mean = _read_input(s)
+    convs, fc = _read_details(s, layers, versions)
+    if fc is None or len(convs) != 29:
+        raise _FormatError(f"found {len(convs)} convolutions, expected 29")
+    if s.pos != len(data):
+        raise _FormatError(f"{len(data) - s.pos} trailing bytes")
+    return DlibResNetWeights(mean, tuple(convs), fc, tuple(d for _, d in _BLOCKS))
+
+
+def _read_versions(s: _Stream, layers: list[tuple[str, dict[str, int]]]) -> list[int]:
+    """The loss layer, then each layer's version (written output to input), input to output."""
     if s.integer() != 1:
         raise _FormatError("loss layer version is not 1")
     if s.expect("loss layer", "loss_metric_", "loss_metric_2") == "loss_metric_2":
         s.real()  # margin
         s.real()  # distance threshold
-    # Each layer writes its version before its subnetwork: output to input.
     versions: list[int] = []
     for i, (kind, _) in enumerate(reversed(layers)):
         v = s.integer()
@@ -327,28 +338,37 @@ def _parse(data: bytes) -> DlibResNetWeights:
             raise _FormatError(f"{kind} layer (#{len(layers) - i}) has version {v}")
         versions.append(v)
     versions.reverse()
+    return versions
+
+
+def _read_input(s: _Stream) -> NDArray[np.float32]:
+    """The input layer: its per-channel mean; the chip size must be dlib's."""
     s.expect("input layer", "input_rgb_image_sized")
     mean = np.array([s.real() for _ in range(3)], np.float32)
     nr, nc = s.integer(), s.integer()
     if (nr, nc) != (CHIP_SIZE, CHIP_SIZE):
         raise _FormatError(f"input is {nr}x{nc}, expected {CHIP_SIZE}x{CHIP_SIZE}")
+    return mean
+
+
+_Con = tuple[NDArray[np.float32], NDArray[np.float32], int, int]
+
+
+def _read_details(
+    s: _Stream, layers: list[tuple[str, dict[str, int]]], versions: list[int]
+) -> tuple[list[ConvWeights], NDArray[np.float32] | None]:
+    """Each add_layer's details and its bookkeeping, input to output: the convolutions
+    (each folded with the affine layer after it) and the final fully connected layer."""
     convs: list[ConvWeights] = []
-    pending: tuple[NDArray[np.float32], NDArray[np.float32], int, int] | None = None
+    pending: _Con | None = None
     fc: NDArray[np.float32] | None = None
-    # Then each add_layer's details and its bookkeeping, input to output.
     for (kind, spec), version in zip(layers, versions, strict=True):
         if kind in ("tag", "skip"):
             continue
         if kind == "con":
             pending = _read_con(s, spec)
         elif kind == "affine":
-            if pending is None:
-                raise _FormatError("affine layer without a convolution before it")
-            w, b, stride, pad = pending
-            scale, shift = _read_affine(s, w.shape[0])
-            fw = (w.astype(np.float64) * scale[:, None, None, None]).astype(np.float32)
-            fb = (b.astype(np.float64) * scale + shift).astype(np.float32)
-            convs.append(ConvWeights(fw, fb, stride, pad))
+            convs.append(_fold_affine(s, pending))
             pending = None
         elif kind == "relu":
             tag = s.expect("relu", "relu_", "relu_2")
@@ -360,19 +380,31 @@ def _parse(data: bytes) -> DlibResNetWeights:
             s.expect("add_prev", "add_prev_")
         elif kind == "fc":
             fc = _read_fc(s, spec["outputs"])
-        for _ in range(3):  # setup called, gradient stale, output disabled
-            s.flag()
-        s.tensor()  # x_grad
-        s.tensor()  # cached output
-        if version >= 2:
-            s.tensor()  # params_grad / grad_final
-        if version >= 3:
-            s.integer()  # sample expansion factor
-    if fc is None or len(convs) != 29:
-        raise _FormatError(f"found {len(convs)} convolutions, expected 29")
-    if s.pos != len(data):
-        raise _FormatError(f"{len(data) - s.pos} trailing bytes")
-    return DlibResNetWeights(mean, tuple(convs), fc, tuple(d for _, d in _BLOCKS))
+        _skip_bookkeeping(s, version)
+    return convs, fc
+
+
+def _fold_affine(s: _Stream, pending: _Con | None) -> ConvWeights:
+    """The affine layer (batch norm at inference) folded into the convolution before it."""
+    if pending is None:
+        raise _FormatError("affine layer without a convolution before it")
+    w, b, stride, pad = pending
+    scale, shift = _read_affine(s, w.shape[0])
+    fw = (w.astype(np.float64) * scale[:, None, None, None]).astype(np.float32)
+    fb = (b.astype(np.float64) * scale + shift).astype(np.float32)
+    return ConvWeights(fw, fb, stride, pad)
+
+
+def _skip_bookkeeping(s: _Stream, version: int) -> None:
+    """A layer's training state, unused here: flags, gradients, cached output."""
+    for _ in range(3):  # setup called, gradient stale, output disabled
+        s.flag()
+    s.tensor()  # x_grad
+    s.tensor()  # cached output
+    if version >= 2:
+        s.tensor()  # params_grad / grad_final
+    if version >= 3:
+        s.integer()  # sample expansion factor
 
 
 def _model_file(path: Path | str | None) -> Path:

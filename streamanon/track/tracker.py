@@ -136,15 +136,27 @@ class FaceTracker:
         if dets is None:
             return self._coasting_rows()
 
-        score = dets.score
-        high = score >= self.threshold
-        low = (score >= self.config.low_threshold) & ~high
+        high = dets.score >= self.threshold
+        low = (dets.score >= self.config.low_threshold) & ~high
         det_track = self._match(dets.xyxy, high, low)
+        self._correct(dets, det_track)
+        det_track = self._drop_dead(det_track, frame_index)
+        det_ids = np.full(len(dets), -1, np.int64)
+        det_ids[det_track >= 0] = self._ids[det_track[det_track >= 0]]
+        born = np.flatnonzero(high & (det_track < 0))
+        det_ids[born] = self._birth(dets.xyxy[born], dets.score[born])
+        detector_rows = self._detector_rows(dets, high | (det_track >= 0), det_track, det_ids)
+        self._enforce_cap()
+        return Detections.concat([detector_rows, self._coasting_rows()])
 
+    # -- internals -------------------------------------------------------------------
+
+    def _correct(self, dets: Detections, det_track: NDArray[np.int64]) -> None:
+        """The matched tracks take their detection: motion model, score, misses, size, smoothed box."""
         matched = np.flatnonzero(det_track >= 0)
         rows = det_track[matched]
         self._kf.update(rows, dets.xyxy[matched])
-        self._score[rows] = score[matched]
+        self._score[rows] = dets.score[matched]
         self._misses += 1
         self._misses[rows] = 0
         self._since_seen[rows] = 0.0
@@ -153,39 +165,37 @@ class FaceTracker:
         a = self.config.smoothing
         self._smooth[rows] = a * self._smooth[rows] + (1.0 - a) * measured
 
-        # Tracks missed by too many detector runs die before anything is reported.
+    def _drop_dead(self, det_track: NDArray[np.int64], frame_index: int) -> NDArray[np.int64]:
+        """Tracks missed by too many detector runs die before anything is reported;
+        returns ``det_track`` in the surviving tracks' indices."""
         dead = self._misses > self.config.max_coast
-        if dead.any():
-            logger.debug("frame %d: %d tracks ended", frame_index, int(dead.sum()))
-            det_track = self._reindex(det_track, ~dead)
-            self._keep(~dead)
+        if not dead.any():
+            return det_track
+        logger.debug("frame %d: %d tracks ended", frame_index, int(dead.sum()))
+        det_track = self._reindex(det_track, ~dead)
+        self._keep(~dead)
+        return det_track
 
-        det_ids = np.full(len(dets), -1, np.int64)
-        det_ids[det_track >= 0] = self._ids[det_track[det_track >= 0]]
-        born = np.flatnonzero(high & (det_track < 0))
-        det_ids[born] = self._birth(dets.xyxy[born], score[born])
-
-        report = high | (det_track >= 0)
+    def _detector_rows(
+        self, dets: Detections, report: NDArray[np.bool_], det_track: NDArray[np.int64], det_ids: NDArray[np.int64]
+    ) -> Detections:
+        """The ``report``ed detections with their track ids, as ``SOURCE_DETECTOR`` rows."""
         out_det = dets[report]
         xyxy = out_det.xyxy.astype(np.float64)
-        if a > 0.0:
+        if self.config.smoothing > 0.0:
             # Smoothing may only enlarge: report the union of raw and smoothed box.
             still = det_track[report]
             has = still >= 0
             smooth = cxcywh_to_xyxy(self._smooth[still[has]])
             xyxy[has, :2] = np.minimum(xyxy[has, :2], smooth[:, :2])
             xyxy[has, 2:] = np.maximum(xyxy[has, 2:], smooth[:, 2:])
-        detector_rows = Detections(
+        return Detections(
             xyxy.astype(np.float32),
             out_det.score,
             out_det.landmarks,
             det_ids[report],
             np.full(len(out_det), SOURCE_DETECTOR, np.uint8),
         )
-        self._enforce_cap()
-        return Detections.concat([detector_rows, self._coasting_rows()])
-
-    # -- internals -------------------------------------------------------------------
 
     def _advance(self, frame_index: int, time: float | None) -> None:
         """Predicts all tracks forward to ``frame_index`` (at ``time`` seconds)."""
