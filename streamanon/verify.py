@@ -42,7 +42,7 @@ from numpy.typing import NDArray
 from .anonymize.base import FaceAnonymizer, FrameInfo
 from .errors import ConfigError, ModelError, StreamanonError, VerificationError
 from .io import VideoSource, is_image_path, read_image, redact
-from .models.recognizer import DlibRecogniser, model_path
+from .models.recognizer import DlibRecogniser, import_dlib, model_path
 from .track.association import box_iou
 from .types import Detections
 
@@ -150,6 +150,10 @@ class Verdict:
         )
 
 
+#: The model files a ``Verifier`` loads (``models.recognizer.MODELS`` kinds).
+VERIFIER_MODELS = ("landmarks5", "recognition", "cnn")
+
+
 class Verifier:
     """dlib's HOG detector + CNN confirmation + ResNet recogniser (module doc).
 
@@ -163,9 +167,7 @@ class Verifier:
     """
 
     def __init__(self, every: int = 1, upsample: int = 1, max_side: int = 1024) -> None:
-        if every < 1:
-            raise ConfigError(f"invalid --verify-every {every!r}: expected an integer >= 1")
-        self.every = every
+        self.every = _checked_every(every)
         self.recogniser = DlibRecogniser("hog", upsample=upsample, max_side=max_side)
         self.threshold = float(self.recogniser.threshold)
         dlib = self.recogniser._dlib
@@ -285,6 +287,31 @@ def verifier_from_args(verify: bool, every: int | None) -> Verifier | None:
     if not verify and every is None:
         return None
     return Verifier(every=1 if every is None else every)
+
+
+def verify_every_from_args(verify: bool, every: int | None) -> int:
+    """The frame step ``--verify`` / ``--verify-every N`` asks for (0: not asked), checked
+    without loading the models: for a process that only hands it on (the batch driver;
+    each worker builds its ``Verifier`` when it first verifies a file).
+
+    Raises:
+        ConfigError: N < 1.
+        MissingDependencyError: dlib or face_recognition_models is not installed (exit 9).
+        ModelError: a model file is not the registry's.
+    """
+    if not verify and every is None:
+        return 0
+    step = _checked_every(1 if every is None else every)
+    import_dlib()
+    for kind in VERIFIER_MODELS:
+        model_path(kind)
+    return step
+
+
+def _checked_every(every: int) -> int:
+    if every < 1:
+        raise ConfigError(f"invalid --verify-every {every!r}: expected an integer >= 1")
+    return every
 
 
 class LiveVerifier:

@@ -22,7 +22,7 @@ from typing import Any
 from ..cli import add_pipeline_options, add_verify_options, config_from_args
 from ..cliutil import setup_logging as setup
 from ..errors import ConfigError
-from ..verify import verifier_from_args
+from ..verify import verify_every_from_args
 from .driver import BatchOptions, BatchResult, run_batch
 from .manifest import MANIFEST_NAME, Manifest, Row
 
@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
         raise ConfigError("usage: streamanon batch ARCHIVE_DIR -o OUT_DIR (or --status OUT_DIR)")
     if ns.ray_address and ns.engine != "ray":
         raise ConfigError("--ray-address needs --engine ray")
-    verifier = verifier_from_args(ns.verify, ns.verify_every)  # exit 9 here, not per file, without dlib
+    verify_every = verify_every_from_args(ns.verify, ns.verify_every)  # exit 9 here, not per file; models: per worker
     opts = BatchOptions(
         archive=ns.archive,
         out_dir=ns.output,
@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
         retry_failed=ns.retry_failed,
         progress=not ns.quiet,
         verbose=ns.verbose,
-        verify_every=verifier.every if verifier is not None else 0,
+        verify_every=verify_every,
     )
     result = run_batch(opts)
     print(format_result(result))

@@ -268,8 +268,9 @@ class _Run:
                 return None
             same_settings = row.settings_hash == self.settings_hash
             if row.status == "done" and same_settings and row.output and (self.out_dir / row.output).is_file():
-                self.result.up_to_date += 1
-                return None
+                if self._verified_if_asked(row):
+                    self.result.up_to_date += 1
+                    return None
             if row.status == "failed" and not row.retryable and not self.opts.retry_failed:
                 if same_settings or row.settings_hash is None:  # probe failures do not depend on settings
                     return None
@@ -309,6 +310,11 @@ class _Run:
             media_seconds=found.duration,
             verify_every=self.opts.verify_every,
         )
+
+    def _verified_if_asked(self, row: Row) -> bool:
+        """A file done without ``--verify`` is redone when this run asks for it: its output
+        was never checked."""
+        return not self.opts.verify_every or row.verify_passed is not None
 
     def _unchanged(self, entry: Entry, row: Row) -> bool:
         """Same size and mtime, or same bytes (a touched but identical file)."""
@@ -389,6 +395,8 @@ class _Run:
         }
         if r.output_hash is None:
             fields["output"] = None if r.status == "failed" else task.rel
+        else:
+            fields["output"] = r.output or task.rel  # a failed file's output under its partial name
         if r.size is not None:
             fields.update(size=r.size, mtime_ns=r.mtime_ns, content_hash=r.content_hash)
         self.m.update(task.rel, **fields)

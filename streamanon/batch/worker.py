@@ -33,7 +33,7 @@ from ..errors import (
     VerificationError,
 )
 from ..pipeline import Stages
-from ..runner import process_file
+from ..runner import partial_output, process_file
 from ..verify import Verifier
 from .discover import safe_output
 
@@ -89,6 +89,7 @@ class TaskResult:
     exit_code: int | None = None
     retryable: bool = False
     verify: dict[str, Any] | None = None  # the --verify verdict (verify.Verdict.to_dict), if run
+    output: str | None = None  # the output's path under the output folder when not the task's (NAME.partial.EXT)
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
@@ -261,11 +262,32 @@ def _record_error(res: TaskResult, exc: StreamanonError, task: Task) -> None:
     report = getattr(exc, "report", None)
     if report is not None:
         _take_report(res, report)
-    # a truncated input: the frames that decoded, anonymised, under the partial name the report gives
     written = getattr(report, "output", None)
-    if report is not None and written and Path(written).is_file():
+    if report is None or not written or not Path(written).is_file():
+        return
+    if isinstance(exc, VerificationError) and Path(written) == Path(task.dst):
+        written = _set_aside(Path(written), res)
+    # a truncated input: the frames that decoded, anonymised, under the partial name the report gives
+    with contextlib.suppress(OSError):
+        res.output_hash = file_hash(written)
+    with contextlib.suppress(ValueError):
+        res.output = Path(written).relative_to(task.out_root).as_posix()
+
+
+def _set_aside(dst: Path, res: TaskResult) -> Path:
+    """An output that failed ``--verify`` is complete but not anonymous: it leaves the
+    final name for ``NAME.partial.EXT``, as an incomplete output does, so the mirror
+    never shows it as a finished file."""
+    partial = partial_output(dst)
+    try:
+        os.replace(dst, partial)
+    except OSError as exc:  # it must not stay under the final name
         with contextlib.suppress(OSError):
-            res.output_hash = file_hash(Path(written))
+            dst.unlink()
+        res.error = f"{res.error} (output removed: {exc.strerror or exc})"
+        return dst
+    res.error = f"{res.error} (kept as {partial.name})"
+    return partial
 
 
 def _drop_stale_output(dst: Path, res: TaskResult) -> None:

@@ -14,6 +14,7 @@ from streamanon.batch.manifest import MANIFEST_NAME, Manifest
 from streamanon.cli import main
 from streamanon.errors import VerificationError
 from streamanon.live.streams import parse_streams_config, run_streams
+from streamanon.runner import partial_output
 
 pytest.importorskip("dlib")
 FACE_CLIP = "videos/sadtalker__WDA_AlexandriaOcasioCortez_000.mp4"
@@ -42,7 +43,9 @@ def test_batch_records_the_verdict(face_clip: Path, tmp_path: Path) -> None:
         assert r.verify_passed is False and r.verify_frames == 4 and r.verify_matches and r.verify_matches >= 1
         assert r.verify_worst_distance is not None and r.verify_worst_distance < 0.6
         assert r.verify_worst_frame is not None and not r.retryable
-        assert (out / rel).is_file()
+        # complete but not anonymous: set aside under the partial name, never as a finished file
+        assert (out / partial_output(Path(rel))).is_file() and not (out / rel).exists()
+        assert r.output == partial_output(Path(rel)).as_posix()
     out2 = tmp_path / "out2"
     assert main(["batch", str(archive), "-o", str(out2), "-j", "1", "-q", "--verify-every", "4"]) == 0  # solid
     with Manifest(out2, readonly=True) as m:
