@@ -44,8 +44,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import AnonymizationError, ConfigError
-from ..models.dlib_torch import extract_image_chips, face_chip_details, load_dlib_resnet
+from ..models.dlib_torch import extract_image_chips, face_chip_details, load_dlib_resnet, residual_blocks
 from ..models.recognizer import distance
+from .faceres import pair_auc
 from .identity import Reference, rank1
 from .product import MethodSpec, ProductRunner
 
@@ -86,7 +87,7 @@ class MethodFaces:
     """One method's anonymised faces of one identity set (row ``i`` is reference ``i``)."""
 
     chips: NDArray[np.uint8]  # (N, 150, 150, 3) at the original's landmarks
-    faceres: NDArray[np.float32] | None = None  # (N, D) FaceRes embeddings of the anonymised faces
+    faceres: NDArray[np.float32] | None = None  # (T, D) FaceRes embeddings of the test identities' anonymised faces
 
 
 @dataclass
@@ -122,29 +123,6 @@ def split_identities(identities: Sequence[str], holdout: float, seed: int) -> tu
 
 
 # -- the adversary's network -------------------------------------------------------------------
-def _add_padded(a: Any, b: Any) -> Any:
-    """dlib's add_prev (see dlib_torch): the larger shape, missing entries zero."""
-    import torch.nn.functional as F
-
-    if a.shape == b.shape:
-        return a + b
-    c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
-
-    def pad(t: Any) -> Any:
-        return F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1]))
-
-    return pad(a) + pad(b)
-
-
-def _blocks(convs: Any, down: Any, x: Any) -> Any:
-    import torch.nn.functional as F
-
-    for k, d in enumerate(down):
-        y = convs[2 * k + 1](F.relu(convs[2 * k](x)))
-        x = F.relu(_add_padded(y, F.avg_pool2d(x, 2, 2) if d else x))
-    return x
-
-
 class DlibSplit:
     """dlib's ResNet (torch port) cut before its last ``blocks`` residual blocks.
 
@@ -174,7 +152,7 @@ class DlibSplit:
                 x = torch.from_numpy(np.ascontiguousarray(chips[i : i + batch].transpose(0, 3, 1, 2)))
                 x = (x.to(self.device, torch.float32) - net.mean) / 256.0
                 x = F.max_pool2d(F.relu(net.convs[0](x)), 3, 2)
-                x = _blocks(net.convs[1 : 1 + 2 * self.cut], net.down[: self.cut], x)
+                x = residual_blocks(net.convs[1 : 1 + 2 * self.cut], net.down[: self.cut], x)
                 outs.append(x.cpu().numpy())
         return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
@@ -185,7 +163,7 @@ class DlibSplit:
         net = self.net
         with torch.no_grad():
             x = torch.from_numpy(feats).to(self.device)
-            x = _blocks(net.convs[1 + 2 * self.cut :], net.down[self.cut :], x)
+            x = residual_blocks(net.convs[1 + 2 * self.cut :], net.down[self.cut :], x)
             out: NDArray[np.float32] = (x.mean(dim=(2, 3)) @ net.fc).cpu().numpy()
         return out
 
@@ -210,7 +188,7 @@ class DlibSplit:
                     self.proj.bias.zero_()
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
-                x = _blocks(self.convs, self.down, x)
+                x = residual_blocks(self.convs, self.down, x)
                 e = self.proj(x.mean(dim=(2, 3)) @ self.fc)
                 out: torch.Tensor = nn.functional.normalize(e, dim=1)
                 return out
@@ -279,22 +257,6 @@ def embed_head(head: Any, feats: NDArray[np.float32], batch: int = 128) -> NDArr
 
 
 # -- metrics ------------------------------------------------------------------------------
-def roc_auc(pos: NDArray[np.float64], neg: NDArray[np.float64]) -> float | None:
-    """Area under the ROC curve of scores (higher = same person), ties counted half."""
-    if not len(pos) or not len(neg):
-        return None
-    scores = np.concatenate([pos, neg])
-    order = scores.argsort(kind="mergesort")
-    ranks = np.empty(len(scores), np.float64)
-    ranks[order] = np.arange(1, len(scores) + 1)
-    for v in np.unique(scores):  # average ranks of ties
-        tie = scores == v
-        if tie.sum() > 1:
-            ranks[tie] = ranks[tie].mean()
-    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
-    return float(u / (len(pos) * len(neg)))
-
-
 def tar_at_fmr(pos: NDArray[np.float64], neg: NDArray[np.float64], fmr: float = 0.01) -> float | None:
     """Share of same-person pairs accepted at the threshold that accepts ``fmr`` of the others."""
     if not len(pos) or not len(neg):
@@ -312,7 +274,7 @@ def linkage(emb: NDArray[np.float32], identities: Sequence[str]) -> dict[str, An
     score = -d[iu]
     pos, neg = score[same], score[~same]
     return {
-        "linkage_auc": roc_auc(pos, neg),
+        "linkage_auc": pair_auc(d[iu], same) if len(pos) and len(neg) else None,
         "tar_at_1fmr": tar_at_fmr(pos, neg),
         "pairs_same": len(pos),
         "pairs_other": len(neg),
@@ -327,20 +289,28 @@ def scores(probes: NDArray[np.float32], gallery: NDArray[np.float32], identities
 
 # -- one identity set ----------------------------------------------------------------------
 def anonymised_faces(
-    refs: Sequence[Reference], product: ProductRunner, spec: MethodSpec, faceres: Any = None
+    refs: Sequence[Reference],
+    product: ProductRunner,
+    spec: MethodSpec,
+    faceres: Any = None,
+    faceres_rows: Sequence[int] = (),
 ) -> MethodFaces:
-    """The product's output of every reference photo, as dlib chips at the original's landmarks."""
+    """The product's output of every reference photo, as dlib chips at the original's
+    landmarks; with ``faceres``, the FaceRes embeddings of the ``faceres_rows`` (in that
+    order: the test identities', the only ones FaceRes scores)."""
     product.prepare([r.image for r in refs], spec)
-    chips, fr = [], []
-    for ref in refs:
+    chips: list[NDArray[np.uint8]] = []
+    fr: dict[int, NDArray[np.float32]] = {}
+    wanted = set(faceres_rows) if faceres is not None else set()
+    for i, ref in enumerate(refs):
         try:
             out = product.run(ref.image, spec).image
         except AnonymizationError:  # the product masked the whole photo: what it wrote
             out = np.zeros_like(ref.image)
         chips.append(extract_image_chips(out, [face_chip_details(ref.face)])[0])
-        if faceres is not None:
-            fr.append(faceres.embed(out, [ref.face])[0])
-    return MethodFaces(np.stack(chips), np.stack(fr) if fr else None)
+        if i in wanted:
+            fr[i] = faceres.embed(out, [ref.face])[0]
+    return MethodFaces(np.stack(chips), np.stack([fr[i] for i in faceres_rows]) if fr else None)
 
 
 def evaluate_set(
@@ -360,17 +330,17 @@ def evaluate_set(
     test = iset.test
     test_ids = [ids[i] for i in test]
     gallery_dlib = split.off_the_shelf(orig_feats[test])
-    gallery_fr = np.stack([faceres.embed(r.image, [r.face])[0] for r in refs])[test] if faceres is not None else None
+    gallery_fr = np.stack([faceres.embed(refs[i].image, [refs[i].face])[0] for i in test]) if faceres else None
     label_of = {n: k for k, n in enumerate(sorted(set(ids)))}
     out: dict[str, Any] = {}
     for spec in specs:
         if progress:
             progress(f"{iset.name}: {spec.key}")
-        faces = anonymised_faces(refs, product, spec, faceres)
+        faces = anonymised_faces(refs, product, spec, faceres, test)
         feats = split.trunk(faces.chips)
         by: dict[str, Any] = {"dlib": scores(split.off_the_shelf(feats[test]), gallery_dlib, test_ids)}
         if faces.faceres is not None and gallery_fr is not None:
-            by["faceres"] = scores(faces.faceres[test], gallery_fr, test_ids)
+            by["faceres"] = scores(faces.faceres, gallery_fr, test_ids)
         # the adversary: trained on the training identities' originals and anonymised faces
         train = iset.train
         x = np.concatenate([orig_feats[train], feats[train]])

@@ -221,6 +221,8 @@ def _adversary_parser(sub: Any) -> None:
 
 def adversary_command(ns: argparse.Namespace) -> int:
     """``eval adversary``: off-the-shelf and method-aware recognisers on each identity set."""
+    if ns.html:
+        raise ConfigError("--html: eval adversary writes no HTML report (its numbers go to --json and the terminal)")
     torch = import_torch()
     torch.set_num_threads(max(1, ns.torch_threads))
     opts = AdversaryOptions(ns.epochs, ns.blocks, ns.holdout, seed=ns.seed)

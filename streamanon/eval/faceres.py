@@ -53,12 +53,11 @@ class Separation:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items()}
 
 
-def separation(dist: NDArray[np.floating[Any]], same: NDArray[np.bool_], fmr: float = 0.01) -> Separation:
-    """ROC AUC and the threshold at ``fmr`` false matches of pair distances.
+def pair_auc(dist: NDArray[np.floating[Any]], same: NDArray[np.bool_]) -> float:
+    """ROC AUC of "smaller distance = same person" over pairs (ties count half; O(n log n)).
 
-    The threshold is the ``floor(fmr * n_different)``-th smallest different-pair
-    distance: "same person" is ``distance < threshold``, so at most that many
-    different pairs match.
+    Raises:
+        ConfigError: no same or no different pair.
     """
     from scipy.stats import rankdata
 
@@ -68,10 +67,23 @@ def separation(dist: NDArray[np.floating[Any]], same: NDArray[np.bool_], fmr: fl
     if not n_s or not n_d:
         raise ConfigError(f"separation needs same and different pairs (got {n_s} and {n_d})")
     ranks = rankdata(-d)  # a larger rank is a smaller distance
-    auc = (ranks[s].sum() - n_s * (n_s + 1) / 2) / (n_s * n_d)
+    return float((ranks[s].sum() - n_s * (n_s + 1) / 2) / (n_s * n_d))
+
+
+def separation(dist: NDArray[np.floating[Any]], same: NDArray[np.bool_], fmr: float = 0.01) -> Separation:
+    """ROC AUC and the threshold at ``fmr`` false matches of pair distances.
+
+    The threshold is the ``floor(fmr * n_different)``-th smallest different-pair
+    distance: "same person" is ``distance < threshold``, so at most that many
+    different pairs match.
+    """
+    d = np.asarray(dist, np.float64).ravel()
+    s = np.asarray(same, np.bool_).ravel()
+    auc = pair_auc(d, s)
+    n_s, n_d = int(s.sum()), int((~s).sum())
     diff = np.sort(d[~s])
     thr = float(diff[int(np.floor(fmr * n_d))])
-    return Separation(float(auc), thr, fmr, float((d[s] < thr).mean()), n_s, n_d)
+    return Separation(auc, thr, fmr, float((d[s] < thr).mean()), n_s, n_d)
 
 
 def pair_distances(

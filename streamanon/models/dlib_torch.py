@@ -453,21 +453,37 @@ def _need_torch() -> None:
 
 
 @functools.cache
+def add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """dlib's add_prev: the result has the larger size; missing entries count as zero."""
+    import torch.nn.functional as F
+
+    if a.shape == b.shape:
+        return a + b
+    c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1]))
+
+    return pad(a) + pad(b)
+
+
+def residual_blocks(convs: Any, down: Sequence[bool], x: torch.Tensor) -> torch.Tensor:
+    """dlib's residual blocks on ``x``: block ``k`` is ``convs[2k]``, ReLU, ``convs[2k + 1]``
+    plus the shortcut (average-pooled where ``down[k]``), then ReLU. A slice of the
+    network's ``convs[1:]`` (an ``nn.ModuleList`` or a list of layers) and ``down`` runs
+    part of it (``eval.adversary`` cuts it)."""
+    import torch.nn.functional as F
+
+    for k, d in enumerate(down):
+        y = convs[2 * k + 1](F.relu(convs[2 * k](x)))
+        x = F.relu(add_padded(y, F.avg_pool2d(x, 2, 2) if d else x))
+    return x
+
+
 def _network_class() -> type[torch.nn.Module]:
     import torch
     import torch.nn.functional as F
     from torch import nn
-
-    def add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        # dlib's add_prev: the result has the larger size; missing entries count as zero.
-        if a.shape == b.shape:
-            return a + b
-        c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
-
-        def pad(t: torch.Tensor) -> torch.Tensor:
-            return F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1]))
-
-        return pad(a) + pad(b)
 
     class DlibResNet(nn.Module):
         """dlib's face ResNet: ``(N, 3, 150, 150)`` RGB code values (0..255) -> ``(N, 128)``."""
@@ -492,13 +508,7 @@ def _network_class() -> type[torch.nn.Module]:
             mean: torch.Tensor = self.mean  # type: ignore[assignment]
             x = (chips - mean) / 256.0
             x = F.max_pool2d(F.relu(self.convs[0](x)), 3, 2)
-            i = 1
-            for down in self.down:
-                y = F.relu(self.convs[i](x))
-                y = self.convs[i + 1](y)
-                i += 2
-                shortcut = F.avg_pool2d(x, 2, 2) if down else x
-                x = F.relu(add_padded(y, shortcut))
+            x = residual_blocks(self.convs[1:], self.down, x)
             fc: torch.Tensor = self.fc  # type: ignore[assignment]
             out: torch.Tensor = x.mean(dim=(2, 3)) @ fc
             return out

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from streamanon.cli import main
 from streamanon.errors import ConfigError
-from streamanon.eval.adversary import headline, roc_auc, split_identities, subsample, tar_at_fmr
+from streamanon.eval import adversary
+from streamanon.eval.adversary import headline, linkage, split_identities, subsample, tar_at_fmr
+from streamanon.eval.identity import Reference
+from streamanon.models.recognizer import Face
 
 pytest.importorskip("dlib")
 pytest.importorskip("torch")
@@ -52,10 +57,83 @@ def test_split_is_identity_disjoint() -> None:
         split_identities(["a", "a", "b"], 0.5, 0)
 
 
+def _brute_auc(emb: np.ndarray, ids: list[str]) -> float:
+    """Every (same, different) pair of pairs compared: ties count half."""
+    d = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
+    iu = np.triu_indices(len(ids), 1)
+    same = (np.array(ids)[:, None] == np.array(ids)[None, :])[iu]
+    pos, neg = -d[iu][same], -d[iu][~same]
+    return float(((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None])).mean())
+
+
+def test_linkage_auc_is_the_pair_auc_ties_included() -> None:
+    ids = ["a", "a", "b", "b", "c", "c", "c"]
+    emb = np.array([[0, 0], [0, 1], [0, 1], [5, 5], [1, 0], [0, 0], [9, 9]], np.float32)  # equal distances tie
+    got = linkage(emb, ids)
+    assert got["linkage_auc"] == pytest.approx(_brute_auc(emb, ids))
+    assert got["pairs_same"] == 5 and got["pairs_other"] == 16
+    assert linkage(emb[:3], ["a", "b", "c"])["linkage_auc"] is None  # no same pair: no AUC
+
+
+@pytest.mark.timeout(120)
+def test_linkage_auc_scales_with_many_pairs() -> None:
+    """A large identity set has ~10^5 pairs of distinct distances: sorting, not one pass per value."""
+    rng = np.random.default_rng(0)
+    ids = [str(i // 4) for i in range(600)]  # 179,700 pairs
+    emb = rng.normal(size=(600, 2)).astype(np.float32)
+    t0 = time.perf_counter()
+    auc = linkage(emb, ids)["linkage_auc"]
+    assert auc is not None and 0.4 < auc < 0.6
+    assert time.perf_counter() - t0 < 10
+
+
+def test_faceres_embeds_only_the_faces_it_scores() -> None:
+    refs = [
+        Reference(
+            str(i // 2),
+            f"{i}.jpg",
+            np.full((40, 40, 3), i, np.uint8),
+            Face(np.float32([5, 5, 35, 35]), _lm5()),
+            np.zeros(128, np.float32),
+        )
+        for i in range(6)
+    ]
+
+    class Product:
+        def prepare(self, images: Any, spec: Any) -> None:
+            pass
+
+        def run(self, image: np.ndarray, spec: Any) -> Any:
+            return type("Out", (), {"image": 255 - image})()
+
+    class FaceRes:
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def embed(self, image: np.ndarray, faces: Any) -> np.ndarray:
+            self.seen.append(int(255 - image[0, 0, 0]))
+            return np.full((1, 4), image[0, 0, 0], np.float32)
+
+    fr = FaceRes()
+    faces = adversary.anonymised_faces(refs, Product(), None, fr, [4, 5, 1])  # type: ignore[arg-type]
+    assert fr.seen == [1, 4, 5]  # the test rows only, not the training identities'
+    assert faces.chips.shape == (6, 150, 150, 3)
+    assert faces.faceres is not None and faces.faceres[:, 0].tolist() == [251, 250, 254]  # in the rows' order
+
+
+def _lm5() -> np.ndarray:
+    return np.float32([[30, 15], [24, 15], [10, 15], [16, 15], [20, 25]])
+
+
+def test_html_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["eval", "adversary", "--faces", str(tmp_path), "--html", str(tmp_path / "r.html")]
+    assert main(args) == ConfigError.exit_code
+    err = capsys.readouterr().err.strip()
+    assert "--html" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_metrics() -> None:
-    assert roc_auc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
-    assert roc_auc(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 0.0
-    assert roc_auc(np.array([1.0]), np.array([1.0])) == 0.5
     neg = np.linspace(0, 1, 1001)
     assert tar_at_fmr(np.array([0.995, 0.5, 2.0]), neg) == pytest.approx(2 / 3)
     per_set = {
