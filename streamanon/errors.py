@@ -86,9 +86,17 @@ class EngineIncompatibleError(EngineError):
 
 
 class ModelError(StreamanonError):
-    """A model file is missing, has the wrong checksum, or unexpected I/O."""
+    """A model file is missing, has the wrong checksum, or unexpected I/O.
+
+    ``missing_package``: the Python distribution that provides the model, when it is the
+    package that is not installed (callers turn that into ``MissingDependencyError``).
+    """
 
     exit_code = 7
+
+    def __init__(self, message: str, *, missing_package: str | None = None) -> None:
+        super().__init__(message)
+        self.missing_package = missing_package
 
 
 class AnonymizationError(StreamanonError):

