@@ -617,18 +617,40 @@ def dry_run(ns: argparse.Namespace, tmp: Path) -> list[Row]:
 
 
 def full_run(ns: argparse.Namespace, tmp: Path) -> list[Row]:
+    """Every step on the GPU; a step that raises ends the run with a failed row (one line,
+    no traceback) after the rows of the steps before it."""
     rows: list[Row] = []
     name = gpu_name()
     if name is None:
         print("gpu_check: no NVIDIA GPU (nvidia-smi) here; use --dry-run", file=sys.stderr)
         raise SystemExit(2)
     print(f"GPU: {name}", flush=True)
-    clips = {
-        "1080p": make_clip(tmp / "1080p.mp4", SIZES["1080p"], ns.frames),
-        "4k": make_clip(tmp / "4k.mp4", SIZES["4k"], ns.frames_4k),
-    }
-    ns.engine_dir.mkdir(parents=True, exist_ok=True)
-    for model, cmd in engine_commands(ns.engine_dir).items():
+    step = "clips"
+    try:
+        clips = {
+            "1080p": make_clip(tmp / "1080p.mp4", SIZES["1080p"], ns.frames),
+            "4k": make_clip(tmp / "4k.mp4", SIZES["4k"], ns.frames_4k),
+        }
+        step = "engines"
+        if not build_engines(ns.engine_dir, rows):
+            return rows
+        for label, clip in clips.items():
+            step = f"file-{label}"
+            ref = file_steps(label, clip, ns, tmp, rows)
+            if label == "1080p":
+                step = "generate-1080p"
+                generate_step(clip, ref, ns, tmp, rows)
+        step = f"streams-{ns.feeds}x1080p"
+        rows.append(streams_step(ns, tmp))
+    except Exception as exc:  # reported in the table, exit 1
+        rows.append(Row(step, result=f"FAILED: {type(exc).__name__}: {exc}", ok=False))
+    return rows
+
+
+def build_engines(engine_dir: Path, rows: list[Row]) -> bool:
+    """The TensorRT engines, timed (one row each); False when a build failed."""
+    engine_dir.mkdir(parents=True, exist_ok=True)
+    for model, cmd in engine_commands(engine_dir).items():
         t0 = time.perf_counter()
         with GpuMemory(True) as mem:
             r = subprocess.run(cmd, capture_output=True, text=True)
@@ -638,43 +660,66 @@ def full_run(ns: argparse.Namespace, tmp: Path) -> list[Row]:
             Row(f"engine {model}", gpu_mib=mem.peak, build_s=time.perf_counter() - t0, result=last[-60:], ok=ok)
         )
         if not ok:
-            return rows
+            return False
+    return True
+
+
+def file_steps(label: str, clip: Path, ns: argparse.Namespace, tmp: Path, rows: list[Row]) -> Recorded:
+    """File mode on the GPU against the CPU reference of the same clip; returns the reference."""
     cpu = cpu_config()
-    for label, clip in clips.items():
-        with GpuMemory(True) as mem:
-            rec = run_file(clip, tmp / f"gpu_{label}.mp4", gpu_config(engine_dir=ns.engine_dir))
-        ref = run_file(clip, tmp / f"cpu_{label}.mp4", cpu)
-        row = file_row(f"file-{label}", rec, ref, cpu, need_gpu_video=True)
-        row.gpu_mib = mem.peak
-        rows.append(row)
-        rows.append(Row(f"cpu-ref-{label}", ref.fps, _ms(ref.call_ms), result="reference (ONNX Runtime fp32)"))
-        if label == "1080p":
-            gen_clip = common.prefix_clip(clip, ns.frames_generate, tmp / "prefix")
-            with GpuMemory(True) as mem:
-                g = run_file(gen_clip, tmp / "gpu_generate.mp4", gpu_config("generate", ns.engine_dir))
-            ref_g = run_file(gen_clip, tmp / "cpu_generate.mp4", cpu)
-            row = file_row("generate-1080p", g, ref_g, cpu, need_gpu_video=True)
-            gen_backend = str(g.anonymizer.get("generator_backend"))
-            if "tensorrt" not in gen_backend:
-                row.ok = False
-                row.result += f"; generator not on TensorRT ({gen_backend})"
-            faces = sum(len(d) for d in g.masked.values()) / max(1, g.frames)
-            row.result += f"; {faces:.1f} faces/frame"
-            row.gpu_mib = mem.peak
-            rows.append(row)
+    with GpuMemory(True) as mem:
+        rec = run_file(clip, tmp / f"gpu_{label}.mp4", gpu_config(engine_dir=ns.engine_dir))
+    ref = run_file(clip, tmp / f"cpu_{label}.mp4", cpu)
+    row = file_row(f"file-{label}", rec, ref, cpu, need_gpu_video=True)
+    row.gpu_mib = mem.peak
+    rows.append(row)
+    rows.append(Row(f"cpu-ref-{label}", ref.fps, _ms(ref.call_ms), result="reference (ONNX Runtime fp32)"))
+    return ref
+
+
+def generate_step(clip: Path, ref: Recorded, ns: argparse.Namespace, tmp: Path, rows: list[Row]) -> None:
+    """``--method generate`` on the GPU over the clip's first frames, against the CPU
+    reference already run on the whole clip (its first frames: ``first_frames``)."""
+    cpu = cpu_config()
+    gen_clip = common.prefix_clip(clip, ns.frames_generate, tmp / "prefix")
+    with GpuMemory(True) as mem:
+        g = run_file(gen_clip, tmp / "gpu_generate.mp4", gpu_config("generate", ns.engine_dir))
+    row = file_row("generate-1080p", g, first_frames(ref, ns.frames_generate), cpu, need_gpu_video=True)
+    gen_backend = str(g.anonymizer.get("generator_backend"))
+    if "tensorrt" not in gen_backend:
+        row.ok = False
+        row.result += f"; generator not on TensorRT ({gen_backend})"
+    faces = sum(len(d) for d in g.masked.values()) / max(1, g.frames)
+    row.result += f"; {faces:.1f} faces/frame"
+    row.gpu_mib = mem.peak
+    rows.append(row)
+
+
+def first_frames(rec: Recorded, n: int) -> Recorded:
+    """``rec`` cut to its first ``n`` frames: the reference of a run on the clip's prefix
+    (``common.prefix_clip``: the first ``n`` packets; ``make_clip``'s ultrafast preset has
+    no B-frames, so they are the first ``n`` frames). File mode with every frame detected
+    is causal (no frame's result depends on a later frame), so these are the records a
+    run on the prefix makes. Timings are not cut: they are the whole clip's."""
+
+    def head(d: dict[int, Detections]) -> dict[int, Detections]:
+        return {i: v for i, v in d.items() if i < n}
+
+    return replace(rec, raw=head(rec.raw), masked=head(rec.masked), frames=min(n, rec.frames))
+
+
+def streams_step(ns: argparse.Namespace, tmp: Path) -> Row:
     with GpuMemory(True) as mem:
         try:
             s = run_streams(ns.feeds, ns.seconds, ns.engine_dir, tmp)
         except Exception as exc:  # reported, exit 1
-            rows.append(Row(f"streams-{ns.feeds}x1080p", result=f"FAILED: {exc}", ok=False))
-            return rows
+            return Row(f"streams-{ns.feeds}x1080p", result=f"FAILED: {exc}", ok=False)
     ok = s["feeds_writing"] == ns.feeds and s["exit"] in (0, 130, -15)
     lat = f"{s['latency_ms'][0]:.0f}/{s['latency_ms'][1]:.0f}" if s["latency_ms"] else ""
     result = f"{s['feeds_writing']}/{ns.feeds} feeds writing, worst drop rate {100 * s['drop_rate']:.1f}%"
     if not ok:
         result += f"; FAILED (exit {s['exit']}): {s['stderr'].strip().splitlines()[-1:]}"
-    rows.append(Row(f"streams-{ns.feeds}x1080p", s["fps"], lat, mem.peak, result=result, ok=ok))
-    return rows
+    return Row(f"streams-{ns.feeds}x1080p", s["fps"], lat, mem.peak, result=result, ok=ok)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -112,3 +112,56 @@ def test_dry_run(data_dir: Path) -> None:
     assert "gpu_check plan:" in r.stdout and "all checks passed" in r.stdout
     for step in ("parse", "extras", "clips", "engines", "streams", "cpu-ref+compare"):
         assert any(line.startswith(step) and "FAILED" not in line for line in r.stdout.splitlines()), step
+
+
+def _fake_gpu(gc: ModuleType, monkeypatch: pytest.MonkeyPatch, calls: list[tuple[str, str, str]]) -> None:
+    """A machine whose GPU runs take no time: every run records one face on every frame,
+    on the GPU path; the generate step's prefix clip has 4 frames, the full clips 10."""
+
+    def run_file(clip: Path, out: Path, config: object) -> object:
+        calls.append((clip.name, config.detect.backend, config.anonymize.method))  # type: ignore[attr-defined]
+        n = 4 if clip.name == "prefix.mp4" else 10
+        rec = recorded(gc, {i: dets(FACE) for i in range(n)})
+        rec.video = {"decode": {"device": "cuda"}, "encode": {"codec": "h264_nvenc"}}  # type: ignore[attr-defined]
+        rec.inference = {"backend": "tensorrt"}  # type: ignore[attr-defined]
+        rec.anonymizer = {"generator_backend": "tensorrt"}  # type: ignore[attr-defined]
+        return rec
+
+    monkeypatch.setattr(gc, "gpu_name", lambda: "Fake GPU")
+    monkeypatch.setattr(gc, "make_clip", lambda dst, size, frames: dst)
+    monkeypatch.setattr(gc, "engine_commands", lambda engine_dir: {})
+    monkeypatch.setattr(gc.common, "prefix_clip", lambda clip, n, workdir: workdir / "prefix.mp4")
+    monkeypatch.setattr(gc, "run_file", run_file)
+
+
+def test_the_cpu_reference_runs_once_per_clip(gc: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, str, str]] = []
+    _fake_gpu(gc, monkeypatch, calls)
+    monkeypatch.setattr(
+        gc,
+        "run_streams",
+        lambda *a: {"feeds_writing": 8, "exit": 0, "latency_ms": [], "fps": 1.0, "drop_rate": 0.0, "stderr": ""},
+    )
+    ns = gc.argparse.Namespace(frames=10, frames_4k=10, frames_generate=4, feeds=8, seconds=1.0, engine_dir=tmp_path)
+    rows = gc.full_run(ns, tmp_path)
+    cpu = [c for c in calls if c[1] == "onnxruntime"]
+    assert sorted(c[0] for c in cpu) == ["1080p.mp4", "4k.mp4"]  # the generate step reuses the 1080p reference
+    gen = next(r for r in rows if r.step == "generate-1080p")
+    assert gen.ok, gen.result  # against the reference's first 4 frames: same frame count, same faces
+    assert [r.step for r in rows if not r.ok] == []
+
+
+def test_a_failing_step_is_one_line_and_exit_1(
+    gc: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[tuple[str, str, str]] = []
+    _fake_gpu(gc, monkeypatch, calls)
+
+    def broken(*args: object) -> object:
+        raise RuntimeError("no frame decoded from openpose__video.avi")
+
+    monkeypatch.setattr(gc, "make_clip", broken)
+    assert gc.main(["--keep", str(tmp_path)]) == 1
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    assert "FAILED: RuntimeError: no frame decoded" in out.out and "gpu_check: FAILED: clips" in out.err
