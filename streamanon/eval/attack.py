@@ -197,6 +197,50 @@ def paste(image: NDArray[np.uint8], crop: NDArray[np.uint8], rect: tuple[int, in
     return out
 
 
+def _split_summary(identities: list[str], train: list[int], test: list[int], seed: int) -> dict[str, Any]:
+    return {
+        "train_identities": sorted({identities[i] for i in train}),
+        "heldout_identities": sorted({identities[i] for i in test}),
+        "train_faces": len(train),
+        "heldout_faces": len(test),
+        "seed": seed,
+    }
+
+
+def _scored(rec: Recogniser, ref: Reference, img: NDArray[np.uint8], missed: bool) -> FaceResult:
+    """``ref``'s face in ``img``: its distance to the original, and whether it is still found."""
+    emb = rec.embed(img, [ref.face])[0]
+    found = rec.detect(img)
+    survived = bool(found) and bool((box_iou([ref.face.box], [f.box for f in found]) >= SURVIVAL_IOU).any())
+    return FaceResult(float(distance(emb, ref.embedding)[0, 0]), missed, survived, {}, emb)
+
+
+def _identity_scores(
+    refs: Sequence[Reference], result: MethodResult, threshold: float, test: list[int]
+) -> dict[str, Any]:
+    """``summarise`` of the held-out faces, without its image-quality keys (the crops are
+    scored in ``reconstruction``)."""
+    out = summarise(refs, result, threshold, test)
+    for key in ("psnr", "ssim", "ms_ssim", "psnr_outside", "ssim_outside", "ms_ssim_outside"):
+        out.pop(key, None)
+    return out
+
+
+def _reconstruction(data: AttackData, test: list[int], attacked: NDArray[np.uint8]) -> dict[str, float]:
+    """PSNR/SSIM of the anonymised and the attacked crops against the original crop, and the gains."""
+    recon: dict[str, list[float]] = {"input_psnr": [], "input_ssim": [], "attack_psnr": [], "attack_ssim": []}
+    for k, i in enumerate(test):
+        tgt = data.targets[i]
+        recon["input_psnr"].append(psnr(tgt, data.inputs[i]) or 0.0)
+        recon["input_ssim"].append(ssim(tgt, data.inputs[i]) or 0.0)
+        recon["attack_psnr"].append(psnr(tgt, attacked[k]) or 0.0)
+        recon["attack_ssim"].append(ssim(tgt, attacked[k]) or 0.0)
+    rc = {k: float(np.mean(v)) for k, v in recon.items()}
+    rc["psnr_gain"] = rc["attack_psnr"] - rc["input_psnr"]
+    rc["ssim_gain"] = rc["attack_ssim"] - rc["input_ssim"]
+    return rc
+
+
 def run_attack(
     refs: Sequence[Reference],
     product: ProductRunner,
@@ -232,42 +276,26 @@ def run_attack(
     # Rows outside the held-out set are never probes; they only keep rows aligned.
     before = MethodResult(spec.key, [FaceResult(0.0, False, False, {}, r.embedding) for r in refs])
     after = MethodResult(f"{spec.key}+attack", list(before.faces))
-    recon: dict[str, list[float]] = {"input_psnr": [], "input_ssim": [], "attack_psnr": [], "attack_ssim": []}
     examples: list[dict[str, Any]] = []
     for k, i in enumerate(test):
         ref = refs[i]
         anon = data.anonymised[i]
-        for res, img in ((before, anon), (after, paste(anon, attacked[k], data.rects[i]))):
-            emb = rec.embed(img, [ref.face])[0]
-            found = rec.detect(img)
-            survived = bool(found) and bool((box_iou([ref.face.box], [f.box for f in found]) >= SURVIVAL_IOU).any())
-            res.faces[i] = FaceResult(float(distance(emb, ref.embedding)[0, 0]), data.missed[i], survived, {}, emb)
-        tgt = data.targets[i]
-        recon["input_psnr"].append(psnr(tgt, data.inputs[i]) or 0.0)
-        recon["input_ssim"].append(ssim(tgt, data.inputs[i]) or 0.0)
-        recon["attack_psnr"].append(psnr(tgt, attacked[k]) or 0.0)
-        recon["attack_ssim"].append(ssim(tgt, attacked[k]) or 0.0)
+        before.faces[i] = _scored(rec, ref, anon, data.missed[i])
+        after.faces[i] = _scored(rec, ref, paste(anon, attacked[k], data.rects[i]), data.missed[i])
         examples.append(
-            {"identity": ref.identity, "original": tgt, "anonymised": data.inputs[i], "attacked": attacked[k]}
+            {
+                "identity": ref.identity,
+                "original": data.targets[i],
+                "anonymised": data.inputs[i],
+                "attacked": attacked[k],
+            }
         )
     summary: dict[str, Any] = {
         "method": spec.key,
-        "split": {
-            "train_identities": sorted({identities[i] for i in train}),
-            "heldout_identities": sorted({identities[i] for i in test}),
-            "train_faces": len(train),
-            "heldout_faces": len(test),
-            "seed": seed,
-        },
+        "split": _split_summary(identities, train, test, seed),
         "training": {"epochs": epochs, "seconds": round(train_s, 1), "crop": CROP, "threads": threads},
-        "before": summarise(refs, before, rec.threshold, test),
-        "after": summarise(refs, after, rec.threshold, test),
-        "reconstruction": {k: float(np.mean(v)) for k, v in recon.items()},
+        "before": _identity_scores(refs, before, rec.threshold, test),
+        "after": _identity_scores(refs, after, rec.threshold, test),
+        "reconstruction": _reconstruction(data, test, attacked),
     }
-    for block in ("before", "after"):
-        for key in ("psnr", "ssim", "ms_ssim", "psnr_outside", "ssim_outside", "ms_ssim_outside"):
-            summary[block].pop(key, None)
-    rc = summary["reconstruction"]
-    rc["psnr_gain"] = rc["attack_psnr"] - rc["input_psnr"]
-    rc["ssim_gain"] = rc["attack_ssim"] - rc["input_ssim"]
     return summary, examples

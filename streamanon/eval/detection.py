@@ -71,6 +71,25 @@ def size_label(det_size: int | str | None) -> str:
     return "auto" if det_size is None else str(det_size)
 
 
+def _detector_at(size: int | str | None, base: DetectConfig, thresholds: Sequence[float]) -> Detector:
+    """The product's detector at network size ``size`` (``base``'s other settings), scoring
+    down to ``AP_FLOOR``; tiled as ``base`` asks."""
+    cfg = DetectConfig(
+        model=base.model,
+        threshold=max(AP_FLOOR, min(thresholds)),
+        det_size=size,  # type: ignore[arg-type]
+        batch=1,
+        providers=base.providers,
+        threads=base.threads,
+        backend=base.backend,
+        precision=base.precision,
+    )
+    det: Detector = create_detector(cfg, low_threshold=AP_FLOOR)
+    if base.small_faces != "off" or base.max_face_size is not None:
+        det = TiledDetector(det, base.small_faces, base.tile_scale, base.tile_every, base.max_face_size, cfg.threshold)
+    return det
+
+
 def evaluate_detector(
     gts: Sequence[GroundTruth],
     det_size: int | str | None,
@@ -104,22 +123,7 @@ def evaluate_detector(
             size = max(32, min(4096, size))
         det = detectors.get(size)  # type: ignore[arg-type]
         if det is None:
-            cfg = DetectConfig(
-                model=base.model,
-                threshold=max(AP_FLOOR, min(thresholds)),
-                det_size=size,  # type: ignore[arg-type]
-                batch=1,
-                providers=base.providers,
-                threads=base.threads,
-                backend=base.backend,
-                precision=base.precision,
-            )
-            det = create_detector(cfg, low_threshold=AP_FLOOR)
-            if base.small_faces != "off" or base.max_face_size is not None:
-                det = TiledDetector(
-                    det, base.small_faces, base.tile_scale, base.tile_every, base.max_face_size, cfg.threshold
-                )
-            detectors[size] = det  # type: ignore[index]
+            det = detectors[size] = _detector_at(size, base, thresholds)  # type: ignore[index]
         dets = det([image])[0]
         ignore = gt.ignore.copy()
         if min_size > 0:
@@ -136,9 +140,7 @@ def evaluate_detector(
     return {
         "det_size": size_label(det_size),
         "small_faces": base.small_faces,
-        "inference": next(
-            (str(c) for d in detectors.values() if (c := getattr(d, "choice", None))), "custom detector"
-        ),
+        "inference": next((str(c) for d in detectors.values() if (c := getattr(d, "choice", None))), "custom detector"),
         "images": len(items),
         "seconds": round(seconds, 2),
         "ms_per_image": round(1000 * seconds / max(1, len(items)), 1),

@@ -165,83 +165,121 @@ def score_output(
     ``drift``: collects the attribute drift (skipped when None)."""
     a = config.anonymize
     by_index = {int(r["index"]): dets_from_records(r["faces"]) for r in per_frame}
-    sq_out, n_out = 0.0, 0
-    change_anon = change_orig = 0.0
-    prev: tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.bool_]] | None = None
-    leaks, checked, dlib_found, product_found, product_faces = 0, 0, 0, 0, 0
-    tracks: dict[int, tuple[list[NDArray[np.float32]], list[NDArray[np.float32]]]] = {}
-    frames = 0
+    score = _OutputScore()
     with VideoSource(original, audio=False) as so, VideoSource(anonymised, audio=False) as sa:
         for fo, fa in zip(so, sa, strict=False):
-            frames += 1
+            score.frames += 1
             o, an = fo.image, fa.image
             h, w = o.shape[:2]
             dets = by_index.get(fo.index, Detections.empty())
-            mask = union_mask(dets, w, h, a.shape, a.mask_scale, a.mask_margin)
-            diff = o[~mask].astype(np.float64) - an[~mask]
-            sq_out += float((diff**2).sum())
-            n_out += diff.size
-            if prev is not None:
-                both = mask & prev[2]
-                if both.any():
-                    change_anon += float(np.abs(an[both].astype(np.float64) - prev[1][both]).sum())
-                    change_orig += float(np.abs(o[both].astype(np.float64) - prev[0][both]).sum())
-            prev = (o, an, mask)
+            score.pixels(o, an, union_mask(dets, w, h, a.shape, a.mask_scale, a.mask_margin))
             if fo.index % every:
                 continue
-            mine = dets[dets.source == SOURCE_DETECTOR]
-            if len(mine):
-                found = detector([an])[0]
-                product_faces += len(mine)
-                if len(found):
-                    product_found += int((box_iou(mine.xyxy, found.xyxy) >= SURVIVAL_IOU).any(1).sum())
-            faces = rec.detect(o)
-            if not faces:
-                continue
-            e_o, e_a = rec.embed(o, faces), rec.embed(an, faces)
-            if drift is not None:
-                drift.add(o, an, faces)
-            d = np.sqrt(((e_o - e_a) ** 2).sum(1))
-            checked += len(faces)
-            leaks += int((d < rec.threshold).sum())
-            again = rec.detect(an)
-            boxes = np.stack([f.box for f in faces])
-            if again:
-                dlib_found += int((box_iou(boxes, np.stack([f.box for f in again])) >= SURVIVAL_IOU).any(1).sum())
-            if len(dets):
-                iou = box_iou(boxes, dets.xyxy)
-                for k in range(len(faces)):
-                    j = int(np.argmax(iou[k]))
-                    tid = int(dets.track_id[j])
-                    if iou[k, j] >= TRACK_IOU and tid >= 0:
-                        ta, to = tracks.setdefault(tid, ([], []))
-                        ta.append(e_a[k])
-                        to.append(e_o[k])
-    pairs_a: list[float] = []
-    pairs_o: list[float] = []
-    for ta, to in tracks.values():
-        for i, j in itertools.combinations(range(len(ta)), 2):
-            pairs_a.append(float(distance(ta[i][None], ta[j][None])[0, 0]))
-            pairs_o.append(float(distance(to[i][None], to[j][None])[0, 0]))
-    mse = sq_out / n_out if n_out else 0.0
-    out: dict[str, Any] = {
-        "frames": frames,
-        "psnr_outside": 100.0 if mse == 0 else min(100.0, 10 * math.log10(255.0**2 / mse)),
-        "flicker_ratio": change_anon / change_orig if change_orig else None,
-        "faces_checked": checked,
-        "leakage": leaks / checked if checked else None,
-        "dlib_survival": dlib_found / checked if checked else None,
-        "product_survival": product_found / product_faces if product_faces else None,
-        "tracks_scored": sum(1 for ta, _ in tracks.values() if len(ta) > 1),
-        "intra_track_pairs": len(pairs_a),
-        "intra_track_distance": _mean(pairs_a),
-        "intra_track_distance_original": _mean(pairs_o),
-        "intra_track_same": _mean([float(p < rec.threshold) for p in pairs_a]),
-    }
-    out |= track_pair_scores(tracks, rec.threshold)
+            score.product_faces_survive(dets, an, detector)
+            score.identity(o, an, dets, rec, drift)
+    out = score.result(rec.threshold)
     if drift is not None:
         out |= drift.scores()
     return out
+
+
+_TrackEmbeddings = tuple[list[NDArray[np.float32]], list[NDArray[np.float32]]]
+
+
+@dataclasses.dataclass
+class _OutputScore:
+    """What ``score_output`` measured so far."""
+
+    frames: int = 0
+    sq_out: float = 0.0  # squared error outside the masks
+    n_out: int = 0
+    change_anon: float = 0.0  # frame-to-frame change inside masks present in both frames
+    change_orig: float = 0.0
+    prev: tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.bool_]] | None = None
+    leaks: int = 0
+    checked: int = 0
+    dlib_found: int = 0
+    product_found: int = 0
+    product_faces: int = 0
+    tracks: dict[int, _TrackEmbeddings] = dataclasses.field(default_factory=dict)  # anonymised, original
+
+    def pixels(self, o: NDArray[np.uint8], an: NDArray[np.uint8], mask: NDArray[np.bool_]) -> None:
+        """Error outside the masks; flicker inside them (against the previous frame)."""
+        diff = o[~mask].astype(np.float64) - an[~mask]
+        self.sq_out += float((diff**2).sum())
+        self.n_out += diff.size
+        if self.prev is not None:
+            both = mask & self.prev[2]
+            if both.any():
+                self.change_anon += float(np.abs(an[both].astype(np.float64) - self.prev[1][both]).sum())
+                self.change_orig += float(np.abs(o[both].astype(np.float64) - self.prev[0][both]).sum())
+        self.prev = (o, an, mask)
+
+    def product_faces_survive(self, dets: Detections, an: NDArray[np.uint8], detector: Any) -> None:
+        """Does the product's detector still find its own detections in the output?"""
+        mine = dets[dets.source == SOURCE_DETECTOR]
+        if len(mine):
+            found = detector([an])[0]
+            self.product_faces += len(mine)
+            if len(found):
+                self.product_found += int((box_iou(mine.xyxy, found.xyxy) >= SURVIVAL_IOU).any(1).sum())
+
+    def identity(
+        self,
+        o: NDArray[np.uint8],
+        an: NDArray[np.uint8],
+        dets: Detections,
+        rec: Recogniser,
+        drift: AttributeDrift | None,
+    ) -> None:
+        """The recogniser's faces of the original: leaked, found again, embeddings per track."""
+        faces = rec.detect(o)
+        if not faces:
+            return
+        e_o, e_a = rec.embed(o, faces), rec.embed(an, faces)
+        if drift is not None:
+            drift.add(o, an, faces)
+        d = np.sqrt(((e_o - e_a) ** 2).sum(1))
+        self.checked += len(faces)
+        self.leaks += int((d < rec.threshold).sum())
+        again = rec.detect(an)
+        boxes = np.stack([f.box for f in faces])
+        if again:
+            self.dlib_found += int((box_iou(boxes, np.stack([f.box for f in again])) >= SURVIVAL_IOU).any(1).sum())
+        if len(dets):
+            iou = box_iou(boxes, dets.xyxy)
+            for k in range(len(faces)):
+                j = int(np.argmax(iou[k]))
+                tid = int(dets.track_id[j])
+                if iou[k, j] >= TRACK_IOU and tid >= 0:
+                    ta, to = self.tracks.setdefault(tid, ([], []))
+                    ta.append(e_a[k])
+                    to.append(e_o[k])
+
+    def result(self, threshold: float) -> dict[str, Any]:
+        pairs_a: list[float] = []
+        pairs_o: list[float] = []
+        for ta, to in self.tracks.values():
+            for i, j in itertools.combinations(range(len(ta)), 2):
+                pairs_a.append(float(distance(ta[i][None], ta[j][None])[0, 0]))
+                pairs_o.append(float(distance(to[i][None], to[j][None])[0, 0]))
+        mse = self.sq_out / self.n_out if self.n_out else 0.0
+        checked = self.checked
+        out: dict[str, Any] = {
+            "frames": self.frames,
+            "psnr_outside": 100.0 if mse == 0 else min(100.0, 10 * math.log10(255.0**2 / mse)),
+            "flicker_ratio": self.change_anon / self.change_orig if self.change_orig else None,
+            "faces_checked": checked,
+            "leakage": self.leaks / checked if checked else None,
+            "dlib_survival": self.dlib_found / checked if checked else None,
+            "product_survival": self.product_found / self.product_faces if self.product_faces else None,
+            "tracks_scored": sum(1 for ta, _ in self.tracks.values() if len(ta) > 1),
+            "intra_track_pairs": len(pairs_a),
+            "intra_track_distance": _mean(pairs_a),
+            "intra_track_distance_original": _mean(pairs_o),
+            "intra_track_same": _mean([float(p < threshold) for p in pairs_a]),
+        }
+        return out | track_pair_scores(self.tracks, threshold)
 
 
 def attribute_models(rec: Recogniser) -> tuple[Any, Any]:

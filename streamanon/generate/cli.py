@@ -11,7 +11,9 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -19,6 +21,10 @@ import numpy as np
 from ..cliutil import ArgParser, setup_logging
 from ..errors import ConfigError, MissingDependencyError
 from .data import ChipSettings, build_cache, cap_per_label, scan_sources
+
+if TYPE_CHECKING:
+    from .data import ChipSet
+    from .train import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +146,35 @@ def train_main(argv: list[str]) -> int:
     _setup(ns.verbose)
     import torch
 
-    from .model import GeneratorConfig, count_params, flops_per_face
-    from .train import TrainConfig, Trainer, read_checkpoint, sample_grid, to_batch
+    _check_train_options(ns, torch.cuda.is_available())
+    torch.set_num_threads(ns.threads)
+    size = _model_size(ns, argv)
+    data = _training_faces(ns, size)
+    trainer = _trainer(ns, data, size)
+    total = ns.epochs * trainer.steps_per_epoch
+    if ns.max_steps is not None:
+        total = min(total, ns.max_steps)
+    samples_dir = ns.cache / "samples"
+    t0 = time.monotonic()
+    limit = None if ns.time_limit is None else ns.time_limit * 60
+    on_epoch = _sample_writer(ns, data, size, samples_dir)
+    done = trainer.fit(total, ns.output, ns.checkpoint_every, on_epoch, progress=not ns.no_progress, time_limit=limit)
+    _print_run(trainer, total, time.monotonic() - t0)
+    if not done and trainer.stopped_by == "time limit":
+        print(f"time limit reached: checkpoint {ns.output} saved at step {trainer.step}; continue with --resume")
+        return 0
+    if not done:
+        print(
+            f"interrupted: checkpoint {ns.output} saved at step {trainer.step}; continue with --resume", file=sys.stderr
+        )
+        return 130
+    print(f"checkpoint: {ns.output}; samples: {samples_dir}")
+    return 0
 
-    if ns.device == "cuda" and not torch.cuda.is_available():
+
+def _check_train_options(ns: argparse.Namespace, cuda: bool) -> None:
+    """One-line errors for options that cannot run, before any face is read."""
+    if ns.device == "cuda" and not cuda:
         raise ConfigError(
             "--device cuda: PyTorch sees no CUDA GPU (install a CUDA build of torch, or use --device cpu)"
         )
@@ -151,56 +182,73 @@ def train_main(argv: list[str]) -> int:
         raise ConfigError("--threads must be >= 1")
     if ns.epochs < 1 or (ns.max_steps is not None and ns.max_steps < 1):
         raise ConfigError("--epochs and --max-steps must be >= 1")
-    torch.set_num_threads(ns.threads)
-    size = ns.size
-    if ns.resume:
-        size = int(read_checkpoint(ns.output)["config"]["size"])
-        if size != ns.size and "--size" in argv:
-            raise ConfigError(f"--size {ns.size} does not match the checkpoint's {size} px model")
-    elif ns.output.exists():
-        raise ConfigError(f"{ns.output} exists: pass --resume to continue it, or choose another -o")
-    settings = ChipSettings(size=size, video_step=ns.video_step, max_per_video=ns.max_per_video)
-    sources = scan_sources(ns.data)
-    cache = ns.cache
+    if ns.max_per_person < 1:
+        raise ConfigError("--max-per-person must be >= 1")
+    if ns.resume and ns.init is not None:
+        raise ConfigError("--init starts a new run: it cannot be combined with --resume")
+
+
+def _model_size(ns: argparse.Namespace, argv: list[str]) -> int:
+    """The face size trained: the checkpoint's when resuming (``--size`` must agree)."""
+    from .train import read_checkpoint
+
+    if not ns.resume:
+        if ns.output.exists():
+            raise ConfigError(f"{ns.output} exists: pass --resume to continue it, or choose another -o")
+        return int(ns.size)
+    size = int(read_checkpoint(ns.output)["config"]["size"])
+    if size != ns.size and "--size" in argv:
+        raise ConfigError(f"--size {ns.size} does not match the checkpoint's {size} px model")
+    return size
+
+
+def _training_faces(ns: argparse.Namespace, size: int) -> ChipSet:
+    """The face chips of ``ns.data`` (cached under ``ns.cache``), at most ``--max-per-person`` each."""
     from tqdm import tqdm
 
+    settings = ChipSettings(size=size, video_step=ns.video_step, max_per_video=ns.max_per_video)
+    sources = scan_sources(ns.data)
     with tqdm(total=len(sources), desc="faces", unit="file", disable=ns.no_progress) as bar:
 
         def step(i: int, n: int, name: str) -> None:
             bar.n = i
             bar.set_postfix_str(name[-30:], refresh=True)
 
-        found = build_cache(sources, cache, settings, progress=step)
+        found = build_cache(sources, ns.cache, settings, progress=step)
         bar.n = len(sources)
-    if ns.max_per_person < 1:
-        raise ConfigError("--max-per-person must be >= 1")
     data = cap_per_label(found, ns.max_per_person)
-    where = cache / f"chips-{size}"
+    where = ns.cache / f"chips-{size}"
     print(f"training faces: {len(data)} of {len(found)} found in {len(found.sources)} files (cache {where})")
+    return data
+
+
+def _trainer(ns: argparse.Namespace, data: ChipSet, size: int) -> Trainer:
+    """A new ``Trainer`` (``--init``: from another generator) or the checkpoint's, resumed."""
+    from .model import GeneratorConfig, count_params, flops_per_face
+    from .train import TrainConfig, Trainer
 
     recipe = {name: getattr(ns, name) for _, name, _, _ in RECIPE if getattr(ns, name) is not None}
     if "lr_g" in recipe:
         recipe["lr_d"] = recipe["lr_g"]  # --lr sets both networks' rates
     if ns.resume:
-        if ns.init is not None:
-            raise ConfigError("--init starts a new run: it cannot be combined with --resume")
         if recipe:
             print(f"resumed with changed settings: {recipe}")
         trainer = Trainer.resume(ns.output, data, ns.device, changes=recipe)
     else:
-        gcfg = GeneratorConfig(size=size, channels=ns.channels)
-        tcfg = TrainConfig(**recipe)
-        trainer = Trainer(data, gcfg, tcfg, ns.device)
+        trainer = Trainer(data, GeneratorConfig(size=size, channels=ns.channels), TrainConfig(**recipe), ns.device)
         if ns.init is not None:
             trainer.init_generator(ns.init)
             print(f"generator initialised from {ns.init}")
     g = trainer.G
     params, gflops = count_params(g) / 1e6, flops_per_face(g) / 1e9
     print(f"generator: {params:.2f} M parameters, {gflops:.2f} GFLOPs per face at {size} px")
-    total = ns.epochs * trainer.steps_per_epoch
-    if ns.max_steps is not None:
-        total = min(total, ns.max_steps)
-    samples_dir = cache / "samples"
+    return trainer
+
+
+def _sample_writer(ns: argparse.Namespace, data: ChipSet, size: int, samples_dir: Path) -> Callable[[Trainer], None]:
+    """The end-of-epoch hook: a grid of 8 fixed faces through the EMA generator, as a PNG."""
+    from .train import sample_grid, to_batch
+
     fixed = to_batch(data, np.random.default_rng(1).permutation(len(data))[: min(8, len(data))], ns.device)
 
     def on_epoch(tr: Trainer) -> None:
@@ -215,10 +263,10 @@ def train_main(argv: list[str]) -> int:
             "epoch %d (step %d): %s; samples %s", tr.epoch, tr.step, {k: round(v, 4) for k, v in last.items()}, out
         )
 
-    t0 = time.monotonic()
-    limit = None if ns.time_limit is None else ns.time_limit * 60
-    done = trainer.fit(total, ns.output, ns.checkpoint_every, on_epoch, progress=not ns.no_progress, time_limit=limit)
-    wall = time.monotonic() - t0
+    return on_epoch
+
+
+def _print_run(trainer: Trainer, total: int, wall: float) -> None:
     last = trainer.history.epochs[-1] if trainer.history.epochs else {}
     losses = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in ("epoch", "step", "partial"))
     rate = (trainer.step and trainer.step / max(trainer.history.seconds, 1e-9)) or 0.0
@@ -229,16 +277,6 @@ def train_main(argv: list[str]) -> int:
     )
     if losses:
         print(f"losses: {losses}")
-    if not done and trainer.stopped_by == "time limit":
-        print(f"time limit reached: checkpoint {ns.output} saved at step {trainer.step}; continue with --resume")
-        return 0
-    if not done:
-        print(
-            f"interrupted: checkpoint {ns.output} saved at step {trainer.step}; continue with --resume", file=sys.stderr
-        )
-        return 130
-    print(f"checkpoint: {ns.output}; samples: {samples_dir}")
-    return 0
 
 
 def export_parser() -> argparse.ArgumentParser:
