@@ -428,13 +428,7 @@ class _Converter:
         op, name, where = node["op"], node["name"], self.where(node)
         ins = self.data_inputs(node)
         if op == "Const":
-            if name in self.weights:
-                self.consts[name] = self.weights[name]
-            else:
-                tensor = node.get("attr", {}).get("value", {}).get("tensor")
-                if tensor is None:
-                    raise ModelError(f"{where}: constant without a value or a weight")
-                self.consts[name] = _inline_tensor(tensor, where)
+            self.constant(node)
         elif op == "Placeholder":
             self.placeholder(node)
         elif op in ("Conv2D", "DepthwiseConv2dNative"):
@@ -465,36 +459,59 @@ class _Converter:
         elif op in ("AvgPool", "MaxPool"):
             self.pool(node)
         elif op == "Reshape":
-            t = self.to_nhwc(self.tensor(ins[0], node))
-            shape = self.const(ins[1], node).astype(np.int64).ravel()
-            if (shape == 0).any():
-                raise ModelError(f"{where}: zero-sized Reshape dimensions are not supported")
-            out = self.emit("Reshape", [t.name, self.initializer(f"{name}/shape", shape)], name)
-            self.tensors[name] = _Tensor(out, int(shape.size))
+            self.reshape(node)
         elif op == "Squeeze":
-            t = self.tensor(ins[0], node)
-            axes = _attr_list(node, "squeeze_dims")
-            if not axes or t.rank is None:
-                raise ModelError(f"{where}: Squeeze needs explicit squeeze_dims and a known rank")
-            axes = sorted(a % t.rank for a in axes)
-            if t.nchw:
-                mapped = np.array(sorted(_AXIS_TO_NCHW[a] for a in axes), np.int64)
-                out = self.emit("Squeeze", [t.name, self.initializer(f"{name}/axes", mapped)], name)
-                self.tensors[name] = self.plain_after_drop(out, axes, name)
-            else:
-                out = self.emit("Squeeze", [t.name, self.initializer(f"{name}/axes", np.array(axes, np.int64))], name)
-                self.tensors[name] = _Tensor(out, t.rank - len(axes))
+            self.squeeze(node)
         elif op == "ConcatV2":
-            parts = [self.tensor(r, node) for r in ins[:-1]]
-            axis = int(self.const(ins[-1], node))
-            rank = parts[0].rank or 0
-            if any(p.nchw for p in parts):
-                parts = [self.to_nchw(p) for p in parts]
-                axis = _AXIS_TO_NCHW[axis % 4]
-            out = self.emit("Concat", [p.name for p in parts], name, axis=axis)
-            self.tensors[name] = _Tensor(out, rank, parts[0].nchw)
+            self.concat(node)
         else:
             raise ModelError(f"{where}: unsupported TF.js op {op!r} (supported: {', '.join(sorted(SUPPORTED_OPS))})")
+
+    def constant(self, node: dict[str, Any]) -> None:
+        """A weight of the model, or a value written in the graph."""
+        name = node["name"]
+        if name in self.weights:
+            self.consts[name] = self.weights[name]
+            return
+        tensor = node.get("attr", {}).get("value", {}).get("tensor")
+        if tensor is None:
+            raise ModelError(f"{self.where(node)}: constant without a value or a weight")
+        self.consts[name] = _inline_tensor(tensor, self.where(node))
+
+    def reshape(self, node: dict[str, Any]) -> None:
+        name, ins = node["name"], self.data_inputs(node)
+        t = self.to_nhwc(self.tensor(ins[0], node))
+        shape = self.const(ins[1], node).astype(np.int64).ravel()
+        if (shape == 0).any():
+            raise ModelError(f"{self.where(node)}: zero-sized Reshape dimensions are not supported")
+        out = self.emit("Reshape", [t.name, self.initializer(f"{name}/shape", shape)], name)
+        self.tensors[name] = _Tensor(out, int(shape.size))
+
+    def squeeze(self, node: dict[str, Any]) -> None:
+        name, ins = node["name"], self.data_inputs(node)
+        t = self.tensor(ins[0], node)
+        axes = _attr_list(node, "squeeze_dims")
+        if not axes or t.rank is None:
+            raise ModelError(f"{self.where(node)}: Squeeze needs explicit squeeze_dims and a known rank")
+        axes = sorted(a % t.rank for a in axes)
+        if t.nchw:
+            mapped = np.array(sorted(_AXIS_TO_NCHW[a] for a in axes), np.int64)
+            out = self.emit("Squeeze", [t.name, self.initializer(f"{name}/axes", mapped)], name)
+            self.tensors[name] = self.plain_after_drop(out, axes, name)
+        else:
+            out = self.emit("Squeeze", [t.name, self.initializer(f"{name}/axes", np.array(axes, np.int64))], name)
+            self.tensors[name] = _Tensor(out, t.rank - len(axes))
+
+    def concat(self, node: dict[str, Any]) -> None:
+        name, ins = node["name"], self.data_inputs(node)
+        parts = [self.tensor(r, node) for r in ins[:-1]]
+        axis = int(self.const(ins[-1], node))
+        rank = parts[0].rank or 0
+        if any(p.nchw for p in parts):
+            parts = [self.to_nchw(p) for p in parts]
+            axis = _AXIS_TO_NCHW[axis % 4]
+        out = self.emit("Concat", [p.name for p in parts], name, axis=axis)
+        self.tensors[name] = _Tensor(out, rank, parts[0].nchw)
 
     def pool(self, node: Mapping[str, Any]) -> None:
         where = self.where(node)
