@@ -68,7 +68,7 @@ from ..models.landmarks import landmarker5
 from ..types import SOURCE_DETECTOR, Detections
 from . import adversarial_core  # as a module: tests replace pgd
 from .adversarial_core import EOTConfig, KAnonymity, PGDConfig, Targeted, Untargeted
-from .base import FaceAnonymizer, FrameInfo
+from .base import FaceAnonymizer, FrameInfo, TrackStates
 from .ksame import IMAGE_SUFFIXES
 from .mask import FaceRegion, indexed_regions
 
@@ -335,8 +335,7 @@ class AdversarialAnonymizer(FaceAnonymizer):
         # The decoys and the random draws must be unpredictable: a per-run secret from the
         # OS unless --seed is given.
         self._rng = np.random.default_rng(config.seed)
-        self._tracks: dict[int, _Track] = {}
-        self._done: list[dict[str, Any]] = []
+        self._tracks: TrackStates[_Track] = TrackStates(self._record)
         self.faces = 0
         self.solid_rows = 0
         self.kept_rows = 0  # perturb_replaced: rows left as the other method wrote them
@@ -344,24 +343,22 @@ class AdversarialAnonymizer(FaceAnonymizer):
 
     # -- lifecycle -----------------------------------------------------------------------
     def track_started(self, track_id: int, info: FrameInfo) -> None:
-        self._tracks[track_id] = _Track(info.index)
+        self._tracks.start(track_id, _Track(info.index))
 
     def track_ended(self, track_id: int, info: FrameInfo) -> None:
-        t = self._tracks.pop(track_id, None)
-        if t is None:
-            return
-        self._done.append(
-            {
-                "track_id": track_id,
-                "first_frame": t.first,
-                "frames": t.frames,
-                "perturbed": t.perturbed,
-                "solid": t.solid,
-                "objective_met": t.satisfied,
-                "distance_mean": round(float(np.mean(t.distances)), 4) if t.distances else None,
-                "distance_min": round(float(np.min(t.distances)), 4) if t.distances else None,
-            }
-        )
+        self._tracks.end(track_id)
+
+    @staticmethod
+    def _record(t: _Track) -> dict[str, Any]:
+        return {
+            "first_frame": t.first,
+            "frames": t.frames,
+            "perturbed": t.perturbed,
+            "solid": t.solid,
+            "objective_met": t.satisfied,
+            "distance_mean": round(float(np.mean(t.distances)), 4) if t.distances else None,
+            "distance_min": round(float(np.min(t.distances)), 4) if t.distances else None,
+        }
 
     def report(self) -> dict[str, Any]:
         return {
@@ -380,7 +377,7 @@ class AdversarialAnonymizer(FaceAnonymizer):
             "objective_not_met": self.unsatisfied,
             "solid_rows": self.solid_rows,
             "kept_rows": self.kept_rows,
-            "per_track": sorted(self._done, key=lambda r: int(r["track_id"])),
+            "per_track": self._tracks.records(),
         }
 
     # -- per frame -----------------------------------------------------------------------
@@ -531,8 +528,7 @@ class AdversarialAnonymizer(FaceAnonymizer):
         log.debug("adversarial: %d faces, %d steps, %d/%d objective met", n, cfg.steps, met, n)
 
     def _track_of(self, dets: Detections, face: _Face) -> _Track | None:
-        tid = int(dets.track_id[face.row])
-        return self._tracks.get(tid) if tid >= 0 else None
+        return self._tracks.get(int(dets.track_id[face.row]))
 
     def _pgd_config(self, faces: list[_Face], batch: _Batch) -> PGDConfig:
         """A batch mixes warm tracks and new ones: new faces then start from their random

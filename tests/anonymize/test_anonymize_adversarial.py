@@ -271,10 +271,10 @@ def test_bank_objectives_are_reached(
     an = f()
     an.track_started(1, FrameInfo(0))
     an.apply(img, dets, FrameInfo(0))
-    decoy = an._tracks[1].decoy
+    decoy = an._tracks.get(1).decoy
     an.apply(img, dets, FrameInfo(1))
     if objective == "targeted":
-        assert decoy is not None and an._tracks[1].decoy is decoy  # one decoy for the whole track
+        assert decoy is not None and an._tracks.get(1).decoy is decoy  # one decoy for the whole track
         assert np.linalg.norm(f.adversarial.gallery.embeddings - decoy, axis=1).min() == 0  # a bank face
     an.track_ended(1, FrameInfo(2))
     assert an.report()["per_track"][0]["objective_met"] == 2
