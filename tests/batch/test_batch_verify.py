@@ -64,6 +64,11 @@ def archive(data_dir: Path, tmp_path: Path) -> Path:
     return root
 
 
+def _verifier_finds(monkeypatch: pytest.MonkeyPatch, matching: int) -> None:
+    """Workers verify with a ``_FakeVerifier(matching)`` when asked to verify."""
+    monkeypatch.setattr(worker, "_verifier", lambda every: _FakeVerifier(matching) if every else None)
+
+
 def _run(archive: Path, out: Path, verify_every: int) -> tuple[Any, _InProcess]:
     engine = _InProcess()
     config = PipelineConfig(anonymize=AnonymizeConfig(method="solid"))
@@ -74,7 +79,7 @@ def _run(archive: Path, out: Path, verify_every: int) -> tuple[Any, _InProcess]:
 def test_a_file_done_without_verify_is_redone_with_it(
     archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker, "_verifier", lambda every: _FakeVerifier(0) if every else None)
+    _verifier_finds(monkeypatch, 0)
     out = tmp_path / "out"
     first, _ = _run(archive, out, 0)
     assert first.done == 1 and rows(out)["sub/face.mp4"]["verify_passed"] is None
@@ -90,9 +95,9 @@ def test_a_file_done_without_verify_is_redone_with_it(
 def test_an_output_failing_verify_leaves_the_final_name(
     archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker, "_verifier", lambda every: _FakeVerifier(2) if every else None)
+    _verifier_finds(monkeypatch, 2)
+    result, _ = _run(archive, tmp_path / "out", 1)
     out = tmp_path / "out"
-    result, _ = _run(archive, out, 1)
     assert result.failed == 1 and result.exit_code == VerificationError.exit_code
     kept = partial_output(Path("sub/face.mp4"))
     assert not (out / "sub" / "face.mp4").exists()  # never under the name of a finished file
@@ -106,7 +111,7 @@ def test_an_output_failing_verify_leaves_the_final_name(
 def test_a_worker_sets_aside_an_output_failing_verify(
     archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker, "_verifier", lambda every: _FakeVerifier(1))
+    _verifier_finds(monkeypatch, 1)
     out = tmp_path / "out"
     cfg = PipelineConfig(anonymize=AnonymizeConfig(method="solid")).to_json()
     src, dst = archive / "sub" / "face.mp4", out / "sub" / "face.mp4"
