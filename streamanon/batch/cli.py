@@ -22,6 +22,7 @@ from typing import Any
 from ..cli import add_pipeline_options, add_verify_options, config_from_args
 from ..cliutil import setup_logging as setup
 from ..errors import ConfigError
+from ..options import BATCH, verify_every
 from ..verify import verifier_from_args
 from .driver import BatchOptions, BatchResult, run_batch
 from .manifest import MANIFEST_NAME, Manifest, Row
@@ -75,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging; list skipped files in --status")
-    add_pipeline_options(p)
-    add_verify_options(p)
+    add_pipeline_options(p, BATCH)
+    add_verify_options(p, BATCH)
     return p
 
 
@@ -96,7 +97,8 @@ def main(argv: list[str]) -> int:
         raise ConfigError("usage: streamanon batch ARCHIVE_DIR -o OUT_DIR (or --status OUT_DIR)")
     if ns.ray_address and ns.engine != "ray":
         raise ConfigError("--ray-address needs --engine ray")
-    verifier = verifier_from_args(ns.verify, ns.verify_every)  # exit 9 here, not per file, without dlib
+    every = verify_every(ns.verify, ns.verify_every)
+    verifier = verifier_from_args(every > 0, every or None)  # exit 9 here, not per file, without dlib
     opts = BatchOptions(
         archive=ns.archive,
         out_dir=ns.output,
