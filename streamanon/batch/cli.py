@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli import add_pipeline_options, add_verify_options, config_from_args
+from ..cli import add_pipeline_options, add_verify_options, check_options, config_from_args, given_options
 from ..cliutil import setup_logging as setup
 from ..errors import ConfigError
 from ..options import BATCH, verify_every
@@ -87,7 +87,8 @@ def _setup_logging(verbose: bool) -> None:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``streamanon batch``; returns the exit code."""
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    ns = parser.parse_args(argv)
     _setup_logging(ns.verbose)
     if ns.status is not None:
         if ns.archive is not None or ns.output is not None:
@@ -95,6 +96,7 @@ def main(argv: list[str]) -> int:
         return status_command(ns.status, as_json=ns.json, verbose=ns.verbose)
     if ns.archive is None or ns.output is None:
         raise ConfigError("usage: streamanon batch ARCHIVE_DIR -o OUT_DIR (or --status OUT_DIR)")
+    check_options(ns, given_options(parser, argv), BATCH)  # --k with --method blur: an error, not ignored
     if ns.ray_address and ns.engine != "ray":
         raise ConfigError("--ray-address needs --engine ray")
     every = verify_every(ns.verify, ns.verify_every)

@@ -148,3 +148,11 @@ def test_eval_method_parameters_come_from_the_schema() -> None:
     assert spec.config.generate_adversarial and spec.config.epsilon == 6.0
     with pytest.raises(ConfigError, match="objective='nope': expected untargeted, targeted, k-anonymity"):
         parse_methods("adversarial:objective=nope", PipelineConfig().anonymize)
+
+
+def test_batch_refuses_an_option_of_another_method(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "in").mkdir()
+    code = main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--method", "blur", "--k", "5"])
+    err = capsys.readouterr().err
+    assert code == ConfigError.exit_code and "--k is an option of --method k-same" in err, err
+    assert not (tmp_path / "out").exists()  # refused before anything is written
