@@ -131,7 +131,7 @@ def _load_toml(path: Path) -> dict[str, Any]:
 # -- the config file ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StreamSpec:
-    """One ``[[stream]]`` entry, resolved through the single-stream CLI's own parser."""
+    """One ``[[stream]]`` entry, read through the option schema (``streamanon.options``)."""
 
     name: str
     config: PipelineConfig
@@ -192,6 +192,32 @@ def _tables(path: Path, data: dict[str, Any]) -> tuple[dict[str, Any], list[dict
     return defaults, streams, names
 
 
+def _own(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A ``[[stream]]``'s own option values."""
+    return values_from_table({k: v for k, v in entry.items() if k not in PER_STREAM_ONLY}, where, FEED)
+
+
+def _feed(
+    entry: Mapping[str, Any], where: str, given: dict[str, Any], detect: dict[str, Any]
+) -> tuple[PipelineConfig, LiveOptions, InputSpec, OutputSpec, int]:
+    """One feed's settings from the options it is given (``[defaults]`` and its own) and the
+    shared detector's; errors name ``where``."""
+    values = {**option_defaults([STREAMS]), **given, **detect}
+    try:
+        check_method(values["method"])  # here, not when the feed starts
+        check_applies(given, STREAMS, values["method"], toml=True)
+        config = config_from_values(values)
+        # the feed's own pipeline makes one detector call at a time; the shared detector has the workers
+        config = dataclasses.replace(config, detect=dataclasses.replace(config.detect, workers=1))
+        opts = LiveOptions.from_values(values, entry["input"])
+        in_spec, out_spec = input_spec(entry["input"], opts), output_spec(entry["output"], opts)
+        choose_decode(in_spec.hwaccel)  # hwaccel = "cuda" that cannot open: exit 2 at start, not per feed
+        every = verify_every(values["verify"], values["verify_every"])
+    except StreamanonError as exc:
+        raise type(exc)(f"{where}: {exc}") from exc
+    return config, opts, in_spec, out_spec, every
+
+
 def parse_streams_config(path: Path, data: Mapping[str, Any] | None = None) -> StreamsConfig:
     """Read and validate ``path`` (or ``data`` already read from it) through ``streamanon.options``.
 
@@ -225,23 +251,7 @@ def parse_streams_config(path: Path, data: Mapping[str, Any] | None = None) -> S
         for key in ("input", "output"):
             if not isinstance(entry.get(key), str) or not entry[key]:
                 raise ConfigError(f'{where}: needs {key} = "..."')
-        given = {
-            **common,
-            **values_from_table({k: v for k, v in entry.items() if k not in PER_STREAM_ONLY}, where, FEED),
-        }
-        values = {**option_defaults([STREAMS]), **given, **detect}
-        try:
-            check_method(values["method"])  # here, not when the feed starts
-            check_applies(given, STREAMS, values["method"], toml=True)
-            config = config_from_values(values)
-            # the feed's own pipeline makes one detector call at a time; the shared detector has the workers
-            config = dataclasses.replace(config, detect=dataclasses.replace(config.detect, workers=1))
-            opts = LiveOptions.from_values(values, entry["input"])
-            in_spec, out_spec = input_spec(entry["input"], opts), output_spec(entry["output"], opts)
-            choose_decode(in_spec.hwaccel)  # hwaccel = "cuda" that cannot open: exit 2 at start, not per feed
-            every = verify_every(values["verify"], values["verify_every"])
-        except StreamanonError as exc:
-            raise type(exc)(f"{where}: {exc}") from exc
+        config, opts, in_spec, out_spec, every = _feed(entry, where, {**common, **_own(entry, where)}, detect)
         report = (
             Path(str(entry["report"])) if "report" in entry else (report_dir / f"{name}.json" if report_dir else None)
         )
