@@ -313,9 +313,10 @@ def render() -> str:
         "## `streamanon streams` TOML keys",
         "",
         "Keys are the long option names above without `--` (`-` or `_`); a commented example is in",
-        "[live.md](live.md#many-cameras-in-one-process). `true` gives an on/off flag, `false` its `--no-` form",
-        "where there is one; a list gives a repeatable option once per value (else it is joined with commas);",
-        "a table gives `KEY=VALUE` options.",
+        "[live.md](live.md#many-cameras-in-one-process). Values are read as the flags read them: `true`/`false`",
+        "for an on/off flag (`reconnect = false` is `--no-reconnect`), a number or a string, a list for a",
+        "repeatable option (and `providers`), a table for `KEY=VALUE` options. Each key's value, default and",
+        "where it applies: [options.md](options.md).",
         "",
     ]
     for where, keys in streams_keys().items():

@@ -33,12 +33,16 @@ def _check(cond: bool, field_name: str, value: Any, allowed: str) -> None:
 
 
 def _unknown(cls: type, data: dict[str, Any]) -> None:
+    """ConfigError naming every key of ``data`` that is not a field of ``cls``, at once."""
     names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            hint = difflib.get_close_matches(key, names, n=1)
-            extra = f"; did you mean {hint[0]!r}?" if hint else f"; valid keys: {', '.join(names)}"
-            raise ConfigError(f"unknown {cls.__name__} key {key!r}{extra}")
+    bad = [key for key in data if key not in names]
+    if bad:
+        hints = [difflib.get_close_matches(key, names, n=1) for key in bad]
+        listed = ", ".join(
+            f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in zip(bad, hints, strict=True)
+        )
+        extra = "" if all(hints) else f"; valid keys: {', '.join(names)}"
+        raise ConfigError(f"unknown {cls.__name__} key{'s' * (len(bad) > 1)} {listed}{extra}")
 
 
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")

@@ -156,3 +156,11 @@ def test_batch_refuses_an_option_of_another_method(tmp_path: Path, capsys: pytes
     err = capsys.readouterr().err
     assert code == ConfigError.exit_code and "--k is an option of --method k-same" in err, err
     assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_config_from_dict_names_every_unknown_key_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        PipelineConfig.from_dict({"anonymize": {"methd": "blur", "blur_strenght": 2, "qqq": 1}})
+    msg = str(info.value)
+    assert "'methd' (did you mean 'method'?)" in msg and "'blur_strenght' (did you mean 'blur_strength'?)" in msg
+    assert "'qqq'" in msg and "valid keys: method" in msg and "\n" not in msg
