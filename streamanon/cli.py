@@ -11,7 +11,6 @@ import argparse
 import importlib
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -23,20 +22,29 @@ from types import FrameType
 from typing import Any
 
 from . import __version__
-from .anonymize import METHODS
 from .anonymize.review import review_from_args
-from .anonymize.selective import parse_region
 from .backends.onnxruntime import available_providers
 from .backends.openvino import openvino_status
 from .backends.registry import load_registry, resolve_model
 from .backends.tensorrt import tensorrt_status
 from .cliutil import ArgParser, setup_logging
-from .config import BACKENDS, PRECISIONS, AnonymizeConfig, DetectConfig, IOConfig, PipelineConfig, TrackConfig
+from .config import DetectConfig, PipelineConfig
 from .detect.centerface import resolve_backend
-from .errors import EXIT_CODES, ConfigError, SinkError, SourceOpenError, StreamanonError, VerificationError
-from .io import hwaccel, is_image_path, is_live, is_video_path, redact
+from .errors import EXIT_CODES, ConfigError, SinkError, SourceOpenError, StreamanonError
+from .io import is_image_path, is_live, is_video_path, redact
 from .live import run_live
-from .live.options import add_live_options, live_flags_given
+from .options import (
+    BATCH,
+    FILE,
+    FOLDER,
+    LIVE,
+    RUN,
+    add_arguments,
+    check_applies,
+    config_from_values,
+    verify_every,
+)
+from .options import parse_time as parse_time  # --start/--duration (re-exported)
 from .pipeline import Interrupted, Stages
 from .runner import RunReport, collect_pool, default_output, package_versions, process_file, write_report
 from .verify import verifier_from_args, verify_line
@@ -65,371 +73,23 @@ SUBCOMMAND_HELP: dict[str, str] = {
 }
 
 
-def _color(text: str) -> tuple[int, int, int]:
-    s = text.strip().lstrip("#")
-    try:
-        if "," in s:
-            r, g, b = (int(v) for v in s.split(","))
-            return r, g, b
-        if len(s) == 6:
-            return int(s[0:2], 16), int(s[2:4], 16), int(s[4:6], 16)
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(f"invalid color {text!r}: use R,G,B or #RRGGBB")
+#: The argument groups of the pipeline's own options (run, batch, eval, demo).
+PIPELINE_GROUPS = ("anonymisation", "selective anonymisation", "detection and tracking", "encoding")
 
 
-def _region(text: str) -> tuple[float, ...]:
-    try:
-        return parse_region(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def add_pipeline_options(p: argparse.ArgumentParser, mode: str = FILE) -> None:
+    """The pipeline's options (``PipelineConfig``) that apply to ``mode``, from ``streamanon.options``."""
+    add_arguments(p, {mode}, groups=PIPELINE_GROUPS)
 
 
-def _kv(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    k, v = text.split("=", 1)
-    return k.strip(), v.strip()
-
-
-def add_pipeline_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
-    """Options that map one-to-one onto ``PipelineConfig`` fields (shared by run and batch).
-
-    ``seed=False`` leaves ``--seed`` to a caller that defines its own (``streamanon eval``).
-    """
-    d, t, a, io = DetectConfig(), TrackConfig(), AnonymizeConfig(), IOConfig()
-    g = p.add_argument_group("anonymisation")
-    g.add_argument(
-        "--method",
-        default=a.method,
-        help=f"one of: {', '.join(sorted(METHODS))} (default {a.method}; generate requires "
-        "'pip install streamanon[align]', adversarial 'pip install streamanon[torch]')",
-    )
-    g.add_argument("--shape", default=a.shape, choices=["ellipse", "box"], help="mask shape (default ellipse)")
-    g.add_argument("--mask-scale", type=float, default=a.mask_scale, help="grow masks by this factor (default 1.3)")
-    g.add_argument(
-        "--mask-margin",
-        type=float,
-        default=a.mask_margin,
-        help=f"then by this many pixels on every side (default {a.mask_margin:g})",
-    )
-    g.add_argument("--color", type=_color, default=a.color, help="fill colour for --method solid (R,G,B or #RRGGBB)")
-    g.add_argument("--blur-strength", type=float, default=a.blur_strength, help="blur radius multiplier (default 1)")
-    g.add_argument("--pixel-blocks", type=int, default=a.pixel_blocks, help="mosaic blocks across a face (default 8)")
-    g.add_argument("--feather", type=float, default=a.feather, help="soft mask edge, fraction of the face (default 0)")
-    g.add_argument(
-        "--epsilon",
-        type=float,
-        default=a.epsilon,
-        help="privacy parameter of dp-pixelate (per channel and track, default 1) "
-        "and svd (per unit of singular value, default 0.01); "
-        "for adversarial the L-inf bound in /255 code values (default 6)",
-    )
-    g.add_argument(
-        "--dp-cells", type=int, default=a.dp_cells, help=f"dp-pixelate: cells across the face (default {a.dp_cells})"
-    )
-    g.add_argument(
-        "--dp-m",
-        type=int,
-        default=a.dp_m,
-        help=f"dp-pixelate: pixels two neighbouring images may differ in (default {a.dp_m})",
-    )
-    g.add_argument("--k", type=int, default=a.k, help=f"k-same: faces averaged into each surrogate (default {a.k})")
-    g.add_argument(
-        "--face-bank",
-        default=a.face_bank,
-        metavar="DIR",
-        help="k-same: folder of face images added to the pool; surrogate: a bank .npz or a folder of "
-        "<person>/<photo> sub-folders of consenting people (composites built at start)",
-    )
-    g.add_argument(
-        "--svd-k", type=int, default=a.svd_k, help=f"svd: singular values kept per channel (default {a.svd_k})"
-    )
-    g.add_argument(
-        "--svd-size", type=int, default=a.svd_size, help=f"svd: aligned chip side in pixels (default {a.svd_size})"
-    )
-    g.add_argument(
-        "--landmarks",
-        default=a.landmarks,
-        choices=["5", "68"],
-        help="k-same/svd align faces on the detector's 5 points (default) "
-        "or dlib's 68 (pip install 'streamanon[align]')",
-    )
-    g.add_argument(
-        "--steps",
-        type=int,
-        default=a.adv_steps,
-        help=f"adversarial: PGD steps a frame from the track's last perturbation (default {a.adv_steps}; "
-        "a track's first frame: 20)",
-    )
-    g.add_argument(
-        "--objective",
-        default=a.adv_objective,
-        choices=["untargeted", "targeted", "k-anonymity"],
-        help="adversarial: away from the face's own embedding (default), towards a secret per-track decoy from "
-        "--face-bank, or k-anonymity against --face-bank (--k)",
-    )
-    g.add_argument(
-        "--no-eot",
-        action="store_true",
-        help="adversarial: no expectation over encoder-like transformations (less robust to encoding)",
-    )
-    g.add_argument(
-        "--device", default=a.device, choices=["cpu", "cuda"], help="adversarial: torch device (default cpu)"
-    )
-    g.add_argument(
-        "--adversarial",
-        action="store_true",
-        help="generate: then perturb the generated face (at most --epsilon /255 inside its mask) so that dlib's "
-        "recogniser moves away from the original face (--steps, --objective, --no-eot, --device as for adversarial)",
-    )
-    g.add_argument(
-        "--generator",
-        default=a.generator,
-        metavar="PATH",
-        help="generate: exported generator ONNX (default: the shipped engines/generator-64.onnx; a TensorRT engine "
-        "built for it by build_engines.py is used where available)",
-    )
-    g.add_argument(
-        "--generate-fallback",
-        default=a.generate_fallback,
-        choices=["blur", "solid"],
-        help="generate: what faces the generator cannot serve get "
-        "(too small, no landmarks, extreme pose; default blur)",
-    )
-    g.add_argument(
-        "--generate-min-size",
-        type=int,
-        default=a.generate_min_size,
-        metavar="PX",
-        help=f"generate: smallest face box side it generates (default {a.generate_min_size}); "
-        "smaller ones get the fallback",
-    )
-    if seed:
-        g.add_argument(
-            "--seed", type=int, default=a.seed, help="seed of the randomised methods (default: a fresh secret each run)"
-        )
-    g = p.add_argument_group("selective anonymisation")
-    g.add_argument(
-        "--only-region",
-        type=_region,
-        action="append",
-        default=[],
-        metavar="X0,Y0,X1,Y1",
-        help="anonymise only inside this rectangle (or polygon X0,Y0,X1,Y1,X2,Y2,...; "
-        "pixels, or relative when all values are in [0, 1]); repeatable",
-    )
-    g.add_argument(
-        "--ignore-region",
-        type=_region,
-        action="append",
-        default=[],
-        metavar="X0,Y0,X1,Y1",
-        help="never change the pixels of this rectangle or polygon (burned-in overlays, a private garden); repeatable",
-    )
-    g.add_argument(
-        "--keep-face",
-        action="append",
-        default=[],
-        metavar="PHOTO",
-        help="leave this consenting person visible: a photo with exactly one face; "
-        "only a confident, repeated match is kept (dlib's recogniser: pip install 'streamanon[eval]'); repeatable",
-    )
-    g = p.add_argument_group("detection and tracking")
-    g.add_argument("--threshold", type=float, default=d.threshold, help=f"face score threshold (default {d.threshold})")
-    g.add_argument(
-        "--det-size",
-        type=int,
-        default=d.det_size,
-        help="network input long side (default: native resolution, at most 1920; "
-        "live feeds: the largest that keeps up with the frame rate)",
-    )
-    g.add_argument("--batch", type=int, default=d.batch, help=f"frames per detector call (default {d.batch})")
-    g.add_argument(
-        "--providers", default=",".join(d.providers), help="ONNX Runtime providers, comma separated, or 'auto'"
-    )
-    g.add_argument(
-        "--threads",
-        type=int,
-        default=d.threads,
-        help="CPU threads per detector call (default: all cores but one, split over --detect-workers)",
-    )
-    g.add_argument(
-        "--detect-workers",
-        type=int,
-        default=d.workers,
-        help="detector calls run at once on consecutive frames (default: 2 for a CPU backend with 2+ cores, else 1)",
-    )
-    g.add_argument(
-        "--backend",
-        default=d.backend,
-        choices=list(BACKENDS),
-        help="inference backend (default auto: TensorRT, else ONNX Runtime on a GPU, else OpenVINO, "
-        "else ONNX Runtime on the CPU)",
-    )
-    g.add_argument(
-        "--precision",
-        default=d.precision,
-        choices=list(PRECISIONS),
-        help="network precision (default auto: fp16 on TensorRT, "
-        "bf16 on OpenVINO where the CPU has it natively, else fp32)",
-    )
-    g.add_argument("--engine-dir", default=d.engine_dir, help="folder of TensorRT engines built by build_engines.py")
-    g.add_argument(
-        "--detect-every",
-        type=int,
-        default=t.detect_every,
-        help=f"run the detector every N frames (default {t.detect_every})",
-    )
-    g.add_argument(
-        "--max-coast",
-        type=int,
-        default=t.max_coast,
-        help=f"keep masking a lost face for N frames (default {t.max_coast})",
-    )
-    g.add_argument("--no-track", action="store_true", help="mask raw detections only")
-    g.add_argument(
-        "--small-faces",
-        default=d.small_faces,
-        choices=["auto", "on", "off"],
-        help="also detect on upscaled tiles (faces under ~32 px; costs time); "
-        "auto: on for 1080p and larger frames, or when the first frames show faces under 32 px "
-        "(files only, not live feeds) (default off: tiles cost 3-9x the speed)",
-    )
-    g.add_argument(
-        "--tile-scale",
-        type=float,
-        default=d.tile_scale,
-        help=f"--small-faces: tile upscaling (default {d.tile_scale:g})",
-    )
-    g.add_argument(
-        "--tile-every",
-        type=int,
-        default=d.tile_every,
-        help=f"--small-faces: visit each tile at least every N detector frames (default {d.tile_every})",
-    )
-    g.add_argument(
-        "--max-face-size",
-        type=float,
-        default=d.max_face_size,
-        metavar="PX",
-        help="drop detections larger than this (sqrt of the box area; drone footage)",
-    )
-    g = p.add_argument_group("encoding")
-    g.add_argument("--codec", default=io.codec, help="video encoder (default libx264; webm->vp9, gif->gif)")
-    g.add_argument(
-        "--hwaccel",
-        default=hwaccel.DEFAULT_HWACCEL,
-        help="hardware decode: auto (NVDEC when a CUDA device opens, else software), none, or a device "
-        f"({', '.join(hwaccel.DECODE_DEVICES[:3])}...) that must open (default {hwaccel.DEFAULT_HWACCEL})",
-    )
-    g.add_argument(
-        "--encoder",
-        default=hwaccel.DEFAULT_ENCODER,
-        help="hardware encode: none (--codec, in software), auto (h264_nvenc/hevc_nvenc for libx264/libx265 "
-        f"when one opens, else --codec), or an encoder name that must open (default {hwaccel.DEFAULT_ENCODER})",
-    )
-    g.add_argument("--crf", type=int, default=io.crf, help=f"quality, lower is better (default {io.crf})")
-    g.add_argument("--preset", default=io.preset, help=f"encoder preset (default {io.preset})")
-    g.add_argument(
-        "--encoder-opt",
-        type=_kv,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra encoder option (repeatable)",
-    )
-    g.add_argument("--no-audio", action="store_true", help="drop audio (default: copied bit-exactly)")
-    g.add_argument("--keep-metadata", action="store_true", help="keep container/EXIF metadata (default: stripped)")
-    g.add_argument(
-        "--on-error",
-        default=io.on_error,
-        choices=["mask-frame", "abort"],
-        help="a frame that fails is fully masked (default) or the run stops",
-    )
-
-
-def add_verify_options(p: argparse.ArgumentParser) -> None:
-    """``--verify`` / ``--verify-every N`` (run, batch, streams; see streamanon/verify.py)."""
-    g = p.add_argument_group("verification of the output")
-    g.add_argument(
-        "--verify",
-        action="store_true",
-        help="after writing, scan the output with another detector (dlib HOG + CNN) and compare each face "
-        "found with the input's face there (dlib's recogniser); a match exits with code "
-        f"{VerificationError.exit_code} (pip install 'streamanon[eval]')",
-    )
-    g.add_argument(
-        "--verify-every",
-        type=int,
-        default=None,
-        metavar="N",
-        help="--verify every N-th frame only (implies --verify; default: every frame)",
-    )
+def add_verify_options(p: argparse.ArgumentParser, mode: str = BATCH) -> None:
+    """``--verify`` / ``--verify-every N`` (run, batch; see streamanon/verify.py)."""
+    add_arguments(p, {mode}, groups=["verification of the output"])
 
 
 def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
-    """The one place where CLI options become a ``PipelineConfig``."""
-    providers = tuple(p.strip() for p in ns.providers.split(",") if p.strip())
-    return PipelineConfig(
-        detect=DetectConfig(
-            threshold=ns.threshold,
-            det_size=ns.det_size,
-            batch=ns.batch,
-            providers=providers,
-            threads=ns.threads,
-            workers=ns.detect_workers,
-            backend=ns.backend,
-            precision=ns.precision,
-            engine_dir=ns.engine_dir,
-            small_faces=getattr(ns, "small_faces", "off"),
-            tile_scale=getattr(ns, "tile_scale", DetectConfig.tile_scale),
-            tile_every=getattr(ns, "tile_every", DetectConfig.tile_every),
-            max_face_size=getattr(ns, "max_face_size", None),
-        ),
-        track=TrackConfig(enabled=not ns.no_track, detect_every=ns.detect_every, max_coast=ns.max_coast),
-        anonymize=AnonymizeConfig(
-            method=ns.method,
-            shape=ns.shape,
-            mask_scale=ns.mask_scale,
-            mask_margin=ns.mask_margin,
-            color=ns.color,
-            blur_strength=ns.blur_strength,
-            pixel_blocks=ns.pixel_blocks,
-            feather=ns.feather,
-            seed=getattr(ns, "seed", None),
-            epsilon=ns.epsilon,
-            dp_cells=ns.dp_cells,
-            dp_m=ns.dp_m,
-            k=ns.k,
-            face_bank=ns.face_bank,
-            svd_k=ns.svd_k,
-            svd_size=ns.svd_size,
-            landmarks=ns.landmarks,
-            adv_steps=ns.steps,
-            adv_objective=ns.objective,
-            adv_eot=not ns.no_eot,
-            device=ns.device,
-            generate_adversarial=getattr(ns, "adversarial", False),
-            only_regions=tuple(getattr(ns, "only_region", ())),
-            ignore_regions=tuple(getattr(ns, "ignore_region", ())),
-            keep_faces=tuple(getattr(ns, "keep_face", ())),
-            generator=getattr(ns, "generator", None),
-            generate_fallback=getattr(ns, "generate_fallback", AnonymizeConfig.generate_fallback),
-            generate_min_size=getattr(ns, "generate_min_size", AnonymizeConfig.generate_min_size),
-        ),
-        io=IOConfig(
-            codec=ns.codec,
-            crf=ns.crf,
-            preset=ns.preset,
-            encoder_options=tuple(ns.encoder_opt),
-            audio=not ns.no_audio,
-            keep_metadata=ns.keep_metadata,
-            on_error=ns.on_error,
-            hwaccel=getattr(ns, "hwaccel", IOConfig.hwaccel),
-            encoder=getattr(ns, "encoder", IOConfig.encoder),
-        ),
-    )
+    """The one place where CLI options become a ``PipelineConfig`` (``options.config_from_values``)."""
+    return config_from_values(vars(ns))
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -463,34 +123,12 @@ def run_parser() -> argparse.ArgumentParser:
         type=Path,
         help="write a JSON report (boxes, scores, landmarks; never pixels); checked before the run starts",
     )
-    p.add_argument(
-        "--start",
-        type=parse_time,
-        default=0.0,
-        metavar="TIME",
-        help="process from this time on (seconds, MM:SS or HH:MM:SS.ms; videos only): the output holds only "
-        "the span, audio included, and starts at 0",
-    )
+    add_arguments(p, RUN, flags=["--start"])
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     p.add_argument("--version", action="version", version=f"streamanon {__version__}")
-    p.add_argument(
-        "--review",
-        action="store_true",
-        help="output NOT anonymised: draw boxes, scores and track ids to check a run (files only; NAME_review.EXT)",
-    )
-    add_pipeline_options(p)
-    add_verify_options(p)
-    live_actions = add_live_options(p)
-    for action in live_actions:  # --duration: a span of a file too (--start), and MM:SS
-        if action.dest == "duration":
-            action.type = parse_time
-            action.metavar = "TIME"
-            action.help = (
-                "files: process this long from --start (the output holds only the span); live feeds: stop after "
-                "this long and finalise the output (seconds, MM:SS or HH:MM:SS.ms)"
-            )
-    p.set_defaults(live_actions=[a for a in live_actions if a.dest != "duration"])
+    add_arguments(p, RUN, flags=["--review"])
+    add_arguments(p, RUN, groups=[*PIPELINE_GROUPS, "verification of the output", "live feeds"])
     return p
 
 
@@ -511,29 +149,6 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
     return restore
 
 
-#: Method-specific options: dest, flag, the methods they apply to ("generate --adversarial":
-#: only with --adversarial). Given with another method they are an error, not ignored.
-_ADV = ("adversarial", "generate --adversarial")
-METHOD_OPTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("epsilon", "--epsilon", ("dp-pixelate", "svd", *_ADV)),
-    ("dp_cells", "--dp-cells", ("dp-pixelate",)),
-    ("dp_m", "--dp-m", ("dp-pixelate",)),
-    ("k", "--k", ("k-same", *_ADV)),
-    ("face_bank", "--face-bank", ("k-same", *_ADV)),
-    ("svd_k", "--svd-k", ("svd",)),
-    ("svd_size", "--svd-size", ("svd",)),
-    ("landmarks", "--landmarks", ("k-same", "svd", "generate")),
-    ("steps", "--steps", _ADV),
-    ("objective", "--objective", _ADV),
-    ("no_eot", "--no-eot", _ADV),
-    ("device", "--device", _ADV),
-    ("adversarial", "--adversarial", ("generate",)),
-    ("generator", "--generator", ("generate",)),
-    ("generate_fallback", "--generate-fallback", ("generate",)),
-    ("generate_min_size", "--generate-min-size", ("generate",)),
-)
-
-
 def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
     """The dests the user set on the command line (also to their default value, or abbreviated)."""
     saved = [(a, a.default) for a in parser._actions]
@@ -548,14 +163,17 @@ def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
     return set(vars(ns))
 
 
-def check_method_options(ns: argparse.Namespace, given: set[str]) -> None:
-    """ConfigError naming the first given option that does not apply to ``--method``."""
-    method = ns.method
-    if method == "generate" and getattr(ns, "adversarial", False):
-        method = "generate --adversarial"
-    for dest, flag, methods in METHOD_OPTIONS:
-        if dest in given and method not in methods and ns.method not in methods:
-            raise ConfigError(f"{flag} is an option of --method {' or '.join(methods)}, not of --method {method}")
+def run_mode(inputs: Sequence[str], output: str | None) -> str:
+    """``live`` when an input or the output is a live feed, ``folder`` for several inputs or a
+    folder, else ``file`` (the mode ``streamanon.options`` checks the options given against)."""
+    if any(is_live(i) for i in inputs) or bool(output and is_live(output)):
+        return LIVE
+    return FOLDER if len(inputs) > 1 or Path(inputs[0]).is_dir() else FILE
+
+
+def check_options(ns: argparse.Namespace, given: set[str], mode: str) -> None:
+    """ConfigError naming the options given that do not apply to ``mode`` or to ``--method``."""
+    check_applies({dest: getattr(ns, dest) for dest in given if hasattr(ns, dest)}, mode, ns.method)
 
 
 def check_report_path(path: Path) -> None:
@@ -567,26 +185,6 @@ def check_report_path(path: Path) -> None:
         raise ConfigError(f"--report {path}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ConfigError(f"--report {path} is not writable")
-
-
-def parse_time(text: str) -> float:
-    """Seconds from ``12.5``, ``MM:SS(.s)`` or ``HH:MM:SS(.s)`` (``--start``/``--duration``)."""
-    parts = text.strip().split(":")
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        values = []
-    if (
-        not values
-        or len(values) > 3
-        or any(not math.isfinite(v) or v < 0 for v in values)
-        or any(v >= 60 for v in values[1:])
-    ):
-        raise argparse.ArgumentTypeError(f"invalid time {text!r}: use seconds (12.5), MM:SS or HH:MM:SS(.ms)")
-    seconds = 0.0
-    for v in values:
-        seconds = seconds * 60 + v
-    return seconds
 
 
 def _collect(inp: Path, out: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
@@ -700,27 +298,17 @@ def run_command(argv: list[str]) -> int:
     ns = parser.parse_intermixed_args(argv)
     setup_logging(ns.verbose)
     given = given_options(parser, argv)
-    check_method_options(ns, given)
+    inputs = [ns.input, *ns.more_inputs]
+    mode = run_mode(inputs, ns.output)
+    check_options(ns, given, mode)
     config = config_from_args(ns)
     review = review_from_args(ns)  # --review: refused for live, warns loudly, *_review output
     if ns.report is not None:
         check_report_path(ns.report)
-    inputs = [ns.input, *ns.more_inputs]
-    live = any(is_live(i) for i in inputs) or bool(ns.output and is_live(ns.output))
-    if live and len(inputs) > 1:
+    if mode == LIVE and len(inputs) > 1:
         raise ConfigError("several inputs are for files and folders; run one live feed per call (or 'streams')")
-    if live and "start" in given:
-        raise ConfigError("--start applies to files, not live feeds (--duration: stop after that long)")
-    if live:
-        if ns.verify or ns.verify_every is not None:
-            raise ConfigError("--verify applies to files, folders, batch and streams (not a single live feed)")
+    if mode == LIVE:
         return run_live(ns, config)
-    unused = live_flags_given(ns, ns.live_actions)
-    if unused:
-        raise ConfigError(
-            f"{', '.join(unused)} only appl{'ies' if len(unused) == 1 else 'y'} to live feeds "
-            "(a network URL, /dev/video* or - as input or output)"
-        )
     if ns.duration is not None and ns.duration <= 0:
         raise ConfigError("--duration must be > 0 seconds")
     jobs, skipped, many = _plan([Path(i) for i in inputs], ns.output)
@@ -730,7 +318,8 @@ def run_command(argv: list[str]) -> int:
         log.info("skipped (not an image or video file): %s", path)
     span: tuple[float, float | None] = (ns.start or 0.0, ns.duration)
 
-    verifier = verifier_from_args(ns.verify, ns.verify_every)  # before any work: exit 9 without dlib
+    every = verify_every(ns.verify, ns.verify_every)
+    verifier = verifier_from_args(every > 0, every or None)  # before any work: exit 9 without dlib
     stages = Stages(config, anonymizer=review)  # models load once for every file
     pool = None
     if stages.anonymizer_factory.pooled and len(jobs) > 1:

@@ -1,10 +1,12 @@
-"""The command-line reference, ``docs/cli.md``, generated from the real argparse parsers.
+"""The command-line reference, ``docs/cli.md``, generated from the real argparse parsers, and
+the options reference, ``docs/options.md``, generated from ``streamanon.options``.
 
-``python3 -m streamanon.cli_reference -o docs/cli.md`` rewrites it; ``--check`` exits 1 when
-the file differs from what the parsers say now (``tests/core/test_cli_reference.py`` does
-the same). Each parser is taken from its command's own entry point (``streamanon.cli.SUBCOMMANDS``
-and the file/URL mode), which is called with ``parse_args`` intercepted: what is documented
-is what that command parses, not a copy of it. Nothing runs past the parser.
+``python3 -m streamanon.cli_reference -o docs/cli.md`` rewrites both (``options.md`` beside
+``cli.md``); ``--check`` exits 1 when a file differs from what the code says now
+(``tests/core/test_cli_reference.py`` does the same). Each parser is taken from its command's
+own entry point (``streamanon.cli.SUBCOMMANDS`` and the file/URL mode), which is called with
+``parse_args`` intercepted: what is documented is what that command parses, not a copy of it.
+Nothing runs past the parser.
 
 ``parsed_command(argv)`` is the same interception for one command line: it returns the parser
 and the arguments ``streamanon ARGV`` would parse (the README's commands are checked with it).
@@ -22,9 +24,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .cli import SUBCOMMANDS, run_command
-from .live.streams import PER_STREAM_ONLY, SHARED, UNSUPPORTED
+from .live.streams import FEED, PER_STREAM_ONLY, SHARED, UNSUPPORTED
+from .options import EVAL, GROUPS, KIND_NAMES, MODE_NAMES, MODES, OPTIONS, STREAMS, Option
 
 DEFAULT_OUTPUT = Path("docs/cli.md")
+OPTIONS_NAME = "options.md"  # written beside cli.md
 REGENERATE = "python3 -m streamanon.cli_reference -o docs/cli.md"
 # Entry points that pick a second parser from their first argument, before parsing.
 EXTRA_ARGV: dict[str, list[list[str]]] = {"eval": [["generator"]]}
@@ -142,7 +146,7 @@ def _default(action: argparse.Action) -> str:
     d = action.default
     if action.nargs == 0 or d in (None, argparse.SUPPRESS, [], "", ()) or action.required:
         return "required" if action.required else ""
-    if isinstance(d, tuple) and all(isinstance(v, int) for v in d):
+    if isinstance(d, tuple) and all(isinstance(v, (int, str)) for v in d):
         d = ",".join(str(v) for v in d)
     return f"`{d}`"
 
@@ -209,19 +213,83 @@ def _anchor(title: str) -> str:
 
 def streams_keys() -> dict[str, list[str]]:
     """The keys ``streamanon streams`` accepts in its TOML file, by where they go."""
-    skip = {"input", "output", "help", "version", "report"}
-    options = []
-    for action in _capture(None, []).parser._actions:
-        for s in action.option_strings:
-            key = s[2:].replace("-", "_")
-            if s.startswith("--") and key not in skip and key not in SHARED and key not in UNSUPPORTED:
-                options.append(key)
     return {
         "top level (shared by every feed)": list(SHARED),
         "[[stream]] only": list(PER_STREAM_ONLY),
-        "[defaults] or [[stream]]": sorted(dict.fromkeys(options)),
+        "[defaults] or [[stream]]": sorted(FEED),
         "refused": list(UNSUPPORTED),
     }
+
+
+def _value(opt: Option) -> str:
+    kind = "{" + ",".join(opt.choices) + "}" if opt.choices else KIND_NAMES[opt.kind]
+    return _md(kind + (", repeatable (TOML: a list)" if opt.repeat else ""))
+
+
+def _modes(opt: Option) -> str:
+    if set(opt.modes) == set(MODES):
+        text = "all"
+    elif set(MODES) - set(opt.modes) == {EVAL}:
+        text = "all but eval"
+    else:
+        text = ", ".join(MODE_NAMES[m] for m in MODES if m in opt.modes)
+    if opt.shared and STREAMS in opt.modes:
+        text += " (streams: top level)"
+    return _md(text)
+
+
+def _option_row(opt: Option) -> str:
+    cli = set(opt.modes) - {STREAMS}
+    flag = f"`{opt.flag}`" + (f", `{opt.negation[0]}`" if opt.negation else "") if cli else "(TOML only)"
+    key = f"`{opt.key}`" if STREAMS in opt.modes else ""
+    d = opt.value_default
+    if isinstance(d, tuple):
+        d = ",".join(str(v) for v in d)
+    default = "" if d in (None, [], "") or opt.kind == "bool" else f"`{d}`"
+    if opt.kind == "bool" and opt.value_default:
+        default = "on"
+    help = opt.help.replace("%%", "%")
+    field = f"`{opt.field}`" if opt.field else ""
+    methods = ", ".join(opt.methods)
+    return f"| {flag} | {key} | {field} | {_value(opt)} | {default} | {_modes(opt)} | {methods} | {_md(help)} |"
+
+
+def render_options() -> str:
+    """The whole of ``docs/options.md``: every option of ``streamanon.options``."""
+    lines = [
+        "# Options",
+        "",
+        f"Generated from `streamanon/options.py` by `{REGENERATE}`; do not edit by hand",
+        "(`tests/core/test_cli_reference.py` fails when this file and the schema disagree).",
+        "",
+        "Each option is declared once, in `streamanon/options.py`: its flag, the `streamanon streams`",
+        "TOML key, its value, its default, the modes it applies to (files, folders, live feeds, streams,",
+        "batch, eval; `all`), for some the `--method` values it applies to, and what it sets (`sets`: the",
+        "`PipelineConfig` field, or `live.` for a live feed's settings; empty: read by the command itself).",
+        "An option given where it does not apply is an error (exit 2) naming the option and where it",
+        "applies. The command lines of",
+        "each mode are in [cli.md](cli.md); the streams file in [live.md](live.md#many-cameras-in-one-process).",
+        "",
+        "In a streams file a key takes the option's value: `true`/`false` for an on/off flag (`false`",
+        "for a `--no-` option's key without `no_`: `reconnect = false`, `audio = false`), a number, a",
+        'string (`duration = "01:30"`), a list for a repeatable option, a table for `KEY=VALUE` options',
+        '(`input_option = {probesize = "32"}`). Every unknown key of a table is reported at once.',
+        "",
+    ]
+    for group, description in GROUPS.items():
+        opts = [o for o in OPTIONS if o.group == group]
+        if not opts:
+            continue
+        lines += [f"## {group or 'run'}", ""]
+        if description:
+            lines += [_md(description), ""]
+        lines += [
+            "| option | TOML key | sets | value | default | modes | methods | meaning |",
+            "|---|---|---|---|---|---|---|---|",
+            *(_option_row(o) for o in opts),
+            "",
+        ]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def render() -> str:
@@ -233,6 +301,7 @@ def render() -> str:
         f"Generated from the argparse parsers by `{REGENERATE}`; do not edit by hand",
         "(`tests/core/test_cli_reference.py` fails when this file and the parsers disagree).",
         "Defaults shown are the parsers' own; where a default is empty the help says what applies.",
+        "Every option with its TOML key and the modes and methods it applies to: [options.md](options.md).",
         "",
     ]
     lines += [f"- [`{s.title}`](#{_anchor(s.title)})" for s in sections]
@@ -244,9 +313,10 @@ def render() -> str:
         "## `streamanon streams` TOML keys",
         "",
         "Keys are the long option names above without `--` (`-` or `_`); a commented example is in",
-        "[live.md](live.md#many-cameras-in-one-process). `true` gives an on/off flag, `false` its `--no-` form",
-        "where there is one; a list gives a repeatable option once per value (else it is joined with commas);",
-        "a table gives `KEY=VALUE` options.",
+        "[live.md](live.md#many-cameras-in-one-process). Values are read as the flags read them: `true`/`false`",
+        "for an on/off flag (`reconnect = false` is `--no-reconnect`), a number or a string, a list for a",
+        "repeatable option (and `providers`), a table for `KEY=VALUE` options. Each key's value, default and",
+        "where it applies: [options.md](options.md).",
         "",
     ]
     for where, keys in streams_keys().items():
@@ -256,21 +326,21 @@ def render() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m streamanon.cli_reference", description=__doc__.splitlines()[0])
-    ap.add_argument("-o", "--output", type=Path, help="write here (default: print)")
+    ap.add_argument("-o", "--output", type=Path, help=f"write here, and {OPTIONS_NAME} beside it (default: print)")
     ap.add_argument("--check", action="store_true", help=f"exit 1 when {DEFAULT_OUTPUT} (or -o) is out of date")
     ns = ap.parse_args(argv)
-    text = render()
-    if ns.check:
-        path = ns.output or DEFAULT_OUTPUT
-        current = path.read_text(encoding="utf-8") if path.exists() else ""
-        if current != text:
-            print(f"{path} is out of date: run {REGENERATE}", file=sys.stderr)
-            return 1
+    if not ns.output and not ns.check:
+        sys.stdout.write(render())
         return 0
-    if ns.output:
-        ns.output.write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
+    path = ns.output or DEFAULT_OUTPUT
+    files = {path: render(), path.with_name(OPTIONS_NAME): render_options()}
+    if ns.check:
+        stale = [p for p, text in files.items() if (p.read_text(encoding="utf-8") if p.exists() else "") != text]
+        for p in stale:
+            print(f"{p} is out of date: run {REGENERATE}", file=sys.stderr)
+        return 1 if stale else 0
+    for p, text in files.items():
+        p.write_text(text, encoding="utf-8")
     return 0
 
 

@@ -33,12 +33,16 @@ def _check(cond: bool, field_name: str, value: Any, allowed: str) -> None:
 
 
 def _unknown(cls: type, data: dict[str, Any]) -> None:
+    """ConfigError naming every key of ``data`` that is not a field of ``cls``, at once."""
     names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            hint = difflib.get_close_matches(key, names, n=1)
-            extra = f"; did you mean {hint[0]!r}?" if hint else f"; valid keys: {', '.join(names)}"
-            raise ConfigError(f"unknown {cls.__name__} key {key!r}{extra}")
+    bad = [key for key in data if key not in names]
+    if bad:
+        hints = [difflib.get_close_matches(key, names, n=1) for key in bad]
+        listed = ", ".join(
+            f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in zip(bad, hints, strict=True)
+        )
+        extra = "" if all(hints) else f"; valid keys: {', '.join(names)}"
+        raise ConfigError(f"unknown {cls.__name__} key{'s' * (len(bad) > 1)} {listed}{extra}")
 
 
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
@@ -319,6 +323,74 @@ class IOConfig:
             "an integer in [1, 256]",
         )
         object.__setattr__(self, "encoder_options", tuple((str(k), str(v)) for k, v in self.encoder_options))
+
+
+OnStall = Literal["repeat", "black"]
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """Live-mode settings (the ``live feeds`` options of ``streamanon.options``), validated.
+
+    ``streamanon.live.options.LiveOptions`` builds it from parsed options (it knows which
+    inputs are real-time feeds).
+    """
+
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    input_format: str | None = None
+    input_options: tuple[tuple[str, str], ...] = ()
+    output_format: str | None = None
+    open_timeout: float = 10.0
+    read_timeout: float = 5.0
+    reconnect: bool = True
+    max_retries: int = 0
+    backoff_initial: float = 0.5
+    backoff_max: float = 10.0
+    on_stall: OnStall = "repeat"
+    stall_after: float = 0.5
+    segment: float | None = None
+    fps: float | None = None
+    duration: float | None = None
+    loop: bool = False
+    drop: bool = True
+    #: The input produces frames in real time (a camera, a network feed, stdin with --live).
+    #: Stdin read at our pace (a file piped in) is not: a slow frame there is no stall, so
+    #: no filler is written for it.
+    realtime: bool = True
+    metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
+    hwaccel: str = "auto"  # --hwaccel / --encoder: as IOConfig's
+    encoder: str = "none"
+
+    def __post_init__(self) -> None:
+        check_hwaccel(self.hwaccel)
+        check_encoder(self.encoder)
+        checks = [
+            (self.rtsp_transport in ("tcp", "udp"), "--rtsp-transport", self.rtsp_transport, "tcp or udp"),
+            (self.open_timeout > 0, "--open-timeout", self.open_timeout, "a number > 0"),
+            (self.read_timeout > 0, "--read-timeout", self.read_timeout, "a number > 0"),
+            (self.max_retries >= 0, "--max-retries", self.max_retries, "an integer >= 0"),
+            (
+                0 < self.backoff_initial <= self.backoff_max,
+                "--reconnect-delay-max",
+                self.backoff_max,
+                f"a number >= {self.backoff_initial}",
+            ),
+            (self.on_stall in ("repeat", "black"), "--on-stall", self.on_stall, "repeat or black"),
+            (self.stall_after > 0, "--stall-after", self.stall_after, "a number > 0"),
+            (self.segment is None or self.segment >= 0.5, "--segment", self.segment, "a number of seconds >= 0.5"),
+            (self.fps is None or 0 < self.fps <= 240, "--fps", self.fps, "a number in (0, 240]"),
+            (self.duration is None or self.duration > 0, "--duration", self.duration, "a number > 0"),
+            (
+                self.metrics_port is None or 0 <= self.metrics_port <= 65535,
+                "--metrics-port",
+                self.metrics_port,
+                "a port number",
+            ),
+        ]
+        for ok, name, value, allowed in checks:
+            if not ok:
+                raise ConfigError(f"invalid {name} {value!r}: expected {allowed}")
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli import add_pipeline_options, add_verify_options, config_from_args
+from ..cli import add_pipeline_options, add_verify_options, check_options, config_from_args, given_options
 from ..cliutil import setup_logging as setup
 from ..errors import ConfigError
+from ..options import BATCH, verify_every
 from ..verify import verify_every_from_args
 from .driver import BatchOptions, BatchResult, run_batch
 from .manifest import MANIFEST_NAME, Manifest, Row
@@ -75,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging; list skipped files in --status")
-    add_pipeline_options(p)
-    add_verify_options(p)
+    add_pipeline_options(p, BATCH)
+    add_verify_options(p, BATCH)
     return p
 
 
@@ -86,7 +87,8 @@ def _setup_logging(verbose: bool) -> None:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``streamanon batch``; returns the exit code."""
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    ns = parser.parse_args(argv)
     _setup_logging(ns.verbose)
     if ns.status is not None:
         if ns.archive is not None or ns.output is not None:
@@ -94,9 +96,12 @@ def main(argv: list[str]) -> int:
         return status_command(ns.status, as_json=ns.json, verbose=ns.verbose)
     if ns.archive is None or ns.output is None:
         raise ConfigError("usage: streamanon batch ARCHIVE_DIR -o OUT_DIR (or --status OUT_DIR)")
+    check_options(ns, given_options(parser, argv), BATCH)  # --k with --method blur: an error, not ignored
     if ns.ray_address and ns.engine != "ray":
         raise ConfigError("--ray-address needs --engine ray")
-    verify_every = verify_every_from_args(ns.verify, ns.verify_every)  # exit 9 here, not per file; models: per worker
+    every = verify_every(ns.verify, ns.verify_every)
+    # exit 9 here, not per file, without dlib; the models load per worker
+    every = verify_every_from_args(every > 0, every or None)
     opts = BatchOptions(
         archive=ns.archive,
         out_dir=ns.output,
@@ -107,7 +112,7 @@ def main(argv: list[str]) -> int:
         retry_failed=ns.retry_failed,
         progress=not ns.quiet,
         verbose=ns.verbose,
-        verify_every=verify_every,
+        verify_every=every,
     )
     result = run_batch(opts)
     print(format_result(result))

@@ -23,6 +23,7 @@ from ..errors import ConfigError, SinkError, StreamanonError
 from ..generate.memorisation import eval_generator_main
 from ..models.faceres import FaceResRecogniser
 from ..models.recognizer import DlibRecogniser
+from ..options import EVAL
 from ..progress import heartbeat
 from . import report
 from .adversary import (
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "comma list (e.g. 18,28)",
     )
     _common(q)
-    add_pipeline_options(q, seed=False)
+    add_pipeline_options(q, EVAL)
 
     a = sub.add_parser("attack", help="train a learned inverse on some identities, attack the others")
     a.add_argument("--faces", type=Path, action="append", required=True, metavar="DIR", help="as for identity")
@@ -129,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--pad", type=float, default=0.5, help="as for identity")
     _recogniser_options(a)
     _common(a)
-    add_pipeline_options(a, seed=False)  # --method (comma list allowed), --blur-strength, --pixel-blocks, ...
+    add_pipeline_options(a, EVAL)  # --method (comma list allowed), --blur-strength, --pixel-blocks, ...
 
     _adversary_parser(sub)
 
@@ -188,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _recogniser_options(t)
     _common(t)
-    add_pipeline_options(t, seed=False)
+    add_pipeline_options(t, EVAL)
 
     _natural_parser(sub)
     return p
@@ -216,7 +217,7 @@ def _adversary_parser(sub: Any) -> None:
     a.add_argument("--pad", type=float, default=0.5, help="as for identity")
     _recogniser_options(a)
     _common(a)
-    add_pipeline_options(a, seed=False)
+    add_pipeline_options(a, EVAL)
 
 
 def adversary_command(ns: argparse.Namespace) -> int:
@@ -304,7 +305,7 @@ def _natural_parser(sub: Any) -> None:
     n.add_argument("--grid-faces", type=int, default=8, help="faces in the --grid (default 8)")
     n.add_argument("--json", type=Path, metavar="PATH", help="write results as JSON")
     n.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    add_pipeline_options(n, seed=False)
+    add_pipeline_options(n, EVAL)
 
 
 def _write_json(path: Path | None, data: dict[str, Any]) -> None:

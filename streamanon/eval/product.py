@@ -24,6 +24,7 @@ from ..anonymize.mask import union_mask
 from ..config import AnonymizeConfig, PipelineConfig
 from ..detect import Detector
 from ..errors import AnonymizationError, ConfigError
+from ..options import EVAL_MAIN, KIND_NAMES, eval_params
 from ..pipeline import Pipeline, Stages
 from ..types import Detections, Frame
 
@@ -53,54 +54,26 @@ class MethodSpec:
         return self.config.method in POOLED
 
 
-# method -> (main parameter, {key: (AnonymizeConfig field, type)})
-PARAMS: dict[str, tuple[str, dict[str, tuple[str, type]]]] = {
-    "blur": ("strength", {"strength": ("blur_strength", float)}),
-    "pixelate": ("blocks", {"blocks": ("pixel_blocks", int)}),
-    "dp-pixelate": ("eps", {"eps": ("epsilon", float), "cells": ("dp_cells", int), "m": ("dp_m", int)}),
-    "svd": ("eps", {"eps": ("epsilon", float), "k": ("svd_k", int), "size": ("svd_size", int)}),
-    "k-same": ("k", {"k": ("k", int), "bank": ("face_bank", str)}),
-    "adversarial": (
-        "eps",
-        {
-            "eps": ("epsilon", float),
-            "steps": ("adv_steps", int),
-            "objective": ("adv_objective", str),
-            "k": ("k", int),
-            "bank": ("face_bank", str),
-        },
-    ),
-    "generate": (
-        "model",
-        {
-            "model": ("generator", str),
-            "fallback": ("generate_fallback", str),
-            "min": ("generate_min_size", int),
-            "adv": ("epsilon", float),
-            "steps": ("adv_steps", int),
-            "objective": ("adv_objective", str),
-        },
-    ),
-}
-
-
 def _with_params(cfg: AnonymizeConfig, name: str, params: list[str], raw: str) -> AnonymizeConfig:
-    if name not in PARAMS:
+    """``cfg`` with the spec's parameters, declared with their option in ``streamanon.options``
+    (``eval_keys``; the main one in ``EVAL_MAIN``)."""
+    table = eval_params(name)
+    if not table:
         raise ConfigError(f"method {name!r} takes no parameter (got {raw!r})")
-    main, table = PARAMS[name]
     values: dict[str, Any] = {}
     for item in params:
         key, eq, value = item.partition("=")
         if not eq:
-            key, value = main, item
+            key, value = EVAL_MAIN[name], item
         if key not in table:
             raise ConfigError(f"method {name!r} has no parameter {key!r} (got {raw!r}); it takes: {', '.join(table)}")
-        field, kind = table[key]
+        opt = table[key]
         try:
-            values[field] = kind(value)
-        except ValueError:
+            values[opt.field.partition(".")[2]] = opt.to_field(opt.parse(value))
+        except ConfigError:
             raise ConfigError(
-                f"invalid parameter in method {raw!r}: {key}={value!r} is not a {kind.__name__}"
+                f"invalid parameter in method {raw!r}: {key}={value!r}: expected "
+                + (", ".join(opt.choices) if opt.choices else KIND_NAMES[opt.kind])
             ) from None
     if name == "generate" and "epsilon" in values:  # generate:adv=EPS: the generated face perturbed
         values["generate_adversarial"] = True

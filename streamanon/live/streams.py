@@ -36,7 +36,6 @@ The file::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import logging
@@ -58,12 +57,24 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..anonymize import check_method
-from ..cli import config_from_args, run_parser
 from ..cliutil import ArgParser, setup_logging
 from ..config import PipelineConfig
 from ..errors import ConfigError, SourceError, StreamanonError
 from ..io import redact
 from ..io.hwaccel import choose_decode
+from ..options import (
+    BY_DEST,
+    LIVE,
+    OPTIONS,
+    STREAMS,
+    check_applies,
+    config_from_values,
+    options_for,
+    unknown_keys,
+    values_from_table,
+    verify_every,
+)
+from ..options import defaults as option_defaults
 from ..pipeline import Interrupted, Stages
 from ..runner import write_report
 from ..types import Detections
@@ -77,26 +88,16 @@ from .runner import DEFAULT_FPS, LiveReport, LiveRunner, _signals_deferred
 
 log = logging.getLogger(__name__)
 
-# Options of the single-stream CLI that configure the one shared detector (or the process).
-SHARED = (
-    "backend",
-    "precision",
-    "providers",
-    "threads",
-    "detect_workers",
-    "engine_dir",
-    "det_size",
-    "threshold",
-    "batch",
-    "max_wait_ms",
-    "metrics_port",
-    "metrics_addr",
-    "report_dir",
-)
+# The file's top level: the options declared ``shared`` in streamanon.options (the one shared
+# detector, the metrics server, the reports folder).
+SHARED = tuple(o.key for o in OPTIONS if o.shared and STREAMS in o.modes)
 PER_STREAM_ONLY = ("name", "input", "output", "report")
-# Small-face tiles keep a schedule per video (detect/tiles.py), which one detector shared
-# by several feeds cannot; live mode's ``auto`` runs the full frame only, as here.
-UNSUPPORTED = ("small_faces", "tile_scale", "tile_every", "max_face_size")
+# Options of live feeds that a streams file refuses: small-face tiles keep a schedule per video
+# (detect/tiles.py), which one detector shared by several feeds cannot; live mode's ``auto``
+# runs the full frame only, as here.
+UNSUPPORTED = tuple(o.key for o in OPTIONS if LIVE in o.modes and STREAMS not in o.modes)
+# The options of a feed: in [defaults] or a [[stream]].
+FEED = frozenset(o.dest for o in options_for([STREAMS]) if not o.shared)
 # Frames per shared detector call when the file sets no ``batch``: 4 for a GPU backend; 1 on
 # the CPU, where a batch is no faster per frame and one worker's long batched call leaves the
 # backend's other concurrent caller idle (4 feeds, one process, bench_results by hand on the
@@ -130,7 +131,7 @@ def _load_toml(path: Path) -> dict[str, Any]:
 # -- the config file ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StreamSpec:
-    """One ``[[stream]]`` entry, resolved through the single-stream CLI's own parser."""
+    """One ``[[stream]]`` entry, read through the option schema (``streamanon.options``)."""
 
     name: str
     config: PipelineConfig
@@ -154,100 +155,94 @@ class StreamsConfig:
     streams: tuple[StreamSpec, ...]
 
 
-def _flags(table: Mapping[str, Any], where: str, parser: argparse.ArgumentParser) -> list[str]:
-    """CLI arguments for ``table`` (``key = value`` → ``--key value``), checked against ``parser``."""
-    known = {s for a in parser._actions for s in a.option_strings}
-    store_true = {s for a in parser._actions if isinstance(a, argparse._StoreTrueAction) for s in a.option_strings}
-    repeatable = {s for a in parser._actions if isinstance(a, argparse._AppendAction) for s in a.option_strings}
-    out: list[str] = []
-    for key, value in table.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            if value and flag in known:
-                out.append(flag)
-            elif not value and "--no-" + flag[2:] in known:
-                out.append("--no-" + flag[2:])
-            elif not value and flag in store_true:
-                continue  # false is the default of an on/off flag
-            else:
-                raise ConfigError(f"{where}: unknown option {key!r}")
-            continue
-        if flag not in known:
-            raise ConfigError(f"{where}: unknown option {key!r}")
-        if isinstance(value, Mapping):  # key=value options: input_option = {video_size = "1280x720"}
-            for k, v in value.items():
-                out += [flag, f"{k}={v}"]
-        elif isinstance(value, list) and flag in repeatable:
-            for v in value:
-                out += [flag, str(v)]
-        elif isinstance(value, list):  # providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            out += [flag, ",".join(str(v) for v in value)]
-        else:
-            out += [flag, str(value)]
-    return out
-
-
-def _shared_flags(top: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        k: v
-        for k, v in top.items()
-        if k in SHARED and k not in ("max_wait_ms", "metrics_port", "metrics_addr", "report_dir")
-    }
-
-
-def parse_streams_config(path: Path, data: Mapping[str, Any] | None = None) -> StreamsConfig:
-    """Read and validate ``path`` (or ``data`` already read from it).
-
-    Raises:
-        ConfigError: a one-line message naming the file, the stream and the option.
-    """
-    data = dict(_load_toml(path) if data is None else data)
+def _tables(path: Path, data: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    """``[defaults]``, the ``[[stream]]`` entries and their names; refused keys raise ConfigError."""
     streams = data.pop("stream", None)
     defaults = data.pop("defaults", {})
-    for table in [data, defaults] + (streams if isinstance(streams, list) else []):
-        no = sorted(set(table) & set(UNSUPPORTED)) if isinstance(table, dict) else []
-        if no:
-            raise ConfigError(
-                f"{path}: {', '.join(no)}: not available with streamanon streams "
-                "(small-face tiles are scheduled per feed; the shared detector runs the full frame)"
-            )
-    unknown = sorted(set(data) - set(SHARED))
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown top-level setting(s) {unknown}; per-stream options go in [defaults] or [[stream]]"
-        )
-    if not isinstance(streams, list) or not streams or not all(isinstance(s, dict) for s in streams):
-        raise ConfigError(f"{path}: no [[stream]] entries (each needs input = ... and output = ...)")
     if not isinstance(defaults, dict):
         raise ConfigError(f"{path}: [defaults] must be a table")
-    parser = run_parser()
-    shared = _shared_flags(data)
-    for table, where in [(defaults, "[defaults]")] + [
-        (s, f"stream {s.get('name', f'stream-{i + 1}')!r}") for i, s in enumerate(streams)
-    ]:
+    if not isinstance(streams, list) or not streams or not all(isinstance(s, dict) for s in streams):
+        raise ConfigError(f"{path}: no [[stream]] entries (each needs input = ... and output = ...)")
+    names = [str(s.get("name", f"stream-{i + 1}")) for i, s in enumerate(streams)]
+    tables = [(data, "top level"), (defaults, "[defaults]")] + [
+        (s, f"stream {n!r}") for s, n in zip(streams, names, strict=True)
+    ]
+    for table, where in tables:
+        no = sorted(set(table) & set(UNSUPPORTED))
+        if no:
+            raise ConfigError(
+                f"{path}: {where}: {', '.join(no)}: not available with streamanon streams "
+                "(small-face tiles are scheduled per feed; the shared detector runs the full frame)"
+            )
+    unknown = [k for k in data if k not in SHARED]
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown top-level setting{'s' * (len(unknown) > 1)} {unknown_keys(unknown, SHARED)}; "
+            "per-stream options go in [defaults] or [[stream]]"
+        )
+    for table, where in tables[1:]:
         bad = sorted(set(table) & set(SHARED))
         if bad:
             raise ConfigError(
                 f"{path}: {where}: {', '.join(bad)}: shared by all streams (one detector), set at the top level"
             )
+    own = sorted(set(defaults) & set(PER_STREAM_ONLY))
+    if own:
+        raise ConfigError(f"{path}: [defaults]: {', '.join(own)}: set in each [[stream]]")
+    return defaults, streams, names
+
+
+def _own(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A ``[[stream]]``'s own option values."""
+    return values_from_table({k: v for k, v in entry.items() if k not in PER_STREAM_ONLY}, where, FEED)
+
+
+def _feed(
+    entry: Mapping[str, Any], where: str, given: dict[str, Any], detect: dict[str, Any]
+) -> tuple[PipelineConfig, LiveOptions, InputSpec, OutputSpec, int]:
+    """One feed's settings from the options it is given (``[defaults]`` and its own) and the
+    shared detector's; errors name ``where``."""
+    values = {**option_defaults([STREAMS]), **given, **detect}
     try:
-        det_argv = ["-", *_flags(shared, str(path), parser)]
-        detector = config_from_args(parser.parse_args(det_argv))
-        batch = int(data["batch"]) if "batch" in data else None
-        max_wait = float(data.get("max_wait_ms", 0)) / 1000
-        port = data.get("metrics_port")
-        metrics_port = None if port is None else int(port)
-    except (TypeError, ValueError) as exc:  # ConfigError included
+        check_method(values["method"])  # here, not when the feed starts
+        check_applies(given, STREAMS, values["method"], toml=True)
+        config = config_from_values(values)
+        # the feed's own pipeline makes one detector call at a time; the shared detector has the workers
+        config = dataclasses.replace(config, detect=dataclasses.replace(config.detect, workers=1))
+        opts = LiveOptions.from_values(values, entry["input"])
+        in_spec, out_spec = input_spec(entry["input"], opts), output_spec(entry["output"], opts)
+        choose_decode(in_spec.hwaccel)  # hwaccel = "cuda" that cannot open: exit 2 at start, not per feed
+        every = verify_every(values["verify"], values["verify_every"])
+    except StreamanonError as exc:
+        raise type(exc)(f"{where}: {exc}") from exc
+    return config, opts, in_spec, out_spec, every
+
+
+def parse_streams_config(path: Path, data: Mapping[str, Any] | None = None) -> StreamsConfig:
+    """Read and validate ``path`` (or ``data`` already read from it) through ``streamanon.options``.
+
+    Raises:
+        ConfigError: a one-line message naming the file, the table (``[defaults]``, ``stream
+            'NAME'``) and the option; every unknown key of a table at once.
+    """
+    data = dict(_load_toml(path) if data is None else data)
+    defaults, streams, names = _tables(path, data)
+    shared = values_from_table(data, f"{path}: top level", SHARED)
+    try:
+        detector = config_from_values({**shared, "small_faces": "off"})
+    except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    batch: int | None = shared.get("batch")
+    max_wait = float(shared.get("max_wait_ms", 0.0)) / 1000
     if not 0 <= max_wait <= 1:
         raise ConfigError(f"{path}: invalid max_wait_ms {max_wait * 1000:g}: expected 0 to 1000")
-    detector = dataclasses.replace(
-        detector, detect=dataclasses.replace(detector.detect, batch=batch or DEFAULT_BATCH, small_faces="off")
-    )
-    report_dir = Path(str(data["report_dir"])) if "report_dir" in data else None
+    detector = dataclasses.replace(detector, detect=dataclasses.replace(detector.detect, batch=batch or DEFAULT_BATCH))
+    report_dir = Path(str(shared["report_dir"])) if shared.get("report_dir") is not None else None
+    # the one detector's settings reach every feed's config (the report says what ran)
+    detect = {d: v for d, v in shared.items() if BY_DEST[d].field.startswith("detect.")}
+    common = values_from_table(defaults, f"{path}: [defaults]", FEED)
     specs: list[StreamSpec] = []
-    for i, entry in enumerate(streams):
-        name = str(entry.get("name", f"stream-{i + 1}"))
+    for entry, name in zip(streams, names, strict=True):
         where = f"{path}: stream {name!r}"
         if not NAME_RE.match(name):
             raise ConfigError(f"{where}: a name is 1-64 letters, digits, '.', '_' or '-'")
@@ -256,41 +251,18 @@ def parse_streams_config(path: Path, data: Mapping[str, Any] | None = None) -> S
         for key in ("input", "output"):
             if not isinstance(entry.get(key), str) or not entry[key]:
                 raise ConfigError(f'{where}: needs {key} = "..."')
-        options = {k: v for k, v in {**defaults, **entry}.items() if k not in PER_STREAM_ONLY}
-        try:
-            argv = [
-                entry["input"],
-                "-o",
-                entry["output"],
-                *_flags(options, where, parser),
-                *_flags(shared, str(path), parser),
-            ]
-            ns = parser.parse_args(argv)
-            config = config_from_args(ns)
-            check_method(config.anonymize.method)  # here, not when the feed starts
-            # the feed's own pipeline makes one detector call at a time; the shared detector has the workers
-            config = dataclasses.replace(config, detect=dataclasses.replace(config.detect, workers=1))
-            opts = LiveOptions.from_namespace(ns)
-            if opts.metrics_port is not None:
-                raise ConfigError("metrics_port is shared by all streams: set it at the top level")
-            in_spec, out_spec = input_spec(ns.input, opts), output_spec(ns.output, opts)
-            choose_decode(in_spec.hwaccel)  # hwaccel = "cuda" that cannot open: exit 2 at start, not per feed
-        except StreamanonError as exc:
-            raise type(exc)(f"{where}: {exc}") from exc
+        config, opts, in_spec, out_spec, every = _feed(entry, where, {**common, **_own(entry, where)}, detect)
         report = (
             Path(str(entry["report"])) if "report" in entry else (report_dir / f"{name}.json" if report_dir else None)
         )
         raw = tuple(sorted((k, repr(v)) for k, v in {**defaults, **entry}.items()))
-        verify_every = int(ns.verify_every or (1 if ns.verify else 0))
-        if verify_every < 0:
-            raise ConfigError(f"{where}: invalid verify_every {verify_every}: expected an integer >= 1")
-        specs.append(StreamSpec(name, config, opts, in_spec, out_spec, report, raw, verify_every))
+        specs.append(StreamSpec(name, config, opts, in_spec, out_spec, report, raw, every))
     outputs = [s.output.target for s in specs if s.output.kind != "stdout"]
     dup = sorted({t for t in outputs if outputs.count(t) > 1})
     if dup or sum(s.output.kind == "stdout" for s in specs) > 1:
         raise ConfigError(f"{path}: two streams write to the same output {redact(dup[0]) if dup else '-'}")
-    addr = str(data.get("metrics_addr", LiveOptions().metrics_addr))
-    return StreamsConfig(detector, batch, max_wait, metrics_port, addr, tuple(specs))
+    addr = str(shared.get("metrics_addr", LiveOptions().metrics_addr))
+    return StreamsConfig(detector, batch, max_wait, shared.get("metrics_port"), addr, tuple(specs))
 
 
 # -- the shared detector ---------------------------------------------------------------------------

@@ -24,6 +24,17 @@ def test_docs_cli_md_is_up_to_date(generated: str) -> None:
     assert current == generated, f"docs/cli.md is out of date: run {cli_reference.REGENERATE}"
 
 
+def test_docs_options_md_is_up_to_date_and_lists_every_option() -> None:
+    from streamanon.options import OPTIONS
+
+    generated = cli_reference.render_options()
+    current = (ROOT / "docs" / "options.md").read_text(encoding="utf-8")
+    assert current == generated, f"docs/options.md is out of date: run {cli_reference.REGENERATE}"
+    for opt in OPTIONS:
+        assert f"`{opt.flag}`" in generated or f"`{opt.key}`" in generated, opt.flag
+    assert "| `--steps` | `steps` | `anonymize.adv_steps` |" in generated  # flag and field differ: declared
+
+
 def test_reference_has_every_subcommand_and_its_options(generated: str) -> None:
     headings = {line[4:-1] for line in generated.splitlines() if line.startswith("## `")}
     assert "streamanon" in headings
@@ -45,6 +56,10 @@ def test_check_mode_fails_on_a_stale_file(tmp_path: Path, generated: str, capsys
     fresh = tmp_path / "fresh.md"
     assert cli_reference.main(["-o", str(fresh)]) == 0
     assert cli_reference.main(["--check", "-o", str(fresh)]) == 0
+    options = tmp_path / cli_reference.OPTIONS_NAME  # written beside it, checked with it
+    options.write_text(options.read_text().replace("`anonymize.adv_steps`", "`anonymize.steps`"))
+    assert cli_reference.main(["--check", "-o", str(fresh)]) == 1
+    assert "options.md is out of date" in capsys.readouterr().err
 
 
 def test_parsed_command_uses_each_commands_own_parser() -> None:

@@ -1,7 +1,7 @@
 """The package's layout rules, read from the source with ``ast`` (nothing is imported).
 
 1. The core (errors, types, geometry, config, io, backends, models, track, detect,
-   anonymize, pipeline, runner) imports none of its consumers (cli, demo, eval, live,
+   anonymize, options, pipeline, runner) imports none of its consumers (cli, demo, eval, live,
    batch, the generator's training in ``generate``) -- anywhere in a module: at the top,
    inside a function, or under ``TYPE_CHECKING``.
 2. The core's stages stack: a stage imports only itself and the stages below it.
@@ -34,6 +34,7 @@ CORE_STAGES: tuple[tuple[str, ...], ...] = (
     ("streamanon.track",),
     ("streamanon.detect",),
     ("streamanon.anonymize",),
+    ("streamanon.options",),  # every option declared once (flags, streams TOML, eval parameters)
     ("streamanon.pipeline", "streamanon.audit"),
     ("streamanon.runner",),
     ("streamanon",),  # the package's __init__: the public API

@@ -114,7 +114,7 @@ def test_options_of_another_method_are_refused(
 
 
 def test_method_options_with_their_method_are_accepted() -> None:
-    from streamanon.cli import check_method_options, given_options, run_parser
+    from streamanon.cli import check_options, given_options, run_parser
 
     for argv in (
         ["x.mp4", "--method", "dp-pixelate", "--epsilon", "2", "--dp-cells", "8", "--dp-m", "4"],
@@ -125,11 +125,11 @@ def test_method_options_with_their_method_are_accepted() -> None:
     ):
         parser = run_parser()
         ns = parser.parse_args(argv)
-        check_method_options(ns, given_options(parser, argv))
+        check_options(ns, given_options(parser, argv), "file")
     parser = run_parser()
     argv = ["x.mp4", "--method", "blur", "--k", "5"]  # the default value, given: still refused
     with pytest.raises(ConfigError, match="--k"):
-        check_method_options(parser.parse_args(argv), given_options(parser, argv))
+        check_options(parser.parse_args(argv), given_options(parser, argv), "file")
 
 
 # -- train without torch, corrupt generator ---------------------------------------------------
@@ -270,7 +270,7 @@ def test_source_span_yields_the_source_frames_from_start(data_dir: Path) -> None
 def test_live_feeds_refuse_start_and_keep_duration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = str(tmp_path / "rec.mp4")
     code, err = run(["rtsp://127.0.0.1:9/none", "-o", out, "-q", "--start", "5"], capsys)
-    assert code == ConfigError.exit_code and "--start applies to files" in one_error_line(err)
+    assert code == ConfigError.exit_code and "--start only applies to files and folders" in one_error_line(err)
     # --duration keeps its live meaning (and takes MM:SS): the run gets as far as opening the feed
     argv = ["rtsp://127.0.0.1:9/none", "-o", out, "-q", "--duration", "00:02", "--no-reconnect", "--open-timeout", "1"]
     code, err = run(argv, capsys)
