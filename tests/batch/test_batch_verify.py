@@ -137,4 +137,4 @@ def test_the_driver_does_not_load_the_verifier(tmp_path: Path, monkeypatch: pyte
     (archive / "notes.txt").write_text("not media\n")
     assert cli_main(["batch", str(archive), "-o", str(tmp_path / "out"), "-q", "--verify-every", "2"]) == 0
     assert built == []  # no file to verify: dlib's models were never loaded
-    assert cli_main(["batch", str(archive), "-o", str(tmp_path / "o2"), "-q", "--verify-every", "0"]) == 2
+    assert cli_main(["batch", str(archive), "-o", str(tmp_path / "o2"), "-q", "--verify-every", "-1"]) == 2  # (0: off)
