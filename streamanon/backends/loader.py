@@ -10,16 +10,20 @@ ONNX Runtime on a GPU provider, else OpenVINO, else ONNX Runtime on the CPU.
 A registry entry may name a preparation hook (``"prepare": "module:function"``, a
 function ``name -> ONNX bytes`` inside streamanon) that rewrites the file before any
 runtime sees it; CenterFace's makes its fixed input shape dynamic. Other models run as
-shipped. The bytes a backend runs are also what a TensorRT engine is checked against.
+shipped. The prepared bytes are also what a TensorRT engine is checked against. An entry's
+``prepare_skip`` lists the backends that run the file as shipped: OpenVINO reshapes every
+network to each call's input shape itself, and skipping CenterFace's hook there spares the
+``onnx`` import (~15 MiB of RSS) with the same outputs (tests/backends).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +39,36 @@ from .tensorrt import TensorRTBackend
 log = logging.getLogger(__name__)
 
 
+#: layout letters -> the names registry entries give dynamic axes
+_AXIS_NAMES = {"N": "batch", "C": "channels", "H": "height", "W": "width"}
+
+
 @dataclass(frozen=True)
 class OnnxModel:
     """An ONNX model ready for a runtime."""
 
     name: str  # engine files are named after it: the registry name, or a file's stem
-    data: bytes  # what the runtimes load (after the registry's preparation hook, if any)
+    raw: bytes  # the file as shipped
     origin: str  # the file it came from, for error messages
     source: str  # how ``build_engines.py --model`` names it: the registry name or the path
     entry: dict[str, Any] | None  # the registry entry; None for a file given by path
+    prepare: Callable[[str], bytes] | None = field(default=None, compare=False)  # the entry's hook
+
+    @functools.cached_property
+    def data(self) -> bytes:
+        """What the runtimes load: ``raw`` after the registry's preparation hook, if any."""
+        return self.prepare(self.name) if self.prepare else self.raw
+
+    def skips_prepare(self, backend: str) -> bool:
+        """Whether ``backend`` loads the file as shipped (the entry's ``prepare_skip``)."""
+        return self.prepare is not None and backend in (self.entry or {}).get("prepare_skip", ())
+
+    def dynamic_axes(self) -> dict[str, list[int]]:
+        """The entry's input's ``dynamic_axes`` as axis indices of its ``layout`` (e.g. NCHW)."""
+        spec = (self.entry or {}).get("input") or {}
+        layout, names = spec.get("layout", ""), spec.get("dynamic_axes", ())
+        axes = [i for i, ch in enumerate(layout) if _AXIS_NAMES.get(ch) in names]
+        return {spec["name"]: axes} if axes and "name" in spec else {}
 
     def sha256(self) -> str:
         """Of ``data``: what a TensorRT engine's manifest must name."""
@@ -85,8 +110,7 @@ def onnx_model(model: str | Path) -> OnnxModel:
         raise ConfigError(f"model {name!r} is a {entry.get('format')} model; the inference backends run ONNX models")
     path = resolve_model(name)
     prepare = entry.get("prepare")
-    data = _hook(name, prepare)(name) if prepare else path.read_bytes()
-    return OnnxModel(name, data, str(path), name, entry)
+    return OnnxModel(name, path.read_bytes(), str(path), name, entry, _hook(name, prepare) if prepare else None)
 
 
 def open_backend(model: OnnxModel, choice: EngineChoice, callers: int = 1, log_choice: bool = False) -> Backend:
@@ -100,6 +124,10 @@ def open_backend(model: OnnxModel, choice: EngineChoice, callers: int = 1, log_c
     if c.backend == "tensorrt":
         return TensorRTBackend(Path(c.engine_dir), model.name, model.sha256(), c.precision, model.source)
     if c.backend == "openvino":
+        if model.skips_prepare("openvino"):  # OpenVINO frees the input's axes itself: no onnx import
+            return OpenVinoBackend(
+                model.raw, c.precision, c.threads, callers, label=model.origin, dynamic_axes=model.dynamic_axes()
+            )
         return OpenVinoBackend(model.data, c.precision, c.threads, callers, label=model.origin)
     return OrtBackend(model.data, c.providers, c.threads, label=model.origin)
 

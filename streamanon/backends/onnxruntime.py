@@ -6,6 +6,7 @@ ones: streamanon never silently falls back to a slower device.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,29 @@ def available_providers() -> list[str]:
     import onnxruntime as ort
 
     return list(ort.get_available_providers())
+
+
+def cpu_only_build() -> bool:
+    """True when the installed ``onnxruntime`` can have no GPU provider, read from its files
+    without importing it (the import costs ~20 MiB of RSS that a run on OpenVINO never gets
+    back). ONNX Runtime's GPU and accelerator providers ship as ``onnxruntime_providers_NAME``
+    libraries beside its C API (CUDA, TensorRT, ROCm, MIGraphX, ...) or as DirectML.dll; the
+    CPU build has only ``..._providers_shared``. Anything unexpected answers False: then ONNX
+    Runtime itself is asked.
+    """
+    try:
+        spec = importlib.util.find_spec("onnxruntime")
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    capi = Path(next(iter(spec.submodule_search_locations))) / "capi"
+    try:
+        names = [f.name for f in capi.iterdir()]
+    except OSError:
+        return False
+    extra = [n for n in names if "onnxruntime_providers_" in n and "providers_shared" not in n]
+    return bool(names) and not extra and not any(n.lower() == "directml.dll" for n in names)
 
 
 def select_providers(requested: Sequence[str]) -> list[str]:

@@ -144,6 +144,8 @@ class OpenVinoBackend:
             ``threads`` threads each, or, not concurrent, one call at a time on all their
             threads.
         label: what the model is called in error messages (its file).
+        dynamic_axes: per input name, the axes to make dynamic when the model is read
+            (a model shipped with a fixed input shape; OpenVINO reshapes it per call).
         concurrent: run the callers' calls at once through the asynchronous API (module
             doc); None: ``CONCURRENT_CALLS`` (serialised while that is None).
     """
@@ -156,6 +158,7 @@ class OpenVinoBackend:
         callers: int = 1,
         label: str = "the model",
         concurrent: bool | None = None,
+        dynamic_axes: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         if precision not in _HINTS:
             raise ConfigError(f"OpenVINO runs fp32 or bf16, not {precision!r}")
@@ -168,6 +171,8 @@ class OpenVinoBackend:
             self._model = self._core.read_model(str(model) if isinstance(model, Path) else model)
         except Exception as exc:  # OpenVINO raises its own untyped errors for bad models
             raise ModelError(f"OpenVINO cannot read {label}: {reason(exc)}") from exc
+        if dynamic_axes:
+            self._free(dynamic_axes)
         self.precision = precision
         self._callers = max(1, callers)
         self._threads = max(0, threads) * self._callers  # of the compiled network; 0: OpenVINO's default
@@ -181,6 +186,20 @@ class OpenVinoBackend:
         self._lock = threading.Lock()
         self._compiled: OrderedDict[tuple[tuple[int, ...], ...], _Network] = OrderedDict()
         self._log_mode()
+
+    def _free(self, dynamic_axes: Mapping[str, Sequence[int]]) -> None:
+        """Make ``dynamic_axes`` of the named inputs dynamic (what the ONNX preparation hooks do)."""
+        ov = _import_ov()
+        shapes = {}
+        for port in self._model.inputs:
+            axes = dynamic_axes.get(port.get_any_name())
+            if axes:
+                shape = port.get_partial_shape()
+                shapes[port] = ov.PartialShape([ov.Dimension() if i in axes else d for i, d in enumerate(shape)])
+        try:
+            self._model.reshape(shapes)
+        except Exception as exc:
+            raise ModelError(f"OpenVINO cannot make {self._label}'s input dynamic: {reason(exc)}") from exc
 
     def _set_concurrent(self, concurrent: bool) -> None:
         self.concurrent = concurrent

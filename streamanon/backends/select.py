@@ -116,6 +116,8 @@ class BackendChoice:
 
 
 def _gpu_providers() -> list[str]:
+    if onnxruntime.cpu_only_build():  # no GPU provider to find: do not import ONNX Runtime for nothing
+        return []
     return [p for p in onnxruntime.available_providers() if p in GPU_PROVIDERS]
 
 
@@ -138,7 +140,9 @@ def _openvino_choice(config: EngineConfig, reason: str) -> EngineChoice:
     return EngineChoice(replace(config, backend="openvino", precision=precision), True, reason)
 
 
-def _tensorrt_choice(config: EngineConfig, onnx_sha256: str, model: str, source: str | None) -> EngineChoice:
+def _tensorrt_choice(
+    config: EngineConfig, onnx_sha256: Callable[[], str], model: str, source: str | None
+) -> EngineChoice:
     precision = "fp16" if config.precision == "auto" else config.precision
     if precision not in PRECISIONS["tensorrt"]:
         raise ConfigError(f"TensorRT engines are built in fp16 or fp32, not {precision}")
@@ -151,7 +155,7 @@ def choose_engine(
 ) -> EngineChoice:
     """The backend ``config`` asks for model ``model``, with ``auto`` resolved (see the module doc).
 
-    ``onnx_sha256`` is called only when a TensorRT engine has to be checked; ``source``
+    ``onnx_sha256`` is called only when a TensorRT engine file has to be checked; ``source``
     is how ``build_engines.py --model`` names the model in rebuild hints (default ``model``).
 
     Raises:
@@ -165,13 +169,13 @@ def choose_engine(
             raise MissingDependencyError.for_extra("openvino", "openvino")
         return _openvino_choice(config, "asked for")
     if config.backend == "tensorrt":
-        return _tensorrt_choice(config, onnx_sha256(), model, source)
+        return _tensorrt_choice(config, onnx_sha256, model, source)
 
     why = []
     fallback = replace(config, precision="fp32") if config.precision == "fp16" else config
     if config.precision != "bf16":  # TensorRT and ONNX Runtime do not run bf16
         try:
-            trt = _tensorrt_choice(config, onnx_sha256(), model, source)
+            trt = _tensorrt_choice(config, onnx_sha256, model, source)
             return replace(trt, reason="auto: TensorRT engine and GPU found")
         except (MissingDependencyError, EngineError) as exc:
             why.append(f"TensorRT not used ({exc})")

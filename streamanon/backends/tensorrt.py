@@ -70,12 +70,15 @@ def compute_capability(device: int = 0) -> str:
 
 
 def usable_engine(
-    engine_dir: Path, model: str, onnx_sha256: str, precision: str, source: str | None = None
+    engine_dir: Path, model: str, onnx_sha256: str | Callable[[], str], precision: str, source: str | None = None
 ) -> tuple[Path, EngineManifest]:
     """The engine TensorRT would load, checked without loading it.
 
-    ``source``: how ``build_engines.py --model`` names the model in rebuild hints (an
-    ONNX path for a model outside the registry); default ``model``.
+    ``onnx_sha256``: the model's hash, or a function that computes it, called only once
+    TensorRT, a GPU and an engine file are there (hashing a prepared model costs the
+    ``onnx`` import on machines that have none of them). ``source``: how
+    ``build_engines.py --model`` names the model in rebuild hints (an ONNX path for a
+    model outside the registry); default ``model``.
 
     Raises:
         MissingDependencyError: TensorRT or cuda-python is not installed.
@@ -86,7 +89,7 @@ def usable_engine(
     path, manifest = find_engine(engine_dir, model, precision, source=source)
     check_manifest(
         manifest,
-        onnx_sha256=onnx_sha256,
+        onnx_sha256=onnx_sha256 if isinstance(onnx_sha256, str) else onnx_sha256(),
         tensorrt_version=trt.__version__,
         compute_capability=compute_capability(),
         engine_dir=engine_dir,

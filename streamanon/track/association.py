@@ -1,19 +1,21 @@
-"""Box IoU and one-to-one assignment of detections to tracks (Hungarian, IoU-gated)."""
+"""Box IoU and one-to-one assignment of detections to tracks (optimal, IoU-gated).
+
+The assignment is solved by ``lap`` (Jonker-Volgenant), the solver ByteTrack and
+Ultralytics use: the same optimum as ``scipy.optimize.linear_sum_assignment`` (tested
+against it), at 0.1 MiB of RSS where importing ``scipy.optimize`` costs ~40 MiB.
+"""
 
 from __future__ import annotations
 
 import logging
 
+import lap
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["associate", "box_iou"]
-
-# Cost of a pair that fails the IoU gate: larger than any real cost (1 - IoU <= 1), so
-# the solver only picks such a pair when nothing else is possible; it is then dropped.
-_GATED_COST = 1e6
 
 
 def box_iou(a_xyxy: ArrayLike, b_xyxy: ArrayLike) -> NDArray[np.float64]:
@@ -46,8 +48,8 @@ def box_iou(a_xyxy: ArrayLike, b_xyxy: ArrayLike) -> NDArray[np.float64]:
 def associate(det_xyxy: ArrayLike, track_xyxy: ArrayLike, min_iou: float) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """Matches detections to tracks one-to-one, maximising total IoU.
 
-    The cost is ``1 - IoU`` solved with the Hungarian algorithm; pairs with
-    ``IoU < min_iou`` are never returned.
+    The cost is ``1 - IoU``, minimised over one-to-one assignments of ``min(M, N)``
+    pairs; pairs with ``IoU < min_iou`` are never returned.
 
     Args:
         det_xyxy: ``(M, 4)`` detection boxes.
@@ -61,9 +63,13 @@ def associate(det_xyxy: ArrayLike, track_xyxy: ArrayLike, min_iou: float) -> tup
     if iou.size == 0:
         empty = np.zeros(0, np.intp)
         return empty, empty.copy()
-    from scipy.optimize import linear_sum_assignment  # heavy (0.5 s); only once a track exists
-
-    cost = np.where(iou >= min_iou, 1.0 - iou, _GATED_COST)
-    rows, cols = linear_sum_assignment(cost)
+    # A pair that fails the gate costs more than all real pairs together (each 1 - IoU <= 1),
+    # so the solver keeps as many gated-in pairs as possible, then the highest IoU; gated
+    # pairs it must fill in are dropped. Not a huge constant: lapjv's float steps then lose
+    # the real costs (1e6 gave non-optimal assignments, tests/track/test_track_association.py).
+    cost = np.where(iou >= min_iou, 1.0 - iou, float(min(iou.shape) + 1))
+    _, row_to_col, _ = lap.lapjv(cost, extend_cost=cost.shape[0] != cost.shape[1])
+    rows = np.flatnonzero(row_to_col >= 0)
+    cols = row_to_col[rows]
     ok = iou[rows, cols] >= min_iou
     return rows[ok].astype(np.intp), cols[ok].astype(np.intp)
