@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import queue
@@ -29,6 +30,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .._workers import END, Stopped, Workers
+from ..audit import RunStats
 from ..config import PipelineConfig
 from ..errors import AnonymizationError, SourceError, StreamanonError
 from ..io import SourceInfo, redact
@@ -49,10 +52,6 @@ DRAIN_S = 5.0  # at most this long to write already-processed frames when stoppi
 DEFAULT_FPS = 25.0
 
 
-class _END:
-    """Results-queue marker: the pipeline has finished (the class itself is used)."""
-
-
 @dataclass
 class LiveReport:
     """Summary of a live run (``--report``); URLs are redacted, never pixels or boxes."""
@@ -71,9 +70,12 @@ class LiveReport:
     small_faces: dict[str, Any] = field(default_factory=dict)  # tiling decision, grid, tile-only faces
     # --hwaccel/--encoder: what decodes and encodes the video, and why (io.hwaccel)
     video: dict[str, Any] = field(default_factory=dict)
+    # the counters in the layout every report shares (file, folder totals, streams)
+    stats: RunStats = field(default_factory=RunStats)
 
     def summary(self, config: PipelineConfig) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["stats"] = self.stats.to_dict()
         d.update(kind="live", method=config.anonymize.method, settings=config.to_dict(), versions=package_versions())
         return d
 
@@ -140,9 +142,9 @@ class LiveRunner:
         options = dataclasses.asdict(opts)
         options["input_options"] = sorted({k for k, _ in opts.input_options})  # values may hold secrets
         self.report = LiveReport(input=in_spec.redacted, output=out_spec.redacted, live_options=options)
-        self._results: queue.Queue[Any] = queue.Queue(maxsize=2)
-        self._stop = threading.Event()
-        self._pipe_error: BaseException | None = None
+        # the consumer thread (pipeline -> results), its stop flag and its error, carried here
+        self._workers = Workers()
+        self._results = self._workers.channel(2, drain=True)
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> LiveReport:
@@ -170,7 +172,8 @@ class LiveRunner:
             loop=self.opts.loop,
             opener=self.opener,
         )
-        pipe = self._pipe = Pipeline(self.config, stages, live=self.opts.drop)
+        on_drop = functools.partial(self.metrics.inc, "frames_dropped")  # counted once, where it happens
+        pipe = self._pipe = Pipeline(self.config, stages, live=self.opts.drop, on_drop=on_drop)
         output: LiveOutput | None = None
         consumer: threading.Thread | None = None
         failure: BaseException | None = None
@@ -195,8 +198,7 @@ class LiveRunner:
                     reconnect=self.opts.reconnect,
                     backoff=backoff,
                 )
-                consumer = threading.Thread(target=self._consume, args=(pipe, source), name="streamanon-live-pipeline")
-                consumer.start()
+                consumer = self._workers.spawn("live-pipeline", lambda: self._consume(pipe, source))
                 self.report.stopped_by = self._pump(output, geometry, t_start)
         except KeyboardInterrupt:
             self.report.stopped_by = "interrupted"
@@ -227,27 +229,21 @@ class LiveRunner:
         return Geometry(info.width, info.height, fps, info.rotation)
 
     def _consume(self, pipe: Pipeline, source: LiveSource) -> None:
-        """Pipeline thread body: results into the bounded results queue."""
+        """Pipeline thread body: results into the bounded results queue. Its error is
+        carried to the main thread (``Workers``); once the writer has gone (``Stopped``) the
+        pipeline is closed and its frames are dropped, never written raw."""
+        results = pipe.run(source.frames())
         try:
-            for res in pipe.run(source.frames()):
-                while True:
-                    try:
-                        self._results.put(res, timeout=0.05)
-                        break
-                    except queue.Full:
-                        if self._stop.is_set():
-                            break  # the writer has gone: the frame is dropped, never written raw
-                self.metrics.set_external_drops(pipe.workers.dropped if pipe.workers else 0)
-        except BaseException as exc:  # carried to the main thread
-            self._pipe_error = exc
+            for res in results:
+                self._results.put(res)
+        except Stopped:
+            raise
+        except BaseException:
             source.stop()
+            raise
         finally:
-            while not self._stop.is_set():
-                try:
-                    self._results.put(_END, timeout=0.05)
-                    break
-                except queue.Full:
-                    continue
+            results.close()
+        self._results.close()
 
     def _pump(self, output: LiveOutput, geometry: Geometry, t_start: float) -> str:
         """Write results as they come and filler while none come; returns why it stopped."""
@@ -263,7 +259,9 @@ class LiveRunner:
                 item = self._results.get(timeout=min(interval, 0.05))
             except queue.Empty:
                 item = None
-            if item is _END:
+            except Stopped:  # the pipeline failed: its error is raised by _outcome
+                return "end"
+            if item is END:
                 return "end"
             now = time.monotonic()
             if item is not None:
@@ -304,12 +302,12 @@ class LiveRunner:
                     if consumer is None or not consumer.is_alive():
                         break
                     continue
-                if item is _END:
+                except Stopped:
+                    break
+                if item is END:
                     break
                 self._write_result(output, output.geometry, item)
-        self._stop.set()
-        if consumer is not None:
-            consumer.join(timeout=max(1.0, deadline - time.monotonic()))
+        self._workers.join(timeout=max(1.0, deadline - time.monotonic()))
         self.metrics.source_up = 0
         if output is not None:
             try:
@@ -326,6 +324,10 @@ class LiveRunner:
         self.report.events = [e.to_dict() for e in source.events]
         self.report.segments = list(output.segments) if output is not None else []
         pipe: Pipeline | None = getattr(self, "_pipe", None)
+        stats = self.report.stats = RunStats.total([pipe.stats] if pipe is not None else [], seconds)
+        m = self.report.metrics
+        stats.frames_in, stats.frames_written = m["frames_in"], m["frames_out"]
+        stats.frames_dropped = m["frames_dropped"]  # the input's queue and the pipeline's
         self.report.anonymizer = dict(pipe.anonymizer_report) if pipe is not None else {}
         self.report.small_faces = dict(pipe.detector_report) if pipe is not None else {}
         decode = source.info.decode if source.info is not None else None
@@ -334,7 +336,7 @@ class LiveRunner:
 
     def _outcome(self, source: LiveSource, failure: BaseException | None) -> LiveReport:
         report = self.report
-        error: BaseException | None = failure or self._pipe_error
+        error: BaseException | None = failure or self._workers.error
         if error is None and report.stopped_by == "interrupted":
             error = Interrupted("interrupted")
         if error is None and source.error is not None:
