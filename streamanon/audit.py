@@ -18,7 +18,7 @@ landmarks: counts, frame indices and distances only.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -70,33 +70,20 @@ class RunStats:
         """The sum of ``runs``; ``seconds``: the wall clock of the whole (default: summed)."""
         out = cls()
         for r in runs:
-            out.frames_in += r.frames_in
-            out.frames += r.frames
-            out.frames_written += r.frames_written
-            out.frames_failed += r.frames_failed
-            out.frames_dropped += r.frames_dropped
-            out.faces += r.faces
-            out.detections += r.detections
-            out.tracks += r.tracks
-            out.seconds += r.seconds
+            for name in _COUNTERS:
+                setattr(out, name, getattr(out, name) + getattr(r, name))
         if seconds is not None:
             out.seconds = seconds
         return out
 
     def to_dict(self) -> dict[str, Any]:
         """The ``stats`` block of every report (the same keys everywhere)."""
-        return {
-            "frames_in": self.frames_in,
-            "frames": self.frames,
-            "frames_written": self.frames_written,
-            "frames_failed": self.frames_failed,
-            "frames_dropped": self.frames_dropped,
-            "faces": self.faces,
-            "detections": self.detections,
-            "tracks": self.tracks,
-            "seconds": round(self.seconds, 3),
-            "fps": self.fps,
-        }
+        counts = {name: getattr(self, name) for name in _COUNTERS}
+        return counts | {"seconds": round(self.seconds, 3), "fps": self.fps}
+
+
+#: The counters of ``RunStats`` (its public fields; a subclass's own fields are not counters).
+_COUNTERS = tuple(f.name for f in fields(RunStats) if not f.name.startswith("_"))
 
 
 @dataclass

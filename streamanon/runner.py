@@ -178,18 +178,24 @@ def process_file(
                 src, dst, config, stages, progress, report_frames, anonymizer, t0, (start, duration), audit
             )
     except StreamanonError as exc:
-        failed = getattr(exc, "report", None)
-        written = Path(failed.output) if failed is not None else None  # the partial name on a truncated input
-        if failed is not None and verifier is not None and written is not None and written.is_file() and failed.frames:
-            _verify(failed, src, written, verifier, audit, config)  # what was written is checked too
-            if failed.verify and not failed.verify["passed"]:
-                raise with_report(verifier.error_from(failed.verify, failed.output), failed) from exc
+        if verifier is not None:
+            _verify_failed(exc, src, verifier, audit, config)
         raise
     if verifier is not None:
         _verify(report, src, dst, verifier, audit, config)
         if not report.verify["passed"]:
             raise with_report(verifier.error_from(report.verify, report.output), report)
     return report
+
+
+def _verify_failed(exc: StreamanonError, src: Path, verifier: Any, audit: TrackAudit, config: PipelineConfig) -> None:
+    """What a failed run wrote is checked too; a face that matches raises the verifier's error."""
+    failed = getattr(exc, "report", None)
+    written = Path(failed.output) if failed is not None else None  # the partial name on a truncated input
+    if failed is not None and written is not None and written.is_file() and failed.frames:
+        _verify(failed, src, written, verifier, audit, config)
+        if failed.verify and not failed.verify["passed"]:
+            raise with_report(verifier.error_from(failed.verify, failed.output), failed) from exc
 
 
 def _verify(report: RunReport, src: Path, dst: Path, verifier: Any, audit: TrackAudit, config: PipelineConfig) -> None:

@@ -20,7 +20,6 @@ import json
 import logging
 import queue
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -162,7 +161,43 @@ class LiveRunner:
         stages = self.stages or Stages(self.config)  # load models before connecting
         self.report.live_options["inference"] = dict(stages.inference)
         backoff = Backoff(self.opts.backoff_initial, self.opts.backoff_max)
-        source = LiveSource(
+        source = self._new_source(backoff)
+        on_drop = functools.partial(self.metrics.inc, "frames_dropped")  # counted once, where it happens
+        pipe = self._pipe = Pipeline(self.config, stages, live=self.opts.drop, on_drop=on_drop)
+        output: LiveOutput | None = None
+        failure: BaseException | None = None
+        try:
+            source.start()
+            info = self._wait_connected(source, t_start)
+            if info is None:
+                self.report.stopped_by = "duration"
+            else:
+                geometry = self._geometry(info)
+                self._check_and_fit(stages, geometry)
+                output = LiveOutput(
+                    self.out_spec,
+                    live_io_config(self.config.io, geometry.fps),
+                    self.metrics,
+                    segment=self.opts.segment,
+                    reconnect=self.opts.reconnect,
+                    backoff=backoff,
+                )
+                self._workers.spawn("live-pipeline", lambda: self._consume(pipe, source))
+                self.report.stopped_by = self._pump(output, geometry, t_start)
+        except KeyboardInterrupt:
+            self.report.stopped_by = "interrupted"
+        except BaseException as exc:
+            failure = exc
+            self.report.stopped_by = "error"
+        finally:
+            with _signals_deferred():
+                self._shutdown(source, output, failure is None)
+            self._fill_report(source, output, time.monotonic() - t_start)
+        return self._outcome(source, failure)
+
+    # -- steps -------------------------------------------------------------------------------
+    def _new_source(self, backoff: Backoff) -> LiveSource:
+        return LiveSource(
             self.in_spec,
             self.metrics,
             reconnect=self.opts.reconnect,
@@ -172,46 +207,16 @@ class LiveRunner:
             loop=self.opts.loop,
             opener=self.opener,
         )
-        on_drop = functools.partial(self.metrics.inc, "frames_dropped")  # counted once, where it happens
-        pipe = self._pipe = Pipeline(self.config, stages, live=self.opts.drop, on_drop=on_drop)
-        output: LiveOutput | None = None
-        consumer: threading.Thread | None = None
-        failure: BaseException | None = None
-        try:
-            source.start()
-            info = self._wait_connected(source, t_start)
-            if info is None:
-                self.report.stopped_by = "duration"
-            else:
-                geometry = self._geometry(info)
-                # a region outside the (upright) frame: exit 2 before any frame is written
-                w, h = geometry.width, geometry.height
-                check_regions(self.config, *((h, w) if geometry.rotation % 180 == 90 else (w, h)))
-                if self.config.detect.det_size is None and self.opts.drop:  # not chosen by the user: keep up
-                    choice = fit_det_size(stages.detector, geometry.width, geometry.height, geometry.fps)
-                    self.report.live_options["detection"] = choice.to_dict()
-                output = LiveOutput(
-                    self.out_spec,
-                    live_io_config(self.config.io, geometry.fps),
-                    self.metrics,
-                    segment=self.opts.segment,
-                    reconnect=self.opts.reconnect,
-                    backoff=backoff,
-                )
-                consumer = self._workers.spawn("live-pipeline", lambda: self._consume(pipe, source))
-                self.report.stopped_by = self._pump(output, geometry, t_start)
-        except KeyboardInterrupt:
-            self.report.stopped_by = "interrupted"
-        except BaseException as exc:
-            failure = exc
-            self.report.stopped_by = "error"
-        finally:
-            with _signals_deferred():
-                self._shutdown(source, consumer, output, failure is None)
-            self._fill_report(source, output, time.monotonic() - t_start)
-        return self._outcome(source, failure)
 
-    # -- steps -------------------------------------------------------------------------------
+    def _check_and_fit(self, stages: Stages, geometry: Geometry) -> None:
+        """Refuse a region outside the (upright) frame (exit 2 before any frame is written);
+        fit the detection size to the frame rate when the user chose none (keep up)."""
+        w, h = geometry.width, geometry.height
+        check_regions(self.config, *((h, w) if geometry.rotation % 180 == 90 else (w, h)))
+        if self.config.detect.det_size is None and self.opts.drop:
+            choice = fit_det_size(stages.detector, geometry.width, geometry.height, geometry.fps)
+            self.report.live_options["detection"] = choice.to_dict()
+
     def _wait_connected(self, source: LiveSource, t_start: float) -> SourceInfo | None:
         """The first connection's stream info; None if ``--duration`` ran out first."""
         while not source.wait_ready(0.1):
@@ -288,9 +293,7 @@ class LiveRunner:
         if res.failed is not None:
             self.metrics.inc("frames_failed")
 
-    def _shutdown(
-        self, source: LiveSource, consumer: threading.Thread | None, output: LiveOutput | None, ok: bool
-    ) -> None:
+    def _shutdown(self, source: LiveSource, output: LiveOutput | None, ok: bool) -> None:
         """Stop the input, write what was already processed, finalise the output."""
         source.stop()
         deadline = time.monotonic() + DRAIN_S
@@ -299,7 +302,7 @@ class LiveRunner:
                 try:
                     item = self._results.get(timeout=0.05)
                 except queue.Empty:
-                    if consumer is None or not consumer.is_alive():
+                    if not self._workers.alive():  # the pipeline has ended (or never started)
                         break
                     continue
                 except Stopped:

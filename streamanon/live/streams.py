@@ -794,6 +794,21 @@ def _summary_line(feed: Feed) -> str:
     return line
 
 
+def _print_summary(streams: Streams, seconds: float) -> None:
+    """A line per feed, the feeds' totals and the shared detector's calls, on stderr."""
+    feeds = streams.all_feeds()
+    for f in feeds:
+        print(f"streamanon: {_summary_line(f)}", file=sys.stderr)
+    total = RunStats.total((f.report.stats for f in feeds if f.report is not None), seconds)
+    print(f"streamanon: all streams: {_totals_line(total)}", file=sys.stderr)
+    stats = streams.detector.stats() if streams.detector is not None else {}
+    print(
+        f"streamanon: shared detector: {stats.get('frames', 0)} frames in {stats.get('calls', 0)} calls "
+        f"(mean batch {stats.get('mean_batch', 0)})",
+        file=sys.stderr,
+    )
+
+
 def _totals_line(t: RunStats) -> str:
     """The feeds' ``RunStats`` summed (the feeds stopped by a reload included)."""
     return (
@@ -863,16 +878,7 @@ def run_streams(path: Path, *, duration: float | None = None, quiet: bool = Fals
                 server.close()
     feeds = streams.all_feeds()
     if not quiet:
-        for f in feeds:
-            print(f"streamanon: {_summary_line(f)}", file=sys.stderr)
-        total = RunStats.total((f.report.stats for f in feeds if f.report is not None), time.monotonic() - t0)
-        print(f"streamanon: all streams: {_totals_line(total)}", file=sys.stderr)
-        stats = streams.detector.stats() if streams.detector is not None else {}
-        print(
-            f"streamanon: shared detector: {stats.get('frames', 0)} frames in {stats.get('calls', 0)} calls "
-            f"(mean batch {stats.get('mean_batch', 0)})",
-            file=sys.stderr,
-        )
+        _print_summary(streams, time.monotonic() - t0)
     codes = [f.exit_code() for f in feeds]
     if feeds and all(codes):
         log.error("every stream failed (%d of %d)", len(codes), len(codes))
