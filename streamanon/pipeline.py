@@ -1,7 +1,9 @@
 """The frame pipeline: read → detect (+track) → anonymise → write, each on its own thread.
 
 Stages are small swappable objects (``Stages``); this module only wires them together
-with bounded queues, so memory is bounded by the queue sizes whatever the input length.
+with bounded queues (``_workers``: stop flag, error carried to the caller, threads joined),
+so memory is bounded by the queue sizes whatever the input length. The detect stage is
+``DetectScheduler``: the two sections below are its rules.
 
 Privacy fails closed: a frame whose detection, tracking or anonymisation raised is
 written fully masked (``on_error="mask-frame"``) or the run stops (``"abort"``); a raw

@@ -343,8 +343,8 @@ class BatchingDetector:
         self._idle = 0  # workers waiting for a request
         self.wait_s = 0.0  # summed over frames: queueing time before their call started
         self.batch_sizes: dict[int, int] = {}
-        for i in range(max(1, workers)):
-            self._workers.spawn(f"shared-detect-{i}", self._work)
+        for i in range(max(1, workers)):  # daemons: a backend call that hangs past close() must not block exit
+            self._workers.spawn(f"shared-detect-{i}", self._work, daemon=True)
 
     def __call__(self, images: Sequence[NDArray[np.uint8]]) -> list[Detections]:
         """Detections for ``images`` (one feed's batch); raises if the detector failed or is closed."""
