@@ -134,13 +134,26 @@ def add_pipeline_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
         default=a.dp_m,
         help=f"dp-pixelate: pixels two neighbouring images may differ in (default {a.dp_m})",
     )
-    g.add_argument("--k", type=int, default=a.k, help=f"k-same: faces averaged into each surrogate (default {a.k})")
+    g.add_argument(
+        "--k",
+        type=int,
+        default=a.k,
+        help=f"k-same, surrogate with a --face-bank folder: persons averaged into each surrogate (default {a.k})",
+    )
     g.add_argument(
         "--face-bank",
         default=a.face_bank,
         metavar="DIR",
         help="k-same: folder of face images added to the pool; surrogate: a bank .npz or a folder of "
         "<person>/<photo> sub-folders of consenting people (composites built at start)",
+    )
+    g.add_argument(
+        "--keep",
+        type=lambda v: tuple(x.strip() for x in v.split(",") if x.strip()),
+        default=a.keep,
+        metavar="gender,age",
+        help="surrogate: draw each face's composite from bank composites of the original's gender and/or "
+        "age band (FaceRes estimates them once per track)",
     )
     g.add_argument(
         "--svd-k", type=int, default=a.svd_k, help=f"svd: singular values kept per channel (default {a.svd_k})"
@@ -403,6 +416,7 @@ def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
             dp_m=ns.dp_m,
             k=ns.k,
             face_bank=ns.face_bank,
+            keep=ns.keep,
             svd_k=ns.svd_k,
             svd_size=ns.svd_size,
             landmarks=ns.landmarks,
@@ -518,8 +532,9 @@ METHOD_OPTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("epsilon", "--epsilon", ("dp-pixelate", "svd", *_ADV)),
     ("dp_cells", "--dp-cells", ("dp-pixelate",)),
     ("dp_m", "--dp-m", ("dp-pixelate",)),
-    ("k", "--k", ("k-same", *_ADV)),
-    ("face_bank", "--face-bank", ("k-same", *_ADV)),
+    ("k", "--k", ("k-same", "surrogate", *_ADV)),
+    ("face_bank", "--face-bank", ("k-same", "surrogate", *_ADV)),
+    ("keep", "--keep", ("surrogate",)),
     ("svd_k", "--svd-k", ("svd",)),
     ("svd_size", "--svd-size", ("svd",)),
     ("landmarks", "--landmarks", ("k-same", "svd", "generate")),
