@@ -3,6 +3,8 @@
 * ``surrogate-portrait.jpg``: original | blur | surrogate of the package's demo image (NASA,
   public domain, ``streamanon/assets/README.md``) upscaled 2x so the face is portrait size
   (>= 200 px), through ``process_file``.
+* ``surrogate-grey.jpg``: original | surrogate of the same portrait in greyscale (greyscale in,
+  greyscale out).
 * ``surrogate-cctv.jpg``: original | surrogate of the last frame of Intel's walking clip
   (CC BY 4.0, intel-iot-devkit/sample-videos; faces 20-35 px) after the product ran over the
   clip's first frames (tracking, one composite per track, smoothing).
@@ -70,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         img = row([orig[crop], read_rgb(work / "b.png")[crop], read_rgb(work / "s.png")[crop]], 400)
         n = save_jpeg(ns.out / "surrogate-portrait.jpg", img, ns.max_kb)
         print(f"surrogate-portrait.jpg {n / 1024:.1f} KB, served {rep.anonymizer.get('faces')}")
+        grey = np.repeat(cv2.cvtColor(orig, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
+        cv2.imwrite(str(work / "grey.png"), grey)
+        rep = process_file(work / "grey.png", work / "g.png", cfg, stages=stages)
+        out = read_rgb(work / "g.png")
+        spread = int((out.max(-1).astype(int) - out.min(-1)).max())
+        n = save_jpeg(ns.out / "surrogate-grey.jpg", row([grey[crop], out[crop]], 400), ns.max_kb)
+        served = rep.anonymizer.get("faces")
+        print(f"surrogate-grey.jpg {n / 1024:.1f} KB, largest channel spread {spread}, served {served}")
         for name, (rel, frames) in CLIPS.items():
             clip = ns.data / rel
             if not clip.is_file():

@@ -147,14 +147,16 @@ def add_pipeline_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
         help="k-same: folder of face images added to the pool; surrogate: a bank .npz or a folder of "
         "<person>/<photo> sub-folders of consenting people (composites built at start)",
     )
-    g.add_argument(
-        "--keep",
-        type=lambda v: tuple(x.strip() for x in v.split(",") if x.strip()),
-        default=a.keep,
-        metavar="gender,age",
-        help="surrogate: draw each face's composite from bank composites of the original's gender and/or "
-        "age band (FaceRes estimates them once per track)",
-    )
+    if "--keep" not in p._option_string_actions:  # eval temporal has its own --keep DIR
+        g.add_argument(
+            "--keep",
+            dest="keep_attributes",
+            type=lambda v: tuple(x.strip() for x in v.split(",") if x.strip()),
+            default=a.keep,
+            metavar="gender,age",
+            help="surrogate: draw each face's composite from bank composites of the original's gender and/or "
+            "age band (FaceRes estimates them once per track)",
+        )
     g.add_argument(
         "--svd-k", type=int, default=a.svd_k, help=f"svd: singular values kept per channel (default {a.svd_k})"
     )
@@ -416,7 +418,7 @@ def config_from_args(ns: argparse.Namespace) -> PipelineConfig:
             dp_m=ns.dp_m,
             k=ns.k,
             face_bank=ns.face_bank,
-            keep=ns.keep,
+            keep=getattr(ns, "keep_attributes", ()),
             svd_k=ns.svd_k,
             svd_size=ns.svd_size,
             landmarks=ns.landmarks,
@@ -534,7 +536,7 @@ METHOD_OPTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("dp_m", "--dp-m", ("dp-pixelate",)),
     ("k", "--k", ("k-same", "surrogate", *_ADV)),
     ("face_bank", "--face-bank", ("k-same", "surrogate", *_ADV)),
-    ("keep", "--keep", ("surrogate",)),
+    ("keep_attributes", "--keep", ("surrogate",)),
     ("svd_k", "--svd-k", ("svd",)),
     ("svd_size", "--svd-size", ("svd",)),
     ("landmarks", "--landmarks", ("k-same", "svd", "generate")),

@@ -255,6 +255,8 @@ def match_colour(
     ys, xs = np.nonzero(inside)
     ys_n, xs_n = ys / scale - 0.5, xs / scale - 0.5
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float32) / scale - 0.5
+    # the planes are not extrapolated past the inner face (a forehead lit white)
+    gy, gx = np.clip(gy, ys_n.min(), ys_n.max()), np.clip(gx, xs_n.min(), xs_n.max())
     pf = _plane(f[ys, xs, 0], ys_n, xs_n)
     pt = _plane(t[ys, xs, 0], ys_n, xs_n)
     rf = f[ys, xs, 0] - (pf[0] + pf[1] * xs_n + pf[2] * ys_n)
