@@ -40,10 +40,10 @@ PORTRAIT = DATA / "identities" / "dlib_johns"
 
 
 def per_face(faces: int, size: int, repeat: int) -> dict[str, Any]:
-    from streamanon.anonymize.align import Landmarker68
     from streamanon.anonymize.surrogate import SurrogateAnonymizer
     from streamanon.anonymize.surrogate_bank import default_bank
     from streamanon.io import read_image
+    from streamanon.models.landmarks import Landmarker68
     from streamanon.models.recognizer import DlibRecogniser
     from streamanon.types import Detections
 

@@ -92,6 +92,9 @@ OUTLINE = np.arange(0, 17)
 #: Clip of the lightness spread ratio of the colour transfer (the original's spread holds
 #: shadows and hair the composite lacks: a wider clip blew the composite's highlights out).
 STD_RATIO = (0.67, 1.33)
+#: Side (px) of the window the mirror's geometry is computed at, but not under half size (the
+#: pixels are sampled at full size).
+MIRROR_WORK = 256
 #: Depth (share of half the mask's side) over which the mirrored surroundings give way to
 #: the edge's own colour spread inward.
 MIRROR_DEPTH = 0.35
@@ -107,8 +110,12 @@ def mirror_surroundings(image: NDArray[np.uint8], faces: NDArray[np.bool_], regi
     the hair, ears, collar and background around the mask continue into it with their own
     texture and the mask's edge is seamless (the value at the edge is the edge's). A mirror
     point that falls off the frame or inside a face mask is pulled back toward the edge
-    point (at worst the edge point itself). The mirrored texture is softened with depth.
-    No pixel inside any face mask is read."""
+    point. Deeper in, the edge's own colour, spread inward and softened, takes over.
+
+    The geometry (nearest edge point, depth) is computed ~``MIRROR_WORK`` px across (at
+    least half size) and scaled up; the pixels are sampled at full size. No pixel inside any face mask is read:
+    they are replaced by the nearest outside pixel of a copy in which they were zeroed before
+    any resize, and a small pixel that any of them touched counts as inside."""
     from scipy.ndimage import distance_transform_edt
 
     h, w = image.shape[:2]
@@ -118,38 +125,55 @@ def mirror_surroundings(image: NDArray[np.uint8], faces: NDArray[np.bool_], regi
     inside = faces[ey0:ey1, ex0:ex1]
     if inside.all():  # the faces fill the window: nothing around them to mirror
         return np.full((y1 - y0, x1 - x0, 3), 128, np.uint8)
-    depth, (ny, nx) = distance_transform_edt(inside, return_indices=True)
-    sl = (slice(y0 - ey0, y1 - ey0), slice(x0 - ex0, x1 - ex0))
-    py, px = np.mgrid[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0]
-    by, bx = ny[sl], nx[sl]
-    sy, sx = by.astype(np.float32), bx.astype(np.float32)
-    todo = np.ones(by.shape, np.bool_)
-    for t in (1.0, 0.75, 0.5, 0.25):  # the mirror point, pulled toward the edge until it is outside
-        my = np.round(by + t * (by - py)).astype(np.intp)
-        mx = np.round(bx + t * (bx - px)).astype(np.intp)
-        ok = todo & (my >= 0) & (my < ey1 - ey0) & (mx >= 0) & (mx < ex1 - ex0)
-        ok[ok] = ~inside[my[ok], mx[ok]]
+    wh, ww = inside.shape
+    f = min(1.0, max(0.5, MIRROR_WORK / max(wh, ww)))  # at most half size: a coarser edge shows a seam
+    sh, sw = max(2, round(wh * f)), max(2, round(ww * f))
+    fy, fx = sh / wh, sw / ww
+    win = image[ey0:ey1, ex0:ex1].copy()
+    win[inside] = 0  # no face pixel reaches anything below, even through a resize
+    small = cv2.resize(win, (sw, sh), interpolation=cv2.INTER_AREA)
+    touched = cv2.resize(inside.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA) > 0
+    if touched.all():
+        return np.full((y1 - y0, x1 - x0, 3), 128, np.uint8)
+    depth, (ny, nx) = distance_transform_edt(touched, return_indices=True)
+    # per small pixel: its nearest outside pixel, and its mirror through it (pulled toward the
+    # edge until it is outside), in small coordinates
+    py, px = np.mgrid[0:sh, 0:sw]
+    sy, sx = ny.astype(np.float32), nx.astype(np.float32)
+    todo = np.ones((sh, sw), np.bool_)
+    for t in (1.0, 0.75, 0.5, 0.25):
+        my = np.round(ny + t * (ny - py)).astype(np.intp)
+        mx = np.round(nx + t * (nx - px)).astype(np.intp)
+        ok = todo & (my >= 0) & (my < sh) & (mx >= 0) & (mx < sw)
+        ok[ok] = ~touched[my[ok], mx[ok]]
         sy[ok], sx[ok] = my[ok], mx[ok]
         todo &= ~ok
-    # the nearest edge point jumps between neighbours: smooth the map (no staircase), and keep
-    # the unsmoothed point wherever the smoothed one lands inside a face mask
-    k = max(1.0, 0.02 * pad)
-    gy, gx = cv2.GaussianBlur(sy, (0, 0), k), cv2.GaussianBlur(sx, (0, 0), k)
-    iy = np.clip(np.round(gy), 0, ey1 - ey0 - 1).astype(np.intp)
-    ix = np.clip(np.round(gx), 0, ex1 - ex0 - 1).astype(np.intp)
-    bad = inside[iy, ix]
-    gy[bad], gx[bad] = sy[bad], sx[bad]
-    win = image[ey0:ey1, ex0:ex1].copy()
-    win[inside] = win[ny[inside], nx[inside]]  # not even an interpolation weight reads a face pixel
-    mirrored = cv2.remap(win, gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-    d = depth[sl].astype(np.float32)
-    # deeper in, the mirror reads ever farther from the face (a wall behind thin hair): there
-    # the edge's own colour, spread inward and softened, takes over
-    edge = cv2.GaussianBlur(win[by, bx].astype(np.float32), (0, 0), max(1.0, 0.06 * pad))
+    # the nearest edge point jumps between neighbours: the map is smoothed (no staircase)
+    sy = cv2.GaussianBlur(sy, (0, 0), 1.0)
+    sx = cv2.GaussianBlur(sx, (0, 0), 1.0)
+    edge_small = small[ny, nx]  # outside pixels only
+    # up to full size over the region (small -> window pixel centres)
+    rw, rh = x1 - x0, y1 - y0
+    gx0, gy0 = x0 - ex0, y0 - ey0
+    qx = ((np.arange(rw, dtype=np.float32) + gx0 + 0.5) * fx - 0.5)[None, :].repeat(rh, 0)
+    qy = ((np.arange(rh, dtype=np.float32) + gy0 + 0.5) * fy - 0.5)[:, None].repeat(rw, 1)
+
+    def up(a: NDArray[Any]) -> NDArray[Any]:
+        return np.asarray(cv2.remap(a, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+
+    map_y = (up(sy) + 0.5) / fy - 0.5
+    map_x = (up(sx) + 0.5) / fx - 0.5
+    clean = win.copy()  # face pixels: the nearest outside colour (from the zeroed copy)
+    fill = cv2.resize(edge_small, (ww, wh), interpolation=cv2.INTER_LINEAR)
+    clean[inside] = fill[inside]
+    mirrored = cv2.remap(clean, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    d = up(depth.astype(np.float32)) / f
+    ring = MIRROR_DEPTH * pad
+    edge = up(cv2.GaussianBlur(edge_small.astype(np.float32), (0, 0), max(0.8, 0.06 * pad * f)))
     soft = cv2.GaussianBlur(mirrored, (0, 0), max(1.0, 0.03 * pad))
-    a = np.clip(d / max(1.0, MIRROR_DEPTH * pad), 0.0, 1.0)[:, :, None]
-    mirrored = soft * a + mirrored * (1 - a)
-    out: NDArray[np.uint8] = np.clip(mirrored * (1 - a) + edge * a + 0.5, 0, 255).astype(np.uint8)
+    a = np.clip(d / max(1.0, ring), 0.0, 1.0)[:, :, None]
+    mixed = soft * a + mirrored * (1 - a)
+    out: NDArray[np.uint8] = np.clip(mixed * (1 - a) + edge * a + 0.5, 0, 255).astype(np.uint8)
     return out
 
 
