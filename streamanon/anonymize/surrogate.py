@@ -380,7 +380,13 @@ class SurrogateAnonymizer(FaceAnonymizer):
             return int(self._rng.integers(len(self.bank)))
         pool = np.arange(len(self.bank))
         assert self.attributes is not None
-        gender, band = self.attributes(image, box)
+        try:
+            gender, band = self.attributes(image, box)
+        except Exception as exc:  # an estimate that fails costs the kept attribute, not the face
+            log.warning("--keep: attribute estimate failed (%s); composite drawn from the whole bank", exc)
+            self.kept["estimate-failed"] += 1
+            self._last_attributes = None
+            return int(self._rng.integers(len(self.bank)))
         self._last_attributes = (gender, band)
         ok = np.ones(len(self.bank), np.bool_)
         if "gender" in self.keep:

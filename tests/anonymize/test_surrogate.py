@@ -419,3 +419,15 @@ def test_folder_bank_keeps_k(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(ConfigError, match="fewer than k=10"):
         sb.surrogate_bank(str(tmp_path), 10)
     assert seen["k"] == 10
+
+
+def test_keep_estimate_that_fails_still_paints_and_is_counted() -> None:
+    class Broken:
+        def __call__(self, image: Any, box: Any) -> tuple[str, str]:
+            raise RuntimeError("onnx failed")
+
+    a = SurrogateAnonymizer(
+        AnonymizeConfig(method="surrogate", seed=1, keep=("gender",)), keep_bank(), FakeLandmarker(), Broken()
+    )
+    a.apply(noise_image(), dets([[100, 60, 200, 180]], [-1]))
+    assert a.served == {"surrogate": 1} and a.kept == {"estimate-failed": 1}
