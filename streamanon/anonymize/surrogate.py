@@ -72,8 +72,9 @@ COAST_FRAMES = 3
 MIN_FACE = 20
 #: Share of the way the inner landmarks move toward the composite's own shape (aligned to the
 #: face by a similarity: pose, size and roll stay the face's). Measured with ``eval identity``
-#: on 104 faces (docs/faces.md): 0 -> FaceRes leakage 10.6%, rank-1 0.35; 0.5 -> 3.8%, 0.165;
-#: 1.0 -> 0%, 0.049 (chance 0.068). The geometry carries identity; expression is the price.
+#: on 104 faces (docs/faces.md, mirrored ring): FaceRes leakage and rank-1: 0 -> 8.7%, 0.359;
+#: 0.5 -> 2.9%, 0.165; 0.75 -> 1.0% (the limit), 0.078; 1.0 -> 0%, 0.049 (chance 0.068). The
+#: geometry carries identity; expression is the price.
 SHAPE_PULL = 1.0
 #: Inner points (brows, eyes, nose, mouth) of the 68; the jaw and forehead keep the head's outline.
 INNER = np.arange(17, 68)
@@ -129,8 +130,8 @@ def mirror_surroundings(image: NDArray[np.uint8], faces: NDArray[np.bool_], regi
     f = min(1.0, max(0.5, MIRROR_WORK / max(wh, ww)))  # at most half size: a coarser edge shows a seam
     sh, sw = max(2, round(wh * f)), max(2, round(ww * f))
     fy, fx = sh / wh, sw / ww
-    win = image[ey0:ey1, ex0:ex1].copy()
-    win[inside] = 0  # no face pixel reaches anything below, even through a resize
+    inside3 = inside[:, :, None]
+    win = np.where(inside3, np.uint8(0), image[ey0:ey1, ex0:ex1])  # no face pixel reaches what follows
     small = cv2.resize(win, (sw, sh), interpolation=cv2.INTER_AREA)
     touched = cv2.resize(inside.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA) > 0
     if touched.all():
@@ -163,9 +164,8 @@ def mirror_surroundings(image: NDArray[np.uint8], faces: NDArray[np.bool_], regi
 
     map_y = (up(sy) + 0.5) / fy - 0.5
     map_x = (up(sx) + 0.5) / fx - 0.5
-    clean = win.copy()  # face pixels: the nearest outside colour (from the zeroed copy)
-    fill = cv2.resize(edge_small, (ww, wh), interpolation=cv2.INTER_LINEAR)
-    clean[inside] = fill[inside]
+    # face pixels: the nearest outside colour (from the zeroed copy)
+    clean = np.where(inside3, cv2.resize(edge_small, (ww, wh), interpolation=cv2.INTER_LINEAR), win)
     mirrored = cv2.remap(clean, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
     d = up(depth.astype(np.float32)) / f
     ring = MIRROR_DEPTH * pad
