@@ -450,7 +450,7 @@ class SurrogateAnonymizer(FaceAnonymizer):
             p: NDArray[np.float32] | None = None
             if why is None:
                 p = track.smoother.update(fit[j], rows.xyxy[j], t) if track is not None else fit[j]
-            elif why == "coasting" and track is not None and track.smoother.since < COAST_FRAMES:
+            elif why == "no-detection" and track is not None and track.smoother.since < COAST_FRAMES:
                 p = track.smoother.carry(rows.xyxy[j])  # a short gap: the last face moved with the box
                 if p is not None:
                     why = None
@@ -482,7 +482,7 @@ class SurrogateAnonymizer(FaceAnonymizer):
         if side < MIN_FACE:
             return "small"
         if rows.source[j] != SOURCE_DETECTOR:
-            return "coasting"
+            return "no-detection"
         if rows.score[j] < PAINT_SCORE:
             return "low-score"
         if not np.isfinite(fit).all():

@@ -325,11 +325,11 @@ def test_short_coast_keeps_the_surrogate_long_coast_blurs() -> None:
         assert (out[mask] == img[mask]).all(-1).mean() < 0.05  # painted or blurred, never raw
     assert a.coasted == COAST_FRAMES
     assert a.served == {"surrogate": 1 + COAST_FRAMES, "blur": 2}
-    assert a.reasons == {"coasting": 2}
+    assert a.reasons == {"no-detection": 2}
     b = anonymiser()
     d = dets([[100, 60, 200, 180]], [7])
     b.apply(img, Detections(d.xyxy, score=d.score, landmarks=d.landmarks, track_id=d.track_id, source=[SOURCE_TRACK]))
-    assert b.reasons == {"coasting": 1} and b.coasted == 0
+    assert b.reasons == {"no-detection": 1} and b.coasted == 0
 
 
 def test_fit_that_disagrees_with_the_detector_blurs() -> None:
