@@ -431,3 +431,22 @@ def test_keep_estimate_that_fails_still_paints_and_is_counted() -> None:
     )
     a.apply(noise_image(), dets([[100, 60, 200, 180]], [-1]))
     assert a.served == {"surrogate": 1} and a.kept == {"estimate-failed": 1}
+
+
+def test_cli_keep_face_bank_and_k_reach_the_surrogate_config() -> None:
+    """``--keep gender,age``, ``--face-bank`` and ``--k`` are options of ``--method surrogate``
+    (``--face-bank`` was refused with it although the factory takes it); ``--keep`` with another
+    method is refused, and ``eval temporal`` keeps its own ``--keep DIR``."""
+    from streamanon.cli import check_method_options, config_from_args, given_options, run_parser
+    from streamanon.eval.cli import build_parser
+
+    argv = ["x.mp4", "--method", "surrogate", "--keep", "gender,age", "--face-bank", "b.npz", "--k", "6"]
+    parser = run_parser()
+    ns = parser.parse_args(argv)
+    check_method_options(ns, given_options(parser, argv))
+    a = config_from_args(ns).anonymize
+    assert (a.keep, a.face_bank, a.k) == (("gender", "age"), "b.npz", 6)
+    argv = ["x.mp4", "--method", "blur", "--keep", "gender"]
+    with pytest.raises(ConfigError, match="--keep"):
+        check_method_options(run_parser().parse_args(argv), given_options(run_parser(), argv))
+    assert str(build_parser().parse_args(["temporal", "c.mp4", "--keep", "out"]).keep) == "out"
