@@ -450,3 +450,24 @@ def test_cli_keep_face_bank_and_k_reach_the_surrogate_config() -> None:
     with pytest.raises(ConfigError, match="--keep"):
         check_method_options(run_parser().parse_args(argv), given_options(run_parser(), argv))
     assert str(build_parser().parse_args(["temporal", "c.mp4", "--keep", "out"]).keep) == "out"
+
+
+@pytest.mark.parametrize(
+    "boxes",
+    [
+        [[-30, -20, 60, 80]],  # off the top-left corner
+        [[270, 180, 350, 260]],  # off the bottom-right corner
+        [[100, 60, 200, 180], [150, 70, 250, 190]],  # overlapping faces
+        [[5, 5, 315, 235]],  # the face fills the frame: nothing around it to mirror
+        [[150, 100, 172, 122]],  # just above the smallest face painted
+    ],
+)
+def test_edges_overlaps_and_full_frame_faces_leave_nothing_raw(boxes: list[list[float]]) -> None:
+    a = anonymiser()
+    d = dets(boxes, list(range(len(boxes))))
+    img = noise_image()
+    out = a.apply(img, d)
+    mask = union_mask(d, 320, 240, "ellipse", 1.3, 2.0)
+    assert np.array_equal(out[~mask], img[~mask])
+    assert (out[mask] == img[mask]).all(-1).mean() < 0.05
+    assert sum(a.served.values()) == len(boxes) and not a.reasons.get("warp-failed")
