@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from ..cli import add_pipeline_options, config_from_args
+from ..cli import add_pipeline_options, config_from_args, given_options
 from ..cliutil import ArgParser, setup_logging
 from ..config import BACKENDS, PRECISIONS, DetectConfig, PipelineConfig
 from ..errors import ConfigError, SinkError, StreamanonError
 from ..generate.memorisation import eval_generator_main
 from ..models.faceres import FaceResRecogniser
 from ..models.recognizer import DlibRecogniser
-from ..options import EVAL
+from ..options import BY_DEST, EVAL, Option
 from ..progress import heartbeat
 from . import report
 from .adversary import (
@@ -42,7 +42,7 @@ from .data import load_annotations, load_identities
 from .detection import dataset_stats, evaluate_detector, parse_det_sizes, parse_thresholds
 from .identity import View, build_references, evaluate_identity, face_crop
 from .natural import evaluate_natural, write_grid
-from .product import ProductRunner, parse_methods
+from .product import ProductRunner, check_method_options, parse_methods
 from .temporal import evaluate_temporal
 
 log = logging.getLogger(__name__)
@@ -766,6 +766,23 @@ def natural_command(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _check_method_options(parser: argparse.ArgumentParser, ns: argparse.Namespace, argv: list[str]) -> None:
+    """The pipeline options typed must be options of a method evaluated (``--methods``, or
+    ``--method`` for attack): ConfigError naming the first that is not."""
+    if not hasattr(ns, "method"):  # no pipeline options (detect, video)
+        return
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[ns.command]
+    flag, text = ("--methods", ns.methods) if hasattr(ns, "methods") else ("--method", ns.method)
+    schema = {a.dest for a in sub._actions if a.dest in BY_DEST and set(a.option_strings) & _flags(BY_DEST[a.dest])}
+    given = given_options(sub, argv[argv.index(ns.command) + 1 :]) & schema
+    specs = parse_methods(text, config_from_args(ns).anonymize)
+    check_method_options({dest: getattr(ns, dest) for dest in given}, specs, flag)
+
+
+def _flags(opt: Option) -> set[str]:
+    return {opt.flag, *(opt.negation[:1] if opt.negation else ())}
+
+
 COMMANDS = {
     "natural": natural_command,
     "identity": identity_command,
@@ -781,7 +798,9 @@ def main(argv: list[str]) -> int:
     """Entry point of ``streamanon eval``; errors propagate to ``streamanon.cli.main``."""
     if argv[:1] == ["generator"]:  # the memorisation check has its own parser (extra [torch] not needed)
         return eval_generator_main(argv[1:])
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    _check_method_options(parser, ns, argv)
     setup_logging(False)
     if ns.verbose:  # progress of streamanon only (dependencies stay quiet)
         logging.getLogger("streamanon").setLevel(logging.INFO)
