@@ -10,6 +10,11 @@ product (``runner.process_file``, CPU defaults) with ``solid`` and ``surrogate``
 alternating runs, so machine load hits both alike. Outputs go to a temporary folder.
 
     python benchmarks/bench_surrogate.py [--faces 4] [--size 96] [--clip PATH] [--frames 60] [--json FILE]
+
+``--keep-agreement DIR [DIR ...]``: instead, ``eval natural``'s measures (``eval.natural``) on
+``--limit`` photos of those identity folders (seeded draw, as ``eval natural --limit --seed``)
+for ``surrogate`` and ``surrogate --keep gender``, with the share of replaced faces whose
+FaceRes gender is the original's (``gender_agreement``).
 """
 
 from __future__ import annotations
@@ -35,10 +40,10 @@ PORTRAIT = DATA / "identities" / "dlib_johns"
 
 
 def per_face(faces: int, size: int, repeat: int) -> dict[str, Any]:
-    from streamanon.anonymize.align import Landmarker68
     from streamanon.anonymize.surrogate import SurrogateAnonymizer
     from streamanon.anonymize.surrogate_bank import default_bank
     from streamanon.io import read_image
+    from streamanon.models.landmarks import Landmarker68
     from streamanon.models.recognizer import DlibRecogniser
     from streamanon.types import Detections
 
@@ -99,6 +104,35 @@ def end_to_end(clip: Path, frames: int, rounds: int) -> dict[str, Any]:
     return {"clip": str(clip), "frames": frames, "fps": {m: round(float(np.median(v)), 1) for m, v in out.items()}}
 
 
+def keep_agreement(folders: list[Path], limit: int, seed: int) -> dict[str, Any]:
+    import dataclasses
+
+    from streamanon.eval.data import load_identities
+    from streamanon.eval.identity import build_references
+    from streamanon.eval.natural import evaluate_natural
+    from streamanon.eval.product import MethodSpec, ProductRunner
+    from streamanon.models.faceres import FaceResRecogniser
+    from streamanon.models.recognizer import DlibRecogniser
+
+    images = load_identities(folders)
+    if limit and limit < len(images):
+        pick = np.random.default_rng(seed).choice(len(images), size=limit, replace=False)
+        images = [images[i] for i in sorted(pick.tolist())]
+    hog = DlibRecogniser("hog", 1)
+    refs, _ = build_references(images, hog)
+    config = PipelineConfig(anonymize=AnonymizeConfig(method="surrogate", seed=seed))
+    base = config.anonymize
+    specs = [
+        MethodSpec("surrogate", base),
+        MethodSpec("surrogate --keep gender", dataclasses.replace(base, keep=("gender",))),
+    ]
+    result, _ = evaluate_natural(
+        refs, ProductRunner(config), specs, FaceResRecogniser(locator=hog), DlibRecogniser("hog", 0), None, seed=seed
+    )
+    keys = ("classifier_accuracy", "hog_found", "gender_agreement")
+    return {"faces": len(refs), "methods": {k: {c: m.get(c) for c in keys} for k, m in result["methods"].items()}}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--faces", type=int, default=4)
@@ -109,9 +143,15 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--no-clip", action="store_true")
     p.add_argument("--json", type=Path)
+    p.add_argument("--keep-agreement", type=Path, nargs="+", metavar="DIR")
+    p.add_argument("--limit", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0)
     ns = p.parse_args()
-    res: dict[str, Any] = {"per_face": [per_face(ns.faces, s, ns.repeat) for s in (32, ns.size, 240)]}
-    if not ns.no_clip:
+    if ns.keep_agreement:
+        res: dict[str, Any] = keep_agreement(ns.keep_agreement, ns.limit, ns.seed)
+    else:
+        res = {"per_face": [per_face(ns.faces, s, ns.repeat) for s in (32, ns.size, 240)]}
+    if not ns.keep_agreement and not ns.no_clip:
         res["end_to_end"] = end_to_end(ns.clip, ns.frames, ns.rounds)
     text = json.dumps(res, indent=1)
     print(text)

@@ -3,10 +3,12 @@
 * ``surrogate-portrait.jpg``: original | blur | surrogate of the package's demo image (NASA,
   public domain, ``streamanon/assets/README.md``) upscaled 2x so the face is portrait size
   (>= 200 px), through ``process_file``.
-* ``surrogate-cctv.jpg``: original | surrogate of the last frame of Intel's walking clip
+* ``surrogate-grey.jpg``: original | surrogate of the same portrait in greyscale (greyscale in,
+  greyscale out).
+* ``surrogate-cctv.jpg``: original | surrogate | surrogate ``--keep gender`` of the last frame of Intel's walking clip
   (CC BY 4.0, intel-iot-devkit/sample-videos; faces 20-35 px) after the product ran over the
   clip's first frames (tracking, one composite per track, smoothing).
-* ``surrogate-signer.jpg``: the same for Intel's ASL signer (face 70-90 px).
+* ``surrogate-signer.jpg``: the same three for Intel's ASL signer (face 70-90 px).
 * ``surrogate-bank.jpg``: the first 16 composites of the shipped bank (composites of >= 5
   persons each: no raw face).
 
@@ -52,12 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "docs" / "examples")
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--seed", type=int, default=3)
-    p.add_argument("--max-kb", type=int, default=120)
+    p.add_argument("--max-kb", type=int, default=160)
     ns = p.parse_args(argv)
     ns.out.mkdir(parents=True, exist_ok=True)
     cfg = PipelineConfig(anonymize=AnonymizeConfig(method="surrogate", seed=ns.seed))
     blur = PipelineConfig(anonymize=AnonymizeConfig(method="blur"))
     stages = Stages(cfg)
+    keep_cfg = PipelineConfig(anonymize=AnonymizeConfig(method="surrogate", seed=ns.seed, keep=("gender",)))
+    keep_stages = Stages(keep_cfg)
     with tempfile.TemporaryDirectory(prefix="surrogate-examples-") as tmp:
         work = Path(tmp)
         big = work / "astronaut2x.png"
@@ -70,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         img = row([orig[crop], read_rgb(work / "b.png")[crop], read_rgb(work / "s.png")[crop]], 400)
         n = save_jpeg(ns.out / "surrogate-portrait.jpg", img, ns.max_kb)
         print(f"surrogate-portrait.jpg {n / 1024:.1f} KB, served {rep.anonymizer.get('faces')}")
+        grey = np.repeat(cv2.cvtColor(orig, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
+        cv2.imwrite(str(work / "grey.png"), grey)
+        rep = process_file(work / "grey.png", work / "g.png", cfg, stages=stages)
+        out = read_rgb(work / "g.png")
+        spread = int((out.max(-1).astype(int) - out.min(-1)).max())
+        n = save_jpeg(ns.out / "surrogate-grey.jpg", row([grey[crop], out[crop]], 400), ns.max_kb)
+        served = rep.anonymizer.get("faces")
+        print(f"surrogate-grey.jpg {n / 1024:.1f} KB, largest channel spread {spread}, served {served}")
         for name, (rel, frames) in CLIPS.items():
             clip = ns.data / rel
             if not clip.is_file():
@@ -78,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             src = prefix_clip(clip, frames, work)
             dst = work / f"{name}.mp4"
             rep = process_file(src, dst, cfg, stages=stages)
-            o, s = last_frame(src), last_frame(dst)
-            n = save_jpeg(ns.out / f"{name}.jpg", row([o, s], o.shape[0] * 2), ns.max_kb)
+            kept = work / f"{name}-keep.mp4"
+            process_file(src, kept, keep_cfg, stages=keep_stages)
+            o, s, k = last_frame(src), last_frame(dst), last_frame(kept)
+            n = save_jpeg(ns.out / f"{name}.jpg", row([o, s, k], o.shape[0] * 2), ns.max_kb)
             print(f"{name}.jpg {n / 1024:.1f} KB ({rep.frames} frames, served {rep.anonymizer.get('faces')})")
     bank = default_bank()
     tiles = bank.faces[:16]

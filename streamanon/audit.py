@@ -1,4 +1,10 @@
-"""The per-track audit of a run: frames, the method that served them, fallbacks (numbers only).
+"""What a run did, in numbers only: ``RunStats`` (the counters every report carries) and
+the per-track audit (frames, the method that served them, fallbacks).
+
+``RunStats`` is the one stats object behind the file, folder, live and streams reports:
+each writes it as ``stats`` in the same JSON layout. A file or live run feeds it every
+``Result`` it writes (``add``); a folder's totals and the streams' total are ``RunStats.total``
+of the runs they sum.
 
 ``TrackAudit.add`` is fed every ``Result`` as it reaches the sink (runner.py); it counts,
 per track id, the frames the track covered, how many of them came from the detector and
@@ -11,13 +17,73 @@ landmarks: counts, frame indices and distances only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .types import SOURCE_DETECTOR, Detections
+
+
+@dataclass
+class RunStats:
+    """The counters of one run (or the total of several), as every report writes them.
+
+    ``frames_in`` is what was read from the input, ``frames`` what was processed
+    (anonymised, or fully masked after a failure: ``frames_failed``), ``frames_written``
+    the processed frames in the output; ``frames_dropped`` were dropped because processing
+    fell behind (live). ``faces`` counts every anonymised box, ``detections`` the boxes the
+    detector found, ``tracks`` the distinct face tracks (summed over the runs of a total).
+    """
+
+    frames_in: int = 0
+    frames: int = 0
+    frames_written: int = 0
+    frames_failed: int = 0
+    frames_dropped: int = 0
+    faces: int = 0
+    detections: int = 0
+    tracks: int = 0
+    seconds: float = 0.0
+    _track_ids: set[int] = field(default_factory=set, repr=False, compare=False)
+
+    def add(self, dets: Detections, failed: str | None = None) -> None:
+        """Count one processed frame: its boxes, detector rows and tracks."""
+        self.frames += 1
+        self.faces += len(dets)
+        if failed is not None:
+            self.frames_failed += 1
+        if len(dets):
+            self.detections += int((dets.source == SOURCE_DETECTOR).sum())
+            self._track_ids.update(int(t) for t in dets.track_id if t >= 0)
+            self.tracks = len(self._track_ids)
+
+    @property
+    def fps(self) -> float:
+        """Processed frames per second of wall time."""
+        return round(self.frames / self.seconds, 2) if self.seconds > 0 else 0.0
+
+    @classmethod
+    def total(cls, runs: Iterable[RunStats], seconds: float | None = None) -> RunStats:
+        """The sum of ``runs``; ``seconds``: the wall clock of the whole (default: summed)."""
+        out = cls()
+        for r in runs:
+            for name in _COUNTERS:
+                setattr(out, name, getattr(out, name) + getattr(r, name))
+        if seconds is not None:
+            out.seconds = seconds
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``stats`` block of every report (the same keys everywhere)."""
+        counts = {name: getattr(self, name) for name in _COUNTERS}
+        return counts | {"seconds": round(self.seconds, 3), "fps": self.fps}
+
+
+#: The counters of ``RunStats`` (its public fields; a subclass's own fields are not counters).
+_COUNTERS = tuple(f.name for f in fields(RunStats) if not f.name.startswith("_"))
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Any
 
 from . import __version__
 from .anonymize.review import review_from_args
+from .audit import RunStats
 from .backends.onnxruntime import available_providers
 from .backends.openvino import openvino_status
 from .backends.registry import load_registry, resolve_model
@@ -256,25 +257,26 @@ def _summary_line(rep: Any) -> str:
 
 
 def _totals(reports: list[Any], jobs: int, failed: int, skipped: list[Path], seconds: float) -> dict[str, Any]:
-    """The folder/many-input report's totals (``seconds``: wall clock of the whole call)."""
-    frames = sum(r.frames for r in reports)
-    interrupted = sum(1 for r in reports if r.interrupted)
+    """The folder/many-input report's totals (``seconds``: wall clock of the whole call);
+    ``stats`` is the files' ``RunStats`` summed, in the layout of every report."""
+    total = RunStats.total((r.stats for r in reports), seconds)
     return {
         "files": jobs,
         "files_done": sum(1 for r in reports if r.error is None and not r.interrupted),
         "files_failed": failed,
-        "files_interrupted": interrupted,
+        "files_interrupted": sum(1 for r in reports if r.interrupted),
         "files_not_processed": jobs - len(reports),
         "files_skipped": len(skipped),
         "skipped": [str(p) for p in skipped],
-        "frames": frames,
-        "frames_written": sum(r.frames_written for r in reports),
+        "frames": total.frames,
+        "frames_written": total.frames_written,
         "frames_lost": sum(r.frames_lost for r in reports),
-        "tracks": sum(r.tracks for r in reports),
-        "detections": sum(r.detections for r in reports),
-        "faces": sum(r.faces for r in reports),
+        "tracks": total.tracks,
+        "detections": total.detections,
+        "faces": total.faces,
         "seconds": round(seconds, 3),
-        "fps": round(frames / seconds, 2) if seconds > 0 else 0.0,
+        "fps": total.fps,
+        "stats": total.to_dict(),
     }
 
 

@@ -171,6 +171,10 @@ class TrackConfig:
         _check(0.0 < self.scene_cut <= 1.0, "scene_cut", self.scene_cut, "(0, 1]")
 
 
+#: What ``AnonymizeConfig.keep`` may name (``--keep``).
+KEEP_ATTRIBUTES = ("gender", "age")
+
+
 @dataclass(frozen=True)
 class AnonymizeConfig:
     """How detected faces are anonymised."""
@@ -193,6 +197,7 @@ class AnonymizeConfig:
     dp_m: int = 16  # dp-pixelate: pixels that may differ between neighbouring images
     k: int = 10  # k-same: faces averaged into each surrogate
     face_bank: str | None = None  # k-same: folder of face images added to the pool
+    keep: tuple[str, ...] = ()  # surrogate: attributes of the original kept ("gender", "age")
     svd_k: int = 1  # svd: singular values kept (and perturbed) per channel (README: k 1 identifies least)
     svd_size: int = 64  # svd: side of the aligned chip the decomposition runs on
     # landmarks the chip methods align on: the detector's 5 points, or dlib's 68-point
@@ -247,6 +252,10 @@ class AnonymizeConfig:
         )
         _check(isinstance(self.dp_m, int) and 1 <= self.dp_m <= 4096, "dp_m", self.dp_m, "an integer in [1, 4096]")
         _check(isinstance(self.k, int) and 2 <= self.k <= 1000, "k", self.k, "an integer in [2, 1000]")
+        if isinstance(self.keep, list | tuple):
+            object.__setattr__(self, "keep", tuple(self.keep))
+        keep_ok = isinstance(self.keep, tuple) and all(a in KEEP_ATTRIBUTES for a in self.keep)
+        _check(keep_ok, "keep", self.keep, "a list of 'gender', 'age'")
         _check(isinstance(self.svd_k, int) and 1 <= self.svd_k <= 64, "svd_k", self.svd_k, "an integer in [1, 64]")
         _check(
             isinstance(self.svd_size, int) and 8 <= self.svd_size <= 256,

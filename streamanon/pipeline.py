@@ -1,7 +1,9 @@
 """The frame pipeline: read → detect (+track) → anonymise → write, each on its own thread.
 
 Stages are small swappable objects (``Stages``); this module only wires them together
-with bounded queues, so memory is bounded by the queue sizes whatever the input length.
+with bounded queues (``_workers``: stop flag, error carried to the caller, threads joined),
+so memory is bounded by the queue sizes whatever the input length. The detect stage is
+``DetectScheduler``: the two sections below are its rules.
 
 Privacy fails closed: a frame whose detection, tracking or anonymisation raised is
 written fully masked (``on_error="mask-frame"``) or the run stops (``"abort"``); a raw
@@ -28,7 +30,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from types import FrameType
@@ -37,9 +39,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ._workers import END, Stopped, Workers
+from ._workers import END, Channel, Stopped, Workers, each_or_alone
 from .anonymize import AnonymizerFactory, AnonymizerSession, FixedFactory, FrameInfo, mask_whole_frame
 from .anonymize.selective import KeepFaces, SelectiveAnonymizer
+from .audit import RunStats
 from .backends.select import BackendChoice
 from .config import DetectConfig, PipelineConfig
 from .detect import Detector, create_detector
@@ -81,21 +84,13 @@ def _stage_clock() -> dict[str, float]:
 
 
 @dataclass
-class PipelineStats:
-    """Counters of one run; ``stage_seconds`` is busy time per stage (stages overlap)."""
+class PipelineStats(RunStats):
+    """``RunStats`` of one pipeline run (the frames that reached the sink, the frames
+    dropped by a live run's reader), plus the detector runs and ``stage_seconds``, the
+    busy time per stage (stages overlap)."""
 
-    frames: int = 0
-    faces: int = 0
-    failed_frames: int = 0
-    dropped_frames: int = 0
     detector_runs: int = 0
-    seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=_stage_clock)
-
-    @property
-    def fps(self) -> float:
-        """Frames per second of wall time."""
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
 def available_cores() -> int:
@@ -243,6 +238,203 @@ def _look_back(cover: Detections, distance: int, growth: float, width: int, heig
     return Detections(grown.xyxy, grown.score, no_landmarks, grown.track_id, np.full(n, SOURCE_TRACK, np.uint8))
 
 
+class _Schedule:
+    """Which frames the detector runs on: every frame, or every ``every``-th frame, each
+    scene cut and the first frame after a failure (``force``)."""
+
+    def __init__(self, every: int, scene: Any) -> None:
+        self.every = every
+        self.scene = scene
+        self.last: int | None = None
+        self.force = True  # the first frame, and the next one after a failure
+
+    def due(self, frames: list[Frame]) -> list[Frame]:
+        """The frames of ``frames`` to detect (in order); frames are seen once each."""
+        due: list[Frame] = []
+        for f in frames:
+            cut = self.scene(f.image) if self.scene is not None else False
+            if self.force or cut or self.every == 1 or self.last is None or f.index - self.last >= self.every:
+                due.append(f)
+                self.last, self.force = f.index, False
+        return due
+
+
+class _Tracking:
+    """The run's tracker. After a failure it starts over with a fresh tracker whose ids are
+    shifted past every id used so far (a new tracker numbers from 1 again), so track ids
+    stay unique within the run."""
+
+    def __init__(self, new_tracker: Callable[[], Any]) -> None:
+        self._new = new_tracker
+        self.tracker = new_tracker()
+        self.id_base = self.id_max = 0
+
+    def update(self, dets: Detections | None, frame: Frame) -> Detections:
+        """The regions to mask in ``frame``; re-raises a tracker failure after starting over."""
+        try:
+            cover: Detections = self.tracker.update(dets, frame.index, frame.time)
+        except Exception:
+            self.tracker = self._new()
+            self.id_base = self.id_max
+            raise
+        if len(cover) and self.id_base:
+            shifted = np.where(cover.track_id >= 0, cover.track_id + self.id_base, cover.track_id)
+            cover = replace(cover, track_id=shifted)
+        if len(cover):
+            self.id_max = max(self.id_max, int(cover.track_id.max()))
+        return cover
+
+
+class DetectScheduler:
+    """The detect (+track) stage: which frames the detector runs on, how many calls are in
+    flight, and the look-back over the frames in between.
+
+    - Detect every N (``track.detect_every``): the detector runs on every N-th frame, on
+      scene cuts and after a failure; the tracker predicts in between. The frames between
+      two detector runs are held back until the later run, whose detections, grown with the
+      distance, are added to them (look-back).
+    - Workers: with every frame detected, up to ``Stages.detect_workers`` batches are in
+      the detector at once; their results are tracked strictly in frame order. With
+      detect-every-N the schedule depends on the tracker's outcome: one call at a time.
+    - Failures: a failed frame is fully masked downstream (``Result.failed``); the next
+      frame is detected and the tracker starts over when it was the one failing.
+    """
+
+    def __init__(self, config: PipelineConfig, stages: Stages, stats: PipelineStats) -> None:
+        self.config = config
+        self.stages = stages
+        self.stats = stats
+        every = config.track.detect_every
+        self.schedule = _Schedule(every, stages.new_scene_detector() if every > 1 else None)
+        self.tracking = _Tracking(stages.new_tracker)
+        self.depth = stages.detect_workers if every == 1 else 1
+        self.inflight: deque[tuple[list[Frame], Any]] = deque()  # (frames, result or its Future)
+        self.input_done = False
+        self.pending: list[Result] = []  # frames since the last detector run (look-back)
+        self._clock = threading.Lock()
+
+    def stage(self, q_in: Channel, q_out: Channel) -> Callable[[], None]:
+        """The stage's thread body: frames from ``q_in``, ``Result``s in order to ``q_out``."""
+        return lambda: self.run(q_in, q_out)
+
+    def run(self, q_in: Channel, q_out: Channel) -> None:
+        pool = ThreadPoolExecutor(self.depth, thread_name_prefix="streamanon-detect") if self.depth > 1 else None
+        try:
+            while True:
+                self._fill(q_in, pool)
+                frames, job = self.inflight.popleft()
+                done = self.input_done and not self.inflight  # the batch that met the end of the input
+                found = job.result() if pool is not None else job
+                t0 = time.perf_counter()
+                for f in frames:
+                    for res in self._track(f, found.get(f.index)):
+                        q_out.put(res)
+                self.stats.stage_seconds["track"] += time.perf_counter() - t0
+                if done:
+                    self._release(q_out)
+                    q_out.close()
+                    return
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _fill(self, q_in: Channel, pool: ThreadPoolExecutor | None) -> None:
+        """Submit batches until ``depth`` are in flight, the input ended, or the oldest
+        call finished (a finished result is never held back to keep workers busy)."""
+        while not self.input_done and len(self.inflight) < self.depth:
+            if self.inflight:
+                got = self._batch_or_result(q_in, self.inflight[0][1])
+                if got is None:
+                    return
+                frames, self.input_done = got
+            else:
+                frames, self.input_done = self._next_batch(q_in)
+            due = self.schedule.due(frames)
+            self.stats.detector_runs += len(due)
+            job = pool.submit(self._detect, due) if pool is not None else self._detect(due)
+            self.inflight.append((frames, job))
+
+    def _next_batch(self, q_in: Channel, first: Any = None) -> tuple[list[Frame], bool]:
+        """Up to ``batch`` frames already waiting (at least one unless the input ended),
+        starting with ``first`` when the caller already took it from the queue."""
+        batch = [q_in.get() if first is None else first]
+        while batch[-1] is not END and len(batch) < self.config.detect.batch:
+            try:
+                batch.append(q_in.get_nowait())
+            except queue.Empty:
+                break
+        done = batch[-1] is END
+        return [f for f in batch if f is not END], done
+
+    def _batch_or_result(self, q_in: Channel, job: Future[Any]) -> tuple[list[Frame], bool] | None:
+        """The next batch if frames arrive before ``job`` is done, else None (``job`` is ready)."""
+        while not job.done():
+            try:
+                first = q_in.get(timeout=POLL_BUSY_S)
+            except queue.Empty:
+                continue
+            return self._next_batch(q_in, first)
+        return None
+
+    def _detect(self, frames: list[Frame]) -> dict[int, Detections | str]:
+        """Detections, or why the detector failed, per frame index (a failing batch is
+        retried frame by frame: only the frames that really fail are masked)."""
+        t = time.perf_counter()
+        try:
+            # A scheduling detector (tiles) is told which frames these are.
+            by_index = getattr(self.stages.detector, "detect_frames", None)
+
+            def call(batch: Sequence[Frame]) -> list[Detections]:
+                images = [f.image for f in batch]
+                if by_index is not None:
+                    return list(by_index(images, [f.index for f in batch]))
+                return list(self.stages.detector(images))
+
+            results: list[Detections | Exception] = each_or_alone(call, frames)
+            out: dict[int, Detections | str] = {}
+            for f, got in zip(frames, results, strict=True):
+                if isinstance(got, Exception):
+                    log.debug("detector failed on frame %d: %r", f.index, got)
+                out[f.index] = repr(got) if isinstance(got, Exception) else got
+            return out
+        finally:
+            with self._clock:  # busy time summed over the workers
+                self.stats.stage_seconds["detect"] += time.perf_counter() - t
+
+    def _track(self, f: Frame, found: Detections | str | None) -> list[Result]:
+        """The results ready once ``f`` is tracked (``found``: its detections, why its
+        detection failed, or None when it was not detected): none while ``f`` waits for the
+        next detector run, else the frames held back and ``f``."""
+        err = found if isinstance(found, str) else None
+        dets = None if isinstance(found, str) else found
+        if err is None:
+            try:
+                cover = self.tracking.update(dets, f)
+            except Exception as exc:  # fail closed, start over with a fresh tracker
+                log.debug("tracker failed on frame %d: %r", f.index, exc)
+                err = f"tracking: {exc!r}"
+        if err is not None:
+            self.schedule.force = True
+            return [*self._take_pending(), Result(f, f.image, Detections.empty(), failed=err, detected=False)]
+        res = Result(f, f.image, cover, detected=dets is not None)
+        if dets is None:
+            self.pending.append(res)
+            return []
+        growth = self.config.track.coast_growth
+        for r in self.pending:
+            back = _look_back(cover, f.index - r.frame.index, growth, f.width, f.height)
+            r.dets = Detections.concat([r.dets, back])
+        return [*self._take_pending(), res]
+
+    def _take_pending(self) -> list[Result]:
+        held, self.pending = self.pending, []
+        return held
+
+    def _release(self, q_out: Channel) -> None:
+        for r in self._take_pending():
+            q_out.put(r)
+
+
 class _StopOnSignal:
     """While a run is active, SIGINT/SIGTERM request a clean stop instead of raising.
 
@@ -296,12 +488,20 @@ class Pipeline:
         stages: prebuilt stages (default: built from ``config``).
         live: drop the oldest queued frame instead of blocking when processing falls
             behind (live sources); files block, which is lossless.
+        on_drop: called once per frame dropped (``live``): the live metrics count there.
     """
 
-    def __init__(self, config: PipelineConfig, stages: Stages | None = None, live: bool = False) -> None:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        stages: Stages | None = None,
+        live: bool = False,
+        on_drop: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
         self.stages = stages or Stages(config)
         self.live = live
+        self.on_drop = on_drop
         self.stats = PipelineStats()
         self.workers: Workers | None = None
         # The anonymiser's report of the last run (method, parameters, per-track records).
@@ -331,29 +531,19 @@ class Pipeline:
         if callable(start_run):
             start_run(live=self.live)  # a scheduling detector (tiles) starts its schedule over
         qsize = self.config.io.queue_size
-        q_read: queue.Queue[Any] = queue.Queue(qsize)
-        q_det: queue.Queue[Any] = queue.Queue(qsize)
-        q_anon: queue.Queue[Any] = queue.Queue(qsize)
+        q_read = w.channel(qsize, drop_oldest=self.live, on_drop=self.on_drop)
+        q_det, q_anon = w.channel(qsize), w.channel(qsize)
         start = time.perf_counter()
         with _StopOnSignal(w):
-            w.spawn("read", lambda: self._read(w, frames, q_read))
-            w.spawn("detect", lambda: self._detect_track(w, q_read, q_det))
+            w.spawn("read", lambda: self._read(frames, q_read))
+            w.spawn("detect", DetectScheduler(self.config, self.stages, self.stats).stage(q_read, q_det))
             session = AnonymizerSession(
                 anonymizer if anonymizer is not None else self.stages.new_anonymizer(still=still)
             )
-            w.spawn("anonymize", lambda: self._anonymize(w, q_det, q_anon, session))
+            w.spawn("anonymize", lambda: self._anonymize(q_det, q_anon, session))
             try:
-                while True:
-                    try:
-                        item = w.get(q_anon)
-                    except Stopped:
-                        break
-                    if item is END:
-                        break
-                    self.stats.frames += 1
-                    self.stats.faces += len(item.dets)
-                    if item.failed is not None:
-                        self.stats.failed_frames += 1
+                for item in q_anon:
+                    self.stats.add(item.dets, item.failed)
                     yield item
             except KeyboardInterrupt:
                 w.fail(Interrupted("interrupted"))
@@ -363,16 +553,15 @@ class Pipeline:
             finally:
                 w.join()
                 self.stats.seconds = time.perf_counter() - start
-                self.stats.dropped_frames = w.dropped
+                self.stats.frames_dropped = w.dropped
+                self.stats.frames_in = self.stats.frames + w.dropped
                 report = getattr(self.stages.detector, "report", None)
                 self.detector_report = report() if callable(report) else {}
-        if w.error is not None:
-            raise w.error
+        w.raise_error()
 
     # -- stages ------------------------------------------------------------------------
-    def _read(self, w: Workers, frames: Iterable[Frame], q_out: queue.Queue[Any]) -> None:
+    def _read(self, frames: Iterable[Frame], q_out: Channel) -> None:
         st = self.stats.stage_seconds
-        put = w.put_latest if self.live else w.put
         it = iter(frames)
         while True:
             t0 = time.perf_counter()
@@ -382,152 +571,24 @@ class Pipeline:
                 break
             finally:
                 st["read"] += time.perf_counter() - t0
-            put(q_out, frame)
-            if w.stop.is_set():
+            q_out.put(frame)
+            if q_out.stop.is_set():
                 raise Stopped
-        w.put(q_out, END)
+        q_out.close()
 
-    def _next_batch(self, w: Workers, q_in: queue.Queue[Any], first: Any = None) -> tuple[list[Frame], bool]:
-        """Up to ``batch`` frames already waiting (at least one unless the input ended),
-        starting with ``first`` when the caller already took it from the queue."""
-        batch = [w.get(q_in) if first is None else first]
-        while batch[-1] is not END and len(batch) < self.config.detect.batch:
-            try:
-                batch.append(q_in.get_nowait())
-            except queue.Empty:
-                break
-        done = batch[-1] is END
-        return [f for f in batch if f is not END], done
-
-    def _batch_or_result(self, w: Workers, q_in: queue.Queue[Any], job: Future[Any]) -> tuple[list[Frame], bool] | None:
-        """The next batch if frames arrive before ``job`` is done, else None (``job`` is ready)."""
-        while not job.done():
-            if w.stop.is_set():
-                raise Stopped
-            try:
-                first = q_in.get(timeout=POLL_BUSY_S)
-            except queue.Empty:
-                continue
-            return self._next_batch(w, q_in, first)
-        return None
-
-    def _detect_track(self, w: Workers, q_in: queue.Queue[Any], q_out: queue.Queue[Any]) -> None:
-        cfg = self.config.track
-        st = self.stats.stage_seconds
-        every = cfg.detect_every
-        tracker = self.stages.new_tracker()
-        # Track ids stay unique within the run when the tracker starts over after a failure
-        # (a new tracker numbers from 1 again): its ids are shifted past every id used so far.
-        id_base = id_max = 0
-        scene = self.stages.new_scene_detector() if every > 1 else None
-        last_detect: int | None = None
-        force = True  # detect the next frame (start, after a failure)
-        pending: list[Result] = []  # frames since the last detector run (look-back)
-        # When every frame is detected, up to `depth` batches are in the detector at once
-        # (consecutive frames on different workers); results are still tracked in order.
-        # With detect-every-N the schedule depends on the tracker's outcome: one at a time.
-        depth = self.stages.detect_workers if every == 1 else 1
-        pool = ThreadPoolExecutor(depth, thread_name_prefix="streamanon-detect") if depth > 1 else None
-        inflight: deque[tuple[list[Frame], Any]] = deque()  # (frames, result or its Future)
-        input_done = False
-        clock = threading.Lock()
-
-        def timed_detect(due: list[Frame]) -> tuple[dict[int, Detections], dict[int, str]]:
-            t = time.perf_counter()
-            try:
-                return self._detect(due)
-            finally:
-                with clock:  # busy time summed over the workers
-                    st["detect"] += time.perf_counter() - t
-
-        def flush() -> None:
-            for r in pending:
-                w.put(q_out, r)
-            pending.clear()
-
-        def submit(frames: list[Frame]) -> None:
-            nonlocal last_detect, force
-            due: list[Frame] = []
-            for f in frames:
-                cut = scene(f.image) if scene is not None else False
-                if force or cut or every == 1 or last_detect is None or f.index - last_detect >= every:
-                    due.append(f)
-                    last_detect, force = f.index, False
-            self.stats.detector_runs += len(due)
-            job = pool.submit(timed_detect, due) if pool is not None else timed_detect(due)
-            inflight.append((frames, job))
-
-        try:
-            while True:
-                while not input_done and len(inflight) < depth:
-                    if inflight:  # keep workers busy, but never hold back a finished result
-                        got = self._batch_or_result(w, q_in, inflight[0][1])
-                        if got is None:
-                            break
-                        frames, input_done = got
-                    else:
-                        frames, input_done = self._next_batch(w, q_in)
-                    submit(frames)
-                frames, job = inflight.popleft()
-                done = input_done and not inflight  # the batch that met the end of the input
-                raw, errors = job.result() if pool is not None else job
-                t0 = time.perf_counter()
-                for f in frames:
-                    err = errors.get(f.index)
-                    if err is None:
-                        dets = raw.get(f.index)
-                        try:
-                            cover = tracker.update(dets, f.index, f.time)
-                            if len(cover) and id_base:
-                                cover = replace(
-                                    cover,
-                                    track_id=np.where(cover.track_id >= 0, cover.track_id + id_base, cover.track_id),
-                                )
-                            if len(cover):
-                                id_max = max(id_max, int(cover.track_id.max()))
-                        except Exception as exc:  # fail closed, start over with a fresh tracker
-                            log.debug("tracker failed on frame %d: %r", f.index, exc)
-                            err = f"tracking: {exc!r}"
-                            tracker = self.stages.new_tracker()
-                            id_base = id_max
-                    if err is not None:
-                        flush()
-                        w.put(q_out, Result(f, f.image, Detections.empty(), failed=err, detected=False))
-                        force = True
-                        continue
-                    res = Result(f, f.image, cover, detected=dets is not None)
-                    if dets is None:
-                        pending.append(res)
-                        continue
-                    for r in pending:
-                        back = _look_back(cover, f.index - r.frame.index, cfg.coast_growth, f.width, f.height)
-                        r.dets = Detections.concat([r.dets, back])
-                    flush()
-                    w.put(q_out, res)
-                st["track"] += time.perf_counter() - t0
-                if done:
-                    flush()
-                    w.put(q_out, END)
-                    return
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-
-    def _anonymize(
-        self, w: Workers, q_in: queue.Queue[Any], q_out: queue.Queue[Any], session: AnonymizerSession
-    ) -> None:
+    def _anonymize(self, q_in: Channel, q_out: Channel, session: AnonymizerSession) -> None:
         st = self.stats.stage_seconds
         on_error = self.config.io.on_error
         try:
             while True:
-                item = w.get(q_in)
+                item = q_in.get()
                 if item is END:
                     self.anonymizer_report = session.close()
-                    w.put(q_out, END)
+                    q_out.close()
                     return
                 self._anonymize_one(item, session, on_error)
                 st["anonymize"] += item.seconds
-                w.put(q_out, item)
+                q_out.put(item)
         finally:
             if not self.anonymizer_report:
                 self.anonymizer_report = session.close() | {"incomplete": True}
@@ -547,28 +608,3 @@ class Pipeline:
                 raise AnonymizationError(f"frame {item.frame.index}: {item.failed} (--on-error abort)")
             item.image = mask_whole_frame(item.frame.image)
         item.seconds = time.perf_counter() - t0
-
-    def _detect(self, frames: list[Frame]) -> tuple[dict[int, Detections], dict[int, str]]:
-        """Detections per frame index; a failing batch is retried frame by frame so that
-        only the frames that really fail are masked."""
-        if not frames:
-            return {}, {}
-        try:
-            # A scheduling detector (tiles) is told which frames these are.
-            by_index = getattr(self.stages.detector, "detect_frames", None)
-            images = [f.image for f in frames]
-            dets = by_index(images, [f.index for f in frames]) if by_index is not None else self.stages.detector(images)
-            if len(dets) != len(frames):
-                raise ValueError(f"detector returned {len(dets)} results for {len(frames)} images")
-            return {f.index: d for f, d in zip(frames, dets, strict=True)}, {}
-        except Exception as exc:
-            if len(frames) == 1:
-                log.debug("detector failed on frame %d: %r", frames[0].index, exc)
-                return {}, {frames[0].index: repr(exc)}
-        out: dict[int, Detections] = {}
-        errors: dict[int, str] = {}
-        for f in frames:
-            d, e = self._detect([f])
-            out.update(d)
-            errors.update(e)
-        return out, errors

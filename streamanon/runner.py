@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .anonymize.selective import check_regions_in_frame
-from .audit import TrackAudit
+from .audit import RunStats, TrackAudit
 from .config import PipelineConfig
 from .errors import AnonymizationError, DecodeError, SinkError, SourceOpenError, StreamanonError
 from .io import VideoSink, VideoSource, is_image_path, read_image, redact, write_image
@@ -21,7 +21,7 @@ from .io.hwaccel import HWChoice
 from .io.sink import temp_path_for
 from .pipeline import Interrupted, Pipeline, Stages
 from .progress import Progress  # tqdm on a terminal, a log line every few seconds elsewhere
-from .types import SOURCE_DETECTOR, Frame
+from .types import Frame
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ class RunReport:
     verify: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     per_frame: list[dict[str, Any]] = field(default_factory=list)
+    # the counters above in the layout every report shares (folder totals, live, streams)
+    stats: RunStats = field(default_factory=RunStats)
 
     expected_exact: bool = True  # False: expected_frames estimated from the duration
 
@@ -74,6 +76,7 @@ class RunReport:
         d = asdict(self)
         d.pop("per_frame")
         d.update(
+            stats=self.stats.to_dict(),
             method=config.anonymize.method,
             model=config.detect.model,
             frames_lost=self.frames_lost,
@@ -175,18 +178,24 @@ def process_file(
                 src, dst, config, stages, progress, report_frames, anonymizer, t0, (start, duration), audit
             )
     except StreamanonError as exc:
-        failed = getattr(exc, "report", None)
-        written = Path(failed.output) if failed is not None else None  # the partial name on a truncated input
-        if failed is not None and verifier is not None and written is not None and written.is_file() and failed.frames:
-            _verify(failed, src, written, verifier, audit, config)  # what was written is checked too
-            if failed.verify and not failed.verify["passed"]:
-                raise with_report(verifier.error_from(failed.verify, failed.output), failed) from exc
+        if verifier is not None:
+            _verify_failed(exc, src, verifier, audit, config)
         raise
     if verifier is not None:
         _verify(report, src, dst, verifier, audit, config)
         if not report.verify["passed"]:
             raise with_report(verifier.error_from(report.verify, report.output), report)
     return report
+
+
+def _verify_failed(exc: StreamanonError, src: Path, verifier: Any, audit: TrackAudit, config: PipelineConfig) -> None:
+    """What a failed run wrote is checked too; a face that matches raises the verifier's error."""
+    failed = getattr(exc, "report", None)
+    written = Path(failed.output) if failed is not None else None  # the partial name on a truncated input
+    if failed is not None and written is not None and written.is_file() and failed.frames:
+        _verify(failed, src, written, verifier, audit, config)
+        if failed.verify and not failed.verify["passed"]:
+            raise with_report(verifier.error_from(failed.verify, failed.output), failed) from exc
 
 
 def _verify(report: RunReport, src: Path, dst: Path, verifier: Any, audit: TrackAudit, config: PipelineConfig) -> None:
@@ -257,7 +266,6 @@ def _process_image(
     res = results[0]
     write_image(dst, still, res.image, keep_metadata=config.io.keep_metadata)
     report.frames_written = 1
-    _count(report, res, set())
     audit = audit or TrackAudit()
     audit.add(0, res.dets, res.failed)
     _fill(report, pipe, time.perf_counter() - t0, results, audit)
@@ -287,7 +295,6 @@ def _process_video(
         bar = Progress(source.info.frames, src.name, progress)
         sink: VideoSink | None = None  # opened at the first frame, once rotation is known
         kept: list[Any] = []
-        tracks: set[int] = set()
         commit = False
         try:
             for res in pipe.run(source, anonymizer=anonymizer):
@@ -297,7 +304,6 @@ def _process_video(
                     sink = VideoSink(dst, source.info, config.io)
                 sink.write(res.frame, res.image)
                 pipe.stats.stage_seconds["write"] += time.perf_counter() - tw
-                _count(report, res, tracks)
                 audit.add(res.frame.index, res.dets, res.failed)
                 if report_frames:
                     kept.append(_frame_record(res))
@@ -335,16 +341,6 @@ def _truncated(report: RunReport) -> bool:
     return bool(report.frames_lost or report.decode_errors)
 
 
-def _count(report: RunReport, res: Any, tracks: set[int]) -> None:
-    """Tracks and detector boxes of one written frame (``faces`` counts every box)."""
-    dets = res.dets
-    if len(dets):
-        report.detections += int((dets.source == SOURCE_DETECTOR).sum())
-        new = {int(t) for t in dets.track_id if t >= 0}
-        tracks |= new
-        report.tracks = len(tracks)
-
-
 def _frame_record(res: Any) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "index": res.frame.index,
@@ -360,10 +356,11 @@ def _fill(
     report: RunReport, pipe: Pipeline, seconds: float, results: list[Any] | None = None, audit: TrackAudit | None = None
 ) -> None:
     st = pipe.stats
-    report.frames, report.faces = st.frames, st.faces
-    report.frames_failed, report.frames_dropped = st.failed_frames, st.dropped_frames
-    report.seconds = round(seconds, 3)
-    report.fps = round(st.frames / seconds, 2) if seconds > 0 else 0.0
+    stats = report.stats = RunStats.total([st], seconds)  # the file's wall clock, first pass included
+    stats.frames_written = report.frames_written
+    report.frames, report.faces, report.tracks, report.detections = st.frames, st.faces, st.tracks, st.detections
+    report.frames_failed, report.frames_dropped = st.frames_failed, st.frames_dropped
+    report.seconds, report.fps = round(seconds, 3), stats.fps
     report.stage_seconds = {k: round(v, 3) for k, v in st.stage_seconds.items()}
     report.inference = dict(pipe.stages.inference)
     report.anonymizer = dict(pipe.anonymizer_report)

@@ -21,7 +21,7 @@ from .generate import GenerateAnonymizer, GenerateModels, check_align_extra
 from .generate_adversarial import GenerateAdversarialAnonymizer
 from .ksame import DlibFaceEmbedder, FaceEmbedder, FacePool, KSameAnonymizer, KSameCollector, load_face_bank
 from .methods import BlurAnonymizer, IdentityAnonymizer, PixelateAnonymizer, SolidAnonymizer
-from .surrogate import SurrogateAnonymizer
+from .surrogate import FaceResAttributes, SurrogateAnonymizer
 from .surrogate_bank import SurrogateBank, surrogate_bank
 from .svd import SVDAnonymizer
 
@@ -75,7 +75,7 @@ def _adversarial(f: AnonymizerFactory, pool: FacePool | None) -> FaceAnonymizer:
 
 def _surrogate(f: AnonymizerFactory, pool: FacePool | None) -> FaceAnonymizer:
     assert f.surrogate_bank is not None  # loaded by the factory for this method
-    return SurrogateAnonymizer(f.config, f.surrogate_bank, f.landmarker)
+    return SurrogateAnonymizer(f.config, f.surrogate_bank, f.landmarker, f.attributes)
 
 
 _ADVERSARIAL_MODELS = ("dlib-shape-5", "dlib-resnet-recognizer")
@@ -125,7 +125,7 @@ SPECS: dict[str, MethodSpec] = {
             chips=True,
             adversarial=True,
         ),
-        MethodSpec("surrogate", _surrogate, ("face_bank",), ("surrogate-bank", "dlib-shape-68")),
+        MethodSpec("surrogate", _surrogate, ("face_bank", "k", "keep"), ("surrogate-bank", "dlib-shape-68")),
         MethodSpec("none", lambda f, _: IdentityAnonymizer(f.config), eval_only=True),
     )
 }
@@ -200,8 +200,13 @@ class AnonymizerFactory:
             self.generate = GenerateModels(config, landmarker=self.landmarker, engine=engine)
         # surrogate: the bank of composites (the shipped one, or built from --face-bank), once per process
         self.surrogate_bank: SurrogateBank | None = None
+        self.attributes: FaceResAttributes | None = None
+        if config.keep and config.method != "surrogate":
+            raise ConfigError(f"--keep is for --method surrogate, not {config.method!r}")
         if "surrogate-bank" in self.spec.models:
-            self.surrogate_bank = surrogate_bank(config.face_bank)
+            self.surrogate_bank = surrogate_bank(config.face_bank, config.k)
+            if config.keep:  # FaceRes estimates each track's gender and age band once
+                self.attributes = FaceResAttributes()
         # k-same counts persons: faces are grouped by dlib's recogniser where it is installed.
         self.embedder: FaceEmbedder | None = None
         if self.pooled:

@@ -35,13 +35,13 @@ from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
 from ..errors import ConfigError
-from ..io import read_image
 from ..models.landmarks import Landmarker68
 from ..models.recognizer import shared_recogniser
 from ..types import Detections
 from .align import Alignment, align_faces, warp_chip
 from .base import FrameInfo
 from .chips import CHIP_SIZE, ChipAnonymizer
+from .facebank import face_bank_folder
 from .methods import SolidAnonymizer
 
 log = logging.getLogger(__name__)
@@ -368,22 +368,15 @@ def load_face_bank(
     size: int = CHIP_SIZE,
     embedder: FaceEmbedder | None = None,
 ) -> list[tuple[NDArray[np.float32], str, NDArray[np.float32] | None]]:
-    """Aligned chips of the largest face of every image under ``folder`` (recursive).
+    """Aligned chips of the largest face of every image of a ``--face-bank`` folder
+    (``facebank.face_bank_folder``: its layout and error behaviour).
 
     ``detect`` is the product's detector on one RGB image. Images without a face are
     skipped (logged). Raises ConfigError when the folder does not exist or holds no face.
     """
-    root = Path(folder)
-    if not root.is_dir():
-        raise ConfigError(f"--face-bank {root}: not a folder")
+    bank = face_bank_folder(folder)
     out: list[tuple[NDArray[np.float32], str, NDArray[np.float32] | None]] = []
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-    for path in paths:
-        try:
-            img = read_image(path).image
-        except Exception as exc:  # one unreadable file does not stop the bank
-            log.warning("face bank: skipping %s: %s", path, exc)
-            continue
+    for _, path, img in bank.images():
         h, w = img.shape[:2]
         p = min(256, round(BANK_PAD * max(h, w)))
         padded: NDArray[np.uint8] = np.ascontiguousarray(
@@ -396,8 +389,8 @@ def load_face_bank(
         best = int(np.argmax(dets.area))
         a = align_faces(dets[best], size)[0]
         emb = embedder(padded, dets.xyxy[best : best + 1])[0] if embedder is not None else None
-        out.append((warp_chip(padded, a).astype(np.float32), f"bank:{path.relative_to(root)}", emb))
+        out.append((warp_chip(padded, a).astype(np.float32), f"bank:{path.relative_to(bank.root)}", emb))
     if not out:
-        raise ConfigError(f"--face-bank {root}: no face found in {len(paths)} images")
-    log.info("face bank: %d faces from %d images in %s", len(out), len(paths), root)
+        raise bank.no_face_error()
+    log.info("face bank: %d faces from %d images in %s", len(out), bank.files, bank.root)
     return out

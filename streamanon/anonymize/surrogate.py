@@ -8,24 +8,30 @@ the face's pixels: one surrogate per track, unrelated ones between tracks and ru
 
 Per frame, for every face:
 
-1. The whole product mask (the same ellipse every method replaces) is blurred first: what
-   the surrogate does not cover (hair, ears, the mask's rim) is never left raw.
+1. The whole product mask (the same ellipse every method replaces) is blurred first: nothing
+   raw is left whatever follows.
 2. Where the detection is confident (score >= ``PAINT_SCORE``), the face large enough and
    dlib's 68-point fit plausible (it agrees with the detector's five points, as ``generate``
    checks), the fit is smoothed over the track (``generate.LandmarkSmoother``), the inner
    points (brows, eyes, nose, mouth) are pulled ``SHAPE_PULL`` (default: all) of the way
-   toward the composite's own shape (the face's geometry carries identity), the mask is refilled from
-   its surroundings (so hair and background, not a blurred oval, surround the new face), and
-   the composite is warped there piecewise-affinely over the Delaunay triangles of its 78 points (68 +
-   forehead).
-3. Colour and light: the composite's Lab median and inter-quartile range inside the face
-   are set to the original face's (six numbers of the original; no pixel of it is copied),
-   or its luma only for greyscale footage (greyscale in, greyscale out).
-4. It is blended into the blurred mask through a feathered face-shaped alpha, inside the
-   product mask only: nothing outside the mask changes.
+   toward the composite's own shape (the face's geometry carries identity), and the
+   composite is warped there piecewise-affinely over the Delaunay triangles of its 78 points
+   (68 + forehead, the forehead stretched up to ``FOREHEAD_REACH``, the jaw grown by ``GROW``).
+3. The rest of the mask (hair, ears, neck, background around the face) is the surroundings
+   mirrored in across the mask's edge (``mirror_surroundings``): their own texture continues
+   inward, the edge is seamless, and no pixel inside any face mask is read.
+4. Colour and light: the composite's lightness plane (level and light direction) and spread
+   and its chroma median are set to the original inner face's (nine numbers of the original;
+   no pixel of it), luma only for greyscale footage (greyscale in, greyscale out).
+5. It is blended over the mirrored surroundings per Laplacian-pyramid band through an alpha
+   of its eroded hull, inside the product mask only: nothing outside the mask changes.
 
-Everything else (a small or doubtful face, a coasting row, a fit that fails or a warp that
-raises) keeps the blur of step 1 and is counted as a fallback in the report.
+A coasting row (no detection this frame) of a painted track keeps its surrogate for up to
+``COAST_FRAMES`` frames (the last smoothed face moved with the box). Everything else (a small
+face, a doubtful detection, a long coast, a fit that fails or disagrees with the detector's
+five points, a warp that raises) keeps the blur of step 1 and is counted as a fallback in the
+report: no face is painted onto a bag or a shelf that a low-score detection or a stale track
+box lands on.
 """
 
 from __future__ import annotations
@@ -33,73 +39,197 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
+from ..errors import ConfigError
 from ..geometry import similarity
+from ..models.faceres import FaceResRecogniser
+from ..models.landmarks import landmarker5
+from ..models.recognizer import Face
+from ..models.store import shared
 from ..types import SOURCE_DETECTOR, Detections
 from .base import FaceAnonymizer, FrameInfo
 from .chips import masked_rows
 from .generate import DEFAULT_FPS, LandmarkSmoother, is_grey, plausible
 from .mask import FaceRegion, composite, union_mask
 from .methods import BlurAnonymizer
-from .surrogate_bank import SurrogateBank, piecewise_affine, with_forehead
+from .surrogate_bank import SurrogateBank, age_band, piecewise_affine, with_forehead
 
 log = logging.getLogger(__name__)
 
 #: Detector confidence under which a face is blurred, not painted (no face on a bag).
 PAINT_SCORE = 0.5
+#: A coasting row (the tracker's prediction, no detection this frame) is painted with the
+#: track's last face moved with the box for this many frames after its last confident
+#: detection (a missed frame does not flash a blur); longer coasts get the blur.
+COAST_FRAMES = 3
 #: Smallest face (px, the box's shorter side) painted: dlib's 68-point fit is unreliable below.
 MIN_FACE = 20
 #: Share of the way the inner landmarks move toward the composite's own shape (aligned to the
 #: face by a similarity: pose, size and roll stay the face's). Measured with ``eval identity``
-#: on 104 faces (docs/faces.md): 0 -> FaceRes leakage 10.6%, rank-1 0.35; 0.5 -> 3.8%, 0.165;
-#: 1.0 -> 0%, 0.049 (chance 0.068). The geometry carries identity; expression is the price.
+#: on 104 faces (docs/faces.md, mirrored ring): FaceRes leakage and rank-1: 0 -> 8.7%, 0.359;
+#: 0.5 -> 2.9%, 0.165; 0.75 -> 1.0% (the limit), 0.078; 1.0 -> 0%, 0.049 (chance 0.068). The
+#: geometry carries identity; expression is the price.
 SHAPE_PULL = 1.0
 #: Inner points (brows, eyes, nose, mouth) of the 68; the jaw and forehead keep the head's outline.
 INNER = np.arange(17, 68)
 #: The alpha's soft edge, as a share of the face size (the hull is eroded by as much first).
-EDGE = 0.05
-#: Clip of the per-channel spread ratio of the colour transfer.
-STD_RATIO = (0.5, 2.0)
-#: Side (px) the mask's fill from its surroundings is computed at (it is smooth).
-FILL_WORK = 64
+EDGE = 0.06
+#: The outline (jaw, forehead) is warped this share of the face size outward first: the
+#: composite's own outline is an average of k outlines (soft), and the erosion cuts it off.
+GROW = 0.04
+#: The composite's forehead (``FOREHEAD_LIFT`` of the brow-to-chin height above the brows in
+#: the bank) is stretched up to this share on the face: up to a typical hairline, so the skin
+#: reaches the hair that the ring mirrors in from above the mask (0.28: a bare band between).
+FOREHEAD_REACH = 0.45
+#: The outline points grown: the jaw (the forehead's top is the hairline: growing it painted
+#: skin over hair).
+OUTLINE = np.arange(0, 17)
+#: Clip of the lightness spread ratio of the colour transfer (the original's spread holds
+#: shadows and hair the composite lacks: a wider clip blew the composite's highlights out).
+STD_RATIO = (0.67, 1.33)
+#: Side (px) of the window the mirror's geometry is computed at, but not under half size (the
+#: pixels are sampled at full size).
+MIRROR_WORK = 256
+#: Depth (share of half the mask's side) over which the mirrored surroundings give way to
+#: the edge's own colour spread inward.
+MIRROR_DEPTH = 0.35
+#: Laplacian-pyramid levels of the blend: as many as leave the face ~``BLEND_COARSE`` px at the
+#: coarsest level, at most ``BLEND_LEVELS`` (more levels spread the face's tone into the ring).
+BLEND_LEVELS = 3
+BLEND_COARSE = 48.0
 
 
-def fill_from_surroundings(image: NDArray[np.uint8], faces: NDArray[np.bool_], region: FaceRegion) -> NDArray[np.uint8]:
-    """Pixels for ``region``'s mask spread in from a ring of ``image`` around it that lies
-    outside every face mask (``faces``): Telea inpainting at ~``FILL_WORK`` px, smoothed, so
-    hair and background flow in instead of a blurred oval. No pixel inside any face mask is read."""
+def mirror_surroundings(image: NDArray[np.uint8], faces: NDArray[np.bool_], region: FaceRegion) -> NDArray[np.uint8]:
+    """Pixels for ``region``'s mask mirrored in from around it: each pixel takes the pixel
+    as far *outside* the nearest point of the face masks (``faces``) as it lies inside, so
+    the hair, ears, collar and background around the mask continue into it with their own
+    texture and the mask's edge is seamless (the value at the edge is the edge's). A mirror
+    point that falls off the frame or inside a face mask is pulled back toward the edge
+    point. Deeper in, the edge's own colour, spread inward and softened, takes over.
+
+    The geometry (nearest edge point, depth) is computed ~``MIRROR_WORK`` px across (at
+    least half size) and scaled up; the pixels are sampled at full size. No pixel inside any face mask is read:
+    they are replaced by the nearest outside pixel of a copy in which they were zeroed before
+    any resize, and a small pixel that any of them touched counts as inside."""
+    from scipy.ndimage import distance_transform_edt
+
     h, w = image.shape[:2]
     x0, y0, x1, y1 = region.roi
-    size = max(x1 - x0, y1 - y0)
-    pad = max(2, round(0.2 * size))
+    pad = max(2, max(x1 - x0, y1 - y0) // 2 + 1)
     ex0, ey0, ex1, ey1 = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
-    f = min(1.0, FILL_WORK / (size + 2 * pad))
-    sw, sh = max(2, round((ex1 - ex0) * f)), max(2, round((ey1 - ey0) * f))
     inside = faces[ey0:ey1, ex0:ex1]
-    src = image[ey0:ey1, ex0:ex1].copy()
-    src[inside] = 0  # no face pixel reaches the fill, even through the downscale
-    small = cv2.resize(src, (sw, sh), interpolation=cv2.INTER_AREA)
-    touched = (cv2.resize(inside.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_AREA) > 0).astype(np.uint8)
-    hole = cv2.dilate(touched, np.ones((3, 3), np.uint8))  # mixed pixels too
-    filled = np.full((sh, sw, 3), 128, np.uint8)  # nothing around the face (it fills the frame): mid grey
-    if not hole.all():
-        filled = np.asarray(cv2.inpaint(small, hole, 3, cv2.INPAINT_TELEA), np.uint8)
-    fill = cv2.GaussianBlur(filled.astype(np.float32), (0, 0), max(0.8, 0.04 * sw))
-    big = cv2.resize(fill, (ex1 - ex0, ey1 - ey0), interpolation=cv2.INTER_LINEAR)
-    out: NDArray[np.uint8] = np.clip(big[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0] + 0.5, 0, 255).astype(np.uint8)
+    if inside.all():  # the faces fill the window: nothing around them to mirror
+        return np.full((y1 - y0, x1 - x0, 3), 128, np.uint8)
+    wh, ww = inside.shape
+    f = min(1.0, max(0.5, MIRROR_WORK / max(wh, ww)))  # at most half size: a coarser edge shows a seam
+    sh, sw = max(2, round(wh * f)), max(2, round(ww * f))
+    fy, fx = sh / wh, sw / ww
+    inside3 = inside[:, :, None]
+    win = np.where(inside3, np.uint8(0), image[ey0:ey1, ex0:ex1])  # no face pixel reaches what follows
+    small = cv2.resize(win, (sw, sh), interpolation=cv2.INTER_AREA)
+    touched = cv2.resize(inside.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA) > 0
+    if touched.all():
+        return np.full((y1 - y0, x1 - x0, 3), 128, np.uint8)
+    depth, (ny, nx) = distance_transform_edt(touched, return_indices=True)
+    # per small pixel: its nearest outside pixel, and its mirror through it (pulled toward the
+    # edge until it is outside), in small coordinates
+    py, px = np.mgrid[0:sh, 0:sw]
+    sy, sx = ny.astype(np.float32), nx.astype(np.float32)
+    todo = np.ones((sh, sw), np.bool_)
+    for t in (1.0, 0.75, 0.5, 0.25):
+        my = np.round(ny + t * (ny - py)).astype(np.intp)
+        mx = np.round(nx + t * (nx - px)).astype(np.intp)
+        ok = todo & (my >= 0) & (my < sh) & (mx >= 0) & (mx < sw)
+        ok[ok] = ~touched[my[ok], mx[ok]]
+        sy[ok], sx[ok] = my[ok], mx[ok]
+        todo &= ~ok
+    # the nearest edge point jumps between neighbours: the map is smoothed (no staircase)
+    sy = cv2.GaussianBlur(sy, (0, 0), 1.0)
+    sx = cv2.GaussianBlur(sx, (0, 0), 1.0)
+    edge_small = small[ny, nx]  # outside pixels only
+    # up to full size over the region (small -> window pixel centres)
+    rw, rh = x1 - x0, y1 - y0
+    gx0, gy0 = x0 - ex0, y0 - ey0
+    qx = ((np.arange(rw, dtype=np.float32) + gx0 + 0.5) * fx - 0.5)[None, :].repeat(rh, 0)
+    qy = ((np.arange(rh, dtype=np.float32) + gy0 + 0.5) * fy - 0.5)[:, None].repeat(rw, 1)
+
+    def up(a: NDArray[Any]) -> NDArray[Any]:
+        return np.asarray(cv2.remap(a, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+
+    map_y = (up(sy) + 0.5) / fy - 0.5
+    map_x = (up(sx) + 0.5) / fx - 0.5
+    # face pixels: the nearest outside colour (from the zeroed copy)
+    clean = np.where(inside3, cv2.resize(edge_small, (ww, wh), interpolation=cv2.INTER_LINEAR), win)
+    mirrored = cv2.remap(clean, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    d = up(depth.astype(np.float32)) / f
+    ring = MIRROR_DEPTH * pad
+    edge = up(cv2.GaussianBlur(edge_small.astype(np.float32), (0, 0), max(0.8, 0.06 * pad * f)))
+    soft = cv2.GaussianBlur(mirrored, (0, 0), max(1.0, 0.03 * pad))
+    a = np.clip(d / max(1.0, ring), 0.0, 1.0)[:, :, None]
+    mixed = soft * a + mirrored * (1 - a)
+    out: NDArray[np.uint8] = np.clip(mixed * (1 - a) + edge * a + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+def pyramid_blend(
+    front: NDArray[np.uint8], back: NDArray[np.uint8], alpha: NDArray[Any], levels: int
+) -> NDArray[np.uint8]:
+    """``front`` over ``back`` through ``alpha`` (0..1), blended per Laplacian-pyramid band
+    (Burt & Adelson): low frequencies (light, tone) cross over a wide seam, fine detail over
+    a narrow one, so neither a visible edge nor a ghost of the other image remains."""
+    f, b = front.astype(np.float32), back.astype(np.float32)
+    a = np.repeat(alpha[:, :, None], 3, axis=2).astype(np.float32)
+    gf: list[NDArray[Any]] = [f]
+    gb: list[NDArray[Any]] = [b]
+    ga: list[NDArray[Any]] = [a]
+    for _ in range(levels):
+        if min(gf[-1].shape[:2]) < 4:
+            break
+        gf.append(cv2.pyrDown(gf[-1]))
+        gb.append(cv2.pyrDown(gb[-1]))
+        ga.append(cv2.pyrDown(ga[-1]))
+    out = gf[-1] * ga[-1] + gb[-1] * (1 - ga[-1])
+    for i in range(len(gf) - 2, -1, -1):
+        size = (gf[i].shape[1], gf[i].shape[0])
+        lf = gf[i] - cv2.pyrUp(gf[i + 1], dstsize=size)
+        lb = gb[i] - cv2.pyrUp(gb[i + 1], dstsize=size)
+        out = cv2.pyrUp(out, dstsize=size) + lf * ga[i] + lb * (1 - ga[i])
+    res: NDArray[np.uint8] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return res
+
+
+class Attributes(Protocol):
+    """Gender (``"male"``/``"female"``) and age band (``surrogate_bank.AGE_BANDS``) of the
+    face in ``box`` (``--keep``)."""
+
+    def __call__(self, image: NDArray[np.uint8], box: NDArray[np.float32]) -> tuple[str, str]: ...
+
+
+class FaceResAttributes:
+    """``Attributes`` by FaceRes (``models.faceres``) on dlib's five points fitted in the box."""
+
+    def __init__(self) -> None:
+        self._five = landmarker5()
+        self._faceres = shared("faceres", (), FaceResRecogniser)
+
+    def __call__(self, image: NDArray[np.uint8], box: NDArray[np.float32]) -> tuple[str, str]:
+        b = np.asarray(box, np.float32)
+        five = self._five(image, b[None])[0]
+        a = self._faceres.analyse(image, [Face(b, five)])[0]
+        return a.gender, age_band(a.age)
 
 
 @dataclass
 class _Track:
-    index: int
+    index: int | None  # None until drawn (``--keep``: at the track's first paintable face)
     first: int
+    attributes: tuple[str, str] | None = None
     smoother: LandmarkSmoother = field(default_factory=LandmarkSmoother)
     served: Counter[str] = field(default_factory=Counter)
 
@@ -124,25 +254,54 @@ def _centre_spread(x: NDArray[np.float32]) -> tuple[NDArray[np.float64], NDArray
     return np.asarray(q50, np.float64), np.asarray(q75 - q25, np.float64)
 
 
+def _plane(x: NDArray[Any], ys: NDArray[Any], xs: NDArray[Any]) -> NDArray[np.float64]:
+    """Least-squares ``a + b*x + c*y`` through the values ``x`` at (``xs``, ``ys``)."""
+    design = np.c_[np.ones(len(xs)), xs, ys]
+    coef, *_ = np.linalg.lstsq(design, np.asarray(x, np.float64), rcond=None)
+    return np.asarray(coef, np.float64)
+
+
 def match_colour(
     face: NDArray[np.uint8], inside: NDArray[np.bool_], target: NDArray[np.uint8], grey: bool
 ) -> NDArray[np.uint8]:
-    """``face`` with its Lab median inside ``inside`` set to ``target``'s there, and its
-    lightness's inter-quartile range (luma only when grey)."""
+    """``face`` lit and toned like ``target`` inside ``inside``: its lightness's plane (level
+    and the light's direction across the face: three numbers) and the inter-quartile range
+    around it set to ``target``'s, its chroma's median shifted to ``target``'s (Lab; luma
+    only when grey). Nine numbers of the original in all, no pixel of it."""
     if grey:
         f = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32)[:, :, None]
         t = cv2.cvtColor(target, cv2.COLOR_RGB2GRAY).astype(np.float32)[:, :, None]
     else:
         f = cv2.cvtColor(face, cv2.COLOR_RGB2LAB).astype(np.float32)
         t = cv2.cvtColor(target, cv2.COLOR_RGB2LAB).astype(np.float32)
-    fm, fs = _centre_spread(f[inside])
-    tm, ts = _centre_spread(t[inside])
-    ratio = np.clip(ts / np.maximum(fs, 1e-3), *STD_RATIO)
-    ratio[1:] = 1.0  # chroma is shifted, not stretched: stretching painted lipstick and eye shadow
-    new = np.clip((f - fm) * ratio + tm + 0.5, 0, 255).astype(np.uint8)
+    h, w = inside.shape
+    scale = float(max(h, w))
+    ys, xs = np.nonzero(inside)
+    ys_n, xs_n = ys / scale - 0.5, xs / scale - 0.5
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32) / scale - 0.5
+    # the planes are not extrapolated past the inner face (a forehead lit white)
+    gy, gx = np.clip(gy, ys_n.min(), ys_n.max()), np.clip(gx, xs_n.min(), xs_n.max())
+    pf = _plane(f[ys, xs, 0], ys_n, xs_n)
+    pt = _plane(t[ys, xs, 0], ys_n, xs_n)
+    rf = f[ys, xs, 0] - (pf[0] + pf[1] * xs_n + pf[2] * ys_n)
+    rt = t[ys, xs, 0] - (pt[0] + pt[1] * xs_n + pt[2] * ys_n)
+    fm, fs = _centre_spread(rf[:, None].astype(np.float32))
+    tm, ts = _centre_spread(rt[:, None].astype(np.float32))
+    pf[0] += fm[0]  # the level is the residual's median: teeth and eye whites do not set it
+    pt[0] += tm[0]
+    ratio = float(np.clip(ts[0] / max(float(fs[0]), 1e-3), *STD_RATIO))
+    new = f.copy()
+    base_f = pf[0] + pf[1] * gx + pf[2] * gy
+    base_t = pt[0] + pt[1] * gx + pt[2] * gy
+    new[:, :, 0] = (f[:, :, 0] - base_f) * ratio + base_t
+    if not grey:  # chroma is shifted, not stretched: stretching painted lipstick and eye shadow
+        fc, _ = _centre_spread(f[ys, xs, 1:])
+        tc, _ = _centre_spread(t[ys, xs, 1:])
+        new[:, :, 1:] = f[:, :, 1:] - fc + tc
+    out_u8 = np.clip(new + 0.5, 0, 255).astype(np.uint8)
     if grey:
-        return np.repeat(new, 3, axis=2)
-    out: NDArray[np.uint8] = np.asarray(cv2.cvtColor(new, cv2.COLOR_LAB2RGB), np.uint8)
+        return np.repeat(out_u8, 3, axis=2)
+    out: NDArray[np.uint8] = np.asarray(cv2.cvtColor(out_u8, cv2.COLOR_LAB2RGB), np.uint8)
     return out
 
 
@@ -160,25 +319,32 @@ def paint(
     (already masked); colour statistics from ``original`` inside the face, the rest of the
     mask refilled from ``original`` outside every face mask (``faces``)."""
     x0, y0, x1, y1 = region.roi
-    composite(out, region, fill_from_surroundings(original, faces, region))
-    dst = with_forehead(points68)
-    warped, covered = piecewise_affine(bank.faces[index], bank.shape, dst, bank.triangles, (x1 - x0, y1 - y0), (x0, y0))
-    inside = covered & (region.mask > 0)
+    back = mirror_surroundings(original, faces, region)
+    dst = with_forehead(points68, FOREHEAD_REACH)
     span = dst.max(0) - dst.min(0)
     size = float(np.sqrt(max(float(span[0] * span[1]), 1.0)))
+    centre = dst[:68].mean(0)
+    out_dir = dst[OUTLINE] - centre
+    dst[OUTLINE] += GROW * size * out_dir / np.maximum(np.linalg.norm(out_dir, axis=1, keepdims=True), 1e-3)
+    warped, covered = piecewise_affine(bank.faces[index], bank.shape, dst, bank.triangles, (x1 - x0, y1 - y0), (x0, y0))
+    inside = covered & (region.mask > 0)
     r = max(1, round(EDGE * size))
     core = cv2.erode(inside.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
     if not core.any():
         raise ValueError("the warped surrogate covers nothing inside the mask")
-    # colour statistics over the face proper (brows to chin), not the forehead's hairline
+    # colour statistics over the inner face (brows, eyes, nose, mouth): the jaw's hull of a
+    # loose fit reaches into hair and background, which lit the composite white
     face = np.zeros_like(core)
-    cv2.fillConvexPoly(face, cv2.convexHull(np.round(dst[:68] - (x0, y0)).astype(np.int32)), 1)
+    cv2.fillConvexPoly(face, cv2.convexHull(np.round(dst[17:68] - (x0, y0)).astype(np.int32)), 1)
     stats = (face > 0) & (core > 0)
     warped = match_colour(warped, stats if stats.sum() >= 16 else core > 0, original[y0:y1, x0:x1], grey)
-    alpha = cv2.GaussianBlur(core.astype(np.float32), (0, 0), max(0.6, r / 2)) * inside
-    roi = out[y0:y1, x0:x1].astype(np.float32)
-    a = alpha[:, :, None]
-    out[y0:y1, x0:x1] = np.clip(warped * a + roi * (1 - a) + 0.5, 0, 255).astype(np.uint8)
+    alpha = cv2.GaussianBlur(core.astype(np.float32), (0, 0), max(0.6, r / 3)) * inside
+    levels = int(np.clip(np.log2(max(size, 1.0) / BLEND_COARSE), 1, BLEND_LEVELS))
+    # outside the face the front is the back: its pyramid bands then hold the face's edge
+    # only, not a step to whatever the warp left there (that step bled in as a light halo)
+    front = np.where((alpha > 0)[:, :, None], warped, back)
+    blended = pyramid_blend(front, back, alpha, levels)
+    np.copyto(out[y0:y1, x0:x1], blended, where=(region.mask > 0)[:, :, None])
 
 
 class SurrogateAnonymizer(FaceAnonymizer):
@@ -186,30 +352,72 @@ class SurrogateAnonymizer(FaceAnonymizer):
 
     name = "surrogate"
 
-    def __init__(self, config: AnonymizeConfig, bank: SurrogateBank, landmarker: Any) -> None:
+    def __init__(
+        self, config: AnonymizeConfig, bank: SurrogateBank, landmarker: Any, attributes: Attributes | None = None
+    ) -> None:
         self.config = config
         self.bank = bank
         self.landmarker = landmarker
+        self.keep = tuple(config.keep)
+        if self.keep and attributes is None:
+            raise ConfigError("--keep needs an attribute estimator (FaceRes)")
+        self.attributes = attributes
         self._blur = BlurAnonymizer(config)
         self._rng = np.random.default_rng(config.seed)  # the per-run secret
         self._tracks: dict[int, _Track] = {}
         self._done: list[dict[str, Any]] = []
         self.served: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
+        self.kept: Counter[str] = Counter()
+        self._last_attributes: tuple[str, str] | None = None
         self._untracked = 0
+        self.coasted = 0
 
-    def _draw(self) -> int:
-        return int(self._rng.integers(len(self.bank)))
+    def _draw(self, image: NDArray[np.uint8] | None = None, box: NDArray[np.float32] | None = None) -> int:
+        """A composite from the run's secret: from the whole bank, or (``keep``) from the
+        composites of the face's estimated gender and age band."""
+        if not self.keep or image is None or box is None:
+            return int(self._rng.integers(len(self.bank)))
+        pool = np.arange(len(self.bank))
+        assert self.attributes is not None
+        try:
+            gender, band = self.attributes(image, box)
+        except Exception as exc:  # an estimate that fails costs the kept attribute, not the face
+            log.warning("--keep: attribute estimate failed (%s); composite drawn from the whole bank", exc)
+            self.kept["estimate-failed"] += 1
+            self._last_attributes = None
+            return int(self._rng.integers(len(self.bank)))
+        self._last_attributes = (gender, band)
+        ok = np.ones(len(self.bank), np.bool_)
+        if "gender" in self.keep:
+            ok &= self.bank.gender == gender
+            if not ok.any():
+                self.kept["gender-unmet"] += 1
+                ok[:] = True
+        if "age" in self.keep:
+            near = ok & (self.bank.age_band == band)
+            if near.any():
+                ok = near
+            else:
+                self.kept["age-unmet"] += 1
+        self.kept["drawn"] += 1
+        return int(self._rng.choice(pool[ok]))
 
     def track_started(self, track_id: int, info: FrameInfo) -> None:
-        self._tracks[track_id] = _Track(self._draw(), info.index)
+        self._tracks[track_id] = _Track(None if self.keep else self._draw(), info.index)
 
     def track_ended(self, track_id: int, info: FrameInfo) -> None:
         t = self._tracks.pop(track_id, None)
         if t is not None:
-            self._done.append(
-                {"track_id": track_id, "first_frame": t.first, "surrogate": t.index, "served": dict(t.served)}
-            )
+            row: dict[str, Any] = {
+                "track_id": track_id,
+                "first_frame": t.first,
+                "surrogate": t.index,
+                "served": dict(t.served),
+            }
+            if t.attributes is not None:
+                row["gender"], row["age_band"] = t.attributes
+            self._done.append(row)
 
     def track_surrogate(self, track_id: int) -> int | None:
         """The composite index of a live track (tests, debugging)."""
@@ -239,13 +447,23 @@ class SurrogateAnonymizer(FaceAnonymizer):
             tid = int(rows.track_id[j])
             track = self._tracks.get(tid) if tid >= 0 else None
             why = self._why_not(rows, j, side[j], fit[j])
+            p: NDArray[np.float32] | None = None
             if why is None:
                 p = track.smoother.update(fit[j], rows.xyxy[j], t) if track is not None else fit[j]
+            elif why == "no-detection" and track is not None and track.smoother.since < COAST_FRAMES:
+                p = track.smoother.carry(rows.xyxy[j])  # a short gap: the last face moved with the box
+                if p is not None:
+                    why = None
+                    self.coasted += 1
+            if p is not None:
                 if track is not None:
+                    if track.index is None:  # --keep: drawn at the first paintable face
+                        track.index = self._draw(image, rows.xyxy[j])
+                        track.attributes = self._last_attributes
                     index = track.index
                 else:
                     self._untracked += 1
-                    index = self._draw()
+                    index = self._draw(image, rows.xyxy[j])
                 try:
                     paint(out, image, region, self.bank, index, pulled(p, self.bank.shape, SHAPE_PULL), grey, faces)
                 except (ValueError, cv2.error) as exc:  # fail closed: the blur of step 1 stays
@@ -279,6 +497,8 @@ class SurrogateAnonymizer(FaceAnonymizer):
             "bank_composites": len(self.bank),
             "k": self.bank.k,
             "shape_pull": SHAPE_PULL,
+            "keep": list(self.keep),
+            "keep_draws": dict(self.kept),
             "fallback": {
                 "method": "blur",
                 "faces": sum(self.reasons.values()),
@@ -289,5 +509,6 @@ class SurrogateAnonymizer(FaceAnonymizer):
             "faces": dict(self.served),
             "fallback_reasons": dict(self.reasons),
             "untracked_faces": self._untracked,
+            "coasted_faces": self.coasted,
             "per_track": sorted(self._done, key=lambda r: int(r["track_id"])),
         }

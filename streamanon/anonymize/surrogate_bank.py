@@ -33,13 +33,13 @@ from numpy.typing import NDArray
 from ..backends.registry import resolve_model
 from ..errors import ConfigError, ModelError
 from ..geometry import similarity
-from ..io import is_image_path, read_image
 from ..models.faceres import THRESHOLD as FACERES_THRESHOLD
 from ..models.faceres import FaceResRecogniser
 from ..models.landmarks import Landmarker68
 from ..models.recognizer import THRESHOLD as DLIB_THRESHOLD
 from ..models.recognizer import DlibRecogniser, distance
 from ..models.store import shared
+from .facebank import FaceBankFolder, face_bank_folder
 from .generate import extend_outside
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,13 @@ def age_band(age: float) -> str:
 
 
 # -- geometry ---------------------------------------------------------------------------
-def with_forehead(points68: NDArray[Any]) -> NDArray[np.float32]:
-    """``(78, 2)``: the 68 points and 10 forehead points (brows lifted along the face's up axis)."""
+def with_forehead(points68: NDArray[Any], lift: float = FOREHEAD_LIFT) -> NDArray[np.float32]:
+    """``(78, 2)``: the 68 points and 10 forehead points (brows lifted by ``lift`` of the
+    brow-to-chin height along the face's up axis)."""
     p = np.asarray(points68, np.float32)
     brows = p[17:27]
     up = brows.mean(0) - p[8]  # chin -> brow centre
-    out: NDArray[np.float32] = np.vstack([p, brows + FOREHEAD_LIFT * up]).astype(np.float32)
+    out: NDArray[np.float32] = np.vstack([p, brows + lift * up]).astype(np.float32)
     return out
 
 
@@ -194,16 +195,23 @@ def default_bank() -> SurrogateBank:
     return SurrogateBank.load(resolve_model(REGISTRY_NAME))
 
 
-def surrogate_bank(face_bank: str | None) -> SurrogateBank:
-    """The bank of a run: the shipped one, a bank file (``.npz``), or composites built from
-    a folder of ``<person>/<photo>`` sub-folders of consenting people (``--face-bank``).
+def surrogate_bank(face_bank: str | None, k: int = K) -> SurrogateBank:
+    """The bank of a run: the shipped one, a bank file (``.npz``), or composites of ``k``
+    persons each built from a ``--face-bank`` folder of consenting people
+    (``facebank.face_bank_folder``: ``<person>/<photo>``).
 
     Loaded (or built) once per process and shared read-only, like the other models: streams
-    makes one factory per feed, eval one per method."""
-    return shared(REGISTRY_NAME, (face_bank,), lambda: _load_bank(face_bank))
+    makes one factory per feed, eval one per method.
+
+    Raises:
+        ConfigError: the path is neither a file nor a folder, the folder holds no face, or
+            fewer than ``k`` persons with a face (``k`` is never lowered to fit the folder).
+        ModelError: the file is not a bank.
+    """
+    return shared(REGISTRY_NAME, (face_bank, k), lambda: _load_bank(face_bank, k))
 
 
-def _load_bank(face_bank: str | None) -> SurrogateBank:
+def _load_bank(face_bank: str | None, k: int) -> SurrogateBank:
     if face_bank is None:
         return default_bank()
     path = Path(face_bank)
@@ -211,9 +219,8 @@ def _load_bank(face_bank: str | None) -> SurrogateBank:
         return SurrogateBank.load(path)
     if not path.is_dir():
         raise ConfigError(f"--face-bank {path}: neither a bank file nor a folder")
-    log.info("surrogate: building composites from %s", path)
-    persons = sum(1 for p in path.iterdir() if p.is_dir())
-    return build_bank([path], count=min(COUNT, max(1, persons)), k=min(K, max(2, persons)))
+    log.info("surrogate: building composites of k=%d persons from %s", k, path)
+    return build_bank([path], count=COUNT, k=k)
 
 
 @dataclass
@@ -226,33 +233,38 @@ class _Photo:
     age: float
 
 
-def _read_faces(paths: Sequence[tuple[str, Path]], size: int) -> tuple[list[tuple[str, Any, Any, Any]], Any, Any]:
-    """(person, image, face with 68 points) of the largest dlib face of each photo."""
+def _read_faces(folders: Sequence[FaceBankFolder], size: int) -> tuple[list[tuple[str, Any, Any, Any]], Any, Any]:
+    """(person, image, face, 68 points) of one photo per person: the first of the person's
+    photos where dlib finds a face and fits its 68 points (its largest face)."""
     rec = DlibRecogniser("hog", 1, max_side=600)
     lm = Landmarker68()
     out: list[tuple[str, Any, Any, Any]] = []
-    for person, path in paths:
-        try:
-            img = read_image(path).image
-        except Exception as exc:  # a bad file does not stop the bank
-            log.warning("skipping %s: %s", path, exc)
-            continue
-        faces = rec.detect(img)
-        if not faces:
-            continue
-        scale = min(1.0, 1.2 * size / max(faces[0].size, 1.0))  # no aliasing in the warp down
-        if scale < 1.0:
-            img = np.ascontiguousarray(
-                cv2.resize(
-                    img, (round(img.shape[1] * scale), round(img.shape[0] * scale)), interpolation=cv2.INTER_AREA
-                )
-            )
-        f = rec.locate(img, faces[0].box * scale)
-        p68 = lm(img, f.box[None])[0]
-        if not np.isfinite(p68).all():
-            continue
-        out.append((person, img, f, p68))
+    for bank in folders:
+        for person, paths in bank.persons.items():
+            for path in paths:
+                img = bank.read(path)
+                got = None if img is None else _one_face(rec, lm, img, size)
+                if got is not None:
+                    out.append((f"{bank.root.name}/{person}", *got))
+                    break
     return out, rec, FaceResRecogniser(locator=rec)
+
+
+def _one_face(rec: Any, lm: Any, img: NDArray[np.uint8], size: int) -> tuple[Any, Any, Any] | None:
+    """(image scaled for the warp, its largest dlib face, 68 points) or None."""
+    faces = rec.detect(img)
+    if not faces:
+        return None
+    scale = min(1.0, 1.2 * size / max(faces[0].size, 1.0))  # no aliasing in the warp down
+    if scale < 1.0:
+        img = np.ascontiguousarray(
+            cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        )
+    f = rec.locate(img, faces[0].box * scale)
+    p68 = lm(img, f.box[None])[0]
+    if not np.isfinite(p68).all():
+        return None
+    return img, f, p68
 
 
 def mean_shape(shapes: Sequence[NDArray[np.float32]], size: int) -> NDArray[np.float32]:
@@ -291,23 +303,17 @@ class BankPhotos:
 
 
 def load_photos(folders: Sequence[str | Path], size: int = SIZE) -> BankPhotos:
-    """One photo of every ``DIR/<person>/`` (its largest dlib face), warped onto the mean shape.
+    """One photo of every person of the folders (``facebank.face_bank_folder``; the first
+    photo with a dlib face, its largest), warped onto the mean shape.
 
     Raises:
-        ConfigError: a folder does not exist.
+        ConfigError: a folder does not exist or holds no image, or no face is found.
     """
-    paths: list[tuple[str, Path]] = []
-    for folder in folders:
-        root = Path(folder)
-        if not root.is_dir():
-            raise ConfigError(f"face bank folder not found: {root}")
-        for person in sorted(p for p in root.iterdir() if p.is_dir()):
-            files = sorted(p for p in person.iterdir() if p.is_file() and is_image_path(p))
-            paths += [(f"{root.name}/{person.name}", p) for p in files[:1]]  # one photo a person
-    found, dlib_rec, faceres = _read_faces(paths, size)
-    log.info("bank: %d faces of %d photos", len(found), len(paths))
+    banks = [face_bank_folder(folder) for folder in folders]
+    found, dlib_rec, faceres = _read_faces(banks, size)
+    log.info("bank: faces of %d persons of %d", len(found), sum(len(b.persons) for b in banks))
     if not found:
-        raise ConfigError(f"face bank: no face found in {len(paths)} photos")
+        raise banks[0].no_face_error()
     shapes = [with_forehead(p68) for _, _, _, p68 in found]
     mshape = mean_shape(shapes, size)
     tri = triangulate(mshape)

@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import AnonymizationError, SinkError
+from ..models.faceres import MALE_AT
 from ..models.recognizer import Face, Recogniser
 from ..track.association import box_iou
 from .identity import Reference, face_crop
@@ -190,6 +191,7 @@ class Scored:
     hog: Found
     cnn: Found | None
     crop: NDArray[np.uint8] | None = None
+    male: float | None = None  # FaceRes's probability of male (where ``features`` is FaceRes)
 
 
 @dataclass
@@ -212,9 +214,20 @@ def features_at(
     features: Any, image: NDArray[np.uint8], box: NDArray[np.float32], locator: Recogniser
 ) -> NDArray[np.float32]:
     """FaceRes vector of the face in ``box``, aligned on dlib's 5 points fitted in ``image`` itself."""
+    return attributes_at(features, image, box, locator)[0]
+
+
+def attributes_at(
+    features: Any, image: NDArray[np.uint8], box: NDArray[np.float32], locator: Recogniser
+) -> tuple[NDArray[np.float32], float | None]:
+    """``features_at`` and, where ``features`` is FaceRes (it has ``analyse``), its probability
+    of male for the same face (None otherwise)."""
     face: Face = locator.locate(image, box)  # type: ignore[attr-defined]
+    if hasattr(features, "analyse"):
+        a = features.analyse(image, [face])[0]
+        return np.asarray(a.embedding, np.float32), float(a.male)
     out: NDArray[np.float32] = features.embed(image, [face])[0]
-    return out
+    return out, None
 
 
 def score_method(
@@ -237,12 +250,14 @@ def score_method(
             log.warning("%s: product failed on %s (%s); the masked frame is scored", spec.key, ref.path, exc)
             out = np.zeros_like(ref.image)
         box = ref.face.box
+        vec, male = attributes_at(features, out, box, hog)
         res.faces.append(
             Scored(
-                features_at(features, out, box, hog),
+                vec,
                 detect_near(hog, out, box),
                 detect_near(cnn, out, box) if cnn is not None else None,
                 face_crop(out, box, 128) if i in keep else None,
+                male,
             )
         )
     return res
@@ -263,8 +278,11 @@ def summarise(
     real_found: dict[str, list[Found]],
     result: NaturalResult,
     seed: int = 0,
+    real_male: Sequence[float | None] = (),
 ) -> dict[str, Any]:
-    """The method's row and its size bands: classifier accuracy, detectors' found rates and scores."""
+    """The method's row and its size bands: classifier accuracy, detectors' found rates and
+    scores, and (with ``real_male``, FaceRes's probability of male of each original) the
+    share of replacements of the original's FaceRes gender (``--keep gender``)."""
     fake = np.stack([f.features for f in result.faces])
     groups = [r.identity for r in refs]
     p_real, p_fake = two_sample_predictions(real, fake, groups, seed=seed)
@@ -281,6 +299,10 @@ def summarise(
             "hog_score": _mean_score([f.hog for f in faces]),
             "hog_score_original": _mean_score([real_found["hog"][i] for i in idx]),
         }
+        males = [(real_male[int(i)], result.faces[int(i)].male) for i in idx] if real_male else []
+        pairs = [(a, b) for a, b in males if a is not None and b is not None]
+        if pairs:  # FaceRes's gender (male at >= MALE_AT) of the replacement agrees with the original's
+            out["gender_agreement"] = float(np.mean([(a >= MALE_AT) == (b >= MALE_AT) for a, b in pairs]))
         if "cnn" in real_found:
             cnn = [f.cnn for f in faces if f.cnn is not None]
             out.update(
@@ -299,13 +321,16 @@ def summarise(
 
 def originals(
     refs: Sequence[Reference], features: Any, hog: Recogniser, cnn: Recogniser | None
-) -> tuple[NDArray[np.float32], dict[str, list[Found]]]:
-    """FaceRes vectors of the original faces and what the detectors find of them."""
-    real = np.stack([features_at(features, r.image, r.face.box, hog) for r in refs])
+) -> tuple[NDArray[np.float32], dict[str, list[Found]], list[float | None]]:
+    """FaceRes vectors of the original faces, what the detectors find of them, and FaceRes's
+    probability of male of each (None where ``features`` is not FaceRes)."""
+    got = [attributes_at(features, r.image, r.face.box, hog) for r in refs]
+    real = np.stack([v for v, _ in got])
     found = {"hog": [detect_near(hog, r.image, r.face.box) for r in refs]}
+
     if cnn is not None:
         found["cnn"] = [detect_near(cnn, r.image, r.face.box) for r in refs]
-    return real, found
+    return real, found, [m for _, m in got]
 
 
 def evaluate_natural(
@@ -320,14 +345,14 @@ def evaluate_natural(
     progress: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, NaturalResult]]:
     """Every method's summary (``methods``) and raw per-face results (for the grid)."""
-    real, found = originals(refs, features, hog, cnn)
+    real, found, males = originals(refs, features, hog, cnn)
     methods: dict[str, Any] = {}
     raw: dict[str, NaturalResult] = {}
     for spec in specs:
         if progress is not None:
             progress(spec.key)
         raw[spec.key] = score_method(refs, product, spec, features, hog, cnn, keep_rows)
-        methods[spec.key] = summarise(refs, real, found, raw[spec.key], seed)
+        methods[spec.key] = summarise(refs, real, found, raw[spec.key], seed, males)
     return {"methods": methods}, raw
 
 

@@ -48,7 +48,6 @@ class LiveMetrics:
     def __init__(self, fps_window: float = 2.0) -> None:
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(COUNTERS, 0)
-        self._extra_dropped = 0  # drops counted elsewhere (the pipeline), set by the runner
         self.source_up = 0
         self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self._lat_sum = 0.0
@@ -61,14 +60,9 @@ class LiveMetrics:
         with self._lock:
             self._counts[name] += n
 
-    def set_external_drops(self, n: int) -> None:
-        """Drops counted by the pipeline's latest-frame-wins queue (added to ``frames_dropped``)."""
-        with self._lock:
-            self._extra_dropped = n
-
     def count(self, name: str) -> int:
         with self._lock:
-            return self._counts[name] + (self._extra_dropped if name == "frames_dropped" else 0)
+            return self._counts[name]
 
     def frame_written(self, latency: float, now: float | None = None) -> None:
         """Record one processed frame written ``latency`` seconds after it was decoded."""

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import queue
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .._workers import END, Stopped, Workers
+from ..audit import RunStats
 from ..config import PipelineConfig
 from ..errors import AnonymizationError, SourceError, StreamanonError
 from ..io import SourceInfo, redact
@@ -49,10 +51,6 @@ DRAIN_S = 5.0  # at most this long to write already-processed frames when stoppi
 DEFAULT_FPS = 25.0
 
 
-class _END:
-    """Results-queue marker: the pipeline has finished (the class itself is used)."""
-
-
 @dataclass
 class LiveReport:
     """Summary of a live run (``--report``); URLs are redacted, never pixels or boxes."""
@@ -71,9 +69,12 @@ class LiveReport:
     small_faces: dict[str, Any] = field(default_factory=dict)  # tiling decision, grid, tile-only faces
     # --hwaccel/--encoder: what decodes and encodes the video, and why (io.hwaccel)
     video: dict[str, Any] = field(default_factory=dict)
+    # the counters in the layout every report shares (file, folder totals, streams)
+    stats: RunStats = field(default_factory=RunStats)
 
     def summary(self, config: PipelineConfig) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["stats"] = self.stats.to_dict()
         d.update(kind="live", method=config.anonymize.method, settings=config.to_dict(), versions=package_versions())
         return d
 
@@ -140,9 +141,9 @@ class LiveRunner:
         options = dataclasses.asdict(opts)
         options["input_options"] = sorted({k for k, _ in opts.input_options})  # values may hold secrets
         self.report = LiveReport(input=in_spec.redacted, output=out_spec.redacted, live_options=options)
-        self._results: queue.Queue[Any] = queue.Queue(maxsize=2)
-        self._stop = threading.Event()
-        self._pipe_error: BaseException | None = None
+        # the consumer thread (pipeline -> results), its stop flag and its error, carried here
+        self._workers = Workers()
+        self._results = self._workers.channel(2, drain=True)
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> LiveReport:
@@ -160,7 +161,43 @@ class LiveRunner:
         stages = self.stages or Stages(self.config)  # load models before connecting
         self.report.live_options["inference"] = dict(stages.inference)
         backoff = Backoff(self.opts.backoff_initial, self.opts.backoff_max)
-        source = LiveSource(
+        source = self._new_source(backoff)
+        on_drop = functools.partial(self.metrics.inc, "frames_dropped")  # counted once, where it happens
+        pipe = self._pipe = Pipeline(self.config, stages, live=self.opts.drop, on_drop=on_drop)
+        output: LiveOutput | None = None
+        failure: BaseException | None = None
+        try:
+            source.start()
+            info = self._wait_connected(source, t_start)
+            if info is None:
+                self.report.stopped_by = "duration"
+            else:
+                geometry = self._geometry(info)
+                self._check_and_fit(stages, geometry)
+                output = LiveOutput(
+                    self.out_spec,
+                    live_io_config(self.config.io, geometry.fps),
+                    self.metrics,
+                    segment=self.opts.segment,
+                    reconnect=self.opts.reconnect,
+                    backoff=backoff,
+                )
+                self._workers.spawn("live-pipeline", lambda: self._consume(pipe, source))
+                self.report.stopped_by = self._pump(output, geometry, t_start)
+        except KeyboardInterrupt:
+            self.report.stopped_by = "interrupted"
+        except BaseException as exc:
+            failure = exc
+            self.report.stopped_by = "error"
+        finally:
+            with _signals_deferred():
+                self._shutdown(source, output, failure is None)
+            self._fill_report(source, output, time.monotonic() - t_start)
+        return self._outcome(source, failure)
+
+    # -- steps -------------------------------------------------------------------------------
+    def _new_source(self, backoff: Backoff) -> LiveSource:
+        return LiveSource(
             self.in_spec,
             self.metrics,
             reconnect=self.opts.reconnect,
@@ -170,46 +207,16 @@ class LiveRunner:
             loop=self.opts.loop,
             opener=self.opener,
         )
-        pipe = self._pipe = Pipeline(self.config, stages, live=self.opts.drop)
-        output: LiveOutput | None = None
-        consumer: threading.Thread | None = None
-        failure: BaseException | None = None
-        try:
-            source.start()
-            info = self._wait_connected(source, t_start)
-            if info is None:
-                self.report.stopped_by = "duration"
-            else:
-                geometry = self._geometry(info)
-                # a region outside the (upright) frame: exit 2 before any frame is written
-                w, h = geometry.width, geometry.height
-                check_regions(self.config, *((h, w) if geometry.rotation % 180 == 90 else (w, h)))
-                if self.config.detect.det_size is None and self.opts.drop:  # not chosen by the user: keep up
-                    choice = fit_det_size(stages.detector, geometry.width, geometry.height, geometry.fps)
-                    self.report.live_options["detection"] = choice.to_dict()
-                output = LiveOutput(
-                    self.out_spec,
-                    live_io_config(self.config.io, geometry.fps),
-                    self.metrics,
-                    segment=self.opts.segment,
-                    reconnect=self.opts.reconnect,
-                    backoff=backoff,
-                )
-                consumer = threading.Thread(target=self._consume, args=(pipe, source), name="streamanon-live-pipeline")
-                consumer.start()
-                self.report.stopped_by = self._pump(output, geometry, t_start)
-        except KeyboardInterrupt:
-            self.report.stopped_by = "interrupted"
-        except BaseException as exc:
-            failure = exc
-            self.report.stopped_by = "error"
-        finally:
-            with _signals_deferred():
-                self._shutdown(source, consumer, output, failure is None)
-            self._fill_report(source, output, time.monotonic() - t_start)
-        return self._outcome(source, failure)
 
-    # -- steps -------------------------------------------------------------------------------
+    def _check_and_fit(self, stages: Stages, geometry: Geometry) -> None:
+        """Refuse a region outside the (upright) frame (exit 2 before any frame is written);
+        fit the detection size to the frame rate when the user chose none (keep up)."""
+        w, h = geometry.width, geometry.height
+        check_regions(self.config, *((h, w) if geometry.rotation % 180 == 90 else (w, h)))
+        if self.config.detect.det_size is None and self.opts.drop:
+            choice = fit_det_size(stages.detector, geometry.width, geometry.height, geometry.fps)
+            self.report.live_options["detection"] = choice.to_dict()
+
     def _wait_connected(self, source: LiveSource, t_start: float) -> SourceInfo | None:
         """The first connection's stream info; None if ``--duration`` ran out first."""
         while not source.wait_ready(0.1):
@@ -227,27 +234,21 @@ class LiveRunner:
         return Geometry(info.width, info.height, fps, info.rotation)
 
     def _consume(self, pipe: Pipeline, source: LiveSource) -> None:
-        """Pipeline thread body: results into the bounded results queue."""
+        """Pipeline thread body: results into the bounded results queue. Its error is
+        carried to the main thread (``Workers``); once the writer has gone (``Stopped``) the
+        pipeline is closed and its frames are dropped, never written raw."""
+        results = pipe.run(source.frames())
         try:
-            for res in pipe.run(source.frames()):
-                while True:
-                    try:
-                        self._results.put(res, timeout=0.05)
-                        break
-                    except queue.Full:
-                        if self._stop.is_set():
-                            break  # the writer has gone: the frame is dropped, never written raw
-                self.metrics.set_external_drops(pipe.workers.dropped if pipe.workers else 0)
-        except BaseException as exc:  # carried to the main thread
-            self._pipe_error = exc
+            for res in results:
+                self._results.put(res)
+        except Stopped:
+            raise
+        except BaseException:
             source.stop()
+            raise
         finally:
-            while not self._stop.is_set():
-                try:
-                    self._results.put(_END, timeout=0.05)
-                    break
-                except queue.Full:
-                    continue
+            results.close()
+        self._results.close()
 
     def _pump(self, output: LiveOutput, geometry: Geometry, t_start: float) -> str:
         """Write results as they come and filler while none come; returns why it stopped."""
@@ -263,7 +264,9 @@ class LiveRunner:
                 item = self._results.get(timeout=min(interval, 0.05))
             except queue.Empty:
                 item = None
-            if item is _END:
+            except Stopped:  # the pipeline failed: its error is raised by _outcome
+                return "end"
+            if item is END:
                 return "end"
             now = time.monotonic()
             if item is not None:
@@ -290,9 +293,7 @@ class LiveRunner:
         if res.failed is not None:
             self.metrics.inc("frames_failed")
 
-    def _shutdown(
-        self, source: LiveSource, consumer: threading.Thread | None, output: LiveOutput | None, ok: bool
-    ) -> None:
+    def _shutdown(self, source: LiveSource, output: LiveOutput | None, ok: bool) -> None:
         """Stop the input, write what was already processed, finalise the output."""
         source.stop()
         deadline = time.monotonic() + DRAIN_S
@@ -301,15 +302,15 @@ class LiveRunner:
                 try:
                     item = self._results.get(timeout=0.05)
                 except queue.Empty:
-                    if consumer is None or not consumer.is_alive():
+                    if not self._workers.alive():  # the pipeline has ended (or never started)
                         break
                     continue
-                if item is _END:
+                except Stopped:
+                    break
+                if item is END:
                     break
                 self._write_result(output, output.geometry, item)
-        self._stop.set()
-        if consumer is not None:
-            consumer.join(timeout=max(1.0, deadline - time.monotonic()))
+        self._workers.join(timeout=max(1.0, deadline - time.monotonic()))
         self.metrics.source_up = 0
         if output is not None:
             try:
@@ -326,6 +327,10 @@ class LiveRunner:
         self.report.events = [e.to_dict() for e in source.events]
         self.report.segments = list(output.segments) if output is not None else []
         pipe: Pipeline | None = getattr(self, "_pipe", None)
+        stats = self.report.stats = RunStats.total([pipe.stats] if pipe is not None else [], seconds)
+        m = self.report.metrics
+        stats.frames_in, stats.frames_written = m["frames_in"], m["frames_out"]
+        stats.frames_dropped = m["frames_dropped"]  # the input's queue and the pipeline's
         self.report.anonymizer = dict(pipe.anonymizer_report) if pipe is not None else {}
         self.report.small_faces = dict(pipe.detector_report) if pipe is not None else {}
         decode = source.info.decode if source.info is not None else None
@@ -334,7 +339,7 @@ class LiveRunner:
 
     def _outcome(self, source: LiveSource, failure: BaseException | None) -> LiveReport:
         report = self.report
-        error: BaseException | None = failure or self._pipe_error
+        error: BaseException | None = failure or self._workers.error
         if error is None and report.stopped_by == "interrupted":
             error = Interrupted("interrupted")
         if error is None and source.error is not None:

@@ -2,15 +2,15 @@
 backoff, and a latest-frame-wins hand-off to the pipeline.
 
 A background thread owns the FFmpeg input (opening, decoding, closing, reopening) and puts
-decoded frames in a small queue; ``frames()`` is the iterator the pipeline reads, which
-ends promptly when the source is stopped even while the input hangs.
+decoded frames in a small queue (``_workers.Channel``: latest frame wins, drops counted
+once, in the metrics); ``frames()`` is the iterator the pipeline reads, which ends
+promptly when the source is stopped even while the input hangs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .._workers import Stopped, Workers
 from ..errors import ConfigError, SourceError, SourceOpenError, SourceTimeoutError, StreamanonError
 from ..io import SourceInfo, VideoSource, redact
 from ..types import Frame
@@ -26,12 +27,7 @@ from .metrics import LiveMetrics
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.05
 MAX_EVENTS = 500
-
-
-class _END:
-    """Queue marker: the source has finished (the class itself is used)."""
 
 
 class LowLatencySource(VideoSource):
@@ -155,72 +151,54 @@ class LiveSource:
         self.drop = drop
         self.loop = loop
         self._opener = opener
-        self._q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        self._stop = threading.Event()
+        # the reader thread, its stop flag and why it gave up, if it did (ConfigError:
+        # --hwaccel DEVICE cannot decode it; SourceError: the input failed or gave up)
+        self._workers = Workers()
+        self._stop = self._workers.stop
+        on_drop = (lambda: metrics.inc("frames_dropped")) if drop else None
+        self._q = self._workers.channel(queue_size, drop_oldest=drop, drain=True, on_drop=on_drop)
         self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._started = False
         self.info: SourceInfo | None = None  # of the first successful connection
-        # why the source gave up, if it did (ConfigError: --hwaccel DEVICE cannot decode it)
-        self.error: StreamanonError | None = None
         self.events: deque[SourceEvent] = deque(maxlen=MAX_EVENTS)
         self._index = 0
 
     # -- consumer side ------------------------------------------------------------------
+    @property
+    def error(self) -> StreamanonError | None:
+        """Why the source gave up, if it did."""
+        err = self._workers.error
+        return err if isinstance(err, StreamanonError) else None
+
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="streamanon-live-source", daemon=True)
-        self._thread.start()
+        # a daemon: a hung network read must not keep the process alive past ``join``'s timeout
+        self._workers.spawn("live-source", self._run, daemon=True)
+        self._started = True
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the first connection succeeded or the source gave up."""
         return self._ready.wait(timeout)
 
     def frames(self) -> Iterator[Frame]:
-        """Frames in arrival order, indexed continuously across reconnections."""
-        while True:
-            try:
-                item = self._q.get(timeout=POLL_S)
-            except queue.Empty:
-                if self._stop.is_set():
-                    return
-                continue
-            if item is _END:
-                return
-            yield item
+        """Frames in arrival order, indexed continuously across reconnections; ends at
+        the end of the input, or once stopped and the queued frames were taken."""
+        yield from self._q
 
     def stop(self) -> None:
-        """Ask the reader to finish; ``frames()`` ends within ``POLL_S``."""
+        """Ask the reader to finish; ``frames()`` ends within ``_workers.POLL_S``."""
         self._stop.set()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the reader thread (bounded by the read timeout); True if it ended."""
-        if self._thread is None:
+        if not self._started:
             return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self._workers.join(timeout)
 
     # -- reader thread --------------------------------------------------------------------
     def _event(self, kind: str, message: str, level: int = logging.WARNING) -> None:
         message = redact(message)
         self.events.append(SourceEvent(time.time(), kind, message))
         log.log(level, "%s", message)
-
-    def _put(self, frame: Frame) -> None:
-        """Hand a frame to the consumer: replace the oldest one if full (``drop``) or wait."""
-        while not self._stop.is_set():
-            try:
-                if self.drop:
-                    self._q.put_nowait(frame)
-                else:
-                    self._q.put(frame, timeout=POLL_S)
-                return
-            except queue.Full:
-                if not self.drop:
-                    continue
-                try:
-                    self._q.get_nowait()
-                    self.metrics.inc("frames_dropped")
-                except queue.Empty:
-                    pass
 
     def _sleep(self, seconds: float) -> bool:
         """Interruptible sleep; False if the source was stopped meanwhile."""
@@ -229,24 +207,23 @@ class LiveSource:
     def _run(self) -> None:
         try:
             self._loop()
+        except Stopped:
+            pass
         except ConfigError as exc:  # a setting that no retry can fix
-            self.error = exc
+            self._workers.fail(exc)
             self._event("error", f"cannot open {self.spec.redacted}: {exc}")
         except Exception as exc:  # never leave the consumer waiting on a dead thread
-            self.error = SourceError(
-                f"live input {self.spec.redacted} failed: {redact(repr(exc))}", source=self.spec.redacted
+            self._workers.fail(
+                SourceError(f"live input {self.spec.redacted} failed: {redact(repr(exc))}", source=self.spec.redacted)
             )
             log.debug("live source thread failed", exc_info=True)
         finally:
             self.metrics.source_up = 0
             self._ready.set()
-            while True:  # the end marker must get through (the consumer may be slow)
-                try:
-                    self._q.put(_END, timeout=POLL_S)
-                    break
-                except queue.Full:
-                    if self._stop.is_set():
-                        break
+            try:  # the end marker gets through (the consumer may be slow) unless stopped
+                self._q.close()
+            except Stopped:
+                pass
 
     def _loop(self) -> None:
         failures = 0
@@ -306,11 +283,11 @@ class LiveSource:
         ``max_retries`` attempts are made before giving up.
         """
         if not self.reconnect or not self.spec.reconnectable:
-            self.error = exc
+            self._workers.fail(exc)
             self._event(kind, f"{message}; not reconnecting" + (" (--no-reconnect)" if self.spec.reconnectable else ""))
             return False
         if self.max_retries and failures > self.max_retries:
-            self.error = exc
+            self._workers.fail(exc)
             self._event(kind, message)
             self._event("gave_up", f"giving up on {self.spec.redacted} after {self.max_retries} retries")
             return False
@@ -336,7 +313,7 @@ class LiveSource:
                     frame = dataclasses.replace(frame, wallclock=time.monotonic())
                 got += 1
                 self.metrics.inc("frames_in")
-                self._put(dataclasses.replace(frame, index=self._index))
+                self._q.put(dataclasses.replace(frame, index=self._index))
                 self._index += 1
         except SourceError as exc:
             return got, exc

@@ -56,7 +56,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .._workers import Stopped, Workers, each_or_alone
 from ..anonymize import check_method
+from ..audit import RunStats
 from ..cliutil import ArgParser, setup_logging
 from ..config import PipelineConfig
 from ..errors import ConfigError, SourceError, StreamanonError
@@ -305,28 +307,26 @@ class BatchingDetector:
         self.score_margin = float(getattr(detector, "score_margin", 1.0))
         self._fit = fit
         self._fit_lock = threading.Lock()
-        self._q: queue.Queue[_Request | None] = queue.Queue()
-        self._closed = threading.Event()
+        # the worker threads, joined by close(); their stop flag closes the request queue
+        self._workers = Workers()
+        self._q = self._workers.channel()
         self._lock = threading.Lock()
         self.calls = self.frames = 0
         self._idle = 0  # workers waiting for a request
         self.wait_s = 0.0  # summed over frames: queueing time before their call started
         self.batch_sizes: dict[int, int] = {}
-        self._threads = [
-            threading.Thread(target=self._work, name=f"streamanon-shared-detect-{i}", daemon=True)
-            for i in range(max(1, workers))
-        ]
-        for t in self._threads:
-            t.start()
+        for i in range(max(1, workers)):  # daemons: a backend call that hangs past close() must not block exit
+            self._workers.spawn(f"shared-detect-{i}", self._work, daemon=True)
 
     def __call__(self, images: Sequence[NDArray[np.uint8]]) -> list[Detections]:
         """Detections for ``images`` (one feed's batch); raises if the detector failed or is closed."""
         if not images:
             return []
-        if self._closed.is_set():
-            raise RuntimeError("the shared detector is closed")
         req = _Request(list(images))
-        self._q.put(req)
+        try:
+            self._q.put(req)
+        except Stopped:
+            raise RuntimeError("the shared detector is closed") from self._workers.error
         try:
             return req.future.result(timeout=CALL_TIMEOUT_S)
         except FutureTimeout:
@@ -344,52 +344,56 @@ class BatchingDetector:
             }
 
     def close(self) -> None:
-        """Stop the workers; requests still queued fail (their frames are masked)."""
-        self._closed.set()
-        self._q.put(None)
-        for t in self._threads:
-            t.join(timeout=CALL_TIMEOUT_S)
+        """Stop and join the workers; requests still queued fail (their frames are masked)."""
+        if not self._workers.join(timeout=CALL_TIMEOUT_S):
+            log.error("shared detector: %s still running after %.0f s", self._workers.alive(), CALL_TIMEOUT_S)
         while True:
             try:
                 req = self._q.get_nowait()
             except queue.Empty:
                 break
-            if req is not None:
-                req.future.set_exception(RuntimeError("the shared detector is closed"))
+            req.future.set_exception(RuntimeError("the shared detector is closed"))
 
     def _work(self) -> None:
         while True:
-            with self._lock:
-                self._idle += 1
-            first = self._q.get()
+            batch = self._next_batch()
+            try:
+                self._run(batch)
+            except BaseException as exc:  # never leave a feed waiting: its frames fail, then the error is carried
+                for req in batch:
+                    if not req.future.done():
+                        req.future.set_exception(exc)
+                raise
+
+    def _next_batch(self) -> list[_Request]:
+        """The oldest request and those queued after it, up to ``batch`` frames;
+        ``Stopped`` once closed with none taken."""
+        with self._lock:
+            self._idle += 1
+        try:
+            first: _Request = self._q.get()
+        finally:
             with self._lock:
                 self._idle -= 1
                 idle_others = self._idle
-            if first is None:
-                self._q.put(None)  # for the next worker
-                return
-            # Leave a share of what waits to the workers that are idle: one worker taking
-            # every waiting frame would run one long call while the others (the backend's
-            # other concurrent callers) sit idle (4 feeds at 1080p25: 2.5 fps total, not 11).
-            share = math.ceil((len(first.images) + self._q.qsize()) / (1 + idle_others))
-            limit = min(self.batch, max(1, share))
-            batch, n = [first], len(first.images)
-            deadline = time.monotonic() + self.max_wait_s
-            while n < limit:
-                try:
-                    wait = deadline - time.monotonic()
-                    nxt = self._q.get(timeout=wait) if wait > 0 else self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._q.put(None)
-                    break
-                batch.append(nxt)
-                n += len(nxt.images)
-            self._run(batch)
+        # Leave a share of what waits to the workers that are idle: one worker taking
+        # every waiting frame would run one long call while the others (the backend's
+        # other concurrent callers) sit idle (4 feeds at 1080p25: 2.5 fps total, not 11).
+        share = math.ceil((len(first.images) + self._q.qsize()) / (1 + idle_others))
+        limit = min(self.batch, max(1, share))
+        batch, n = [first], len(first.images)
+        deadline = time.monotonic() + self.max_wait_s
+        while n < limit:
+            try:
+                wait = deadline - time.monotonic()
+                nxt: _Request = self._q.get(timeout=wait) if wait > 0 else self._q.get_nowait()
+            except (queue.Empty, Stopped):  # closing: what was taken still runs
+                break
+            batch.append(nxt)
+            n += len(nxt.images)
+        return batch
 
-    def _run(self, batch: list[_Request]) -> None:
-        started = time.monotonic()
+    def _fit_once(self, batch: list[_Request]) -> None:
         if self._fit is not None:
             with self._fit_lock:  # the first call fits the size; the others wait for it
                 if self._fit is not None:
@@ -398,6 +402,20 @@ class BatchingDetector:
                         self._fit(w, h)
                     finally:
                         self._fit = None
+
+    def _call(self, images: list[NDArray[np.uint8]]) -> list[Detections]:
+        """One detector call, counted when it returns a result per image."""
+        dets = self.detector(images)
+        if len(dets) == len(images):
+            with self._lock:
+                self.calls += 1
+                self.frames += len(images)
+                self.batch_sizes[len(images)] = self.batch_sizes.get(len(images), 0) + 1
+        return dets
+
+    def _run(self, batch: list[_Request]) -> None:
+        started = time.monotonic()
+        self._fit_once(batch)
         # one call per frame size (feeds of different resolutions do not share a network input)
         groups: dict[tuple[int, ...], list[tuple[int, int]]] = {}
         for r, req in enumerate(batch):
@@ -405,25 +423,18 @@ class BatchingDetector:
                 groups.setdefault(im.shape, []).append((r, k))
         results: list[list[Detections | None]] = [[None] * len(req.images) for req in batch]
         failed: dict[int, BaseException] = {}
-        todo = list(groups.values())
-        while todo:
-            members = todo.pop()
-            try:
-                dets = self.detector([batch[r].images[k] for r, k in members])
-                if len(dets) != len(members):
-                    raise ValueError(f"detector returned {len(dets)} results for {len(members)} images")
-            except Exception as exc:
-                if len(members) > 1:  # one frame at a time, so that only the frames that fail fail
-                    todo += [[m] for m in members]
-                    continue
-                failed.setdefault(members[0][0], exc)  # that feed's pipeline masks the frame
-                continue
-            for (r, k), d in zip(members, dets, strict=True):
-                results[r][k] = d
-            with self._lock:
-                self.calls += 1
-                self.frames += len(members)
-                self.batch_sizes[len(members)] = self.batch_sizes.get(len(members), 0) + 1
+        for members in reversed(groups.values()):
+
+            def call(ms: Sequence[tuple[int, int]]) -> list[Detections]:
+                return self._call([batch[r].images[k] for r, k in ms])
+
+            # one frame at a time after a failure, so that only the frames that fail fail
+            found: list[Detections | Exception] = each_or_alone(call, members)
+            for (r, k), d in zip(members, found, strict=True):
+                if isinstance(d, Exception):
+                    failed.setdefault(r, d)  # that feed's pipeline masks the frame
+                else:
+                    results[r][k] = d
         with self._lock:
             self.wait_s += sum((started - req.queued) * len(req.images) for req in batch)
         for r, req in enumerate(batch):
@@ -755,6 +766,29 @@ def _summary_line(feed: Feed) -> str:
     return line
 
 
+def _print_summary(streams: Streams, seconds: float) -> None:
+    """A line per feed, the feeds' totals and the shared detector's calls, on stderr."""
+    feeds = streams.all_feeds()
+    for f in feeds:
+        print(f"streamanon: {_summary_line(f)}", file=sys.stderr)
+    total = RunStats.total((f.report.stats for f in feeds if f.report is not None), seconds)
+    print(f"streamanon: all streams: {_totals_line(total)}", file=sys.stderr)
+    stats = streams.detector.stats() if streams.detector is not None else {}
+    print(
+        f"streamanon: shared detector: {stats.get('frames', 0)} frames in {stats.get('calls', 0)} calls "
+        f"(mean batch {stats.get('mean_batch', 0)})",
+        file=sys.stderr,
+    )
+
+
+def _totals_line(t: RunStats) -> str:
+    """The feeds' ``RunStats`` summed (the feeds stopped by a reload included)."""
+    return (
+        f"{t.frames_in} frames in, {t.frames_written} written, {t.frames_dropped} dropped, "
+        f"{t.frames_failed} masked after a failure, {t.faces} faces in {t.seconds:.1f} s"
+    )
+
+
 @contextlib.contextmanager
 def _sighup(flag: threading.Event) -> Iterator[None]:
     """SIGHUP sets ``flag`` (re-read the file) while the feeds run; main thread only."""
@@ -780,11 +814,15 @@ def run_streams(path: Path, *, duration: float | None = None, quiet: bool = Fals
     """
     config = parse_streams_config(path)
     streams = Streams(config, stages)
-    server = (
-        MetricsServer(_StreamsCollector(streams), config.metrics_port, config.metrics_addr)
-        if config.metrics_port is not None
-        else None
-    )
+    try:
+        server = (
+            MetricsServer(_StreamsCollector(streams), config.metrics_port, config.metrics_addr)
+            if config.metrics_port is not None
+            else None
+        )
+    except BaseException:  # the port is taken: the shared detector's threads end too
+        streams.stop("error")
+        raise
     hup = threading.Event()
     interrupted = False
     reason = "end"
@@ -812,14 +850,7 @@ def run_streams(path: Path, *, duration: float | None = None, quiet: bool = Fals
                 server.close()
     feeds = streams.all_feeds()
     if not quiet:
-        for f in feeds:
-            print(f"streamanon: {_summary_line(f)}", file=sys.stderr)
-        stats = streams.detector.stats() if streams.detector is not None else {}
-        print(
-            f"streamanon: shared detector: {stats.get('frames', 0)} frames in {stats.get('calls', 0)} calls "
-            f"(mean batch {stats.get('mean_batch', 0)})",
-            file=sys.stderr,
-        )
+        _print_summary(streams, time.monotonic() - t0)
     codes = [f.exit_code() for f in feeds]
     if feeds and all(codes):
         log.error("every stream failed (%d of %d)", len(codes), len(codes))

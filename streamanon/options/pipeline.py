@@ -71,11 +71,21 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
     ),
     _o(
         "--k",
-        f"k-same: faces averaged into each surrogate (default {_a.k})",
+        f"k-same, surrogate with a --face-bank folder: persons averaged into each surrogate (default {_a.k})",
         _A,
         "anonymize.k",
         kind="int",
         eval_keys={"k-same": "k", "adversarial": "k"},
+    ),
+    _o(
+        "--keep",
+        "surrogate: draw each face's composite from bank composites of the original's gender and/or "
+        "age band (FaceRes estimates them once per track)",
+        _A,
+        "anonymize.keep",
+        kind="list",
+        metavar="gender,age",
+        modes=NO_EVAL,  # eval temporal has a --keep DIR of its own
     ),
     _o(
         "--face-bank",

@@ -254,3 +254,221 @@ def test_face_bank_file_round_trip_and_bad_paths(tmp_path: Any) -> None:
     junk.write_bytes(b"not a bank")
     with pytest.raises(ModelError, match="not a surrogate bank"):
         surrogate_bank(str(junk))
+
+
+def test_ring_reads_no_face_pixel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two frames that differ only inside the face mask give the same output once the
+    colour statistics (the only thing read from the face) are fixed: the ring around the
+    composite comes from outside every mask."""
+    monkeypatch.setattr("streamanon.anonymize.surrogate.match_colour", lambda face, inside, target, grey: face)
+    d = dets([[100, 60, 200, 180], [230, 40, 300, 120]], [1, 2])
+    mask = union_mask(d, 320, 240, "ellipse", 1.3, 2.0)
+    a_img, b_img = noise_image(seed=1), noise_image(seed=1)
+    b_img[mask] = noise_image(seed=2)[mask]
+    out_a, out_b = anonymiser().apply(a_img, d), anonymiser().apply(b_img, d)
+    assert np.array_equal(out_a, out_b)
+
+
+def test_ring_carries_the_surroundings_texture() -> None:
+    """Around the composite the mask continues the texture around it (mirrored in), not a
+    smooth fill (the hood): stripes outside the mask go on inside its ring."""
+    xx = np.mgrid[0:240, 0:320][1]
+    stripes = np.where((xx // 3) % 2 == 0, 60, 190).astype(np.uint8)
+    img = np.repeat(stripes[:, :, None], 3, axis=2)
+    d = dets([[110, 70, 190, 170]], [1])
+    out = anonymiser().apply(img, d)
+    mask = union_mask(d, 320, 240, "ellipse", 1.3, 2.0)
+    face = np.zeros((240, 320), np.uint8)
+    import cv2
+
+    pts = FakeLandmarker()(None, d.xyxy)[0]
+    cv2.fillConvexPoly(face, cv2.convexHull(with_forehead(pts).astype(np.int32)), 1)
+    ring = mask & ~cv2.dilate(face, np.ones((9, 9), np.uint8)).astype(bool)
+    grey = out[:, :, 0].astype(np.float32)
+    hf = np.abs(grey - cv2.blur(grey, (5, 5)))
+    outside = ~cv2.dilate(mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    assert ring.sum() > 200
+    assert hf[ring].mean() > 0.3 * hf[outside].mean()
+
+
+def test_mask_edge_is_seamless() -> None:
+    """On a smooth gradient the output's mask edge continues the surroundings (no step)."""
+    yy, xx = np.mgrid[0:240, 0:320]
+    img = np.repeat((40 + 0.5 * xx + 0.2 * yy).astype(np.uint8)[:, :, None], 3, axis=2)
+    d = dets([[110, 70, 190, 170]], [1])
+    out = anonymiser().apply(img, d).astype(int)
+    mask = union_mask(d, 320, 240, "ellipse", 1.3, 2.0)
+    import cv2
+
+    edge = mask & ~cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert np.abs(out[edge] - img[edge].astype(int)).mean() < 4
+
+
+def test_short_coast_keeps_the_surrogate_long_coast_blurs() -> None:
+    """A track's coasting rows keep its surrogate for ``COAST_FRAMES`` frames (moved with the
+    box), then get the blur and are counted; a coasting row of a track never painted blurs."""
+    from streamanon.anonymize.base import AnonymizerSession, FrameInfo
+    from streamanon.anonymize.surrogate import COAST_FRAMES
+    from streamanon.types import SOURCE_TRACK
+
+    a = anonymiser()
+    session = AnonymizerSession(a)
+    img = noise_image()
+    session(img, dets([[100, 60, 200, 180]], [1]), FrameInfo(0))
+    assert a.served == {"surrogate": 1}
+    for f in range(1, COAST_FRAMES + 3):
+        box = [[100 + 2 * f, 60, 200 + 2 * f, 180]]
+        d = dets(box, [1])
+        coast = Detections(d.xyxy, score=d.score, landmarks=d.landmarks, track_id=d.track_id, source=[SOURCE_TRACK])
+        out = session(img, coast, FrameInfo(f))
+        mask = union_mask(coast, 320, 240, "ellipse", 1.3, 2.0)
+        assert (out[mask] == img[mask]).all(-1).mean() < 0.05  # painted or blurred, never raw
+    assert a.coasted == COAST_FRAMES
+    assert a.served == {"surrogate": 1 + COAST_FRAMES, "blur": 2}
+    assert a.reasons == {"no-detection": 2}
+    b = anonymiser()
+    d = dets([[100, 60, 200, 180]], [7])
+    b.apply(img, Detections(d.xyxy, score=d.score, landmarks=d.landmarks, track_id=d.track_id, source=[SOURCE_TRACK]))
+    assert b.reasons == {"no-detection": 1} and b.coasted == 0
+
+
+def test_fit_that_disagrees_with_the_detector_blurs() -> None:
+    """dlib's fit far from the detector's five points (a false face, a profile) is not painted."""
+    a = anonymiser()
+    d = dets([[100, 60, 200, 180]], [1])
+    wrong = Detections(d.xyxy, score=d.score, landmarks=d.landmarks + np.float32([30, 25]), track_id=d.track_id)
+    img = noise_image()
+    out = a.apply(img, wrong)
+    mask = union_mask(wrong, 320, 240, "ellipse", 1.3, 2.0)
+    assert (out[mask] == img[mask]).all(-1).mean() < 0.05
+    assert a.reasons == {"implausible-landmarks": 1} and "surrogate" not in a.served
+
+
+class FixedAttributes:
+    """``--keep``'s estimator, fixed: every face is ``(gender, band)``; counts its calls."""
+
+    def __init__(self, gender: str, band: str) -> None:
+        self.value = (gender, band)
+        self.calls = 0
+
+    def __call__(self, image: Any, box: Any) -> tuple[str, str]:
+        self.calls += 1
+        return self.value
+
+
+def keep_bank() -> SurrogateBank:
+    b = make_bank(8)
+    gender = np.array(["female", "male"] * 4)
+    band = np.array(["young", "young", "young", "older", "young", "young", "middle", "older"])
+    return SurrogateBank(b.faces, b.shape, b.triangles, gender, band, b.min_dlib, b.min_faceres, b.k, "test")
+
+
+@pytest.mark.parametrize(
+    ("keep", "attrs", "allowed", "unmet"),
+    [
+        (("gender",), ("male", "young"), {1, 3, 5, 7}, {}),
+        (("gender", "age"), ("male", "older"), {3, 7}, {}),
+        (("age",), ("female", "middle"), {6}, {}),
+        (("gender", "age"), ("female", "older"), {0, 2, 4, 6}, {"age-unmet": 10}),  # no older woman: gender kept
+    ],
+)
+def test_keep_draws_from_the_originals_gender_and_age_band(
+    keep: tuple[str, ...], attrs: tuple[str, str], allowed: set[int], unmet: dict[str, int]
+) -> None:
+    from streamanon.anonymize.base import AnonymizerSession, FrameInfo
+
+    est = FixedAttributes(*attrs)
+    a = SurrogateAnonymizer(AnonymizeConfig(method="surrogate", seed=5, keep=keep), keep_bank(), FakeLandmarker(), est)
+    session = AnonymizerSession(a)
+    boxes = [[20 + 28 * i, 60, 44 + 28 * i, 84] for i in range(10)]
+    for f in range(2):
+        session(noise_image(), dets(boxes, list(range(10))), FrameInfo(f))
+    drawn = {a.track_surrogate(t) for t in range(10)}
+    assert drawn <= allowed and len(drawn) >= min(2, len(allowed))
+    assert est.calls == 10  # once per track, not per frame
+    assert {k: v for k, v in a.kept.items() if k != "drawn"} == unmet
+    assert a.report()["keep"] == list(keep)
+
+
+def test_keep_is_refused_without_an_estimator_or_for_another_method() -> None:
+    from streamanon.anonymize.factory import AnonymizerFactory
+
+    with pytest.raises(ConfigError, match="attribute estimator"):
+        SurrogateAnonymizer(AnonymizeConfig(method="surrogate", keep=("gender",)), make_bank(), FakeLandmarker())
+    with pytest.raises(ConfigError, match="--keep is for --method surrogate"):
+        AnonymizerFactory(AnonymizeConfig(method="blur", keep=("gender",)))
+    with pytest.raises(ConfigError, match="keep"):
+        AnonymizeConfig(method="surrogate", keep=("hair",))
+
+
+def test_folder_bank_keeps_k(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``--face-bank`` folder is built with the run's k, never lowered to the folder's
+    person count (it was: 3 persons gave composites of 3)."""
+    import streamanon.anonymize.surrogate_bank as sb
+
+    for p in ("a", "b", "c"):
+        (tmp_path / p).mkdir()
+        (tmp_path / p / "x.png").write_bytes(b"")
+    seen: dict[str, Any] = {}
+
+    def fake_build(folders: Any, count: int = 0, k: int = 0, **kw: Any) -> SurrogateBank:
+        seen["k"] = k
+        raise ConfigError(f"face bank: 3 persons with a face, fewer than k={k}")
+
+    monkeypatch.setattr(sb, "build_bank", fake_build)
+    with pytest.raises(ConfigError, match="fewer than k=10"):
+        sb.surrogate_bank(str(tmp_path), 10)
+    assert seen["k"] == 10
+
+
+def test_keep_estimate_that_fails_still_paints_and_is_counted() -> None:
+    class Broken:
+        def __call__(self, image: Any, box: Any) -> tuple[str, str]:
+            raise RuntimeError("onnx failed")
+
+    a = SurrogateAnonymizer(
+        AnonymizeConfig(method="surrogate", seed=1, keep=("gender",)), keep_bank(), FakeLandmarker(), Broken()
+    )
+    a.apply(noise_image(), dets([[100, 60, 200, 180]], [-1]))
+    assert a.served == {"surrogate": 1} and a.kept == {"estimate-failed": 1}
+
+
+def test_cli_keep_face_bank_and_k_reach_the_surrogate_config() -> None:
+    """``--keep gender,age``, ``--face-bank`` and ``--k`` are options of ``--method surrogate``
+    (``--face-bank`` was refused with it although the factory takes it); ``--keep`` with another
+    method is refused, and ``eval temporal`` keeps its own ``--keep DIR``."""
+    from streamanon.cli import check_options, config_from_args, given_options, run_parser
+    from streamanon.eval.cli import build_parser
+    from streamanon.options import FILE
+
+    argv = ["x.mp4", "--method", "surrogate", "--keep", "gender,age", "--face-bank", "b.npz", "--k", "6"]
+    parser = run_parser()
+    ns = parser.parse_args(argv)
+    check_options(ns, given_options(parser, argv), FILE)
+    a = config_from_args(ns).anonymize
+    assert (a.keep, a.face_bank, a.k) == (("gender", "age"), "b.npz", 6)
+    argv = ["x.mp4", "--method", "blur", "--keep", "gender"]
+    with pytest.raises(ConfigError, match="--keep"):
+        check_options(run_parser().parse_args(argv), given_options(run_parser(), argv), FILE)
+    assert str(build_parser().parse_args(["temporal", "c.mp4", "--keep", "out"]).keep) == "out"
+
+
+@pytest.mark.parametrize(
+    "boxes",
+    [
+        [[-30, -20, 60, 80]],  # off the top-left corner
+        [[270, 180, 350, 260]],  # off the bottom-right corner
+        [[100, 60, 200, 180], [150, 70, 250, 190]],  # overlapping faces
+        [[5, 5, 315, 235]],  # the face fills the frame: nothing around it to mirror
+        [[150, 100, 172, 122]],  # just above the smallest face painted
+    ],
+)
+def test_edges_overlaps_and_full_frame_faces_leave_nothing_raw(boxes: list[list[float]]) -> None:
+    a = anonymiser()
+    d = dets(boxes, list(range(len(boxes))))
+    img = noise_image()
+    out = a.apply(img, d)
+    mask = union_mask(d, 320, 240, "ellipse", 1.3, 2.0)
+    assert np.array_equal(out[~mask], img[~mask])
+    assert (out[mask] == img[mask]).all(-1).mean() < 0.05
+    assert sum(a.served.values()) == len(boxes) and not a.reasons.get("warp-failed")

@@ -79,6 +79,7 @@ def test_copy_scores_one_half_and_blur_one(tmp_path: Path, data_dir: Path) -> No
     rows = json.loads(out.read_text())["methods"]
     assert rows["none"]["classifier_accuracy"] == pytest.approx(0.5)
     assert rows["none"]["hog_found"] == 1.0
+    assert rows["none"]["gender_agreement"] == 1.0  # a copy has the original's FaceRes gender
     assert rows["blur"]["classifier_accuracy"] >= 0.9
     assert rows["blur"]["hog_found"] <= 0.2
     import cv2

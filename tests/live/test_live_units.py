@@ -136,8 +136,8 @@ def test_metrics_histogram_fps_and_drops() -> None:
     m = LiveMetrics(fps_window=2.0)
     for i, lat in enumerate([0.01, 0.06, 0.06, 0.4, 9.0]):
         m.frame_written(lat, now=100.0 + i * 0.1)
-    m.inc("frames_dropped", 2)
-    m.set_external_drops(5)
+    m.inc("frames_dropped", 2)  # the source's queue
+    m.inc("frames_dropped", 5)  # the pipeline's: one counter, each drop added once
     buckets, total = m.latency_histogram()
     cum = dict(buckets)
     assert cum[str(LATENCY_BUCKETS[0])] == 1 and cum["0.075"] == 3 and cum["0.5"] == 4 and cum["+Inf"] == 5

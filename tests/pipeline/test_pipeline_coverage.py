@@ -52,7 +52,7 @@ def test_default_coverage_on_real_clips(data_dir: Path, rel: str, stages: Stages
         w, h = source.info.width, source.info.height
         pipe = Pipeline(cfg, stages)
         regions = [None if r.failed else r.dets for r in pipe.run(source)]
-    assert pipe.stats.failed_frames == 0
+    assert pipe.stats.frames_failed == 0
     cov = common.region_coverage(reference, regions, (w, h), cfg.anonymize)
     assert cov.ratio >= MIN_COVERAGE, (
         f"{clip.name}: coverage {cov.ratio:.4f} ({cov.covered}/{cov.total}); leaked on frames {cov.leaked_frames[:20]}"

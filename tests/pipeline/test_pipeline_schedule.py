@@ -132,7 +132,7 @@ def test_live_mode_drops_oldest_frames_and_keeps_the_end() -> None:
     out = [r.frame.index for r in pipe.run(frames(300))]
     assert out == sorted(out) and len(set(out)) == len(out)
     assert out[-1] == 299  # the newest frame is never the one dropped
-    assert pipe.stats.dropped_frames == 300 - len(out) > 0
+    assert pipe.stats.frames_dropped == 300 - len(out) > 0
 
 
 @pytest.mark.timeout(60)

@@ -115,6 +115,10 @@ def test_folder_run_partial_files_totals_skipped_and_the_file_layout(
     assert (t["files"], t["files_done"], t["files_failed"], t["files_skipped"]) == (2, 1, 1, 2)
     assert sorted(Path(p).name for p in t["skipped"]) == [".hidden.mp4", "notes.txt"]
     assert t["frames"] == sum(e["summary"]["frames"] for e in doc["files"])
+    # one stats layout: a file's, the folder's totals (the files' summed)
+    assert t["stats"].keys() == file_layout["summary"]["stats"].keys()
+    for key in ("frames", "frames_written", "faces", "tracks", "detections"):
+        assert t["stats"][key] == t[key] == sum(e["summary"]["stats"][key] for e in doc["files"]), key
     assert t["frames_lost"] > 0
 
 
