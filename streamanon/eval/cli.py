@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from ..cli import add_pipeline_options, config_from_args, given_options
+from ..cli import add_pipeline_options, given_options
 from ..cliutil import ArgParser, setup_logging
 from ..config import BACKENDS, PRECISIONS, DetectConfig, PipelineConfig
 from ..errors import ConfigError, SinkError, StreamanonError
 from ..generate.memorisation import eval_generator_main
 from ..models.faceres import FaceResRecogniser
 from ..models.recognizer import DlibRecogniser
-from ..options import BY_DEST, EVAL, Option
+from ..options import BY_DEST, EVAL, config_from_values
 from ..progress import heartbeat
 from . import report
 from .adversary import (
@@ -364,7 +364,9 @@ def _check_outputs(ns: argparse.Namespace) -> None:
 
 
 def _eval_config(ns: argparse.Namespace) -> PipelineConfig:
-    cfg = config_from_args(ns)
+    # eval's own arguments may share a name with an option of the other modes (--seed, temporal's
+    # --keep DIR): only the options of eval become the config
+    cfg = config_from_values({d: v for d, v in vars(ns).items() if d not in BY_DEST or EVAL in BY_DEST[d].modes})
     if ns.threads == 0:  # one ORT thread: faster on small stills and no spinning against dlib
         cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, threads=1))
     return dataclasses.replace(cfg, anonymize=dataclasses.replace(cfg.anonymize, seed=ns.seed))
@@ -798,14 +800,21 @@ def _check_method_options(parser: argparse.ArgumentParser, ns: argparse.Namespac
         return
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[ns.command]
     flag, text = ("--methods", ns.methods) if hasattr(ns, "methods") else ("--method", ns.method)
-    schema = {a.dest for a in sub._actions if a.dest in BY_DEST and set(a.option_strings) & _flags(BY_DEST[a.dest])}
+    schema = _options_of_eval(sub)
     given = given_options(sub, argv[argv.index(ns.command) + 1 :]) & schema
-    specs = parse_methods(text, config_from_args(ns).anonymize)
+    specs = parse_methods(text, _eval_config(ns).anonymize)
     check_method_options({dest: getattr(ns, dest) for dest in given}, specs, flag)
 
 
-def _flags(opt: Option) -> set[str]:
-    return {opt.flag, *(opt.negation[:1] if opt.negation else ())}
+def _options_of_eval(parser: argparse.ArgumentParser) -> set[str]:
+    """The dests of ``parser``'s pipeline options (not its own arguments of the same name:
+    temporal's ``--keep DIR``, eval's ``--seed``)."""
+    out = set()
+    for a in parser._actions:
+        opt = BY_DEST.get(a.dest)
+        if opt is not None and EVAL in opt.modes and {opt.flag, *(opt.negation or ())[:1]} & set(a.option_strings):
+            out.add(a.dest)
+    return out
 
 
 COMMANDS = {

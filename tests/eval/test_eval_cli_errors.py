@@ -194,6 +194,7 @@ def test_an_option_of_no_method_evaluated_is_refused(
         ["identity", "--methods", "blur,dp-pixelate", "--dp-cells", "8"],
         ["identity", "--methods", "generate:adv=4", "--steps", "2"],  # generate perturbed takes --steps
         ["temporal", "c.mp4", "--methods", "generate", "--adversarial", "--steps", "3"],
+        ["temporal", "c.mp4", "--keep", "clips"],  # eval temporal's own --keep DIR, not surrogate's --keep
         ["identity", "--methods", "solid", "--blur-strength", "2", "--mask-scale", "1.5"],  # every method's
     ],
 )
