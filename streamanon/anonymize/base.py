@@ -82,19 +82,28 @@ class FaceAnonymizer:
 class TrackStates(Generic[S]):
     """An anonymiser's per-track state for one run, and a record of every track that ended.
 
-    ``start`` in ``track_started``; ``get`` when serving a row (None for an untracked row,
-    id < 0, or an id that was never started); ``end`` in ``track_ended`` pops the state and
-    keeps ``{"track_id": id, **record(state)}``; ``records()`` is the report's
-    ``per_track``, sorted by track id.
+    ``start`` in ``track_started`` (or when a track's state is first needed); ``get`` when
+    serving a row (None for an untracked row, id < 0, or an id that was never started);
+    ``end`` in ``track_ended`` pops the state and keeps ``{"track_id": id, **record(state)}``
+    (the first ``limit`` only, when given; ``ended`` counts them all); ``records()`` is the
+    report's ``per_track``, sorted by track id (``live=True``: then the live tracks', also
+    sorted, up to ``limit`` in all).
     """
 
-    def __init__(self, record: Callable[[S], dict[str, Any]]) -> None:
+    def __init__(self, record: Callable[[S], dict[str, Any]], limit: int | None = None) -> None:
         self._record = record
+        self._limit = limit
         self._live: dict[int, S] = {}
         self._done: list[dict[str, Any]] = []
+        self.ended = 0
 
-    def start(self, track_id: int, state: S) -> None:
+    def __len__(self) -> int:
+        """Tracks alive now."""
+        return len(self._live)
+
+    def start(self, track_id: int, state: S) -> S:
         self._live[track_id] = state
+        return state
 
     def get(self, track_id: int) -> S | None:
         return self._live.get(track_id) if track_id >= 0 else None
@@ -103,11 +112,16 @@ class TrackStates(Generic[S]):
         """Pop the state of ``track_id`` and record it; None (nothing recorded) if unknown."""
         state = self._live.pop(track_id, None)
         if state is not None:
-            self._done.append({"track_id": track_id, **self._record(state)})
+            self.ended += 1
+            if self._limit is None or len(self._done) < self._limit:
+                self._done.append({"track_id": track_id, **self._record(state)})
         return state
 
-    def records(self) -> list[dict[str, Any]]:
-        return sorted(self._done, key=lambda r: int(r["track_id"]))
+    def records(self, live: bool = False) -> list[dict[str, Any]]:
+        out = sorted(self._done, key=lambda r: int(r["track_id"]))
+        if live:
+            out += [{"track_id": i, **self._record(s)} for i, s in sorted(self._live.items())]
+        return out if self._limit is None else out[: self._limit]
 
 
 class AnonymizerSession:
@@ -156,4 +170,3 @@ class AnonymizerSession:
         self._alive = set()
         rep: dict[str, Any] = self.anonymizer.report() if self._hooks else {}
         return {"method": getattr(self.anonymizer, "name", "given"), "tracks": self.tracks_seen, **rep}
-

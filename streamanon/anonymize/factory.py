@@ -36,11 +36,17 @@ class MethodSpec:
         name: the ``--method`` name.
         build: the per-run builder: ``build(factory, pool)`` -> a fresh anonymiser, from the
             factory's config and shared models (``pool``: the run's face pool, pooled methods).
-        parameters: the ``AnonymizeConfig`` fields it reads beyond the mask's.
+        parameters: its own ``AnonymizeConfig`` fields: the options of this method. The
+            option schema (``streamanon.options``) reads them: an option setting one of these
+            fields applies to the methods listing it, and is refused with any other. Fields no
+            spec lists (``SHARED_PARAMETERS``: the mask, the fill and blur a fallback uses, the
+            seed) apply to every method.
         models: registry names (``engines/registry.json``) of the models it loads.
         pooled: defined over a set of faces; a first pass over the input collects the set.
         perturbs: perturbs the original face against dlib's recogniser (its torch port).
         chips: works on aligned chips (``--landmarks 68`` applies).
+        adversarial: takes ``--adversarial`` (``generate_adversarial``): then perturbs its
+            output like the ``perturbs`` methods, and their parameters apply too.
         eval_only: only the evaluation harness may ask for it.
     """
 
@@ -51,6 +57,7 @@ class MethodSpec:
     pooled: bool = False
     perturbs: bool = False
     chips: bool = False
+    adversarial: bool = False
     eval_only: bool = False
 
 
@@ -72,21 +79,39 @@ def _surrogate(f: AnonymizerFactory, pool: FacePool | None) -> FaceAnonymizer:
 
 
 _ADVERSARIAL_MODELS = ("dlib-shape-5", "dlib-resnet-recognizer")
-_ADVERSARIAL_PARAMS = ("epsilon", "adv_steps", "adv_objective", "adv_eot", "device", "face_bank", "k", "seed")
+_ADVERSARIAL_PARAMS = ("epsilon", "adv_steps", "adv_objective", "adv_eot", "device", "face_bank", "k")
+#: ``AnonymizeConfig`` fields every method may read: no spec lists them (``MethodSpec.parameters``).
+SHARED_PARAMETERS = (
+    "method",
+    "shape",
+    "mask_scale",
+    "mask_margin",
+    "feather",
+    "color",
+    "blur_strength",
+    "pixel_blocks",
+    "seed",
+    "only_regions",
+    "ignore_regions",
+    "keep_faces",
+)
 SPECS: dict[str, MethodSpec] = {
     s.name: s
     for s in (
-        MethodSpec("blur", lambda f, _: BlurAnonymizer(f.config), ("blur_strength",)),
-        MethodSpec("pixelate", lambda f, _: PixelateAnonymizer(f.config), ("pixel_blocks",)),
-        MethodSpec("solid", lambda f, _: SolidAnonymizer(f.config), ("color",)),
-        MethodSpec("dp-pixelate", lambda f, _: DPPixelateAnonymizer(f.config), ("epsilon", "pixel_blocks", "seed")),
+        MethodSpec("blur", lambda f, _: BlurAnonymizer(f.config)),
+        MethodSpec("pixelate", lambda f, _: PixelateAnonymizer(f.config)),
+        MethodSpec("solid", lambda f, _: SolidAnonymizer(f.config)),
+        MethodSpec("dp-pixelate", lambda f, _: DPPixelateAnonymizer(f.config), ("epsilon", "dp_cells", "dp_m")),
         MethodSpec(
-            "svd", lambda f, _: SVDAnonymizer(f.config, f.landmarker), ("svd_k", "svd_size", "landmarks"), chips=True
+            "svd",
+            lambda f, _: SVDAnonymizer(f.config, f.landmarker),
+            ("epsilon", "svd_k", "svd_size", "landmarks"),
+            chips=True,
         ),
         MethodSpec(
             "k-same",
             lambda f, pool: KSameAnonymizer(f.config, pool if pool is not None else f.new_pool(), f.landmarker),
-            ("k", "face_bank", "landmarks", "seed"),
+            ("k", "face_bank", "landmarks"),
             ("dlib-shape-5", "dlib-resnet-recognizer"),  # grouping faces by person, where dlib is installed
             pooled=True,
             chips=True,
@@ -95,16 +120,12 @@ SPECS: dict[str, MethodSpec] = {
         MethodSpec(
             "generate",
             _generate,
-            ("generator", "generate_fallback", "generate_min_size", "generate_adversarial", "seed"),
+            ("generator", "generate_fallback", "generate_min_size", "generate_adversarial", "landmarks"),
             ("generator-64", "dlib-shape-68"),
             chips=True,
+            adversarial=True,
         ),
-        MethodSpec(
-            "surrogate",
-            _surrogate,
-            ("face_bank", "k", "keep", "seed"),
-            ("surrogate-bank", "dlib-shape-68"),
-        ),
+        MethodSpec("surrogate", _surrogate, ("face_bank", "k", "keep"), ("surrogate-bank", "dlib-shape-68")),
         MethodSpec("none", lambda f, _: IdentityAnonymizer(f.config), eval_only=True),
     )
 }
@@ -148,7 +169,7 @@ class AnonymizerFactory:
         self.spec = SPECS[config.method]
         self.pooled = self.spec.pooled
         self._bank: list[tuple[NDArray[np.float32], str, NDArray[np.float32] | None]] = []
-        if config.generate_adversarial and config.method != "generate":
+        if config.generate_adversarial and not self.spec.adversarial:
             raise ConfigError(
                 f"--adversarial is for --method generate, not {config.method!r} "
                 "(--method adversarial perturbs the original face)"

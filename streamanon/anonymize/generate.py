@@ -45,7 +45,7 @@ from ..models.generator import shared_generator
 from ..models.landmarks import landmarker68
 from ..types import SOURCE_DETECTOR, Detections
 from .align import Alignment, five_from_68, warp_chip
-from .base import FaceAnonymizer, FrameInfo
+from .base import FaceAnonymizer, FrameInfo, TrackStates
 from .chips import masked_rows
 from .generator_chip import chip_masks, generator_alignments
 from .mask import FaceRegion, composite
@@ -406,6 +406,9 @@ class _Track:
     smoother: LandmarkSmoother = field(default_factory=LandmarkSmoother)
     served: Counter[str] = field(default_factory=Counter)
 
+    def record(self) -> dict[str, Any]:
+        return {"first_frame": self.first, "frames": sum(self.served.values()), "served": dict(self.served)}
+
 
 class GenerateAnonymizer(FaceAnonymizer):
     """A synthetic face per track (module doc); ``fallback`` (blur/solid) where it cannot serve."""
@@ -424,26 +427,16 @@ class GenerateAnonymizer(FaceAnonymizer):
         )
         # z must be unpredictable: a per-run secret from the OS unless --seed is given.
         self._rng = np.random.default_rng(config.seed)
-        self._tracks: dict[int, _Track] = {}
-        self._done: list[dict[str, Any]] = []
+        self._tracks: TrackStates[_Track] = TrackStates(_Track.record)
         self.served: Counter[str] = Counter()  # faces per method
         self.reasons: Counter[str] = Counter()  # fallbacks per reason
         self._untracked = 0
 
     def track_started(self, track_id: int, info: FrameInfo) -> None:
-        self._tracks[track_id] = _Track(self.generator.latents(1, self._rng)[0], info.index)
+        self._tracks.start(track_id, _Track(self.generator.latents(1, self._rng)[0], info.index))
 
     def track_ended(self, track_id: int, info: FrameInfo) -> None:
-        t = self._tracks.pop(track_id, None)
-        if t is not None:
-            self._done.append(
-                {
-                    "track_id": track_id,
-                    "first_frame": t.first,
-                    "frames": sum(t.served.values()),
-                    "served": dict(t.served),
-                }
-            )
+        self._tracks.end(track_id)
 
     def track_latent(self, track_id: int) -> NDArray[np.float32] | None:
         """The latent code of a live track (tests, debugging)."""
@@ -474,7 +467,7 @@ class GenerateAnonymizer(FaceAnonymizer):
         fallback: list[tuple[int, str]] = []
         for j in range(len(rows)):
             tid = int(rows.track_id[j])
-            track = self._tracks.get(tid) if tid >= 0 else None
+            track = self._tracks.get(tid)
             if not big[j]:
                 fallback.append((j, "small"))
                 continue
@@ -566,5 +559,5 @@ class GenerateAnonymizer(FaceAnonymizer):
             "faces": dict(self.served),
             "fallback_reasons": dict(self.reasons),
             "untracked_faces": self._untracked,
-            "per_track": sorted(self._done, key=lambda r: int(r["track_id"])),
+            "per_track": self._tracks.records(),
         }

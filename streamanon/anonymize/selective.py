@@ -39,7 +39,7 @@ from ..geometry import check_region
 from ..io import read_image
 from ..models.recognizer import shared_recogniser
 from ..types import SOURCE_DETECTOR, Detections
-from .base import Anonymizer, FaceAnonymizer, FrameInfo
+from .base import Anonymizer, FaceAnonymizer, FrameInfo, TrackStates
 
 log = logging.getLogger(__name__)
 
@@ -239,9 +239,8 @@ class _Track:
     last_frame: int = -1
     visible_frames: int = 0
 
-    def record(self, track_id: int) -> dict[str, Any]:
+    def record(self) -> dict[str, Any]:
         return {
-            "track_id": track_id,
             "decision": "kept" if self.state == "kept" else "anonymised",
             "why": self.why,
             "reference": self.reference,
@@ -282,9 +281,7 @@ class SelectiveAnonymizer(FaceAnonymizer):
         self._hooks = isinstance(inner, Anonymizer)
         self._masks: dict[tuple[int, int], NDArray[np.bool_] | None] = {}
         self._pixels: dict[str, Any] = {}  # the regions in pixels of the last frame size
-        self._tracks: dict[int, _Track] = {}
-        self._done: list[dict[str, Any]] = []
-        self._ended = 0
+        self._tracks: TrackStates[_Track] = TrackStates(_Track.record, limit=MAX_REPORTED)
         self._untracked = 0
         self._errors = 0
 
@@ -294,20 +291,13 @@ class SelectiveAnonymizer(FaceAnonymizer):
             self.inner.track_started(track_id, info)
 
     def track_ended(self, track_id: int, info: FrameInfo) -> None:
-        tr = self._tracks.pop(track_id, None)
-        if tr is not None:
-            self._ended += 1
-            if len(self._done) < MAX_REPORTED:
-                self._done.append(tr.record(track_id))
+        self._tracks.end(track_id)
         if self._hooks:
             self.inner.track_ended(track_id, info)
 
     def report(self) -> dict[str, Any]:
         rep: dict[str, Any] = dict(self.inner.report()) if self._hooks else {}
-        tracks = (
-            self._done
-            + [t.record(i) for i, t in sorted(self._tracks.items())][: max(0, MAX_REPORTED - len(self._done))]
-        )
+        tracks = self._tracks.records(live=True)
         rep["selection"] = {
             "only_regions": [list(r) for r in self.only],
             "ignore_regions": [list(r) for r in self.ignore],
@@ -324,7 +314,7 @@ class SelectiveAnonymizer(FaceAnonymizer):
             "tracks_kept": sum(1 for t in tracks if t["decision"] == "kept"),
             "tracks_ever_visible": sum(1 for t in tracks if t["visible_frames"]),
             "tracks": tracks,
-            "tracks_not_reported": max(0, self._ended + len(self._tracks) - len(tracks)),
+            "tracks_not_reported": max(0, self._tracks.ended + len(self._tracks) - len(tracks)),
             "untracked_rows_anonymised": self._untracked,
             "recognition_errors": self._errors,
         }
@@ -385,7 +375,7 @@ class SelectiveAnonymizer(FaceAnonymizer):
                 continue
             tr = self._tracks.get(tid)
             if tr is None:
-                tr = self._tracks[tid] = _Track(index)
+                tr = self._tracks.start(tid, _Track(index))
             tr.last_frame = index
             if tr.final or dets.source[i] != SOURCE_DETECTOR:
                 continue  # an error, or a coasting box: no new evidence
@@ -408,19 +398,25 @@ class SelectiveAnonymizer(FaceAnonymizer):
                 log.debug("recognition failed on frame %d: %r", index, exc)
                 self._errors += 1
                 for i in check:
-                    tr = self._tracks[int(dets.track_id[i])]
+                    tr = self._track(int(dets.track_id[i]))
                     tr.state, tr.final, tr.why = "anonymised", True, f"recognition error: {exc!r}"[:200]
             else:
                 for i, d, r in zip(check, dist.tolist(), ref.tolist(), strict=True):
-                    self._update(self._tracks[int(dets.track_id[i])], float(d), self.keep.names[r])
+                    self._update(self._track(int(dets.track_id[i])), float(d), self.keep.names[r])
         visible = np.zeros(len(dets), np.bool_)
         for i in range(len(dets)):
             tid = int(dets.track_id[i])
-            tr = self._tracks.get(tid) if tid >= 0 else None
+            tr = self._tracks.get(tid)
             if candidates[i] and tr is not None and tr.state == "kept":
                 visible[i] = True
                 tr.visible_frames += 1
         return visible
+
+    def _track(self, track_id: int) -> _Track:
+        """The state of a track ``_visible`` started on this frame."""
+        tr = self._tracks.get(track_id)
+        assert tr is not None
+        return tr
 
     def _update(self, tr: _Track, d: float, name: str) -> None:
         """One distance: reject at once above KEEP_REJECT; keep after ``need`` matches in a row

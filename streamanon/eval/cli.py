@@ -11,19 +11,20 @@ import dataclasses
 import json
 import logging
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..cli import add_pipeline_options, config_from_args
+from ..cli import add_pipeline_options, given_options
 from ..cliutil import ArgParser, setup_logging
 from ..config import BACKENDS, PRECISIONS, DetectConfig, PipelineConfig
 from ..errors import ConfigError, SinkError, StreamanonError
 from ..generate.memorisation import eval_generator_main
 from ..models.faceres import FaceResRecogniser
 from ..models.recognizer import DlibRecogniser
-from ..options import EVAL
+from ..options import BY_DEST, EVAL, config_from_values
 from ..progress import heartbeat
 from . import report
 from .adversary import (
@@ -42,7 +43,7 @@ from .data import load_annotations, load_identities
 from .detection import dataset_stats, evaluate_detector, parse_det_sizes, parse_thresholds
 from .identity import View, build_references, evaluate_identity, face_crop
 from .natural import evaluate_natural, write_grid
-from .product import ProductRunner, parse_methods
+from .product import ProductRunner, check_method_options, parse_methods
 from .temporal import evaluate_temporal
 
 log = logging.getLogger(__name__)
@@ -79,11 +80,23 @@ def _recogniser_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``streamanon eval`` parser with its four subcommands."""
+    """The ``streamanon eval`` parser with its subcommands (one ``_NAME_parser`` each)."""
     p = ArgParser(prog="streamanon eval", description="Measure how well streamanon removes identities.")
     sub = p.add_subparsers(dest="command", metavar="{identity,attack,adversary,detect,video,temporal,natural}")
     sub.required = True
 
+    _identity_parser(sub)
+    _attack_parser(sub)
+    _adversary_parser(sub)
+    _detect_parser(sub)
+    _video_parser(sub)
+    _temporal_parser(sub)
+    _natural_parser(sub)
+    return p
+
+
+def _identity_parser(sub: Any) -> None:
+    """``eval identity``: recognisability of identity photos after each method."""
     q = sub.add_parser("identity", help="recognisability of identity photos after each method")
     q.add_argument(
         "--faces",
@@ -121,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(q)
     add_pipeline_options(q, EVAL)
 
+
+def _attack_parser(sub: Any) -> None:
+    """``eval attack``: a learned inverse trained on some identities."""
     a = sub.add_parser("attack", help="train a learned inverse on some identities, attack the others")
     a.add_argument("--faces", type=Path, action="append", required=True, metavar="DIR", help="as for identity")
     a.add_argument("--epochs", type=int, default=80, help="training epochs (default 80)")
@@ -132,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(a)
     add_pipeline_options(a, EVAL)  # --method (comma list allowed), --blur-strength, --pixel-blocks, ...
 
-    _adversary_parser(sub)
 
+def _detect_parser(sub: Any) -> None:
+    """``eval detect``: the product's detector against face boxes."""
     d = sub.add_parser("detect", help="precision/recall/AP of the product's detector against face boxes")
     d.add_argument("--images", type=Path, required=True, metavar="DIR", help="image folder the annotations refer to")
     d.add_argument("--annotations", type=Path, required=True, metavar="FILE", help="annotation file")
@@ -168,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-face-size", type=float, default=None, metavar="PX", help="drop detections larger than this")
     _common(d)
 
+
+def _video_parser(sub: Any) -> None:
+    """``eval video``: an original video and its anonymised copy."""
     v = sub.add_parser("video", help="frames of an anonymised video where a face is still recognised")
     v.add_argument("original", type=Path)
     v.add_argument("anonymised", type=Path)
@@ -176,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     _recogniser_options(v)
     _common(v)
 
+
+def _temporal_parser(sub: Any) -> None:
+    """``eval temporal``: clips through each method, compared over time."""
     t = sub.add_parser("temporal", help="flicker, identity along a track and the background, per method and clip")
     t.add_argument("clips", type=Path, nargs="+", metavar="CLIP", help="video files (short: every frame is compared)")
     t.add_argument("--methods", default="solid,generate", help="comma list, as for identity (default solid,generate)")
@@ -190,9 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
     _recogniser_options(t)
     _common(t)
     add_pipeline_options(t, EVAL)
-
-    _natural_parser(sub)
-    return p
 
 
 def _adversary_parser(sub: Any) -> None:
@@ -250,16 +270,7 @@ def adversary_command(ns: argparse.Namespace) -> int:
         refs, skipped = build_references(imgs, rec)
         iset = IdentitySet(name, refs)
         iset.train, iset.test = split_identities(iset.identities, opts.holdout, opts.seed)
-        datasets[name] = {
-            "folders": [str(d) for d in dirs],
-            "faces": len(refs),
-            "identities": len(set(iset.identities)),
-            "train_faces": len(iset.train),
-            "test_faces": len(iset.test),
-            "train_identities": len({iset.identities[i] for i in iset.train}),
-            "test_identities": len({iset.identities[i] for i in iset.test}),
-            "no_face_found": len(skipped),
-        }
+        datasets[name] = {"folders": [str(d) for d in dirs], **_split_stats(iset), "no_face_found": len(skipped)}
         log.info("%s: %s", name, datasets[name])
         per_set[name] = evaluate_set(
             iset, product, specs, split, opts, faceres, progress=lambda k: log.info("method %s", k)
@@ -271,20 +282,39 @@ def adversary_command(ns: argparse.Namespace) -> int:
         "settings": {"config": config.to_dict(), "adversary": options_dict(opts), "recognisers": recs},
     }
     _write_json(ns.json, result)
-    cols = ["method", "set", "recogniser", "rank1", "chance", "linkage_auc", "tar_at_1fmr"]
-    print(_fmt_row(cols))
-    print("|" + "---|" * len(cols))
-    for set_name, res in per_set.items():
-        for key, m in res.items():
-            for r_name, sc in m["by_recogniser"].items():
-                vals = [sc[c] for c in ("rank1", "chance", "linkage_auc", "tar_at_1fmr")]
-                print(_fmt_row([key, set_name, r_name, *vals]))
-    print()
-    print(_fmt_row(["method", "worst rank1", "chance", "of", "worst linkage_auc", "holds"]))
-    print("|" + "---|" * 6)
-    for key, m in result["methods"].items():
-        print(_fmt_row([key, m["rank1"], m["chance"], m["worst_of"], m["linkage_auc"], m["holds"]]))
+    _print_adversary(per_set, result["methods"])
     return 0
+
+
+def _print_adversary(per_set: dict[str, Any], methods: dict[str, Any]) -> None:
+    """The scores per set and recogniser, then each method's worst case (``headline``)."""
+    scores = ("rank1", "chance", "linkage_auc", "tar_at_1fmr")
+    _print_table(
+        ["method", "set", "recogniser", *scores],
+        (
+            [key, set_name, r_name, *(sc[c] for c in scores)]
+            for set_name, res in per_set.items()
+            for key, m in res.items()
+            for r_name, sc in m["by_recogniser"].items()
+        ),
+    )
+    print()
+    _print_table(
+        ["method", "worst rank1", "chance", "of", "worst linkage_auc", "holds"],
+        ([key, m["rank1"], m["chance"], m["worst_of"], m["linkage_auc"], m["holds"]] for key, m in methods.items()),
+    )
+
+
+def _split_stats(iset: IdentitySet) -> dict[str, int]:
+    """Faces and identities of an identity set, and of its train and test splits."""
+    return {
+        "faces": len(iset.refs),
+        "identities": len(set(iset.identities)),
+        "train_faces": len(iset.train),
+        "test_faces": len(iset.test),
+        "train_identities": len({iset.identities[i] for i in iset.train}),
+        "test_identities": len({iset.identities[i] for i in iset.test}),
+    }
 
 
 def _natural_parser(sub: Any) -> None:
@@ -334,7 +364,9 @@ def _check_outputs(ns: argparse.Namespace) -> None:
 
 
 def _eval_config(ns: argparse.Namespace) -> PipelineConfig:
-    cfg = config_from_args(ns)
+    # eval's own arguments may share a name with an option of the other modes (--seed, temporal's
+    # --keep DIR): only the options of eval become the config
+    cfg = config_from_values({d: v for d, v in vars(ns).items() if d not in BY_DEST or EVAL in BY_DEST[d].modes})
     if ns.threads == 0:  # one ORT thread: faster on small stills and no spinning against dlib
         cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, threads=1))
     return dataclasses.replace(cfg, anonymize=dataclasses.replace(cfg.anonymize, seed=ns.seed))
@@ -409,6 +441,14 @@ def _fmt_row(values: list[Any]) -> str:
     return "| " + " | ".join(report.fmt_text(v) for v in values) + " |"
 
 
+def _print_table(cols: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A markdown table on stdout: ``cols``, then one line per row of values."""
+    print(_fmt_row(list(cols)))
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print(_fmt_row(list(r)))
+
+
 def identity_command(ns: argparse.Namespace) -> int:
     """``eval identity``: score each method on identity photos; fail if the control does not leak."""
     config = _eval_config(ns)
@@ -442,10 +482,7 @@ def identity_command(ns: argparse.Namespace) -> int:
     _write_json(ns.json, result)
     rows = [{"method": k, **v} for k, v in result["methods"].items()]
     print(f"{info['faces']} faces, {info['identities']} identities; distance threshold {rec.threshold}")
-    print(_fmt_row(list(ID_COLUMNS)))
-    print("|" + "---|" * len(ID_COLUMNS))
-    for r in rows:
-        print(_fmt_row([r.get(c) for c in ID_COLUMNS]))
+    _print_table(ID_COLUMNS, ([r.get(c) for c in ID_COLUMNS] for r in rows))
     if ns.html:
         grid: list[list[tuple[str, Any]]] = [
             [("original", face_crop(refs[i].image, refs[i].face.box, 128))]
@@ -522,25 +559,8 @@ def attack_command(ns: argparse.Namespace) -> int:
         "input_ssim",
         "attack_ssim",
     ]
-    rows = []
-    for k, s in attacks.items():
-        rc = s["reconstruction"]
-        rows.append(
-            {
-                "method": k,
-                "heldout_faces": s["split"]["heldout_faces"],
-                "leakage_before": s["before"]["verification_leakage"],
-                "leakage_after": s["after"]["verification_leakage"],
-                "rank1_before": s["before"]["rank1"],
-                "rank1_after": s["after"]["rank1"],
-                "chance": s["after"]["chance"],
-                **{c: rc[c] for c in ("input_psnr", "attack_psnr", "input_ssim", "attack_ssim")},
-            }
-        )
-    print(_fmt_row(cols))
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        print(_fmt_row([r[c] for c in cols]))
+    rows = [_attack_row(k, s) for k, s in attacks.items()]
+    _print_table(cols, ([r[c] for c in cols] for r in rows))
     if ns.html:
         report.write_html(
             ns.html,
@@ -552,6 +572,21 @@ def attack_command(ns: argparse.Namespace) -> int:
             ],
         )
     return 0
+
+
+def _attack_row(method: str, s: dict[str, Any]) -> dict[str, Any]:
+    """One method's line of the attack table, from its ``run_attack`` summary."""
+    rc = s["reconstruction"]
+    return {
+        "method": method,
+        "heldout_faces": s["split"]["heldout_faces"],
+        "leakage_before": s["before"]["verification_leakage"],
+        "leakage_after": s["after"]["verification_leakage"],
+        "rank1_before": s["before"]["rank1"],
+        "rank1_after": s["after"]["rank1"],
+        "chance": s["after"]["chance"],
+        **{c: rc[c] for c in ("input_psnr", "attack_psnr", "input_ssim", "attack_ssim")},
+    }
 
 
 def detect_command(ns: argparse.Namespace) -> int:
@@ -586,27 +621,10 @@ def detect_command(ns: argparse.Namespace) -> int:
         *(f"recall {b}" for b in runs[0]["buckets"]),
         "ms/img",
     ]
-    rows = []
-    for run in runs:
-        for t in thresholds:
-            key = f"{t:g}"
-            at = run["overall"]["at"][key]
-            row = {
-                "det_size": run["det_size"],
-                "threshold": t,
-                "ap": run["overall"]["ap"],
-                "precision": at["precision"],
-                "recall": at["recall"],
-                "ms/img": run["ms_per_image"],
-            }
-            row.update({f"recall {b}": v["at"][key]["recall"] for b, v in run["buckets"].items()})
-            rows.append(row)
+    rows = [_detect_row(run, t) for run in runs for t in thresholds]
     ds = out["dataset"]
     print(f"{ds['images']} images, {ds['faces']} faces ({ds['ignored']} ignored), IoU {ns.iou}")
-    print(_fmt_row(cols))
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        print(_fmt_row([r[c] for c in cols]))
+    _print_table(cols, ([r[c] for c in cols] for r in rows))
     if ns.html:
         report.write_html(
             ns.html,
@@ -620,6 +638,21 @@ def detect_command(ns: argparse.Namespace) -> int:
             ],
         )
     return 0
+
+
+def _detect_row(run: dict[str, Any], t: float) -> dict[str, Any]:
+    """One line of the detect table: a run (one input size) at threshold ``t``."""
+    key = f"{t:g}"
+    at = run["overall"]["at"][key]
+    return {
+        "det_size": run["det_size"],
+        "threshold": t,
+        "ap": run["overall"]["ap"],
+        "precision": at["precision"],
+        "recall": at["recall"],
+        "ms/img": run["ms_per_image"],
+        **{f"recall {b}": v["at"][key]["recall"] for b, v in run["buckets"].items()},
+    }
 
 
 def video_command(ns: argparse.Namespace) -> int:
@@ -699,10 +732,7 @@ def temporal_command(ns: argparse.Namespace) -> int:
     res["settings"] = {"config": config.to_dict(), "seed": ns.seed}
     _write_json(ns.json, res)
     rows = [{"clip": c, "method": m, **v} for c, ms in res["clips"].items() for m, v in ms.items()]
-    print(_fmt_row(list(TEMPORAL_COLUMNS)))
-    print("|" + "---|" * len(TEMPORAL_COLUMNS))
-    for r in rows:
-        print(_fmt_row([r.get(c) for c in TEMPORAL_COLUMNS]))
+    _print_table(TEMPORAL_COLUMNS, ([r.get(c) for c in TEMPORAL_COLUMNS] for r in rows))
     if ns.html:
         report.write_html(ns.html, "streamanon eval temporal", [("Results", report.table_html(rows, TEMPORAL_COLUMNS))])
     return 0
@@ -749,11 +779,8 @@ def natural_command(ns: argparse.Namespace) -> int:
     print(f"{info['faces']} faces, {info['identities']} identities; classifier 0.5 = replacements look real")
     for label, sub in (("all faces", None), ("faces >= 48 px", "ge48")):
         print(f"\n{label}")
-        print(_fmt_row(list(NATURAL_COLUMNS)))
-        print("|" + "---|" * len(NATURAL_COLUMNS))
-        for k, m in result["methods"].items():
-            r = m if sub is None else m[sub]
-            print(_fmt_row([k, *(r.get(c) for c in NATURAL_COLUMNS[1:])]))
+        picked = ((k, m if sub is None else m[sub]) for k, m in result["methods"].items())
+        _print_table(NATURAL_COLUMNS, ([k, *(r.get(c) for c in NATURAL_COLUMNS[1:])] for k, r in picked))
     print("\nby face size (classifier accuracy / hog found)")
     for k, m in result["methods"].items():
         bands = ", ".join(
@@ -764,6 +791,30 @@ def natural_command(ns: argparse.Namespace) -> int:
     if ns.grid is not None:
         write_grid(ns.grid, refs, raw, keep)
     return 0
+
+
+def _check_method_options(parser: argparse.ArgumentParser, ns: argparse.Namespace, argv: list[str]) -> None:
+    """The pipeline options typed must be options of a method evaluated (``--methods``, or
+    ``--method`` for attack): ConfigError naming the first that is not."""
+    if not hasattr(ns, "method"):  # no pipeline options (detect, video)
+        return
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[ns.command]
+    flag, text = ("--methods", ns.methods) if hasattr(ns, "methods") else ("--method", ns.method)
+    schema = _options_of_eval(sub)
+    given = given_options(sub, argv[argv.index(ns.command) + 1 :]) & schema
+    specs = parse_methods(text, _eval_config(ns).anonymize)
+    check_method_options({dest: getattr(ns, dest) for dest in given}, specs, flag)
+
+
+def _options_of_eval(parser: argparse.ArgumentParser) -> set[str]:
+    """The dests of ``parser``'s pipeline options (not its own arguments of the same name:
+    temporal's ``--keep DIR``, eval's ``--seed``)."""
+    out = set()
+    for a in parser._actions:
+        opt = BY_DEST.get(a.dest)
+        if opt is not None and EVAL in opt.modes and {opt.flag, *(opt.negation or ())[:1]} & set(a.option_strings):
+            out.add(a.dest)
+    return out
 
 
 COMMANDS = {
@@ -781,7 +832,9 @@ def main(argv: list[str]) -> int:
     """Entry point of ``streamanon eval``; errors propagate to ``streamanon.cli.main``."""
     if argv[:1] == ["generator"]:  # the memorisation check has its own parser (extra [torch] not needed)
         return eval_generator_main(argv[1:])
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    _check_method_options(parser, ns, argv)
     setup_logging(False)
     if ns.verbose:  # progress of streamanon only (dependencies stay quiet)
         logging.getLogger("streamanon").setLevel(logging.INFO)

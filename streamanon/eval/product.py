@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from ..anonymize.mask import union_mask
 from ..config import AnonymizeConfig, PipelineConfig
 from ..detect import Detector
 from ..errors import AnonymizationError, ConfigError
-from ..options import EVAL_MAIN, KIND_NAMES, eval_params
+from ..options import BY_DEST, EVAL_MAIN, GENERATE_ADVERSARIAL, KIND_NAMES, eval_params, given_flag
 from ..pipeline import Pipeline, Stages
 from ..types import Detections, Frame
 
@@ -101,6 +101,22 @@ def parse_methods(text: str, base: AnonymizeConfig) -> list[MethodSpec]:
     if not specs:
         raise ConfigError("no method given")
     return specs
+
+
+def check_method_options(given: Mapping[str, Any], specs: Sequence[MethodSpec], flag: str = "--methods") -> None:
+    """ConfigError when an option given (``{dest: value}`` of the pipeline options typed) is
+    an option of none of the methods evaluated: it would change nothing (``--dp-cells`` with
+    ``--methods blur,solid``). ``generate`` with ``--adversarial`` (or ``generate:adv=``)
+    takes the options of adversarial perturbation too."""
+    names = {s.config.method for s in specs}
+    names |= {GENERATE_ADVERSARIAL for s in specs if s.config.method == "generate" and s.config.generate_adversarial}
+    for dest, value in given.items():
+        opt = BY_DEST.get(dest)
+        if opt is not None and opt.methods and not any(opt.applies_to_method(n) for n in names):
+            raise ConfigError(
+                f"{given_flag(opt, value)} is an option of --method {' or '.join(opt.methods)}, "
+                f"not of any method in {flag} {','.join(s.key for s in specs)}"
+            )
 
 
 @dataclass

@@ -24,7 +24,8 @@ from .data import ChipSettings, build_cache, cap_per_label, scan_sources
 
 if TYPE_CHECKING:
     from .data import ChipSet
-    from .train import Trainer
+    from .model import GeneratorConfig
+    from .train import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,23 @@ def _need_torch() -> None:
 
 
 def train_parser() -> argparse.ArgumentParser:
+    """The parser of ``streamanon train generator``: its data, the model, the recipe, the run."""
     from .model import GeneratorConfig
     from .train import TrainConfig
 
-    g, t = GeneratorConfig(), TrainConfig()
     p = ArgParser(
         prog="streamanon train generator",
         description="Train the face generator on the faces in DATA (images and videos, searched recursively).",
     )
+    _add_data(p)
+    _add_model(p, GeneratorConfig())
+    _add_recipe(p, TrainConfig())
+    _add_run(p)
+    return p
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    """What to train on, and where to write."""
     p.add_argument("kind", choices=KINDS, help="what to train")
     p.add_argument("data", nargs="+", type=Path, metavar="DATA", help="folders or files of images and videos")
     p.add_argument(
@@ -86,6 +96,10 @@ def train_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--epochs", type=int, default=10, help="epochs in total, counting resumed ones (default 10)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in total")
+
+
+def _add_model(p: argparse.ArgumentParser, g: GeneratorConfig) -> None:
+    """The generator's shape."""
     p.add_argument("--size", type=int, default=g.size, choices=[64, 128], help=f"chip size (default {g.size})")
     p.add_argument(
         "--channels",
@@ -93,6 +107,10 @@ def train_parser() -> argparse.ArgumentParser:
         default=g.channels,
         help=f"generator width: first level's channels (default {g.channels})",
     )
+
+
+def _add_recipe(p: argparse.ArgumentParser, t: TrainConfig) -> None:
+    """``RECIPE``: the ``TrainConfig`` fields, then where the weights start."""
     for flag, name, kind, what in RECIPE:
         meta = flag.removeprefix("--").replace("-", "_").upper()
         # default None = "not given" (also for abbreviated flags): a new run takes TrainConfig's
@@ -105,6 +123,10 @@ def train_parser() -> argparse.ArgumentParser:
         metavar="WEIGHTS",
         help="start the generator from these weights (a .pt checkpoint or an exported .onnx)",
     )
+
+
+def _add_run(p: argparse.ArgumentParser) -> None:
+    """Device, checkpoints, the faces taken from each source, limits, output."""
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="training device (default cpu)")
     p.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default 1)")
     p.add_argument(
@@ -130,7 +152,6 @@ def train_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    return p
 
 
 def _setup(verbose: bool) -> None:

@@ -464,17 +464,7 @@ class Trainer:
                     if stopping() or (time_limit is not None and time.monotonic() - start >= time_limit):
                         self.stopped_by = "signal" if stopping() else "time limit"
                         break
-                    step = self.step
-                    gen = self._gen(step)
-                    b = augment(
-                        to_batch(self.data, self.batch_indices(step), self.device),
-                        gen,
-                        self.tcfg.flip,
-                        self.tcfg.mask_jitter,
-                    )
-                    losses = self.train_step(b, gen)
-                    if not all(math.isfinite(v) for v in losses.values()):
-                        raise ModelError(f"training diverged at step {step}: {losses}")
+                    losses = self._next_step()
                     running.add(losses)
                     bar.update(1)
                     bar.set_postfix(
@@ -483,16 +473,11 @@ class Trainer:
                     )
                     epoch_done = self.step % self.steps_per_epoch == 0
                     if epoch_done or self.step == total_steps:
-                        self.history.epochs.append(
-                            {"epoch": float(self.epoch), "step": float(self.step), **running.means()}
-                        )
-                        running = _Running()
+                        running = self._close_epoch(running)
                     if checkpoint is not None and (
                         self.step % checkpoint_every == 0 or epoch_done or self.step == total_steps
                     ):
-                        self.history.seconds += time.monotonic() - t0
-                        t0 = time.monotonic()
-                        self.save(checkpoint)
+                        t0 = self._save_timed(checkpoint, t0)
                     if epoch_done and on_epoch is not None:
                         on_epoch(self)
                 else:
@@ -505,11 +490,39 @@ class Trainer:
             # half-updated: the last periodic checkpoint is kept instead
             if checkpoint is not None and clean and not finished:
                 if running.counts:
-                    self.history.epochs.append(
-                        {"epoch": float(self.epoch), "step": float(self.step), **running.means(), "partial": 1.0}
-                    )
+                    self._close_epoch(running, partial=True)
                 self.save(checkpoint)
         return finished
+
+    def _next_step(self) -> dict[str, float]:
+        """One training step on the step's (augmented) batch; its losses.
+
+        Raises:
+            ModelError: a loss is not finite (training diverged).
+        """
+        step = self.step
+        gen = self._gen(step)
+        b = augment(
+            to_batch(self.data, self.batch_indices(step), self.device), gen, self.tcfg.flip, self.tcfg.mask_jitter
+        )
+        losses = self.train_step(b, gen)
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise ModelError(f"training diverged at step {step}: {losses}")
+        return losses
+
+    def _close_epoch(self, running: _Running, partial: bool = False) -> _Running:
+        """Record the mean losses since the last record (``partial``: the run stopped mid-epoch);
+        a fresh average for the next."""
+        record = {"epoch": float(self.epoch), "step": float(self.step), **running.means()}
+        self.history.epochs.append({**record, "partial": 1.0} if partial else record)
+        return _Running()
+
+    def _save_timed(self, checkpoint: Path, t0: float) -> float:
+        """Count the training time since ``t0``, then write the checkpoint; the new ``t0``."""
+        self.history.seconds += time.monotonic() - t0
+        t0 = time.monotonic()
+        self.save(checkpoint)
+        return t0
 
     # -- checkpoints -----------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any, Literal
 
+from ..anonymize.factory import METHODS
 from ..anonymize.selective import parse_region
 from ..config import AnonymizeConfig, DetectConfig, IOConfig, LiveConfig, TrackConfig
 from ..errors import ConfigError
@@ -33,7 +34,24 @@ FEEDS = frozenset({LIVE, STREAMS})
 NO_STREAMS = ALL - {STREAMS}
 #: ``--method generate --adversarial``: options of adversarial perturbation apply there too.
 GENERATE_ADVERSARIAL = "generate --adversarial"
-_ADV = ("adversarial", GENERATE_ADVERSARIAL)
+
+
+def _methods_by_field() -> dict[str, tuple[str, ...]]:
+    """``{AnonymizeConfig field: the --method values whose option it is}``, read from the method
+    specs (``MethodSpec.parameters``); a method taking ``--adversarial`` (``NAME --adversarial``)
+    also takes the parameters of the perturbing methods. A field no spec lists is in none."""
+    out: dict[str, list[str]] = {}
+    for name, spec in METHODS.items():
+        for field in spec.parameters:
+            out.setdefault(field, []).append(name)
+    perturbing = {p for s in METHODS.values() if s.perturbs for p in s.parameters}
+    for name, spec in METHODS.items():
+        for field in sorted(perturbing) if spec.adversarial else ():
+            out[field].append(f"{name} --adversarial")
+    return {field: tuple(names) for field, names in out.items()}
+
+
+_METHODS_BY_FIELD = _methods_by_field()
 
 #: Argument groups, in the order the parsers show them, with their description.
 GROUPS: dict[str, str | None] = {
@@ -160,8 +178,6 @@ class Option:
         invert: the field is the negation of the flag (``--no-eot`` -> ``adv_eot``).
         negation: a second flag storing false into the same value, and its help (``--no-reconnect``).
         modes: where it applies (``MODES``).
-        methods: the ``--method`` values it applies to (empty: every method);
-            ``GENERATE_ADVERSARIAL`` is ``generate`` with ``--adversarial``.
         eval_keys: ``{method: key}``: its name in an eval method spec (``blur:strength=2``).
         shared: in a streams file it is set at the top level, for every feed (one detector).
     """
@@ -178,7 +194,6 @@ class Option:
     invert: bool = False
     negation: tuple[str, str] | None = None
     modes: frozenset[str] = PIPELINE
-    methods: tuple[str, ...] = ()
     eval_keys: Mapping[str, str] = dc_field(default_factory=dict)
     shared: bool = False
 
@@ -216,6 +231,14 @@ class Option:
         if self.repeat:
             return tuple(value)
         return value
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The ``--method`` values it applies to (empty: every method), not declared here: read
+        from the method specs (``MethodSpec.parameters`` lists its ``anonymize`` field);
+        ``GENERATE_ADVERSARIAL`` is ``generate`` with ``--adversarial``."""
+        part, _, name = self.field.partition(".")
+        return _METHODS_BY_FIELD.get(name, ()) if part == "anonymize" else ()
 
     def applies_to_method(self, method: str) -> bool:
         return not self.methods or method in self.methods

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..anonymize import METHODS
 from ..config import BACKENDS, DECODE_DEVICES, PRECISIONS
-from .option import _A, _ADV, _D, _E, _S, NO_EVAL, NO_STREAMS, Option, _a, _d, _io, _o, _t
+from .option import _A, _D, _E, _S, NO_EVAL, NO_STREAMS, Option, _a, _d, _io, _o, _t
 
 PIPELINE_OPTIONS: tuple[Option, ...] = (
     # -- anonymisation ----------------------------------------------------------------------------
@@ -51,7 +51,6 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         _A,
         "anonymize.epsilon",
         kind="float",
-        methods=("dp-pixelate", "svd", *_ADV),
         eval_keys={"dp-pixelate": "eps", "svd": "eps", "adversarial": "eps", "generate": "adv"},
     ),
     _o(
@@ -60,7 +59,6 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         _A,
         "anonymize.dp_cells",
         kind="int",
-        methods=("dp-pixelate",),
         eval_keys={"dp-pixelate": "cells"},
     ),
     _o(
@@ -69,7 +67,6 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         _A,
         "anonymize.dp_m",
         kind="int",
-        methods=("dp-pixelate",),
         eval_keys={"dp-pixelate": "m"},
     ),
     _o(
@@ -78,7 +75,6 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         _A,
         "anonymize.k",
         kind="int",
-        methods=("k-same", "surrogate", *_ADV),
         eval_keys={"k-same": "k", "adversarial": "k"},
     ),
     _o(
@@ -89,7 +85,6 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         "anonymize.keep",
         kind="list",
         metavar="gender,age",
-        methods=("surrogate",),
         modes=NO_EVAL,  # eval temporal has a --keep DIR of its own
     ),
     _o(
@@ -99,7 +94,6 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         _A,
         "anonymize.face_bank",
         metavar="DIR",
-        methods=("k-same", "surrogate", *_ADV),
         eval_keys={"k-same": "bank", "adversarial": "bank"},
     ),
     _o(
@@ -108,7 +102,6 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         _A,
         "anonymize.svd_k",
         kind="int",
-        methods=("svd",),
         eval_keys={"svd": "k"},
     ),
     _o(
@@ -117,7 +110,6 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         _A,
         "anonymize.svd_size",
         kind="int",
-        methods=("svd",),
         eval_keys={"svd": "size"},
     ),
     _o(
@@ -126,7 +118,6 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         _A,
         "anonymize.landmarks",
         choices=("5", "68"),
-        methods=("k-same", "svd", "generate"),
     ),
     _o(
         "--steps",
@@ -135,7 +126,6 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         _A,
         "anonymize.adv_steps",
         kind="int",
-        methods=_ADV,
         eval_keys={"adversarial": "steps", "generate": "steps"},
     ),
     _o(
@@ -145,7 +135,6 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         _A,
         "anonymize.adv_objective",
         choices=("untargeted", "targeted", "k-anonymity"),
-        methods=_ADV,
         eval_keys={"adversarial": "objective", "generate": "objective"},
     ),
     _o(
@@ -155,7 +144,6 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         "anonymize.adv_eot",
         kind="bool",
         invert=True,
-        methods=_ADV,
     ),
     _o(
         "--device",
@@ -163,7 +151,6 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         _A,
         "anonymize.device",
         choices=("cpu", "cuda"),
-        methods=_ADV,
     ),
     _o(
         "--adversarial",
@@ -172,7 +159,6 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         _A,
         "anonymize.generate_adversarial",
         kind="bool",
-        methods=("generate",),
     ),
     _o(
         "--generator",
@@ -181,7 +167,6 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         _A,
         "anonymize.generator",
         metavar="PATH",
-        methods=("generate",),
         eval_keys={"generate": "model"},
     ),
     _o(
@@ -190,7 +175,6 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         _A,
         "anonymize.generate_fallback",
         choices=("blur", "solid"),
-        methods=("generate",),
         eval_keys={"generate": "fallback"},
     ),
     _o(
@@ -201,7 +185,6 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         "anonymize.generate_min_size",
         kind="int",
         metavar="PX",
-        methods=("generate",),
         eval_keys={"generate": "min"},
     ),
     _o(

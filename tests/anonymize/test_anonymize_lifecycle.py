@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from streamanon.anonymize import AnonymizerFactory, AnonymizerSession, FaceAnonymizer, FrameInfo
+from streamanon.anonymize.base import TrackStates
 from streamanon.config import AnonymizeConfig, PipelineConfig
 from streamanon.pipeline import Pipeline, Stages
 from streamanon.track import create_tracker
@@ -203,3 +204,19 @@ def test_track_states_records_each_ended_track_once_sorted() -> None:
     assert states.get(7) is None and states.end(7) is None  # ended once; a second end records nothing
     states.end(3)
     assert states.records() == [{"track_id": 3, "frames": 0}, {"track_id": 7, "frames": 3}]
+
+
+def test_track_states_keep_records_up_to_a_limit_and_report_live_tracks() -> None:
+    states: TrackStates[list[int]] = TrackStates(lambda s: {"n": len(s)}, limit=2)
+    for tid in (5, 3, 9, 1):
+        states.start(tid, [tid])
+    assert states.get(-1) is None and states.get(7) is None and len(states) == 4
+    assert states.end(9) == [9] and states.end(3) == [3] and states.end(5) == [5]  # the third is not kept
+    assert states.end(9) is None  # ended once
+    assert states.ended == 3 and len(states) == 1
+    assert states.records() == [{"track_id": 3, "n": 1}, {"track_id": 9, "n": 1}]
+    unlimited: TrackStates[int] = TrackStates(lambda s: {"v": s})
+    unlimited.start(4, 40)
+    unlimited.start(2, 20)
+    unlimited.end(4)
+    assert unlimited.records(live=True) == [{"track_id": 4, "v": 40}, {"track_id": 2, "v": 20}]

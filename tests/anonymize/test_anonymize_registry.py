@@ -10,7 +10,7 @@ import pytest
 
 from streamanon.anonymize import METHODS, POOLED, AnonymizerFactory, AnonymizerSession, FrameInfo
 from streamanon.anonymize.base import Anonymizer
-from streamanon.anonymize.factory import CHIP_METHODS, SPECS, MethodSpec
+from streamanon.anonymize.factory import CHIP_METHODS, SHARED_PARAMETERS, SPECS, MethodSpec
 from streamanon.backends.registry import load_registry
 from streamanon.config import AnonymizeConfig
 from streamanon.errors import ConfigError
@@ -81,3 +81,11 @@ def test_the_session_drives_hooks_of_any_object_with_the_protocol() -> None:
     plain = AnonymizerSession(Plain())
     plain(img, dets, FrameInfo(0))
     assert plain.close() == {"method": "plain", "tracks": 1}
+
+
+def test_every_config_field_is_one_methods_parameter_or_shared() -> None:
+    """A new ``AnonymizeConfig`` field is either a method's own (its spec lists it: the schema
+    then restricts its option to that method) or shared by every method: never neither."""
+    own = {p for s in SPECS.values() for p in s.parameters}
+    assert own | set(SHARED_PARAMETERS) == FIELDS, FIELDS - own - set(SHARED_PARAMETERS)
+    assert not own & set(SHARED_PARAMETERS)

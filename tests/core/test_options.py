@@ -24,6 +24,7 @@ from streamanon.options import (
     GENERATE_ADVERSARIAL,
     OPTIONS,
     RUN,
+    Option,
     check_applies,
     config_from_values,
     defaults,
@@ -164,3 +165,20 @@ def test_config_from_dict_names_every_unknown_key_at_once() -> None:
     msg = str(info.value)
     assert "'methd' (did you mean 'method'?)" in msg and "'blur_strenght' (did you mean 'blur_strength'?)" in msg
     assert "'qqq'" in msg and "valid keys: method" in msg and "\n" not in msg
+
+
+def test_the_method_specs_and_the_schema_cannot_drift() -> None:
+    """A method's parameters are its spec's (``MethodSpec.parameters``); the options that apply
+    to it are exactly those, and ``--adversarial`` adds the perturbing methods' parameters."""
+    fields = {o.field.partition(".")[2]: o for o in OPTIONS if o.field.startswith("anonymize.")}
+    for name, spec in METHODS.items():
+        declared = {f for f, o in fields.items() if name in o.methods}
+        assert declared == set(spec.parameters), (name, declared ^ set(spec.parameters))
+    perturbing = {p for s in METHODS.values() if s.perturbs for p in s.parameters}
+    with_adversarial = {f for f, o in fields.items() if GENERATE_ADVERSARIAL in o.methods}
+    assert with_adversarial == perturbing
+    assert {m for o in OPTIONS for m in o.methods} - set(METHODS) == {GENERATE_ADVERSARIAL}
+    assert "methods" not in {f.name for f in dataclasses.fields(Option)}  # read from the specs, never declared
+    for o in OPTIONS:  # an eval key names a parameter of its method
+        for method in o.eval_keys:
+            assert not o.methods or method in o.methods or f"{method} --adversarial" in o.methods, (o.flag, method)

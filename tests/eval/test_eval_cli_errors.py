@@ -162,3 +162,45 @@ def test_no_face_anywhere(tmp_path: Path, capsys: pytest.CaptureFixture[str], ne
     rc, err = _run(capsys, ["identity", "--faces", str(tmp_path / "faces"), "--methods", "none"])
     assert rc == ConfigError.exit_code
     assert "dlib found no face" in _one_line_error(err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (
+            ["identity", "--methods", "blur,solid", "--dp-cells", "8"],
+            "--dp-cells is an option of --method dp-pixelate, not of any method in --methods blur,solid",
+        ),
+        (["identity", "--methods", "blur", "--dp-cell", "8"], "--dp-cells is an option"),  # abbreviated
+        (["attack", "--method", "blur", "--steps", "3"], "not of any method in --method blur"),
+        (["natural", "--methods", "solid", "--generator", "g.onnx"], "--generator is an option of --method generate"),
+        (["adversary", "--methods", "solid", "--no-eot"], "--no-eot is an option of --method adversarial"),
+        (["temporal", "c.mp4", "--methods", "generate", "--steps", "3"], "--steps is an option"),
+        (["identity", "--methods", "blur", "--epsilon", "2"], "not of any method in --methods blur"),
+    ],
+)
+def test_an_option_of_no_method_evaluated_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    faces = [] if argv[0] == "temporal" else ["--faces", str(tmp_path)]
+    code, err = _run(capsys, [*argv, *faces, "--json", str(tmp_path / "r.json")])
+    assert code == ConfigError.exit_code and needle in _one_line_error(err)
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["identity", "--methods", "blur,dp-pixelate", "--dp-cells", "8"],
+        ["identity", "--methods", "generate:adv=4", "--steps", "2"],  # generate perturbed takes --steps
+        ["temporal", "c.mp4", "--methods", "generate", "--adversarial", "--steps", "3"],
+        ["temporal", "c.mp4", "--keep", "clips"],  # eval temporal's own --keep DIR, not surrogate's --keep
+        ["identity", "--methods", "solid", "--blur-strength", "2", "--mask-scale", "1.5"],  # every method's
+    ],
+)
+def test_options_of_a_method_evaluated_pass_the_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    faces = [] if argv[0] == "temporal" else ["--faces", str(tmp_path)]
+    code, err = _run(capsys, [*argv, *faces, "--json", str(tmp_path / "no" / "r.json")])
+    assert code == SinkError.exit_code and "--json: folder does not exist" in _one_line_error(err)
