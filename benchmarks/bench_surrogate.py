@@ -9,7 +9,13 @@ End to end: the first ``--frames`` frames of a shared 720p clip with faces throu
 product (``runner.process_file``, CPU defaults) with ``solid`` and ``surrogate``, in
 alternating runs, so machine load hits both alike. Outputs go to a temporary folder.
 
-    python benchmarks/bench_surrogate.py [--faces 4] [--size 96] [--clip PATH] [--frames 60] [--json FILE]
+    python benchmarks/bench_surrogate.py [--faces 4] [--size 96] [--sizes PX ...] [--gap PX]
+                                         [--clip PATH] [--frames 60] [--no-clip] [--json FILE]
+
+``--gap``: px between the pasted tiles (each twice the face's side); at the default 20 the
+faces' masks touch (a crowd), at 80 (96 px faces) or 140 (240 px) each face is alone in its
+surroundings (a street). ``cpu_ms_per_face`` is process time (steadier than wall time on a
+loaded machine; it counts OpenCV's threads too).
 
 ``--keep-agreement DIR [DIR ...]``: instead, ``eval natural``'s measures (``eval.natural``) on
 ``--limit`` photos of those identity folders (seeded draw, as ``eval natural --limit --seed``)
@@ -39,7 +45,7 @@ from streamanon.config import AnonymizeConfig, PipelineConfig
 PORTRAIT = DATA / "identities" / "dlib_johns"
 
 
-def per_face(faces: int, size: int, repeat: int) -> dict[str, Any]:
+def per_face(faces: int, size: int, repeat: int, gap: int = 20) -> dict[str, Any]:
     from streamanon.anonymize.surrogate import SurrogateAnonymizer
     from streamanon.anonymize.surrogate_bank import default_bank
     from streamanon.io import read_image
@@ -57,10 +63,10 @@ def per_face(faces: int, size: int, repeat: int) -> dict[str, Any]:
     scale = size / (x1 - x0)
     tile = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     frame = np.full((720, 1280, 3), 110, np.uint8)
-    faces = max(1, min(faces, (1280 - 40) // (tile.shape[1] + 20)))  # as many as fit in a row
+    faces = max(1, min(faces, (1280 - 40 + gap) // (tile.shape[1] + gap)))  # as many as fit in a row
     boxes, five = [], []
     for i in range(faces):
-        ox, oy = 40 + i * (tile.shape[1] + 20), 100
+        ox, oy = 40 + i * (tile.shape[1] + gap), 100
         frame[oy : oy + tile.shape[0], ox : ox + tile.shape[1]] = tile
         bx0, by0 = ox + (x0 - max(0, x0 - pad)) * scale, oy + (y0 - max(0, y0 - pad)) * scale
         boxes.append([bx0, by0, bx0 + size, by0 + size])
@@ -73,15 +79,17 @@ def per_face(faces: int, size: int, repeat: int) -> dict[str, Any]:
     anon = SurrogateAnonymizer(AnonymizeConfig(method="surrogate", seed=0), default_bank(), lm)
     for _ in range(3):
         anon.apply(frame, dets)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(repeat):
         anon.apply(frame, dets)
     ms = (time.perf_counter() - t0) * 1000 / repeat
+    cpu = (time.process_time() - c0) * 1000 / repeat
     return {
         "faces": faces,
         "face_px": size,
         "ms_frame": round(ms, 2),
         "ms_per_face": round(ms / faces, 2),
+        "cpu_ms_per_face": round(cpu / faces, 2),
         "served": dict(anon.served),
     }
 
@@ -138,10 +146,13 @@ def main() -> int:
     p.add_argument("--faces", type=int, default=4)
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--gap", type=int, default=20, help="px between the face tiles (their masks touch at 20)")
+    p.add_argument("--sizes", type=int, nargs="+", help="face sizes of the per-face rows (default: 32, --size, 240)")
     p.add_argument("--clip", type=Path, default=DATA / "videos" / "openpose__video.avi")
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--no-clip", action="store_true")
+    p.add_argument("--clip-only", action="store_true", help="the end-to-end run only (no per-face rows)")
     p.add_argument("--json", type=Path)
     p.add_argument("--keep-agreement", type=Path, nargs="+", metavar="DIR")
     p.add_argument("--limit", type=int, default=60)
@@ -149,8 +160,11 @@ def main() -> int:
     ns = p.parse_args()
     if ns.keep_agreement:
         res: dict[str, Any] = keep_agreement(ns.keep_agreement, ns.limit, ns.seed)
+    elif ns.clip_only:
+        res = {}
     else:
-        res = {"per_face": [per_face(ns.faces, s, ns.repeat) for s in (32, ns.size, 240)]}
+        sizes = ns.sizes or (32, ns.size, 240)
+        res = {"per_face": [per_face(ns.faces, s, ns.repeat, ns.gap) for s in sizes]}
     if not ns.keep_agreement and not ns.no_clip:
         res["end_to_end"] = end_to_end(ns.clip, ns.frames, ns.rounds)
     text = json.dumps(res, indent=1)

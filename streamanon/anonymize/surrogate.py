@@ -53,7 +53,7 @@ from ..models.landmarks import landmarker5
 from ..models.recognizer import Face
 from ..models.store import shared
 from ..types import SOURCE_DETECTOR, Detections
-from .base import FaceAnonymizer, FrameInfo
+from .base import FaceAnonymizer, FrameInfo, TrackStates
 from .chips import masked_rows
 from .generate import DEFAULT_FPS, LandmarkSmoother, is_grey, plausible
 from .mask import FaceRegion, composite, union_mask
@@ -105,7 +105,33 @@ BLEND_LEVELS = 3
 BLEND_COARSE = 48.0
 
 
-def mirror_surroundings(image: NDArray[np.uint8], faces: NDArray[np.bool_], region: FaceRegion) -> NDArray[np.uint8]:
+def _narrow(
+    window: tuple[int, int, int, int], region: FaceRegion, faces: NDArray[np.bool_], f: float, reach: float
+) -> tuple[int, int, int, int]:
+    """The part of the mirror's ``window`` that its output reads, where that gives the same
+    result: pixels deeper than ``reach`` (px) show the edge's colour alone, and a face alone
+    in its window has its edge inside the region, so the mirrors of the shallower pixels lie
+    within ``reach`` around it. Only where no other face's mask comes that near, and where the
+    work grid stays the same (full size, or exactly half with even offsets and sides);
+    otherwise ``window`` itself."""
+    ex0, ey0, ex1, ey1 = window
+    x0, y0, x1, y1 = region.roi
+    if f not in (0.5, 1.0) or (f == 0.5 and ((ex1 - ex0) % 2 or (ey1 - ey0) % 2)):
+        return window
+    near = int(np.ceil(reach)) + 2
+    step = round(1 / f)  # the narrowed window keeps the grid: offsets in whole work pixels
+    nx0, ny0 = max(ex0, x0 - near), max(ey0, y0 - near)
+    nx0, ny0 = nx0 - (nx0 - ex0) % step, ny0 - (ny0 - ey0) % step
+    nx1, ny1 = min(ex1, x1 + near), min(ey1, y1 + near)
+    nx1, ny1 = nx1 + (ex1 - nx1) % step, ny1 + (ey1 - ny1) % step
+    others = faces[ny0:ny1, nx0:nx1].copy()
+    others[y0 - ny0 : y1 - ny0, x0 - nx0 : x1 - nx0] &= region.mask == 0
+    return window if others.any() else (nx0, ny0, nx1, ny1)
+
+
+def mirror_surroundings(
+    image: NDArray[np.uint8], faces: NDArray[np.bool_], region: FaceRegion, full: bool = False
+) -> NDArray[np.uint8]:
     """Pixels for ``region``'s mask mirrored in from around it: each pixel takes the pixel
     as far *outside* the nearest point of the face masks (``faces``) as it lies inside, so
     the hair, ears, collar and background around the mask continue into it with their own
@@ -116,64 +142,84 @@ def mirror_surroundings(image: NDArray[np.uint8], faces: NDArray[np.bool_], regi
     The geometry (nearest edge point, depth) is computed ~``MIRROR_WORK`` px across (at
     least half size) and scaled up; the pixels are sampled at full size. No pixel inside any face mask is read:
     they are replaced by the nearest outside pixel of a copy in which they were zeroed before
-    any resize, and a small pixel that any of them touched counts as inside."""
+    any resize, and a small pixel that any of them touched counts as inside.
+
+    ``full``: the window spans half the region's side around it whatever the faces (what a
+    face alone in its window is computed on a narrower window to equal)."""
     from scipy.ndimage import distance_transform_edt
 
     h, w = image.shape[:2]
     x0, y0, x1, y1 = region.roi
     pad = max(2, max(x1 - x0, y1 - y0) // 2 + 1)
+    # the window: the region and ``pad`` around it (clipped to the frame); the geometry's scale:
+    # ~MIRROR_WORK px across that window
     ex0, ey0, ex1, ey1 = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
+    f = min(1.0, max(0.5, MIRROR_WORK / max(ex1 - ex0, ey1 - ey0)))  # at most half size: a coarser edge shows a seam
+    ring = MIRROR_DEPTH * pad
+    # how deep (px) a pixel's mirror reaches the output: ``ring``, the blurs and the map's
+    # smoothing below; deeper, the edge's colour alone is shown
+    reach = ring + 4 * max(1.0, 0.03 * pad) + 2 + 6 / f
+    if not full:
+        ex0, ey0, ex1, ey1 = _narrow((ex0, ey0, ex1, ey1), region, faces, f, reach)
     inside = faces[ey0:ey1, ex0:ex1]
     if inside.all():  # the faces fill the window: nothing around them to mirror
         return np.full((y1 - y0, x1 - x0, 3), 128, np.uint8)
     wh, ww = inside.shape
-    f = min(1.0, max(0.5, MIRROR_WORK / max(wh, ww)))  # at most half size: a coarser edge shows a seam
     sh, sw = max(2, round(wh * f)), max(2, round(ww * f))
     fy, fx = sh / wh, sw / ww
-    inside3 = inside[:, :, None]
-    win = np.where(inside3, np.uint8(0), image[ey0:ey1, ex0:ex1])  # no face pixel reaches what follows
+    outside = (~inside).view(np.uint8)
+    win = np.zeros((wh, ww, 3), np.uint8)
+    cv2.copyTo(image[ey0:ey1, ex0:ex1], outside, win)  # no face pixel reaches what follows
     small = cv2.resize(win, (sw, sh), interpolation=cv2.INTER_AREA)
     touched = cv2.resize(inside.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA) > 0
     if touched.all():
         return np.full((y1 - y0, x1 - x0, 3), 128, np.uint8)
     depth, (ny, nx) = distance_transform_edt(touched, return_indices=True)
     # per small pixel: its nearest outside pixel, and its mirror through it (pulled toward the
-    # edge until it is outside), in small coordinates
-    py, px = np.mgrid[0:sh, 0:sw]
+    # edge until it is outside), in small coordinates; deeper than ``reach`` the map stays the
+    # nearest edge point (never shown)
     sy, sx = ny.astype(np.float32), nx.astype(np.float32)
-    todo = np.ones((sh, sw), np.bool_)
+    py, px = np.nonzero(touched & (depth <= reach * f))
+    qy_, qx_ = ny[py, px], nx[py, px]
+    my_, mx_ = qy_.astype(np.float32), qx_.astype(np.float32)
+    todo = np.ones(len(py), np.bool_)
     for t in (1.0, 0.75, 0.5, 0.25):
-        my = np.round(ny + t * (ny - py)).astype(np.intp)
-        mx = np.round(nx + t * (nx - px)).astype(np.intp)
+        my = np.round(qy_ + t * (qy_ - py)).astype(np.intp)
+        mx = np.round(qx_ + t * (qx_ - px)).astype(np.intp)
         ok = todo & (my >= 0) & (my < sh) & (mx >= 0) & (mx < sw)
         ok[ok] = ~touched[my[ok], mx[ok]]
-        sy[ok], sx[ok] = my[ok], mx[ok]
+        my_[ok], mx_[ok] = my[ok], mx[ok]
         todo &= ~ok
-    # the nearest edge point jumps between neighbours: the map is smoothed (no staircase)
-    sy = cv2.GaussianBlur(sy, (0, 0), 1.0)
-    sx = cv2.GaussianBlur(sx, (0, 0), 1.0)
-    edge_small = small[ny, nx]  # outside pixels only
+    sy[py, px], sx[py, px] = my_, mx_
+    # the nearest outside pixel's colour (outside pixels only)
+    edge_small = cv2.remap(small, nx.astype(np.float32), ny.astype(np.float32), cv2.INTER_NEAREST)
+    # the nearest edge point jumps between neighbours: the map is smoothed (no staircase);
+    # the edge colour is softened (uint8: rounding only)
+    geo = cv2.merge([cv2.GaussianBlur(sy, (0, 0), 1.0), cv2.GaussianBlur(sx, (0, 0), 1.0), depth.astype(np.float32)])
+    edge_soft = cv2.GaussianBlur(edge_small, (0, 0), max(0.8, 0.06 * pad * f))
     # up to full size over the region (small -> window pixel centres)
     rw, rh = x1 - x0, y1 - y0
     gx0, gy0 = x0 - ex0, y0 - ey0
     qx = ((np.arange(rw, dtype=np.float32) + gx0 + 0.5) * fx - 0.5)[None, :].repeat(rh, 0)
     qy = ((np.arange(rh, dtype=np.float32) + gy0 + 0.5) * fy - 0.5)[:, None].repeat(rw, 1)
-
-    def up(a: NDArray[Any]) -> NDArray[Any]:
-        return np.asarray(cv2.remap(a, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
-
-    map_y = (up(sy) + 0.5) / fy - 0.5
-    map_x = (up(sx) + 0.5) / fx - 0.5
-    # face pixels: the nearest outside colour (from the zeroed copy)
-    clean = np.where(inside3, cv2.resize(edge_small, (ww, wh), interpolation=cv2.INTER_LINEAR), win)
-    mirrored = cv2.remap(clean, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-    d = up(depth.astype(np.float32)) / f
-    ring = MIRROR_DEPTH * pad
-    edge = up(cv2.GaussianBlur(edge_small.astype(np.float32), (0, 0), max(0.8, 0.06 * pad * f)))
+    geo_up = cv2.remap(geo, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    map_y = (geo_up[:, :, 0] + 0.5) / fy - 0.5
+    map_x = (geo_up[:, :, 1] + 0.5) / fx - 0.5
+    d = geo_up[:, :, 2] / f
+    # face pixels: the nearest outside colour (from the zeroed copy): a smoothed map point can
+    # land inside, and bilinear sampling at the edge reads the pixel beyond it
+    clean = win
+    edge_full = cv2.resize(edge_small, (ww, wh), interpolation=cv2.INTER_LINEAR)
+    cv2.copyTo(edge_full, inside.view(np.uint8), clean)
+    mirrored = cv2.remap(clean, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    edge = cv2.remap(edge_soft, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     soft = cv2.GaussianBlur(mirrored, (0, 0), max(1.0, 0.03 * pad))
-    a = np.clip(d / max(1.0, ring), 0.0, 1.0)[:, :, None]
-    mixed = soft * a + mirrored * (1 - a)
-    out: NDArray[np.uint8] = np.clip(mixed * (1 - a) + edge * a + 0.5, 0, 255).astype(np.uint8)
+    # with a = depth / ring (0 at the edge, 1 from the ring in): the mirrored pixels softened
+    # with depth, then the edge's colour taking over
+    a = np.clip(d / max(1.0, ring), 0.0, 1.0)
+    b = np.float32(1) - a
+    mixed = cv2.blendLinear(soft, mirrored, a, b)
+    out: NDArray[np.uint8] = np.asarray(cv2.blendLinear(mixed, edge, b, a), np.uint8)
     return out
 
 
@@ -269,39 +315,42 @@ def match_colour(
     around it set to ``target``'s, its chroma's median shifted to ``target``'s (Lab; luma
     only when grey). Nine numbers of the original in all, no pixel of it."""
     if grey:
-        f = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32)[:, :, None]
-        t = cv2.cvtColor(target, cv2.COLOR_RGB2GRAY).astype(np.float32)[:, :, None]
+        f = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)[:, :, None]
+        t = cv2.cvtColor(target, cv2.COLOR_RGB2GRAY)[:, :, None]
     else:
-        f = cv2.cvtColor(face, cv2.COLOR_RGB2LAB).astype(np.float32)
-        t = cv2.cvtColor(target, cv2.COLOR_RGB2LAB).astype(np.float32)
+        f = cv2.cvtColor(face, cv2.COLOR_RGB2LAB)
+        t = cv2.cvtColor(target, cv2.COLOR_RGB2LAB)
     h, w = inside.shape
     scale = float(max(h, w))
     ys, xs = np.nonzero(inside)
     ys_n, xs_n = ys / scale - 0.5, xs / scale - 0.5
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32) / scale - 0.5
-    # the planes are not extrapolated past the inner face (a forehead lit white)
-    gy, gx = np.clip(gy, ys_n.min(), ys_n.max()), np.clip(gx, xs_n.min(), xs_n.max())
-    pf = _plane(f[ys, xs, 0], ys_n, xs_n)
-    pt = _plane(t[ys, xs, 0], ys_n, xs_n)
-    rf = f[ys, xs, 0] - (pf[0] + pf[1] * xs_n + pf[2] * ys_n)
-    rt = t[ys, xs, 0] - (pt[0] + pt[1] * xs_n + pt[2] * ys_n)
+    fl, tl = f[ys, xs, 0].astype(np.float32), t[ys, xs, 0].astype(np.float32)
+    pf = _plane(fl, ys_n, xs_n)
+    pt = _plane(tl, ys_n, xs_n)
+    rf = fl - (pf[0] + pf[1] * xs_n + pf[2] * ys_n)
+    rt = tl - (pt[0] + pt[1] * xs_n + pt[2] * ys_n)
     fm, fs = _centre_spread(rf[:, None].astype(np.float32))
     tm, ts = _centre_spread(rt[:, None].astype(np.float32))
     pf[0] += fm[0]  # the level is the residual's median: teeth and eye whites do not set it
     pt[0] += tm[0]
     ratio = float(np.clip(ts[0] / max(float(fs[0]), 1e-3), *STD_RATIO))
-    new = f.copy()
-    base_f = pf[0] + pf[1] * gx + pf[2] * gy
-    base_t = pt[0] + pt[1] * gx + pt[2] * gy
-    new[:, :, 0] = (f[:, :, 0] - base_f) * ratio + base_t
-    if not grey:  # chroma is shifted, not stretched: stretching painted lipstick and eye shadow
-        fc, _ = _centre_spread(f[ys, xs, 1:])
-        tc, _ = _centre_spread(t[ys, xs, 1:])
-        new[:, :, 1:] = f[:, :, 1:] - fc + tc
-    out_u8 = np.clip(new + 0.5, 0, 255).astype(np.uint8)
+    # (f - plane_f) * ratio + plane_t, the planes not extrapolated past the inner face (a
+    # forehead lit white): one plane over the clipped coordinates
+    c = pt - ratio * pf
+    gx = np.clip(np.arange(w, dtype=np.float32) / scale - 0.5, xs_n.min(), xs_n.max()).astype(np.float32)
+    gy = np.clip(np.arange(h, dtype=np.float32) / scale - 0.5, ys_n.min(), ys_n.max()).astype(np.float32)
+    base = np.float32(c[0]) + np.float32(c[1]) * gx[None, :] + np.float32(c[2]) * gy[:, None]
+    light = np.clip(f[:, :, 0] * np.float32(ratio) + base + np.float32(0.5), 0, 255).astype(np.uint8)
     if grey:
-        return np.repeat(out_u8, 3, axis=2)
-    out: NDArray[np.uint8] = np.asarray(cv2.cvtColor(out_u8, cv2.COLOR_LAB2RGB), np.uint8)
+        return np.repeat(light[:, :, None], 3, axis=2)
+    # chroma is shifted, not stretched (stretching painted lipstick and eye shadow); the shift
+    # rounded once: the channels are integers
+    fc, _ = _centre_spread(f[ys, xs, 1:].astype(np.float32))
+    tc, _ = _centre_spread(t[ys, xs, 1:].astype(np.float32))
+    shift = np.floor(tc - fc + 0.5).astype(np.int16)
+    chroma = np.clip(f[:, :, 1:].astype(np.int16) + shift, 0, 255).astype(np.uint8)
+    lab = cv2.merge([light, chroma[:, :, 0], chroma[:, :, 1]])
+    out: NDArray[np.uint8] = np.asarray(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB), np.uint8)
     return out
 
 
@@ -364,8 +413,7 @@ class SurrogateAnonymizer(FaceAnonymizer):
         self.attributes = attributes
         self._blur = BlurAnonymizer(config)
         self._rng = np.random.default_rng(config.seed)  # the per-run secret
-        self._tracks: dict[int, _Track] = {}
-        self._done: list[dict[str, Any]] = []
+        self._tracks: TrackStates[_Track] = TrackStates(self._record)
         self.served: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
         self.kept: Counter[str] = Counter()
@@ -404,20 +452,17 @@ class SurrogateAnonymizer(FaceAnonymizer):
         return int(self._rng.choice(pool[ok]))
 
     def track_started(self, track_id: int, info: FrameInfo) -> None:
-        self._tracks[track_id] = _Track(None if self.keep else self._draw(), info.index)
+        self._tracks.start(track_id, _Track(None if self.keep else self._draw(), info.index))
 
     def track_ended(self, track_id: int, info: FrameInfo) -> None:
-        t = self._tracks.pop(track_id, None)
-        if t is not None:
-            row: dict[str, Any] = {
-                "track_id": track_id,
-                "first_frame": t.first,
-                "surrogate": t.index,
-                "served": dict(t.served),
-            }
-            if t.attributes is not None:
-                row["gender"], row["age_band"] = t.attributes
-            self._done.append(row)
+        self._tracks.end(track_id)
+
+    @staticmethod
+    def _record(t: _Track) -> dict[str, Any]:
+        row: dict[str, Any] = {"first_frame": t.first, "surrogate": t.index, "served": dict(t.served)}
+        if t.attributes is not None:
+            row["gender"], row["age_band"] = t.attributes
+        return row
 
     def track_surrogate(self, track_id: int) -> int | None:
         """The composite index of a live track (tests, debugging)."""
@@ -445,7 +490,7 @@ class SurrogateAnonymizer(FaceAnonymizer):
         )
         for j, (_, region) in enumerate(regions):
             tid = int(rows.track_id[j])
-            track = self._tracks.get(tid) if tid >= 0 else None
+            track = self._tracks.get(tid)
             why = self._why_not(rows, j, side[j], fit[j])
             p: NDArray[np.float32] | None = None
             if why is None:
@@ -510,5 +555,5 @@ class SurrogateAnonymizer(FaceAnonymizer):
             "fallback_reasons": dict(self.reasons),
             "untracked_faces": self._untracked,
             "coasted_faces": self.coasted,
-            "per_track": sorted(self._done, key=lambda r: int(r["track_id"])),
+            "per_track": self._tracks.records(),
         }

@@ -472,3 +472,91 @@ def test_edges_overlaps_and_full_frame_faces_leave_nothing_raw(boxes: list[list[
     assert np.array_equal(out[~mask], img[~mask])
     assert (out[mask] == img[mask]).all(-1).mean() < 0.05
     assert sum(a.served.values()) == len(boxes) and not a.reasons.get("warp-failed")
+
+
+def smooth_texture(h: int, w: int, seed: int = 4) -> np.ndarray:
+    """Hair-like texture: noise at a few scales (what the mirror carries inward)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = np.zeros((h, w, 3), np.float32)
+    for s in (2, 6, 20):
+        n = rng.normal(0, 40, (h // s + 1, w // s + 1, 3)).astype(np.float32)
+        out += cv2.resize(n, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.clip(out + 128, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("boxes", "narrowed"),
+    [
+        ([[300, 200, 360, 260]], True),  # small: the geometry at full size
+        ([[200, 120, 421, 360]], True),  # large: the geometry at half size (an even window)
+        ([[0, 0, 70, 60]], True),  # at the frame's corner
+        ([[200, 120, 420, 360]], False),  # large, an odd window: the half-size grid would move
+        ([[230, 150, 330, 260]], False),  # mid-size: another work scale
+        ([[150, 200, 210, 260], [250, 200, 310, 260]], False),  # a neighbour within reach
+    ],
+)
+def test_mirror_on_the_narrowed_window_equals_the_full_window(
+    boxes: list[list[float]], narrowed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mirror computes a face alone in its surroundings on the part of the window its
+    output reads (where the work grid stays the same); the pixels it paints are those of the
+    full window (to rounding)."""
+    import streamanon.anonymize.surrogate as surrogate
+    from streamanon.anonymize.mask import face_regions
+
+    windows: list[bool] = []
+    narrow_window = surrogate._narrow
+
+    def spy(window: Any, *args: Any) -> Any:
+        out = narrow_window(window, *args)
+        windows.append(out != window)
+        return out
+
+    monkeypatch.setattr(surrogate, "_narrow", spy)
+    img = smooth_texture(480, 640)
+    d = dets(boxes, list(range(len(boxes))))
+    faces = union_mask(d, 640, 480, "ellipse", 1.3, 2.0)
+    for region in face_regions(d, 640, 480, "ellipse", 1.3, 2.0):
+        narrow = surrogate.mirror_surroundings(img, faces, region).astype(int)
+        full = surrogate.mirror_surroundings(img, faces, region, full=True).astype(int)
+        assert np.abs(narrow - full)[region.mask > 0].max() <= 1
+    assert windows and all(w == narrowed for w in windows)
+
+
+def test_colour_match_keeps_a_face_lit_like_itself_and_takes_a_target_light() -> None:
+    """Matched to itself a face comes back unchanged (to the Lab round trip); matched to a
+    darker, greyer target its lightness and chroma medians become the target's."""
+    import cv2
+
+    from streamanon.anonymize.surrogate import match_colour
+
+    face = smooth_texture(120, 100, seed=7)
+    inside = np.zeros((120, 100), bool)
+    inside[20:100, 15:85] = True
+    same = match_colour(face, inside, face, grey=False).astype(int)
+    err = np.abs(same - face.astype(int))[inside]
+    assert err.mean() < 1.0 and np.percentile(err, 99) <= 4  # uint8 Lab round trip of saturated pixels: more
+    target = (face.astype(np.float32) * 0.5 + 30).astype(np.uint8)
+    out = match_colour(face, inside, target, grey=False)
+    lab_out, lab_t = (cv2.cvtColor(x, cv2.COLOR_RGB2LAB)[inside].astype(float) for x in (out, target))
+    assert np.abs(np.median(lab_out, 0) - np.median(lab_t, 0)).max() <= 3
+    grey_t = np.repeat(cv2.cvtColor(target, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
+    g = match_colour(face, inside, grey_t, grey=True)
+    assert (g.max(2) == g.min(2)).all()  # grey in, grey out
+    assert abs(float(np.median(g[inside][:, 0])) - float(np.median(grey_t[inside][:, 0]))) <= 3
+
+
+def test_per_track_report_records_each_ended_track() -> None:
+    from streamanon.anonymize.base import AnonymizerSession, FrameInfo
+
+    a = anonymiser()
+    s = AnonymizerSession(a)
+    img = noise_image()
+    s(img, dets([[100, 60, 200, 180], [230, 40, 300, 120]], [4, 2]), FrameInfo(0))
+    s(img, dets([[100, 60, 200, 180]], [4]), FrameInfo(1))
+    rep = s.close()
+    assert [r["track_id"] for r in rep["per_track"]] == [2, 4]
+    assert rep["per_track"][1]["served"] == {"surrogate": 2}
+    assert rep["per_track"][0]["first_frame"] == 0 and rep["per_track"][0]["surrogate"] is not None
