@@ -108,8 +108,9 @@ def end_to_end(clip: Path, frames: int, rounds: int) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 rep = process_file(src, Path(tmp) / f"o.{m}.mp4", stages[m].config, stages=stages[m])
                 out[m].append(frames / (time.perf_counter() - t0))
-                faces[m] = getattr(rep, "anonymizer", None) or str(rep)[:300]
-    return {"clip": str(clip), "frames": frames, "fps": {m: round(float(np.median(v)), 1) for m, v in out.items()}}
+                faces[m] = {"faces": rep.faces, "served": rep.anonymizer.get("faces")}
+    fps = {m: round(float(np.median(v)), 1) for m, v in out.items()}
+    return {"clip": str(clip), "frames": frames, "fps": fps, "faces": faces}
 
 
 def keep_agreement(folders: list[Path], limit: int, seed: int) -> dict[str, Any]:

@@ -229,23 +229,22 @@ def pyramid_blend(
     """``front`` over ``back`` through ``alpha`` (0..1), blended per Laplacian-pyramid band
     (Burt & Adelson): low frequencies (light, tone) cross over a wide seam, fine detail over
     a narrow one, so neither a visible edge nor a ghost of the other image remains."""
-    f, b = front.astype(np.float32), back.astype(np.float32)
-    a = np.repeat(alpha[:, :, None], 3, axis=2).astype(np.float32)
-    gf: list[NDArray[Any]] = [f]
-    gb: list[NDArray[Any]] = [b]
-    ga: list[NDArray[Any]] = [a]
+    # the pyramids are linear: blending front's and back's bands through alpha is back plus
+    # the bands of their difference through alpha (one pyramid instead of two)
+    b = back.astype(np.float32)
+    gd: list[NDArray[Any]] = [front.astype(np.float32) - b]
+    ga: list[NDArray[Any]] = [alpha.astype(np.float32)]
     for _ in range(levels):
-        if min(gf[-1].shape[:2]) < 4:
+        if min(gd[-1].shape[:2]) < 4:
             break
-        gf.append(cv2.pyrDown(gf[-1]))
-        gb.append(cv2.pyrDown(gb[-1]))
+        gd.append(cv2.pyrDown(gd[-1]))
         ga.append(cv2.pyrDown(ga[-1]))
-    out = gf[-1] * ga[-1] + gb[-1] * (1 - ga[-1])
-    for i in range(len(gf) - 2, -1, -1):
-        size = (gf[i].shape[1], gf[i].shape[0])
-        lf = gf[i] - cv2.pyrUp(gf[i + 1], dstsize=size)
-        lb = gb[i] - cv2.pyrUp(gb[i + 1], dstsize=size)
-        out = cv2.pyrUp(out, dstsize=size) + lf * ga[i] + lb * (1 - ga[i])
+    ga = [g[:, :, None] for g in ga]  # one channel, broadcast over the colours
+    out = gd[-1] * ga[-1]
+    for i in range(len(gd) - 2, -1, -1):
+        size = (gd[i].shape[1], gd[i].shape[0])
+        out = cv2.pyrUp(out, dstsize=size) + (gd[i] - cv2.pyrUp(gd[i + 1], dstsize=size)) * ga[i]
+    out += b
     res: NDArray[np.uint8] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
     return res
 
@@ -387,7 +386,8 @@ def paint(
     cv2.fillConvexPoly(face, cv2.convexHull(np.round(dst[17:68] - (x0, y0)).astype(np.int32)), 1)
     stats = (face > 0) & (core > 0)
     warped = match_colour(warped, stats if stats.sum() >= 16 else core > 0, original[y0:y1, x0:x1], grey)
-    alpha = cv2.GaussianBlur(core.astype(np.float32), (0, 0), max(0.6, r / 3)) * inside
+    # (blurred in uint8: the alpha in steps of 1/255)
+    alpha = cv2.GaussianBlur(core * np.uint8(255), (0, 0), max(0.6, r / 3)).astype(np.float32) / 255 * inside
     levels = int(np.clip(np.log2(max(size, 1.0) / BLEND_COARSE), 1, BLEND_LEVELS))
     # outside the face the front is the back: its pyramid bands then hold the face's edge
     # only, not a step to whatever the warp left there (that step bled in as a light halo)
