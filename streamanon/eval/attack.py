@@ -13,6 +13,7 @@ PyTorch (CPU) is an optional dependency: ``pip install 'streamanon[torch]'``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -252,6 +253,7 @@ def run_attack(
     holdout: float = 0.4,
     threads: int = 1,
     progress: Callable[[int, float], None] | None = None,
+    also: Sequence[Recogniser] = (),
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Train on the train identities, attack the held-out ones, score before and after.
 
@@ -261,7 +263,9 @@ def run_attack(
         verification leakage, rank-1 against every other original, detection survival)
         and ``reconstruction`` (PSNR/SSIM of the crops against the original crop, for the
         anonymised input and for the attack's output). ``examples`` holds the original,
-        anonymised and attacked crops of each held-out face (for reports).
+        anonymised and attacked crops of each held-out face (for reports). ``also``: other
+        recognisers that score the same anonymised and attacked images against their own
+        embeddings of the originals (``also``: ``{name: {"before", "after"}}``).
     """
     identities = [r.identity for r in refs]
     train, test = split_identities(identities, holdout, seed)
@@ -277,11 +281,12 @@ def run_attack(
     before = MethodResult(spec.key, [FaceResult(0.0, False, False, {}, r.embedding) for r in refs])
     after = MethodResult(f"{spec.key}+attack", list(before.faces))
     examples: list[dict[str, Any]] = []
+    pasted = {i: paste(data.anonymised[i], attacked[k], data.rects[i]) for k, i in enumerate(test)}
     for k, i in enumerate(test):
         ref = refs[i]
         anon = data.anonymised[i]
         before.faces[i] = _scored(rec, ref, anon, data.missed[i])
-        after.faces[i] = _scored(rec, ref, paste(anon, attacked[k], data.rects[i]), data.missed[i])
+        after.faces[i] = _scored(rec, ref, pasted[i], data.missed[i])
         examples.append(
             {
                 "identity": ref.identity,
@@ -298,4 +303,23 @@ def run_attack(
         "after": _identity_scores(refs, after, rec.threshold, test),
         "reconstruction": _reconstruction(data, test, attacked),
     }
+    if also:
+        summary["also"] = {r.name: _rescored(r, refs, data, pasted, test) for r in also}
     return summary, examples
+
+
+def _rescored(
+    rec: Recogniser, refs: Sequence[Reference], data: AttackData, pasted: dict[int, NDArray[np.uint8]], test: list[int]
+) -> dict[str, Any]:
+    """The held-out faces before and after the attack, scored by another recogniser against
+    its own embeddings of the originals (at the same faces)."""
+    own = [dataclasses.replace(r, embedding=rec.embed(r.image, [r.face])[0]) for r in refs]
+    before = MethodResult("before", [FaceResult(0.0, False, False, {}, r.embedding) for r in own])
+    after = MethodResult("after", list(before.faces))
+    for i in test:
+        before.faces[i] = _scored(rec, own[i], data.anonymised[i], data.missed[i])
+        after.faces[i] = _scored(rec, own[i], pasted[i], data.missed[i])
+    return {
+        "before": _identity_scores(own, before, rec.threshold, test),
+        "after": _identity_scores(own, after, rec.threshold, test),
+    }

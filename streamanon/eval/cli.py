@@ -138,6 +138,9 @@ def _identity_parser(sub: Any) -> None:
 def _attack_parser(sub: Any) -> None:
     """``eval attack``: a learned inverse trained on some identities."""
     a = sub.add_parser("attack", help="train a learned inverse on some identities, attack the others")
+    a.add_argument(
+        "--also", default="", metavar="NAMES", help="also score with these recognisers (comma list: faceres)"
+    )
     a.add_argument("--faces", type=Path, action="append", required=True, metavar="DIR", help="as for identity")
     a.add_argument("--epochs", type=int, default=80, help="training epochs (default 80)")
     a.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and batches")
@@ -527,13 +530,23 @@ def attack_command(ns: argparse.Namespace) -> int:
         raise ConfigError(f"invalid --holdout {ns.holdout}: expected a fraction in (0, 1)")
     product = ProductRunner(config, pad=ns.pad)
     _check_outputs(ns)
+    _also(ns.also)
     rec, refs, info = _references(ns)
+    also = [FaceResRecogniser(locator=rec) for _ in _also(ns.also)]  # faceres: the only one
     attacks: dict[str, Any] = {}
     grid: list[list[tuple[str, Any]]] = []
     for spec in specs:
         log.info("attacking %s", spec.key)
         summary, examples = run_attack(
-            refs, product, rec, spec, epochs=ns.epochs, seed=ns.seed, holdout=ns.holdout, threads=ns.torch_threads
+            refs,
+            product,
+            rec,
+            spec,
+            epochs=ns.epochs,
+            seed=ns.seed,
+            holdout=ns.holdout,
+            threads=ns.torch_threads,
+            also=also,
         )
         attacks[spec.key] = summary
         grid += [
@@ -560,6 +573,7 @@ def attack_command(ns: argparse.Namespace) -> int:
         "attack_ssim",
     ]
     rows = [_attack_row(k, s) for k, s in attacks.items()]
+    rows += [_attack_row(f"{k} ({n})", {**s, **v}) for k, s in attacks.items() for n, v in s.get("also", {}).items()]
     _print_table(cols, ([r[c] for c in cols] for r in rows))
     if ns.html:
         report.write_html(
