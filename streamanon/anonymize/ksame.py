@@ -370,10 +370,6 @@ class KSameAnonymizer(ChipAnonymizer):
         }
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-BANK_PAD = 0.5  # tight face crops are padded before detection (as streamanon eval does)
-
-
 def load_face_bank(
     folder: str | Path,
     detect: Callable[[NDArray[np.uint8]], Detections],
@@ -388,19 +384,9 @@ def load_face_bank(
     """
     bank = face_bank_folder(folder)
     out: list[tuple[NDArray[np.float32], str, NDArray[np.float32] | None]] = []
-    for _, path, img in bank.images():
-        h, w = img.shape[:2]
-        p = min(256, round(BANK_PAD * max(h, w)))
-        padded: NDArray[np.uint8] = np.ascontiguousarray(
-            cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REPLICATE), np.uint8
-        )
-        dets = detect(padded)
-        if not len(dets):
-            log.info("face bank: no face in %s", path)
-            continue
-        best = int(np.argmax(dets.area))
-        a = align_faces(dets[best], size)[0]
-        emb = embedder(padded, dets.xyxy[best : best + 1])[0] if embedder is not None else None
+    for _, path, padded, face in bank.largest_faces(detect):
+        a = align_faces(face, size)[0]
+        emb = embedder(padded, face.xyxy)[0] if embedder is not None else None
         out.append((warp_chip(padded, a).astype(np.float32), f"bank:{path.relative_to(bank.root)}", emb))
     if not out:
         raise bank.no_face_error()
