@@ -223,6 +223,13 @@ class AnonymizeConfig:
     keep_faces: tuple[str, ...] = ()  # photos of consenting people left visible (the eval extra)
 
     def __post_init__(self) -> None:
+        self._check_mask()
+        self._check_face_methods()
+        self._check_adversarial_and_generate()
+        self._normalise_regions()
+
+    def _check_mask(self) -> None:
+        """The mask and the simple fills (every method)."""
         _check(self.shape in ("ellipse", "box"), "shape", self.shape, "'ellipse' or 'box'")
         _check(1.0 <= self.mask_scale <= 4.0, "mask_scale", self.mask_scale, "a number in [1, 4]")
         _check(0.0 <= self.mask_margin <= 64.0, "mask_margin", self.mask_margin, "a number of pixels in [0, 64]")
@@ -238,6 +245,9 @@ class AnonymizeConfig:
         )
         _check(0.0 <= self.feather <= 0.5, "feather", self.feather, "a number in [0, 0.5]")
         _check(self.seed is None or isinstance(self.seed, int), "seed", self.seed, "an integer or None")
+
+    def _check_face_methods(self) -> None:
+        """dp-pixelate, k-same, surrogate, svd and the landmarks they align on."""
         _check(
             self.epsilon is None or (isinstance(self.epsilon, (int, float)) and 0 < self.epsilon <= 1000),
             "epsilon",
@@ -264,6 +274,8 @@ class AnonymizeConfig:
             "an integer in [8, 256]",
         )
         _check(self.landmarks in ("5", "68"), "landmarks", self.landmarks, "'5' or '68'")
+
+    def _check_adversarial_and_generate(self) -> None:
         steps_ok = isinstance(self.adv_steps, int) and 1 <= self.adv_steps <= 100
         _check(steps_ok, "adv_steps", self.adv_steps, "an integer in [1, 100]")
         objectives = ("untargeted", "targeted", "k-anonymity")
@@ -278,6 +290,9 @@ class AnonymizeConfig:
         _check(min_ok, "generate_min_size", self.generate_min_size, "an integer in [8, 1024]")
         adv = self.generate_adversarial
         _check(isinstance(adv, bool), "generate_adversarial", adv, "true or false")
+
+    def _normalise_regions(self) -> None:
+        """Regions and keep-face photos as tuples (regions checked: ``geometry.check_region``)."""
         for name in ("only_regions", "ignore_regions"):
             regions = tuple(tuple(float(v) for v in r) for r in getattr(self, name))
             if regions:

@@ -164,11 +164,7 @@ def process_file(
     check_paths(src, dst)
     _remove_stale_partial(dst)
     stages = stages or Stages(config)
-    anonymizer = None
-    if stages.anonymizer_factory.pooled:
-        if pool is None:
-            pool = collect_pool([src], config, stages, span=(start, duration))
-        anonymizer = stages.new_anonymizer(pool=pool)
+    anonymizer = _pooled_anonymizer(src, config, stages, pool, (start, duration))
     audit = TrackAudit(keep_boxes=verifier is not None)
     try:
         if is_image_path(src):
@@ -186,6 +182,18 @@ def process_file(
         if not report.verify["passed"]:
             raise with_report(verifier.error_from(report.verify, report.output), report)
     return report
+
+
+def _pooled_anonymizer(
+    src: Path, config: PipelineConfig, stages: Stages, pool: Any, span: tuple[float, float | None]
+) -> Any:
+    """A pooled method's anonymiser over ``pool`` (collected from ``src`` when None); None
+    for the other methods (the pipeline builds theirs)."""
+    if not stages.anonymizer_factory.pooled:
+        return None
+    if pool is None:
+        pool = collect_pool([src], config, stages, span=span)
+    return stages.new_anonymizer(pool=pool)
 
 
 def _verify_failed(exc: StreamanonError, src: Path, verifier: Any, audit: TrackAudit, config: PipelineConfig) -> None:
@@ -320,13 +328,7 @@ def _process_video(
             try:
                 report.decode_errors = source.stats.decode_errors
                 report.frames = pipe.stats.frames
-                if commit and not report.interrupted and _truncated(report):
-                    report.partial = True
-                if report.partial:
-                    report.output = str(partial_output(dst))
-                if sink is not None:
-                    sink.close(commit=commit, target=report.output)
-                    report.frames_written = sink.frames_written if commit else 0
+                _close_sink(report, dst, sink, commit)
             finally:
                 report.audio_packets = sink.audio_packets if sink else 0
                 report.per_frame = kept
@@ -334,6 +336,18 @@ def _process_video(
                 # --hwaccel/--encoder: what decoded and encoded this file, and why
                 report.inference["video"] = HWChoice.report(source.info.decode, sink.encode if sink else None)
     return _finish(report)
+
+
+def _close_sink(report: RunReport, dst: Path, sink: VideoSink | None, commit: bool) -> None:
+    """Close the output under its final name, or under the partial name when the run was
+    interrupted or the input ended early (``report.output`` names the file written)."""
+    if commit and not report.interrupted and _truncated(report):
+        report.partial = True
+    if report.partial:
+        report.output = str(partial_output(dst))
+    if sink is not None:
+        sink.close(commit=commit, target=report.output)
+        report.frames_written = sink.frames_written if commit else 0
 
 
 def _truncated(report: RunReport) -> bool:

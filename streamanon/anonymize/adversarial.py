@@ -55,7 +55,6 @@ from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig
 from ..errors import AnonymizationError, ConfigError, import_extra
-from ..io import read_image
 from ..models.dlib_torch import (
     ChipDetails,
     chip_plan,
@@ -69,7 +68,7 @@ from ..types import SOURCE_DETECTOR, Detections
 from . import adversarial_core  # as a module: tests replace pgd
 from .adversarial_core import EOTConfig, KAnonymity, PGDConfig, Targeted, Untargeted
 from .base import FaceAnonymizer, FrameInfo, TrackStates
-from .ksame import IMAGE_SUFFIXES
+from .facebank import face_bank_folder
 from .mask import FaceRegion, indexed_regions
 
 if TYPE_CHECKING:
@@ -156,34 +155,22 @@ class AdversarialModels:
         self.gallery: Gallery | None = None
 
     def load_gallery(self, folder: str | Path, detect: Callable[[NDArray[np.uint8]], Detections]) -> None:
-        """Embed the largest face of every image under ``folder`` (``<identity>/<image>`` or
-        flat, one identity per file), found by the product's ``detect``."""
+        """Embed the largest face of every image of a ``--face-bank`` folder, found by the
+        product's ``detect``: one identity per person (``facebank.face_bank_folder``: the
+        layout and error behaviour k-same and surrogate share)."""
         if self.gallery is not None:
             return
-        root = Path(folder)
-        if not root.is_dir():
-            raise ConfigError(f"--face-bank {root}: not a folder")
-        paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        bank = face_bank_folder(folder)
         chips: list[NDArray[np.uint8]] = []
         names: list[str] = []
-        for path in paths:
-            img = read_image(path).image
-            h, w = img.shape[:2]
-            p = min(256, round(0.5 * max(h, w)))  # room around tight crops, as k-same's bank
-            padded = np.ascontiguousarray(cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REPLICATE), np.uint8)
-            dets = detect(padded)
-            if not len(dets):
-                log.info("face bank: no face in %s", path)
-                continue
-            box = dets.xyxy[int(np.argmax(dets.area))][None]
-            lm = self.landmarker(padded, box)[0]
+        for person, _, padded, face in bank.largest_faces(detect):
+            lm = self.landmarker(padded, face.xyxy)[0]
             if np.isnan(lm).any():
                 continue
             chips.append(extract_image_chips(padded, [face_chip_details(lm)])[0])
-            rel = path.relative_to(root)
-            names.append(str(rel.parent) if str(rel.parent) != "." else rel.stem)
+            names.append(person)
         if not chips:
-            raise ConfigError(f"--face-bank {root}: no face found in {len(paths)} images")
+            raise bank.no_face_error()
         torch = _torch()
         with torch.no_grad():
             x = torch.from_numpy(np.stack(chips).transpose(0, 3, 1, 2).copy()).to(self.device, torch.float32)
@@ -191,7 +178,7 @@ class AdversarialModels:
         uniq = tuple(sorted(set(names)))
         labels = np.array([uniq.index(n) for n in names], np.int64)
         self.gallery = Gallery(emb.astype(np.float32), labels, uniq)
-        log.info("face bank: %d faces of %d identities from %s", len(chips), len(uniq), root)
+        log.info("face bank: %d faces of %d identities from %s", len(chips), len(uniq), bank.root)
 
 
 # -- face geometry -------------------------------------------------------------------------

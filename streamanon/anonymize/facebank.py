@@ -11,17 +11,23 @@ or holds no image, is a ``ConfigError``, and so is a bank where no face is found
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError
 from ..io import is_image_path, read_image
+from ..types import Detections
 
 log = logging.getLogger(__name__)
+
+#: Tight face crops are padded (by this share of their side, 256 px at most) before the
+#: product's detector looks at them (as ``streamanon eval`` does).
+BANK_PAD = 0.5
 
 
 @dataclass
@@ -52,6 +58,24 @@ class FaceBankFolder:
             log.warning("--face-bank: skipping %s: %s", path, exc)
             self.unreadable.append(path)
             return None
+
+    def largest_faces(
+        self, detect: Callable[[NDArray[np.uint8]], Detections]
+    ) -> Iterator[tuple[str, Path, NDArray[np.uint8], Detections]]:
+        """``(person, path, padded image, its largest face)`` of every readable image where
+        ``detect`` (the product's detector on one RGB image) finds a face; the others are
+        skipped (logged)."""
+        for person, path, img in self.images():
+            h, w = img.shape[:2]
+            p = min(256, round(BANK_PAD * max(h, w)))
+            padded: NDArray[np.uint8] = np.ascontiguousarray(
+                cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REPLICATE), np.uint8
+            )
+            dets = detect(padded)
+            if not len(dets):
+                log.info("face bank: no face in %s", path)
+                continue
+            yield person, path, padded, dets[int(np.argmax(dets.area))]
 
     def no_face_error(self) -> ConfigError:
         """The error of a bank where no face (or too few persons) was found."""

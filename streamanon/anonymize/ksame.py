@@ -39,7 +39,7 @@ from ..models.landmarks import Landmarker68
 from ..models.recognizer import shared_recogniser
 from ..types import Detections
 from .align import Alignment, align_faces, warp_chip
-from .base import FrameInfo
+from .base import FrameInfo, TrackStates
 from .chips import CHIP_SIZE, ChipAnonymizer
 from .facebank import face_bank_folder
 from .methods import SolidAnonymizer
@@ -235,14 +235,18 @@ class KSameCollector(ChipAnonymizer):
         self.pool = pool
         self.label = label
         self.embedder = embedder
-        self._tracks: dict[int, _TrackFaces] = {}
+        self._tracks: TrackStates[_TrackFaces] = TrackStates(self._record)
         self._untracked = 0
 
+    @staticmethod
+    def _record(t: _TrackFaces) -> dict[str, Any]:
+        return {"landmarked_frames": t.n_landmarked, "box_frames": t.n_boxed}
+
     def track_started(self, track_id: int, info: FrameInfo) -> None:
-        self._tracks[track_id] = _TrackFaces()
+        self._tracks.start(track_id, _TrackFaces())
 
     def track_ended(self, track_id: int, info: FrameInfo) -> None:
-        t = self._tracks.pop(track_id, None)
+        t = self._tracks.end(track_id)
         if t is None:
             return
         # Chips aligned on landmarks are what the pool compares and averages; a track that
@@ -264,7 +268,10 @@ class KSameCollector(ChipAnonymizer):
                 emb = self.embedder(image, dets.xyxy[i : i + 1])[0] if self.embedder is not None else None
                 self.pool.add(chip, f"{self.label}row{self._untracked}", emb)
                 continue
-            t = self._tracks.setdefault(tid, _TrackFaces())
+            t = self._tracks.get(tid)
+            if t is None:  # driven without track_started (a caller's own loop)
+                t = _TrackFaces()
+                self._tracks.start(tid, t)
             if self.embedder is not None and not a.box_only and t.n_embedded < EMBED_FRAMES:
                 e = self.embedder(image, dets.xyxy[i : i + 1])[0].astype(np.float64)
                 t.embedding = e if t.embedding is None else t.embedding + e
@@ -276,6 +283,13 @@ class KSameCollector(ChipAnonymizer):
                 t.landmarked = chip if t.landmarked is None else t.landmarked + chip
                 t.n_landmarked += 1
         return image
+
+
+@dataclass
+class _TrackSurrogate:
+    surrogate: NDArray[np.float32]  # the cluster average, fixed for the track's life
+    entry: int  # the pool entry it was matched to
+    frames: int = 0
 
 
 class KSameAnonymizer(ChipAnonymizer):
@@ -297,16 +311,14 @@ class KSameAnonymizer(ChipAnonymizer):
                 self.k,
                 FALLBACK,
             )
-        self._tracks: dict[int, tuple[NDArray[np.float32], int]] = {}
-        self._frames: dict[int, int] = {}
-        self._done: list[dict[str, Any]] = []
+        self._tracks: TrackStates[_TrackSurrogate] = TrackStates(self._record)
         self._fallback_faces = 0
 
+    def _record(self, t: _TrackSurrogate) -> dict[str, Any]:
+        return {"frames": t.frames, "pool_entry": self.pool.labels[t.entry]}
+
     def track_ended(self, track_id: int, info: FrameInfo) -> None:
-        got = self._tracks.pop(track_id, None)
-        frames = self._frames.pop(track_id, 0)
-        if got is not None:
-            self._done.append({"track_id": track_id, "frames": frames, "pool_entry": self.pool.labels[got[1]]})
+        self._tracks.end(track_id)
 
     def apply(self, image: NDArray[np.uint8], dets: Detections, info: FrameInfo | None = None) -> NDArray[np.uint8]:
         if self._fallback is not None:
@@ -320,14 +332,14 @@ class KSameAnonymizer(ChipAnonymizer):
         out = np.empty_like(chips)
         for j in range(len(chips)):
             tid = int(dets.track_id[j])
-            got = self._tracks.get(tid) if tid >= 0 else None
-            if got is None:
-                got = self.pool.surrogate_for(chips[j])
-                if tid >= 0:
-                    self._tracks[tid] = got
-            if tid >= 0:
-                self._frames[tid] = self._frames.get(tid, 0) + 1
-            out[j] = np.clip(np.round(got[0]), 0, 255).astype(np.uint8)
+            t = self._tracks.get(tid)
+            if t is None:
+                surrogate, entry = self.pool.surrogate_for(chips[j])
+                t = _TrackSurrogate(surrogate, entry)
+                if tid >= 0:  # an untracked row (id < 0) is served alone, never recorded
+                    self._tracks.start(tid, t)
+            t.frames += 1
+            out[j] = np.clip(np.round(t.surrogate), 0, 255).astype(np.uint8)
         return out
 
     def report(self) -> dict[str, Any]:
@@ -354,12 +366,8 @@ class KSameAnonymizer(ChipAnonymizer):
                 "faces": self._fallback_faces,
                 "why": f"pool of {len(self.pool.groups())} {unit} < k={self.k}",
             },
-            "per_track": sorted(self._done, key=lambda r: int(r["track_id"])),
+            "per_track": self._tracks.records(),
         }
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-BANK_PAD = 0.5  # tight face crops are padded before detection (as streamanon eval does)
 
 
 def load_face_bank(
@@ -376,19 +384,9 @@ def load_face_bank(
     """
     bank = face_bank_folder(folder)
     out: list[tuple[NDArray[np.float32], str, NDArray[np.float32] | None]] = []
-    for _, path, img in bank.images():
-        h, w = img.shape[:2]
-        p = min(256, round(BANK_PAD * max(h, w)))
-        padded: NDArray[np.uint8] = np.ascontiguousarray(
-            cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REPLICATE), np.uint8
-        )
-        dets = detect(padded)
-        if not len(dets):
-            log.info("face bank: no face in %s", path)
-            continue
-        best = int(np.argmax(dets.area))
-        a = align_faces(dets[best], size)[0]
-        emb = embedder(padded, dets.xyxy[best : best + 1])[0] if embedder is not None else None
+    for _, path, padded, face in bank.largest_faces(detect):
+        a = align_faces(face, size)[0]
+        emb = embedder(padded, face.xyxy)[0] if embedder is not None else None
         out.append((warp_chip(padded, a).astype(np.float32), f"bank:{path.relative_to(bank.root)}", emb))
     if not out:
         raise bank.no_face_error()

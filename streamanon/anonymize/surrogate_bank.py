@@ -343,64 +343,81 @@ def build_bank(
         ConfigError: fewer than ``k`` persons, or no composite passes the check.
     """
     bp = folders if isinstance(folders, BankPhotos) else load_photos(folders, size)
-    photos, mshape, tri, dlib_rec, faceres = bp.photos, bp.shape, bp.triangles, bp.dlib_rec, bp.faceres
-    size = bp.photos[0].aligned.shape[0]
+    photos = bp.photos
+    size = photos[0].aligned.shape[0]
     if len({p.person for p in photos}) < k:
         raise ConfigError(f"face bank: {len({p.person for p in photos})} persons with a face, fewer than k={k}")
-    all_dlib = np.stack([p.dlib for p in photos])
-    all_fr = np.stack([p.faceres for p in photos])
+    vet = _Vetting(bp)
     # Members are drawn from the whole bank, not from one gender/age group: composites of
     # similar persons stay near each of them (0 of 200 draws within FaceRes gender and age
     # band passed the check on the default sources; ~1 in 8 across the bank).
     mean_face = np.mean([p.aligned.astype(np.float32) for p in photos], axis=0)
     rng = np.random.default_rng(seed)
-    _, cover = piecewise_affine(np.zeros((size, size, 3), np.uint8), mshape, mshape, tri, (size, size))
-    faces: list[NDArray[np.uint8]] = []
-    genders: list[str] = []
-    bands: list[str] = []
-    min_d: list[float] = []
-    min_f: list[float] = []
-    refused = 0
+    _, cover = piecewise_affine(np.zeros((size, size, 3), np.uint8), bp.shape, bp.shape, bp.triangles, (size, size))
+    kept: list[_Composite] = []
     for attempt in range(tries * count):
-        if len(faces) >= count:
+        if len(kept) >= count:
             break
         if attempt and attempt % 100 == 0:
-            log.info("bank: %d composites after %d draws", len(faces), attempt)
+            log.info("bank: %d composites after %d draws", len(kept), attempt)
         members = rng.choice(len(photos), size=k, replace=False)
         comp = np.mean([photos[m].aligned.astype(np.float32) for m in members], axis=0)
         comp = mean_face + CONTRAST * (comp - mean_face)
         comp_u8 = np.clip(comp + 0.5, 0, 255).astype(np.uint8)
-        comp_u8 = np.where(cover[..., None], comp_u8, _edge_fill(comp_u8, cover))
-        face = composite_face(dlib_rec, comp_u8, mshape)
-        d = float(distance(dlib_rec.embed(comp_u8, [face]), all_dlib).min())
-        if d < DLIB_THRESHOLD:  # dlib first: cheaper than FaceRes
-            refused += 1
-            log.debug("composite refused: dlib %.3f to the nearest bank photo", d)
-            continue
-        attrs = faceres.analyse(comp_u8, [face])[0]
-        f = float(distance(attrs.embedding[None], all_fr).min())
-        if f < FACERES_THRESHOLD:
-            refused += 1
-            log.debug("composite refused: FaceRes %.3f to the nearest bank photo", f)
-            continue
-        faces.append(comp_u8)
-        genders.append(attrs.gender)
-        bands.append(age_band(attrs.age))
-        min_d.append(d)
-        min_f.append(f)
-    if not faces:
-        raise ConfigError(f"face bank: every composite was within a threshold of a bank person ({refused} refused)")
-    log.info("bank: %d composites kept, %d refused", len(faces), refused)
+        got = vet(np.where(cover[..., None], comp_u8, _edge_fill(comp_u8, cover)))
+        if got is not None:
+            kept.append(got)
+    if not kept:
+        raise ConfigError(f"face bank: every composite was within a threshold of a bank person ({vet.refused} refused)")
+    log.info("bank: %d composites kept, %d refused", len(kept), vet.refused)
     return SurrogateBank(
-        np.stack(faces),
-        mshape,
-        tri,
-        np.array(genders),
-        np.array(bands),
-        np.array(min_d, np.float32),
-        np.array(min_f, np.float32),
+        np.stack([c.face for c in kept]),
+        bp.shape,
+        bp.triangles,
+        np.array([c.gender for c in kept]),
+        np.array([c.band for c in kept]),
+        np.array([c.min_dlib for c in kept], np.float32),
+        np.array([c.min_faceres for c in kept], np.float32),
         k,
     )
+
+
+@dataclass
+class _Composite:
+    """A composite that passed the check: what FaceRes says of it, and its distances to the
+    nearest bank photo."""
+
+    face: NDArray[np.uint8]
+    gender: str
+    band: str
+    min_dlib: float
+    min_faceres: float
+
+
+class _Vetting:
+    """The privacy check of a composite: refused (None) within dlib's or FaceRes's threshold
+    of any bank photo; counts the refusals."""
+
+    def __init__(self, bp: BankPhotos) -> None:
+        self.bp = bp
+        self.all_dlib = np.stack([p.dlib for p in bp.photos])
+        self.all_fr = np.stack([p.faceres for p in bp.photos])
+        self.refused = 0
+
+    def __call__(self, comp: NDArray[np.uint8]) -> _Composite | None:
+        face = composite_face(self.bp.dlib_rec, comp, self.bp.shape)
+        d = float(distance(self.bp.dlib_rec.embed(comp, [face]), self.all_dlib).min())
+        if d < DLIB_THRESHOLD:  # dlib first: cheaper than FaceRes
+            self.refused += 1
+            log.debug("composite refused: dlib %.3f to the nearest bank photo", d)
+            return None
+        attrs = self.bp.faceres.analyse(comp, [face])[0]
+        f = float(distance(attrs.embedding[None], self.all_fr).min())
+        if f < FACERES_THRESHOLD:
+            self.refused += 1
+            log.debug("composite refused: FaceRes %.3f to the nearest bank photo", f)
+            return None
+        return _Composite(comp, attrs.gender, age_band(attrs.age), d, f)
 
 
 def _edge_fill(image: NDArray[np.uint8], covered: NDArray[np.bool_]) -> NDArray[np.uint8]:

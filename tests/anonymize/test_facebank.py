@@ -78,3 +78,47 @@ def test_ksame_and_surrogate_report_a_faceless_bank_alike(tmp_path: Path, monkey
         sb.load_photos([root])
     assert str(ks.value) == str(su.value)
     assert str(ks.value) == f"--face-bank {root}: no face found in 5 images, 1 unreadable"
+
+
+def _adversarial_models() -> Any:
+    """``AdversarialModels`` without its model files: a fixed 5-point fit and a recogniser
+    whose embedding is the chip's first 128 values."""
+    torch = pytest.importorskip("torch")
+    from streamanon.anonymize.adversarial import AdversarialModels
+
+    m = object.__new__(AdversarialModels)
+    m.device, m.gallery = "cpu", None
+    points = np.array([[[40, 30], [30, 30], [60, 30], [50, 30], [45, 55]]], np.float64)
+    m.landmarker = lambda image, boxes: points
+    m.net = lambda x: torch.flatten(x, 1)[:, :128]
+    return m
+
+
+def one_face(image: Any) -> Detections:
+    h, w = image.shape[:2]
+    return Detections(np.array([[w * 0.3, h * 0.3, w * 0.7, h * 0.7]], np.float32))
+
+
+def test_adversarial_gallery_reads_the_shared_layout(tmp_path: Path) -> None:
+    """``--method adversarial``'s gallery: one identity per person of the shared loader
+    (a nested folder belongs to its person, a loose image is its own), a broken file skipped."""
+    m = _adversarial_models()
+    m.load_gallery(bank(tmp_path), one_face)
+    assert m.gallery.names == ("ann", "bob", "loose")
+    assert np.bincount(m.gallery.labels).tolist() == [2, 1, 1]
+    assert m.gallery.embeddings.shape == (4, 128)
+
+
+def test_adversarial_reports_a_faceless_bank_like_ksame(tmp_path: Path) -> None:
+    root = bank(tmp_path)
+
+    def nothing(image: Any) -> Detections:
+        return Detections(np.zeros((0, 4), np.float32))
+
+    with pytest.raises(ConfigError) as ks:
+        load_face_bank(root, nothing)
+    with pytest.raises(ConfigError) as adv:
+        _adversarial_models().load_gallery(root, nothing)
+    assert str(adv.value) == str(ks.value) == f"--face-bank {root}: no face found in 5 images, 1 unreadable"
+    with pytest.raises(ConfigError, match="not a folder"):
+        _adversarial_models().load_gallery(root / "missing", nothing)

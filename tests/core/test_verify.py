@@ -78,7 +78,8 @@ def test_verify_without_dlib_exits_9(face_clip: Path, tmp_path: Path, monkeypatc
 
 
 def test_verify_flag_errors(face_clip: Path, tmp_path: Path) -> None:
-    assert _run([str(face_clip), "-o", str(tmp_path / "o.mp4"), "--verify-every", "0"]) == 2
+    assert _run([str(face_clip), "-o", str(tmp_path / "o.mp4"), "--verify-every", "-1"]) == 2
+    assert _run([str(face_clip), "-o", str(tmp_path / "o.mp4"), "--verify", "--verify-every", "0"]) == 2  # 0: off
     assert _run(["rtsp://127.0.0.1:1/x", "-o", str(tmp_path / "o.mp4"), "--verify"]) == 2
 
 
