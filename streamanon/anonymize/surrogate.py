@@ -146,40 +146,68 @@ def mirror_surroundings(
 
     ``full``: the window spans half the region's side around it whatever the faces (what a
     face alone in its window is computed on a narrower window to equal)."""
-    from scipy.ndimage import distance_transform_edt
-
-    h, w = image.shape[:2]
     x0, y0, x1, y1 = region.roi
-    pad = max(2, max(x1 - x0, y1 - y0) // 2 + 1)
-    # the window: the region and ``pad`` around it (clipped to the frame); the geometry's scale:
-    # ~MIRROR_WORK px across that window
-    ex0, ey0, ex1, ey1 = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
-    f = min(1.0, max(0.5, MIRROR_WORK / max(ex1 - ex0, ey1 - ey0)))  # at most half size: a coarser edge shows a seam
-    ring = MIRROR_DEPTH * pad
-    # how deep (px) a pixel's mirror reaches the output: ``ring``, the blurs and the map's
-    # smoothing below; deeper, the edge's colour alone is shown
-    reach = ring + 4 * max(1.0, 0.03 * pad) + 2 + 6 / f
-    if not full:
-        ex0, ey0, ex1, ey1 = _narrow((ex0, ey0, ex1, ey1), region, faces, f, reach)
+    win = _MirrorWindow.around(image.shape, region, faces, full)
+    ex0, ey0, ex1, ey1 = win.box
     inside = faces[ey0:ey1, ex0:ex1]
     if inside.all():  # the faces fill the window: nothing around them to mirror
         return np.full((y1 - y0, x1 - x0, 3), 128, np.uint8)
     wh, ww = inside.shape
-    sh, sw = max(2, round(wh * f)), max(2, round(ww * f))
-    fy, fx = sh / wh, sw / ww
+    sh, sw = max(2, round(wh * win.f)), max(2, round(ww * win.f))
     outside = (~inside).view(np.uint8)
-    win = np.zeros((wh, ww, 3), np.uint8)
-    cv2.copyTo(image[ey0:ey1, ex0:ex1], outside, win)  # no face pixel reaches what follows
-    small = cv2.resize(win, (sw, sh), interpolation=cv2.INTER_AREA)
+    pixels = np.zeros((wh, ww, 3), np.uint8)
+    cv2.copyTo(image[ey0:ey1, ex0:ex1], outside, pixels)  # no face pixel reaches what follows
+    small = cv2.resize(pixels, (sw, sh), interpolation=cv2.INTER_AREA)
     touched = cv2.resize(inside.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA) > 0
     if touched.all():
         return np.full((y1 - y0, x1 - x0, 3), 128, np.uint8)
+    geo, edge_small = _mirror_geometry(small, touched, win.reach * win.f)
+    return _mirror_compose(pixels, inside, geo, edge_small, win, region)
+
+
+@dataclass(frozen=True)
+class _MirrorWindow:
+    """Where ``mirror_surroundings`` works: ``box`` (the region and ``pad`` around it, clipped
+    to the frame, narrowed where that gives the same result), ``f`` the geometry's scale (~
+    ``MIRROR_WORK`` px across, at least half size), ``ring`` the depth where the edge's colour
+    takes over, ``reach`` how deep (px) a pixel's mirror reaches the output."""
+
+    box: tuple[int, int, int, int]
+    f: float
+    pad: int
+    ring: float
+    reach: float
+
+    @staticmethod
+    def around(shape: tuple[int, ...], region: FaceRegion, faces: NDArray[np.bool_], full: bool) -> _MirrorWindow:
+        h, w = shape[:2]
+        x0, y0, x1, y1 = region.roi
+        pad = max(2, max(x1 - x0, y1 - y0) // 2 + 1)
+        box = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
+        # at most half size: a coarser edge shows a seam
+        f = min(1.0, max(0.5, MIRROR_WORK / max(box[2] - box[0], box[3] - box[1])))
+        ring = MIRROR_DEPTH * pad
+        # ``ring``, the blurs and the map's smoothing below; deeper, the edge's colour alone is shown
+        reach = ring + 4 * max(1.0, 0.03 * pad) + 2 + 6 / f
+        if not full:
+            box = _narrow(box, region, faces, f, reach)
+        return _MirrorWindow(box, f, pad, ring, reach)
+
+
+def _mirror_geometry(
+    small: NDArray[Any], touched: NDArray[np.bool_], reach: float
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """At the work scale: per pixel its mirror point (y, x) and depth, smoothed, as one
+    3-channel map; and the nearest outside pixel's colour (outside pixels only)."""
+    from scipy.ndimage import distance_transform_edt
+
+    sh, sw = touched.shape
     depth, (ny, nx) = distance_transform_edt(touched, return_indices=True)
     # per small pixel: its nearest outside pixel, and its mirror through it (pulled toward the
     # edge until it is outside), in small coordinates; deeper than ``reach`` the map stays the
     # nearest edge point (never shown)
     sy, sx = ny.astype(np.float32), nx.astype(np.float32)
-    py, px = np.nonzero(touched & (depth <= reach * f))
+    py, px = np.nonzero(touched & (depth <= reach))
     qy_, qx_ = ny[py, px], nx[py, px]
     my_, mx_ = qy_.astype(np.float32), qx_.astype(np.float32)
     todo = np.ones(len(py), np.bool_)
@@ -191,12 +219,29 @@ def mirror_surroundings(
         my_[ok], mx_[ok] = my[ok], mx[ok]
         todo &= ~ok
     sy[py, px], sx[py, px] = my_, mx_
-    # the nearest outside pixel's colour (outside pixels only)
     edge_small = cv2.remap(small, nx.astype(np.float32), ny.astype(np.float32), cv2.INTER_NEAREST)
-    # the nearest edge point jumps between neighbours: the map is smoothed (no staircase);
-    # the edge colour is softened (uint8: rounding only)
+    # the nearest edge point jumps between neighbours: the map is smoothed (no staircase)
     geo = cv2.merge([cv2.GaussianBlur(sy, (0, 0), 1.0), cv2.GaussianBlur(sx, (0, 0), 1.0), depth.astype(np.float32)])
-    edge_soft = cv2.GaussianBlur(edge_small, (0, 0), max(0.8, 0.06 * pad * f))
+    return geo, edge_small
+
+
+def _mirror_compose(
+    pixels: NDArray[np.uint8],
+    inside: NDArray[np.bool_],
+    geo: NDArray[Any],
+    edge_small: NDArray[Any],
+    win: _MirrorWindow,
+    region: FaceRegion,
+) -> NDArray[np.uint8]:
+    """The region's pixels at full size: the window's outside ``pixels`` sampled through the
+    mirror map ``geo``, softened with depth, then the edge's colour taking over."""
+    x0, y0, x1, y1 = region.roi
+    ex0, ey0 = win.box[:2]
+    wh, ww = inside.shape
+    sh, sw = edge_small.shape[:2]
+    fy, fx, f = sh / wh, sw / ww, win.f
+    # the edge colour is softened (uint8: rounding only)
+    edge_soft = cv2.GaussianBlur(edge_small, (0, 0), max(0.8, 0.06 * win.pad * f))
     # up to full size over the region (small -> window pixel centres)
     rw, rh = x1 - x0, y1 - y0
     gx0, gy0 = x0 - ex0, y0 - ey0
@@ -208,15 +253,15 @@ def mirror_surroundings(
     d = geo_up[:, :, 2] / f
     # face pixels: the nearest outside colour (from the zeroed copy): a smoothed map point can
     # land inside, and bilinear sampling at the edge reads the pixel beyond it
-    clean = win
+    clean = pixels
     edge_full = cv2.resize(edge_small, (ww, wh), interpolation=cv2.INTER_LINEAR)
     cv2.copyTo(edge_full, inside.view(np.uint8), clean)
     mirrored = cv2.remap(clean, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     edge = cv2.remap(edge_soft, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    soft = cv2.GaussianBlur(mirrored, (0, 0), max(1.0, 0.03 * pad))
+    soft = cv2.GaussianBlur(mirrored, (0, 0), max(1.0, 0.03 * win.pad))
     # with a = depth / ring (0 at the edge, 1 from the ring in): the mirrored pixels softened
     # with depth, then the edge's colour taking over
-    a = np.clip(d / max(1.0, ring), 0.0, 1.0)
+    a = np.clip(d / max(1.0, win.ring), 0.0, 1.0)
     b = np.float32(1) - a
     mixed = cv2.blendLinear(soft, mirrored, a, b)
     out: NDArray[np.uint8] = np.asarray(cv2.blendLinear(mixed, edge, b, a), np.uint8)
