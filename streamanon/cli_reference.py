@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .cli import SUBCOMMANDS, run_command
-from .live.streams import FEED, PER_STREAM_ONLY, SHARED, UNSUPPORTED
+from .live.streams_config import FEED, PER_STREAM_ONLY, SHARED, UNSUPPORTED
 from .options import EVAL, GROUPS, KIND_NAMES, MODE_NAMES, MODES, OPTIONS, STREAMS, Option
 
 DEFAULT_OUTPUT = Path("docs/cli.md")

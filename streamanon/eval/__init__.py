@@ -9,6 +9,8 @@ Modules:
 - :mod:`.detection` and :mod:`.data`: detector precision/recall/AP against face boxes;
 - :mod:`.video`: recognisable faces left in an anonymised video;
 - :mod:`.metrics` and :mod:`.report`: PSNR/SSIM/MS-SSIM, AP, offline HTML reports.
+- :mod:`.cli`: the ``streamanon eval`` parsers; :mod:`.commands_privacy`, :mod:`.commands_quality`
+  and :mod:`.commands_common`: its commands.
 
 Heavy dependencies (dlib, torch, matplotlib) are imported only where used.
 """

@@ -6,6 +6,7 @@ sha256, licence, layout) and loaded once per process (``store``).
 - ``recognizer``: dlib's ResNet recogniser, the ``Recogniser`` protocol and ``Face``;
 - ``dlib_torch``: the PyTorch port of that recogniser and of dlib's chip extraction
   (``--method adversarial`` perturbs against it);
+- ``dlib_weights``: the reader of that recogniser's ``.dat`` file (numpy arrays for the port);
 - ``faceres``: FaceRes, a second recogniser with age and gender heads (evaluation);
 - ``store``: the process-wide cache.
 

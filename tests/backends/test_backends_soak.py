@@ -96,7 +96,8 @@ def test_streams_switches_to_concurrent_calls_unless_forced(monkeypatch: pytest.
 
 @pytest.mark.skipif(not ovb.openvino_available(), reason="openvino is not installed")
 def test_streams_with_two_feeds_uses_concurrent_calls(tmp_path: Path) -> None:
-    from streamanon.live.streams import Streams, parse_streams_config
+    from streamanon.live.streams import Streams
+    from streamanon.live.streams_config import parse_streams_config
 
     cfg = tmp_path / "site.toml"
     entry = '[[stream]]\nname = "{0}"\ninput = "rtsp://127.0.0.1:1/{0}"\noutput = "{1}/{0}.ts"\n'

@@ -23,7 +23,7 @@ from streamanon.backends.tensorrt import TensorRTBackend, profile_batch, run_in_
 from streamanon.config import DetectConfig
 from streamanon.detect.centerface import CenterFaceDetector
 from streamanon.errors import ModelError
-from streamanon.live.streams import BatchingDetector, shared_batch
+from streamanon.live.shared_detector import BatchingDetector, shared_batch
 
 CLIP = DATA / "videos" / "face_recognition__short_hamilton_clip.mp4"
 

@@ -228,7 +228,7 @@ def test_live_specs_carry_the_choice(tmp_path: Path) -> None:
 
 
 def test_streams_explicit_hwaccel_fails_at_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from streamanon.live.streams import parse_streams_config
+    from streamanon.live.streams_config import parse_streams_config
 
     _compiled_with(monkeypatch, "cuda")
     monkeypatch.setattr(hwaccel, "device_opener", _fails("no CUDA-capable device is detected"))

@@ -13,7 +13,8 @@ from mediautil import reencode
 from streamanon.batch.manifest import MANIFEST_NAME, Manifest
 from streamanon.cli import main
 from streamanon.errors import VerificationError
-from streamanon.live.streams import parse_streams_config, run_streams
+from streamanon.live.streams import run_streams
+from streamanon.live.streams_config import parse_streams_config
 from streamanon.runner import partial_output
 
 pytest.importorskip("dlib")

@@ -32,6 +32,15 @@ def dt() -> Any:
 
 
 @pytest.fixture(scope="module")
+def dw() -> Any:
+    """The model file's reader (numpy only)."""
+    _need("face_recognition_models", "eval")
+    from streamanon.models import dlib_weights
+
+    return dlib_weights
+
+
+@pytest.fixture(scope="module")
 def port(dt: Any) -> Any:
     _need("torch", "torch")
     import torch
@@ -85,8 +94,8 @@ def _decisions(e: np.ndarray) -> np.ndarray:
     return np.asarray(d[np.triu_indices(len(e), 1)] < 0.6)
 
 
-def test_reader_builds_dlibs_architecture(dt: Any) -> None:
-    w = dt.read_dlib_resnet()
+def test_reader_builds_dlibs_architecture(dw: Any) -> None:
+    w = dw.read_dlib_resnet()
     assert len(w.convs) == 29
     np.testing.assert_allclose(w.mean_rgb, [122.782, 117.001, 104.298], atol=1e-3)
     assert w.fc.shape == (256, 128)
@@ -95,11 +104,11 @@ def test_reader_builds_dlibs_architecture(dt: Any) -> None:
     assert all(np.isfinite(c.weight).all() and np.abs(c.weight).max() > 0 for c in w.convs)
 
 
-def test_missing_or_corrupt_model_file_is_a_model_error(dt: Any, tmp_path: Path) -> None:
+def test_missing_or_corrupt_model_file_is_a_model_error(dw: Any, tmp_path: Path) -> None:
     missing = tmp_path / "nope.dat"
     with pytest.raises(ModelError, match=r"nope\.dat"):
-        dt.read_dlib_resnet(missing)
-    real = dt._model_file(None).read_bytes()
+        dw.read_dlib_resnet(missing)
+    real = dw._model_file(None).read_bytes()
     cases = {
         "truncated.dat": real[: 1 << 20],
         "garbage.dat": bytes(range(256)) * 64,
@@ -109,7 +118,7 @@ def test_missing_or_corrupt_model_file_is_a_model_error(dt: Any, tmp_path: Path)
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(ModelError, match=re.escape(name)):
-            dt.read_dlib_resnet(tmp_path / name)
+            dw.read_dlib_resnet(tmp_path / name)
 
 
 def test_network_matches_dlib_on_aligned_chips(dt: Any, port: Any, faces: list[Any], dlib_rec: Any) -> None:

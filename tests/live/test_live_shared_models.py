@@ -21,7 +21,8 @@ def _dlib() -> None:
 def test_feeds_load_each_model_once(tmp_path: Path) -> None:
     _dlib()
     from streamanon.demo import write_demo_clip
-    from streamanon.live.streams import Feed, parse_streams_config
+    from streamanon.live.streams import Feed
+    from streamanon.live.streams_config import parse_streams_config
 
     clip = tmp_path / "in.mp4"
     write_demo_clip(clip, 0.5)

@@ -20,7 +20,8 @@ import pytest
 from live_helpers import CodedClip, FaceChecker, GstServer, Streamanon, free_port, receive
 
 from streamanon.errors import ConfigError
-from streamanon.live.streams import BatchingDetector, parse_streams_config
+from streamanon.live.shared_detector import BatchingDetector
+from streamanon.live.streams_config import parse_streams_config
 
 pytestmark = pytest.mark.live
 

@@ -16,7 +16,8 @@ from test_live_runner import FakeInput, Script, find_face, runner
 
 from streamanon.config import PipelineConfig
 from streamanon.errors import ConfigError
-from streamanon.live.streams import BatchingDetector, run_streams
+from streamanon.live.shared_detector import BatchingDetector
+from streamanon.live.streams import run_streams
 from streamanon.pipeline import Stages
 from streamanon.types import Detections
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from streamanon.errors import ConfigError
-from streamanon.live.streams import parse_streams_config
+from streamanon.live.streams_config import parse_streams_config
 
 ONE = "[[stream]]\nname = 'x'\ninput = 'rtsp://h/a'\noutput = 'a.mp4'\n"
 

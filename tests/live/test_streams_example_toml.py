@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from streamanon.cli import main
-from streamanon.live.streams import PER_STREAM_ONLY, SHARED, parse_streams_config
+from streamanon.live.streams_config import PER_STREAM_ONLY, SHARED, parse_streams_config
 from streamanon.options import STREAMS, options_for
 
 if sys.version_info >= (3, 11):
