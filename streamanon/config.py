@@ -383,12 +383,8 @@ class LiveConfig:
     realtime: bool = True
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
-    hwaccel: str = "auto"  # --hwaccel / --encoder: as IOConfig's
-    encoder: str = "none"
 
     def __post_init__(self) -> None:
-        check_hwaccel(self.hwaccel)
-        check_encoder(self.encoder)
         checks = [
             (self.rtsp_transport in ("tcp", "udp"), "--rtsp-transport", self.rtsp_transport, "tcp or udp"),
             (self.open_timeout > 0, "--open-timeout", self.open_timeout, "a number > 0"),

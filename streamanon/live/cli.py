@@ -71,8 +71,8 @@ def run_live(ns: argparse.Namespace, config: PipelineConfig) -> int:
         on SIGINT/SIGTERM, after the output was finalised and the report written.
     """
     opts = LiveOptions.from_namespace(ns)
-    in_spec = input_spec(ns.input, opts)
-    out_spec = output_spec(ns.output, opts)
+    in_spec = input_spec(ns.input, opts, config.io.hwaccel)
+    out_spec = output_spec(ns.output, opts, config.io.encoder)
     metrics = LiveMetrics()
     with _redacted_logging():
         server = MetricsServer(metrics, opts.metrics_port, opts.metrics_addr) if opts.metrics_port is not None else None

@@ -93,8 +93,9 @@ class OutputSpec:
         return redact(self.target)
 
 
-def input_spec(uri: str, opts: LiveOptions) -> InputSpec:
-    """Classify ``uri`` and pick demuxer options for low latency and bounded waits."""
+def input_spec(uri: str, opts: LiveOptions, hwaccel: str = DEFAULT_HWACCEL) -> InputSpec:
+    """Classify ``uri`` and pick demuxer options for low latency and bounded waits;
+    ``hwaccel``: the decode device (``PipelineConfig.io.hwaccel``)."""
     lower = uri.lower()
     options: dict[str, str] = {}
     fmt = opts.input_format
@@ -116,11 +117,11 @@ def input_spec(uri: str, opts: LiveOptions) -> InputSpec:
         if not Path(uri).is_file():
             raise SourceOpenError(f"input not found: {uri}", source=uri)
     options.update(dict(opts.input_options))
-    return InputSpec(uri, kind, fmt, options, *timeouts, hwaccel=opts.hwaccel)
+    return InputSpec(uri, kind, fmt, options, *timeouts, hwaccel=hwaccel)
 
 
-def output_spec(target: str | None, opts: LiveOptions) -> OutputSpec:
-    """Classify the ``-o`` target of a live run."""
+def output_spec(target: str | None, opts: LiveOptions, encoder: str = DEFAULT_ENCODER) -> OutputSpec:
+    """Classify the ``-o`` target of a live run; ``encoder``: ``PipelineConfig.io.encoder``."""
     if not target:
         raise ConfigError(
             "a live run needs -o OUTPUT: a file, a strftime pattern with --segment, "
@@ -150,4 +151,4 @@ def output_spec(target: str | None, opts: LiveOptions) -> OutputSpec:
         spec = OutputSpec(target, kind, opts.output_format, {})
     if opts.segment and spec.kind != "segments":
         raise ConfigError("--segment needs a file output (-o 'out/%Y%m%d-%H%M%S.mp4')")
-    return dataclasses.replace(spec, encoder=opts.encoder)
+    return dataclasses.replace(spec, encoder=encoder)

@@ -29,13 +29,10 @@ class LiveOptions(LiveConfig):
     def from_values(cls, values: Mapping[str, Any], input: str | None = None) -> LiveOptions:
         """From ``{dest: value}`` of the options (a namespace's, a streams table's)."""
         realtime = drops_frames(input, bool(values.get("live", False)))
-        defaults = LiveConfig()
         return cls(
             **live_fields(values),
             drop=not values.get("no_drop", False) and realtime,
             realtime=realtime,
-            hwaccel=values.get("hwaccel", defaults.hwaccel),
-            encoder=values.get("encoder", defaults.encoder),
         )
 
     @classmethod

@@ -150,7 +150,8 @@ def _feed(
         # the feed's own pipeline makes one detector call at a time; the shared detector has the workers
         config = dataclasses.replace(config, detect=dataclasses.replace(config.detect, workers=1))
         opts = LiveOptions.from_values(values, entry["input"])
-        in_spec, out_spec = input_spec(entry["input"], opts), output_spec(entry["output"], opts)
+        in_spec = input_spec(entry["input"], opts, config.io.hwaccel)
+        out_spec = output_spec(entry["output"], opts, config.io.encoder)
         choose_decode(in_spec.hwaccel)  # hwaccel = "cuda" that cannot open: exit 2 at start, not per feed
         every = verify_every(values["verify"], values["verify_every"])
     except StreamanonError as exc:

@@ -219,12 +219,18 @@ def test_sink_software_fallback_writes_what_none_writes(clip_factory: Callable[.
 
 # -- live and streams -----------------------------------------------------------------------------
 def test_live_specs_carry_the_choice(tmp_path: Path) -> None:
-    opts = LiveOptions(hwaccel="none", encoder="auto")
-    assert input_spec("rtsp://127.0.0.1:1/x", opts).hwaccel == "none"
-    assert output_spec(str(tmp_path / "o.ts"), opts).encoder == "auto"
+    """``--hwaccel``/``--encoder`` live in ``IOConfig`` alone; a live run's specs carry them."""
+    from streamanon.cli import config_from_args, run_parser
+
+    opts = LiveOptions()
+    assert input_spec("rtsp://127.0.0.1:1/x", opts, "none").hwaccel == "none"
+    assert output_spec(str(tmp_path / "o.ts"), opts, "auto").encoder == "auto"
     assert input_spec("rtsp://127.0.0.1:1/x", LiveOptions()).hwaccel == hwaccel.DEFAULT_HWACCEL
+    assert not hasattr(LiveOptions(), "hwaccel") and not hasattr(LiveOptions(), "encoder")
+    ns = run_parser().parse_args(["rtsp://127.0.0.1:1/x", "-o", "o.ts", "--hwaccel", "none", "--encoder", "auto"])
+    assert (config_from_args(ns).io.hwaccel, config_from_args(ns).io.encoder) == ("none", "auto")
     with pytest.raises(ConfigError, match="invalid --hwaccel 'nvdec'"):
-        LiveOptions(hwaccel="nvdec")
+        IOConfig(hwaccel="nvdec")
 
 
 def test_streams_explicit_hwaccel_fails_at_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
