@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any
 
 from . import __version__
+from ._memory import MemoryTrimmer
 from .anonymize.review import review_from_args
 from .audit import RunStats
 from .backends.onnxruntime import available_providers
@@ -401,9 +402,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = "-v" in args or "--verbose" in args
     restore = _sigterm_as_interrupt()
     try:
-        if args and args[0] in SUBCOMMANDS and not Path(args[0]).exists():
-            return _subcommand(args[0])(args[1:])
-        return run_command(args)
+        with MemoryTrimmer():  # freed frames go back to the system as the run goes (_memory)
+            if args and args[0] in SUBCOMMANDS and not Path(args[0]).exists():
+                return _subcommand(args[0])(args[1:])
+            return run_command(args)
     except StreamanonError as exc:
         if verbose:
             log.exception("failed")

@@ -89,3 +89,14 @@ def pick_outputs(
         return {n: results[n] for n in outputs}
     except KeyError as exc:
         raise ModelError(f"{label}: no output {exc.args[0]!r}; it has {list(results)}") from None
+
+
+def take_uint8_images(backend: Backend, name: str) -> bool:
+    """Ask ``backend`` to take input ``name`` (float NCHW image) as uint8 NHWC images.
+
+    A runtime that converts inside its network (OpenVINO) saves the caller a float copy
+    of every frame; the others (ONNX Runtime, TensorRT, test fakes) are fed float NCHW
+    as before. Returns whether ``backend`` now takes uint8 NHWC for ``name``.
+    """
+    take = getattr(backend, "take_uint8_images", None)
+    return bool(take is not None and take(name))

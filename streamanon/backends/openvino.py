@@ -178,10 +178,7 @@ class OpenVinoBackend:
         self._threads = max(0, threads) * self._callers  # of the compiled network; 0: OpenVINO's default
         self.providers = [f"OpenVINO CPU {precision}"]
         self._set_concurrent(bool(CONCURRENT_CALLS) if concurrent is None else concurrent)
-        self._inputs = tuple(_spec(i) for i in self._model.inputs)
-        self._outputs = tuple(_spec(o) for o in self._model.outputs)
-        # (name, dtype fed) per input, in the model's order (the infer request's indices)
-        self._feeds = [(s.name, np.dtype(np.float32 if s.dtype == "bfloat16" else s.dtype)) for s in self._inputs]
+        self._set_specs()
         # Guards the compiled networks; when not concurrent, held for a whole call.
         self._lock = threading.Lock()
         self._compiled: OrderedDict[tuple[tuple[int, ...], ...], _Network] = OrderedDict()
@@ -200,6 +197,43 @@ class OpenVinoBackend:
             self._model.reshape(shapes)
         except Exception as exc:
             raise ModelError(f"OpenVINO cannot make {self._label}'s input dynamic: {reason(exc)}") from exc
+
+    def take_uint8_images(self, name: str) -> bool:
+        """Feed input ``name`` (float NCHW, 3 channels) uint8 NHWC images as decoded.
+
+        OpenVINO converts them to the network's layout and element type inside the
+        compiled network (``PrePostProcessor``), so the caller passes a frame as it is: no
+        float copy of it (11 MiB at 1280x736, one per call in flight), no transpose in
+        Python. The values the network sees are the same (0-255 are exact in fp32 and
+        bf16). Returns whether ``name`` now takes uint8 images; safe to call again.
+        """
+        spec = next((s for s in self._inputs if s.name == name), None)
+        if spec is None or len(spec.shape) != 4:
+            return False
+        if spec.dtype == "uint8" and spec.shape[3] == 3:
+            return True  # done before
+        if spec.dtype not in ("float32", "bfloat16") or spec.shape[1] != 3:
+            return False
+        ov = _import_ov()
+        with self._lock:
+            ppp = ov.preprocess.PrePostProcessor(self._model)
+            port = ppp.input(name)
+            port.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+            port.model().set_layout(ov.Layout("NCHW"))
+            port.preprocess().convert_element_type(ov.Type.f32)
+            try:
+                self._model = ppp.build()
+            except Exception as exc:
+                raise ModelError(f"OpenVINO cannot feed {self._label} uint8 images: {reason(exc)}") from exc
+            self._set_specs()
+            self._compiled.clear()
+        return True
+
+    def _set_specs(self) -> None:
+        self._inputs = tuple(_spec(i) for i in self._model.inputs)
+        self._outputs = tuple(_spec(o) for o in self._model.outputs)
+        # (name, dtype fed) per input, in the model's order (the infer request's indices)
+        self._feeds = [(s.name, np.dtype(np.float32 if s.dtype == "bfloat16" else s.dtype)) for s in self._inputs]
 
     def _set_concurrent(self, concurrent: bool) -> None:
         self.concurrent = concurrent

@@ -22,6 +22,7 @@ from typing import Any
 
 import av.logging
 
+from .._memory import MemoryTrimmer
 from ..config import PipelineConfig
 from ..errors import (
     AnonymizationError,
@@ -133,6 +134,7 @@ def init_pool_worker(verbose: bool) -> None:
     if os.getppid() != parent:  # the driver died before the signal was armed
         os._exit(1)
     setup_process(verbose)
+    MemoryTrimmer().start()  # for the worker's life, as the command's own process (_memory)
 
 
 def _set_pdeathsig() -> bool:

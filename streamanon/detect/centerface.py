@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 from collections.abc import Sequence
 
 import cv2
@@ -19,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..backends import loader
-from ..backends.base import Backend
+from ..backends.base import Backend, take_uint8_images
 from ..backends.registry import model_entry, resolve_model
 from ..backends.select import BackendChoice, choose_backend
 from ..config import DetectConfig
@@ -144,6 +145,9 @@ class CenterFaceDetector:
             self.score_margin = choice.score_margin
             backend = open_backend(choice, callers=callers, log_choice=config.backend == "auto")
         self.backend = backend
+        # uint8 NHWC frames as decoded where the runtime converts them itself (OpenVINO)
+        self._uint8_input = take_uint8_images(backend, self._in_name)
+        self._scratch = threading.local()  # per detector worker: reused resize buffers
 
     def __call__(self, images: Sequence[NDArray[np.uint8]]) -> list[Detections]:
         return self.detect_at(images, self.config.det_size)
@@ -157,14 +161,31 @@ class CenterFaceDetector:
         if any(im.shape[:2] != (h0, w0) for im in images):
             return [d for im in images for d in self.detect_at([im], det_size)]
         w, h = network_size(w0, h0, det_size)
-        blob = np.empty((len(images), 3, h, w), np.float32)
-        for i, im in enumerate(images):
-            resized = cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR) if (w, h) != (w0, h0) else im
-            blob[i] = resized.transpose(2, 0, 1)
+        resized = [self._resize(i, im, w, h) if (w, h) != (w0, h0) else im for i, im in enumerate(images)]
+        if self._uint8_input:  # the frame itself when one needs no resize: no copy
+            blob = resized[0][None] if len(resized) == 1 else np.stack(resized)
+        else:
+            blob = np.empty((len(images), 3, h, w), np.float32)
+            for i, im in enumerate(resized):
+                blob[i] = im.transpose(2, 0, 1)
         out = self.backend.infer({self._in_name: blob}, self._out_names)
         heat, scale, offset, lms = (out[n] for n in self._out_names)
         sx, sy = w0 / w, h0 / h
         return [self._decode(heat[i, 0], scale[i], offset[i], lms[i], sx, sy, w0, h0) for i in range(len(images))]
+
+    def _resize(self, index: int, image: NDArray[np.uint8], w: int, h: int) -> NDArray[np.uint8]:
+        """``image`` resized to (w, h) into this thread's buffer for batch slot ``index``.
+
+        A call's resized frames live only until it returns (the network has read them), so
+        each detector worker reuses its buffers instead of allocating a frame-sized array
+        per call (at 1280x720 -> 1280x736: 2.7 MiB a call).
+        """
+        buffers: dict[int, NDArray[np.uint8]] = self._scratch.__dict__.setdefault("resized", {})
+        buf = buffers.get(index)
+        if buf is None or buf.shape != (h, w, image.shape[2]):
+            buf = buffers[index] = np.empty((h, w, image.shape[2]), np.uint8)
+        cv2.resize(image, (w, h), dst=buf, interpolation=cv2.INTER_LINEAR)
+        return buf
 
     def _decode(
         self,

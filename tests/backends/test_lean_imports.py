@@ -100,3 +100,51 @@ def test_cpu_only_build_is_read_from_the_package_files(monkeypatch: pytest.Monke
     (capi / "libonnxruntime_providers_cuda.so").unlink()
     (capi / "DirectML.dll").touch()
     assert ortb.cpu_only_build() is False  # onnxruntime-directml
+
+
+@pytest.mark.skipif(not ovb.openvino_available(), reason="OpenVINO not installed")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_openvino_uint8_images_give_the_float_inputs_outputs(precision: str) -> None:
+    """``take_uint8_images``: a frame fed as decoded (uint8 NHWC) gives the outputs of its float NCHW copy."""
+    if precision == "bf16" and not ovb.native_bf16():
+        pytest.skip("no native bf16 on this CPU")
+    model = onnx_model("centerface")
+    choice = EngineChoice(EngineConfig(backend="openvino", precision=precision), True, "test")
+    floats, images = open_backend(model, choice), open_backend(model, choice)
+    assert isinstance(images, ovb.OpenVinoBackend)
+    assert images.take_uint8_images("input.1") and images.take_uint8_images("input.1")  # again: no-op
+    assert not images.take_uint8_images("no-such-input")
+    assert [(s.shape, s.dtype) for s in images.input_spec()] == [((None, None, None, 3), "uint8")]
+    rng = np.random.default_rng(1)
+    for shape in [(1, 96, 160, 3), (2, 64, 64, 3)]:
+        u8 = rng.integers(0, 256, shape, dtype=np.uint8)
+        a = floats.infer({"input.1": u8.transpose(0, 3, 1, 2).astype(np.float32)})
+        b = images.infer({"input.1": u8})
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.mark.skipif(not ovb.openvino_available(), reason="OpenVINO not installed")
+def test_detector_on_uint8_input_finds_what_the_float_path_finds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The detector feeds OpenVINO its frames as they are (resized into per-thread buffers
+    that are reused call to call); boxes and scores equal the float path's, frame sizes mixed."""
+    import cv2
+
+    from streamanon.config import DetectConfig
+    from streamanon.detect import centerface as cf
+
+    photo = cv2.cvtColor(cv2.imread(str(REPO / "streamanon" / "assets" / "astronaut.jpg")), cv2.COLOR_BGR2RGB)
+    config = DetectConfig(backend="openvino", precision="fp32")
+    u8 = cf.CenterFaceDetector(config)
+    monkeypatch.setattr(cf, "take_uint8_images", lambda backend, name: False)
+    f32 = cf.CenterFaceDetector(config)
+    assert u8._uint8_input and not f32._uint8_input
+    frames = [photo, cv2.resize(photo, (300, 200)), photo[:, ::-1].copy(), cv2.resize(photo, (300, 200))[::-1].copy()]
+    found = 0
+    for batch in ([frames[0]], [frames[1]], [frames[2]], [frames[1], frames[3]]):
+        for a, b in zip(u8(batch), f32(batch), strict=True):
+            np.testing.assert_array_equal(a.xyxy, b.xyxy)
+            np.testing.assert_array_equal(a.score, b.score)
+            np.testing.assert_array_equal(a.landmarks, b.landmarks)
+            found += len(a)
+    assert found >= 4  # the astronaut's face in every frame

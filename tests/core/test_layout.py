@@ -28,7 +28,7 @@ CORE_STAGES: tuple[tuple[str, ...], ...] = (
     ("streamanon.types",),
     ("streamanon.geometry",),
     ("streamanon.config",),
-    ("streamanon._workers", "streamanon.io", "streamanon.progress"),
+    ("streamanon._workers", "streamanon._memory", "streamanon.io", "streamanon.progress"),
     ("streamanon.backends",),
     ("streamanon.models",),
     ("streamanon.track",),
