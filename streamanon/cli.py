@@ -319,82 +319,110 @@ def run_command(argv: list[str]) -> int:
         raise ConfigError("--start/--duration apply to videos, not a still image")
     for path in skipped:
         log.info("skipped (not an image or video file): %s", path)
-    span: tuple[float, float | None] = (ns.start or 0.0, ns.duration)
-
     every = verify_every(ns.verify, ns.verify_every)
     verifier = verifier_from_args(every > 0, every or None)  # before any work: exit 9 without dlib
     stages = Stages(config, anonymizer=review)  # models load once for every file
     pool = None
     if stages.anonymizer_factory.pooled and len(jobs) > 1:
         # k-same over a folder: the pool is the folder's faces (a first pass over every file)
-        pool = collect_pool([src for src, _ in jobs], config, stages, span=span)
-    failures: list[tuple[Path, StreamanonError]] = []
-    reports: list[RunReport] = []
-    interrupted: RunReport | None = None
+        pool = collect_pool([src for src, _ in jobs], config, stages, span=(ns.start or 0.0, ns.duration))
+    run = _FileRun(ns, config, stages, pool, verifier, many)
     for src, dst in jobs:
-        if many:
+        if not run.one(src, dst):
+            break
+    return run.finish(len(jobs), skipped, time.perf_counter() - t0)
+
+
+class _FileRun:
+    """The files of one ``streamanon`` call, one after another: their reports, failures, and
+    the call's exit status (the first interruption ends the call)."""
+
+    def __init__(
+        self, ns: argparse.Namespace, config: PipelineConfig, stages: Stages, pool: Any, verifier: Any, many: bool
+    ) -> None:
+        self.ns, self.config, self.stages, self.pool, self.verifier, self.many = (
+            ns,
+            config,
+            stages,
+            pool,
+            verifier,
+            many,
+        )
+        self.failures: list[tuple[Path, StreamanonError]] = []
+        self.reports: list[RunReport] = []
+        self.interrupted: RunReport | None = None
+
+    def one(self, src: Path, dst: Path) -> bool:
+        """Process one file; False when the call was interrupted (no file after it)."""
+        ns = self.ns
+        if self.many:
             dst.parent.mkdir(parents=True, exist_ok=True)
         try:
             rep: RunReport | None = process_file(
                 src,
                 dst,
-                config,
-                stages=stages,
+                self.config,
+                stages=self.stages,
                 progress=not ns.quiet,
                 report_frames=ns.report is not None,
-                pool=pool,
-                start=span[0],
-                duration=span[1],
-                verifier=verifier,
+                pool=self.pool,
+                start=ns.start or 0.0,
+                duration=ns.duration,
+                verifier=self.verifier,
             )
         except (Interrupted, KeyboardInterrupt) as exc:
-            interrupted = getattr(exc, "report", None) or _failed_report(src, dst, exc)
-            interrupted.interrupted = True
-            interrupted.error = "interrupted"
-            reports.append(interrupted)
-            break
+            self.interrupted = getattr(exc, "report", None) or _failed_report(src, dst, exc)
+            self.interrupted.interrupted = True
+            self.interrupted.error = "interrupted"
+            self.reports.append(self.interrupted)
+            return False
         except StreamanonError as exc:
             rep = getattr(exc, "report", None)
-            if not many:
-                write_report(ns.report, rep, config)
+            if not self.many:
+                write_report(ns.report, rep, self.config)
                 if rep is not None and rep.verify:
                     print(f"{src}: {verify_line(rep.verify)}", file=sys.stderr)
                 raise
             log.error("%s: %s", src, exc)
-            failures.append((src, exc))
+            self.failures.append((src, exc))
             if rep is None:
                 rep = _failed_report(src, dst, exc)
         if rep is not None:
-            reports.append(rep)
+            self.reports.append(rep)
             if not ns.quiet and rep.frames:
                 print(_summary_line(rep), file=sys.stderr)
             if not ns.quiet and rep.verify:
                 print(f"{src}: {verify_line(rep.verify)}", file=sys.stderr)
-    seconds = time.perf_counter() - t0
-    totals = _totals(reports, len(jobs), len(failures), skipped, seconds)
-    if not many:
-        write_report(ns.report, reports[0] if reports else None, config)
-    elif ns.report:
-        doc = {"files": [json.loads(r.to_json(config)) for r in reports], "totals": totals}
-        try:
-            ns.report.write_text(json.dumps(doc, indent=1))
-        except OSError as exc:
-            raise SinkError(f"cannot write report {ns.report}: {exc.strerror}") from exc
-    if many and not ns.quiet:
-        print(_totals_line(totals), file=sys.stderr)
-    if interrupted is not None:
-        done = (
-            f"{interrupted.frames_written} frames written to {interrupted.output} "
-            f"(incomplete: {interrupted.frames_lost} frames not processed)"
-            if interrupted.frames_written
-            else "no frame written"
-        )
-        print(f"streamanon: interrupted: {done}", file=sys.stderr)
-        return 130
-    if failures:
-        print(f"streamanon: {len(failures)} of {len(jobs)} files failed", file=sys.stderr)
-        return max(exc.exit_code for _, exc in failures)
-    return 0
+        return True
+
+    def finish(self, jobs: int, skipped: list[Path], seconds: float) -> int:
+        """Write the report, print the totals; the call's exit status."""
+        ns, reports = self.ns, self.reports
+        totals = _totals(reports, jobs, len(self.failures), skipped, seconds)
+        if not self.many:
+            write_report(ns.report, reports[0] if reports else None, self.config)
+        elif ns.report:
+            doc = {"files": [json.loads(r.to_json(self.config)) for r in reports], "totals": totals}
+            try:
+                ns.report.write_text(json.dumps(doc, indent=1))
+            except OSError as exc:
+                raise SinkError(f"cannot write report {ns.report}: {exc.strerror}") from exc
+        if self.many and not ns.quiet:
+            print(_totals_line(totals), file=sys.stderr)
+        if self.interrupted is not None:
+            rep = self.interrupted
+            done = (
+                f"{rep.frames_written} frames written to {rep.output} "
+                f"(incomplete: {rep.frames_lost} frames not processed)"
+                if rep.frames_written
+                else "no frame written"
+            )
+            print(f"streamanon: interrupted: {done}", file=sys.stderr)
+            return 130
+        if self.failures:
+            print(f"streamanon: {len(self.failures)} of {jobs} files failed", file=sys.stderr)
+            return max(exc.exit_code for _, exc in self.failures)
+        return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
