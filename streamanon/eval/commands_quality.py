@@ -141,7 +141,16 @@ def temporal_command(ns: argparse.Namespace) -> int:
     return 0
 
 
-NATURAL_COLUMNS = ("method", "faces", "classifier_accuracy", "hog_found", "hog_score", "cnn_found", "cnn_score")
+NATURAL_COLUMNS = (
+    "method",
+    "faces",
+    "classifier_accuracy",
+    "hog_found",
+    "hog_score",
+    "cnn_found",
+    "cnn_score",
+    "gender_agreement",  # FaceRes gender of the replacement = the original's (--keep gender)
+)
 
 
 def natural_command(ns: argparse.Namespace) -> int:
