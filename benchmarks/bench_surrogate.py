@@ -11,6 +11,13 @@ alternating runs, so machine load hits both alike. Outputs go to a temporary fol
 
     python benchmarks/bench_surrogate.py [--faces 4] [--size 96] [--sizes PX ...] [--gap PX]
                                          [--clip PATH] [--frames 60] [--no-clip] [--json FILE]
+    python benchmarks/bench_surrogate.py --four-faces [--frames 100] [--rounds 2]
+
+``--four-faces``: instead, the product's CLI end to end (``python3 -m streamanon CLIP -o OUT
+--method M --report R.json``, solid and surrogate alternating) on a synthetic 1280x720 clip of
+``--frames`` frames written to a temporary folder: four persons' heads (faces of 60, 80, 100
+and 120 px, shared portraits) drifting over a frame of a clip without faces; per run the
+report's fps, the anonymise stage's seconds and the child's CPU seconds, and the load average.
 
 ``--gap``: px between the pasted tiles (each twice the face's side); at the default 20 the
 faces' masks touch (a crowd), at 80 (96 px faces) or 140 (240 px) each face is alone in its
