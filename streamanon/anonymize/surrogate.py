@@ -489,6 +489,16 @@ def _painter_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool threads do not exist there (a new pool is made)."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 #: Why a row is not painted, or its composite and (pulled) 68 points.
 _Plan = tuple[str | None, tuple[int, NDArray[np.float32]] | None]
 
@@ -517,7 +527,10 @@ def paint_all(
 
     if len(jobs) < 2 or PAINT_THREADS < 2:
         return {j: one(job) for j, job in jobs.items()}
-    futures = {j: _painter_pool().submit(one, job) for j, job in jobs.items()}
+    try:
+        futures = {j: _painter_pool().submit(one, job) for j, job in jobs.items()}
+    except RuntimeError:  # the interpreter is shutting down: no new threads, paint here
+        return {j: one(job) for j, job in jobs.items()}
     return {j: f.result() for j, f in futures.items()}
 
 

@@ -4,6 +4,7 @@ fallbacks, greyscale, and the bank's "nobody" check."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import Any
 
 import numpy as np
@@ -606,3 +607,23 @@ def test_blur_of_a_part_equals_the_part_of_the_blur(part: tuple[int, int, int, i
         x0, y0, x1, y1 = part
         full = cv2.GaussianBlur(img, (0, 0), sigma)[y0:y1, x0:x1]
         assert np.array_equal(_blur_part(img, sigma, part), full)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_paints_in_parallel_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The painters' pool made in the parent has no threads in a forked child: the child
+    makes its own (it hung on the parent's before) and paints the same faces."""
+    import signal
+
+    import streamanon.anonymize.surrogate as surrogate
+
+    monkeypatch.setattr(surrogate, "PAINT_THREADS", 2)
+    img = smooth_texture(240, 320)
+    d = dets([[20, 40, 100, 130], [180, 30, 240, 100]], [1, 2])
+    ref = anonymiser().apply(img, d)  # the pool exists in the parent now
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 when painted alike, killed by the alarm when it hangs
+        signal.alarm(30)
+        os._exit(0 if np.array_equal(anonymiser().apply(img, d), ref) else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
