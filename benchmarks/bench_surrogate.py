@@ -11,6 +11,13 @@ alternating runs, so machine load hits both alike. Outputs go to a temporary fol
 
     python benchmarks/bench_surrogate.py [--faces 4] [--size 96] [--sizes PX ...] [--gap PX]
                                          [--clip PATH] [--frames 60] [--no-clip] [--json FILE]
+    python benchmarks/bench_surrogate.py --four-faces [--frames 100] [--rounds 2]
+
+``--four-faces``: instead, the product's CLI end to end (``python3 -m streamanon CLIP -o OUT
+--method M --report R.json``, solid and surrogate alternating) on a synthetic 1280x720 clip of
+``--frames`` frames written to a temporary folder: four persons' heads (faces of 60, 80, 100
+and 120 px, shared portraits) drifting over a frame of a clip without faces; per run the
+report's fps, the anonymise stage's seconds and the child's CPU seconds, and the load average.
 
 ``--gap``: px between the pasted tiles (each twice the face's side); at the default 20 the
 faces' masks touch (a crowd), at 80 (96 px faces) or 140 (240 px) each face is alone in its
@@ -113,6 +120,78 @@ def end_to_end(clip: Path, frames: int, rounds: int) -> dict[str, Any]:
     return {"clip": str(clip), "frames": frames, "fps": fps, "faces": faces}
 
 
+FOUR = ("biden.jpg", "obama.jpg", "alex-lacamoire.png", "lin-manuel-miranda.png")
+BACKGROUND = DATA / "videos" / "negatives_no_faces" / "intel__bottle-detection.mp4"  # no face in it
+
+
+def synth_clip(dst: Path, frames: int, sizes: tuple[int, ...] = (60, 80, 100, 120)) -> Path:
+    """A 1280x720 clip of ``frames`` frames: four persons' heads (shared portraits, faces of
+    ``sizes`` px, each the face's box and a soft ring of its photo around it) drifting slowly
+    over the first frame of a clip without faces (so the clip holds exactly four). Written
+    under ``dst`` (a temporary folder: no media in the repo)."""
+    from streamanon.io import read_image
+    from streamanon.models.recognizer import DlibRecogniser
+
+    rec = DlibRecogniser()
+    ok, first = cv2.VideoCapture(str(BACKGROUND)).read()
+    if not ok:
+        raise SystemExit(f"cannot read {BACKGROUND}")
+    bg = cv2.resize(cv2.cvtColor(first, cv2.COLOR_BGR2RGB), (1280, 720), interpolation=cv2.INTER_CUBIC)
+    heads = []
+    for name, size in zip(FOUR, sizes, strict=False):
+        img = read_image(DATA / "identities" / "face_recognition_examples" / name).image
+        x0, y0, x1, y1 = (int(v) for v in rec.detect(img)[0].box)
+        s = size / (x1 - x0)
+        pad = (x1 - x0) * 3 // 4
+        crop = img[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad]
+        tile = cv2.resize(crop, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        h, w = tile.shape[:2]
+        soft = np.zeros((h, w), np.float32)
+        cv2.ellipse(soft, (w // 2, h // 2), (int(w * 0.42), int(h * 0.46)), 0, 0, 360, 1.0, -1)
+        heads.append((tile, cv2.GaussianBlur(soft, (0, 0), max(2.0, w / 20))[:, :, None]))
+    path = dst / "four_faces_720p.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (1280, 720))
+    for i in range(frames):
+        frame = bg.copy()
+        for k, (tile, soft) in enumerate(heads):
+            h, w = tile.shape[:2]
+            ox = int(100 + k * 280 + 30 * np.sin(i / 15 + k))
+            oy = int(260 + 20 * np.cos(i / 20 + k) - h // 3)
+            roi = frame[oy : oy + h, ox : ox + w].astype(np.float32)
+            frame[oy : oy + h, ox : ox + w] = np.clip(roi + soft * (tile - roi) + 0.5, 0, 255).astype(np.uint8)
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def cli_runs(clip: Path, rounds: int, tmp: Path, methods: tuple[str, ...] = ("solid", "surrogate")) -> dict[str, Any]:
+    """``python3 -m streamanon CLIP -o OUT --method M --report R.json`` per method, alternating
+    (the order reversed every other round): the report's fps and the child's CPU seconds."""
+    import os
+    import resource
+    import subprocess
+
+    res: dict[str, Any] = {m: {"fps": [], "cpu_s": [], "wall_s": []} for m in methods}
+    for r in range(rounds):
+        for m in methods if r % 2 == 0 else tuple(reversed(methods)):
+            rep = tmp / f"r.{m}.json"
+            c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            cmd = [sys.executable, "-m", "streamanon", str(clip), "-o", str(tmp / f"o.{m}.mp4")]
+            subprocess.run([*cmd, "--method", m, "--report", str(rep), "-q", "--seed", "0"], check=True)
+            wall = time.perf_counter() - t0
+            c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            report = json.loads(rep.read_text())["summary"]
+            res[m]["fps"].append(report["fps"])
+            res[m].setdefault("anonymize_stage_s", []).append(report["stage_seconds"]["anonymize"])
+            res[m]["cpu_s"].append(round(c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime, 2))
+            res[m]["wall_s"].append(round(wall, 2))
+            res[m]["faces"] = report.get("anonymizer", {}).get("faces")
+            res[m]["fallback"] = report.get("anonymizer", {}).get("fallback_reasons")
+    res["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    return res
+
+
 def keep_agreement(folders: list[Path], limit: int, seed: int) -> dict[str, Any]:
     import dataclasses
 
@@ -155,12 +234,20 @@ def main() -> int:
     p.add_argument("--no-clip", action="store_true")
     p.add_argument("--clip-only", action="store_true", help="the end-to-end run only (no per-face rows)")
     p.add_argument("--json", type=Path)
+    p.add_argument(
+        "--four-faces", action="store_true", help="instead: the CLI on a synthetic 720p clip of 4 faces (60-120 px)"
+    )
     p.add_argument("--keep-agreement", type=Path, nargs="+", metavar="DIR")
     p.add_argument("--limit", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
     ns = p.parse_args()
-    if ns.keep_agreement:
-        res: dict[str, Any] = keep_agreement(ns.keep_agreement, ns.limit, ns.seed)
+    if ns.four_faces:
+        with tempfile.TemporaryDirectory() as tmp:
+            clip = synth_clip(Path(tmp), ns.frames)
+            res: dict[str, Any] = {"four_faces_720p": {"frames": ns.frames} | cli_runs(clip, ns.rounds, Path(tmp))}
+        ns.no_clip = True
+    elif ns.keep_agreement:
+        res = keep_agreement(ns.keep_agreement, ns.limit, ns.seed)
     elif ns.clip_only:
         res = {}
     else:

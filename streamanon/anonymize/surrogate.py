@@ -26,6 +26,10 @@ Per frame, for every face:
 5. It is blended over the mirrored surroundings per Laplacian-pyramid band through an alpha
    of its eroded hull, inside the product mask only: nothing outside the mask changes.
 
+Steps 2-5 read the original frame only, so the faces of a frame are painted in parallel
+threads (``PAINT_THREADS``; OpenCV and numpy release the GIL) and copied into the output in
+the rows' order: the output is the one-by-one output.
+
 A coasting row (no detection this frame) of a painted track keeps its surrogate for up to
 ``COAST_FRAMES`` frames (the last smoothed face moved with the box). Everything else (a small
 face, a doubtful detection, a long coast, a fit that fails or disagrees with the detector's
@@ -37,7 +41,10 @@ box lands on.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -93,9 +100,11 @@ OUTLINE = np.arange(0, 17)
 #: Clip of the lightness spread ratio of the colour transfer (the original's spread holds
 #: shadows and hair the composite lacks: a wider clip blew the composite's highlights out).
 STD_RATIO = (0.67, 1.33)
-#: Side (px) of the window the mirror's geometry is computed at, but not under half size (the
-#: pixels are sampled at full size).
-MIRROR_WORK = 256
+#: Windows up to this side (px) get the mirror's geometry at full size, larger ones at half
+#: size (the pixels are sampled at full size). Half size is the coarsest that showed no seam;
+#: a scale between the two cost up to 4x the geometry of half size for no visible gain
+#: (docs/faces.md, Speed) and kept the narrowed window (``_narrow``) from applying.
+MIRROR_WORK = 160
 #: Depth (share of half the mask's side) over which the mirrored surroundings give way to
 #: the edge's own colour spread inward.
 MIRROR_DEPTH = 0.35
@@ -129,6 +138,13 @@ def _narrow(
     return window if others.any() else (nx0, ny0, nx1, ny1)
 
 
+def _even(a: int, b: int, n: int) -> tuple[int, int]:
+    """[a, b) grown by a pixel inside [0, n) where its length is odd (and it can grow)."""
+    if (b - a) % 2 == 0:
+        return a, b
+    return (a, b + 1) if b < n else (a - 1, b) if a > 0 else (a, b)
+
+
 def mirror_surroundings(
     image: NDArray[np.uint8], faces: NDArray[np.bool_], region: FaceRegion, full: bool = False
 ) -> NDArray[np.uint8]:
@@ -139,10 +155,11 @@ def mirror_surroundings(
     point that falls off the frame or inside a face mask is pulled back toward the edge
     point. Deeper in, the edge's own colour, spread inward and softened, takes over.
 
-    The geometry (nearest edge point, depth) is computed ~``MIRROR_WORK`` px across (at
-    least half size) and scaled up; the pixels are sampled at full size. No pixel inside any face mask is read:
-    they are replaced by the nearest outside pixel of a copy in which they were zeroed before
-    any resize, and a small pixel that any of them touched counts as inside.
+    The geometry (nearest edge point, depth) is computed at full size in windows up to
+    ``MIRROR_WORK`` px across, at half size in larger ones, and scaled up; the pixels are
+    sampled at full size. No pixel inside any face mask is read: they are replaced by the
+    nearest outside pixel of a copy in which they were zeroed before any resize, and a small
+    pixel that any of them touched counts as inside.
 
     ``full``: the window spans half the region's side around it whatever the faces (what a
     face alone in its window is computed on a narrower window to equal)."""
@@ -168,8 +185,8 @@ def mirror_surroundings(
 @dataclass(frozen=True)
 class _MirrorWindow:
     """Where ``mirror_surroundings`` works: ``box`` (the region and ``pad`` around it, clipped
-    to the frame, narrowed where that gives the same result), ``f`` the geometry's scale (~
-    ``MIRROR_WORK`` px across, at least half size), ``ring`` the depth where the edge's colour
+    to the frame, narrowed where that gives the same result), ``f`` the geometry's scale (1, or
+    0.5 for windows over ``MIRROR_WORK`` px), ``ring`` the depth where the edge's colour
     takes over, ``reach`` how deep (px) a pixel's mirror reaches the output."""
 
     box: tuple[int, int, int, int]
@@ -184,8 +201,11 @@ class _MirrorWindow:
         x0, y0, x1, y1 = region.roi
         pad = max(2, max(x1 - x0, y1 - y0) // 2 + 1)
         box = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
-        # at most half size: a coarser edge shows a seam
-        f = min(1.0, max(0.5, MIRROR_WORK / max(box[2] - box[0], box[3] - box[1])))
+        # full or half size: a coarser edge shows a seam
+        f = 1.0 if max(box[2] - box[0], box[3] - box[1]) <= MIRROR_WORK else 0.5
+        if f == 0.5:  # even sides (a pixel more where the frame allows): the narrowed window keeps the grid
+            (bx0, bx1), (by0, by1) = _even(box[0], box[2], w), _even(box[1], box[3], h)
+            box = bx0, by0, bx1, by1
         ring = MIRROR_DEPTH * pad
         # ``ring``, the blurs and the map's smoothing below; deeper, the edge's colour alone is shown
         reach = ring + 4 * max(1.0, 0.03 * pad) + 2 + 6 / f
@@ -240,13 +260,15 @@ def _mirror_compose(
     wh, ww = inside.shape
     sh, sw = edge_small.shape[:2]
     fy, fx, f = sh / wh, sw / ww, win.f
-    # the edge colour is softened (uint8: rounding only)
-    edge_soft = cv2.GaussianBlur(edge_small, (0, 0), max(0.8, 0.06 * win.pad * f))
     # up to full size over the region (small -> window pixel centres)
     rw, rh = x1 - x0, y1 - y0
     gx0, gy0 = x0 - ex0, y0 - ey0
     qx = ((np.arange(rw, dtype=np.float32) + gx0 + 0.5) * fx - 0.5)[None, :].repeat(rh, 0)
     qy = ((np.arange(rh, dtype=np.float32) + gy0 + 0.5) * fy - 0.5)[:, None].repeat(rw, 1)
+    # the edge colour is softened (uint8: rounding only), on the part the region samples
+    cx0, cy0 = max(0, int(qx[0, 0])), max(0, int(qy[0, 0]))
+    cx1, cy1 = min(sw, int(qx[0, -1]) + 2), min(sh, int(qy[-1, 0]) + 2)
+    edge_soft = _blur_part(edge_small, max(0.8, 0.06 * win.pad * f), (cx0, cy0, cx1, cy1))
     geo_up = cv2.remap(geo, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     map_y = (geo_up[:, :, 0] + 0.5) / fy - 0.5
     map_x = (geo_up[:, :, 1] + 0.5) / fx - 0.5
@@ -257,7 +279,7 @@ def _mirror_compose(
     edge_full = cv2.resize(edge_small, (ww, wh), interpolation=cv2.INTER_LINEAR)
     cv2.copyTo(edge_full, inside.view(np.uint8), clean)
     mirrored = cv2.remap(clean, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    edge = cv2.remap(edge_soft, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    edge = cv2.remap(edge_soft, qx - cx0, qy - cy0, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     soft = cv2.GaussianBlur(mirrored, (0, 0), max(1.0, 0.03 * win.pad))
     # with a = depth / ring (0 at the edge, 1 from the ring in): the mirrored pixels softened
     # with depth, then the edge's colour taking over
@@ -266,6 +288,18 @@ def _mirror_compose(
     mixed = cv2.blendLinear(soft, mirrored, a, b)
     out: NDArray[np.uint8] = np.asarray(cv2.blendLinear(mixed, edge, b, a), np.uint8)
     return out
+
+
+def _blur_part(image: NDArray[Any], sigma: float, part: tuple[int, int, int, int]) -> NDArray[Any]:
+    """``cv2.GaussianBlur(image, (0, 0), sigma)`` cut to ``part`` (x0, y0, x1, y1), computed on
+    ``part`` and the kernel's reach around it only: the same pixels (the image's own border
+    where ``part`` meets it, real pixels elsewhere)."""
+    x0, y0, x1, y1 = part
+    h, w = image.shape[:2]
+    r = int(np.ceil(4 * sigma)) + 2  # OpenCV's kernel: radius 3 sigma (uint8) or 4 sigma
+    bx0, by0, bx1, by1 = max(0, x0 - r), max(0, y0 - r), min(w, x1 + r), min(h, y1 + r)
+    soft = cv2.GaussianBlur(image[by0:by1, bx0:bx1], (0, 0), sigma)
+    return np.asarray(soft[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0])
 
 
 def pyramid_blend(
@@ -399,7 +433,6 @@ def match_colour(
 
 
 def paint(
-    out: NDArray[np.uint8],
     original: NDArray[np.uint8],
     region: FaceRegion,
     bank: SurrogateBank,
@@ -407,10 +440,11 @@ def paint(
     points68: NDArray[np.float32],
     grey: bool,
     faces: NDArray[np.bool_],
-) -> None:
-    """Warp composite ``index`` onto ``points68`` and blend it into ``region`` of ``out``
-    (already masked); colour statistics from ``original`` inside the face, the rest of the
-    mask refilled from ``original`` outside every face mask (``faces``)."""
+) -> NDArray[np.uint8]:
+    """Composite ``index`` warped onto ``points68`` and blended over ``region``'s ROI: the
+    pixels to copy where ``region.mask`` is set. Colour statistics from ``original`` inside
+    the face, the rest of the mask refilled from ``original`` outside every face mask
+    (``faces``). Reads ``original`` only: the faces of a frame are painted in parallel."""
     x0, y0, x1, y1 = region.roi
     back = mirror_surroundings(original, faces, region)
     dst = with_forehead(points68, FOREHEAD_REACH)
@@ -437,8 +471,67 @@ def paint(
     # outside the face the front is the back: its pyramid bands then hold the face's edge
     # only, not a step to whatever the warp left there (that step bled in as a light halo)
     front = np.where((alpha > 0)[:, :, None], warped, back)
-    blended = pyramid_blend(front, back, alpha, levels)
-    np.copyto(out[y0:y1, x0:x1], blended, where=(region.mask > 0)[:, :, None])
+    return pyramid_blend(front, back, alpha, levels)
+
+
+#: Threads that paint the faces of one frame (OpenCV and numpy release the GIL); at most 4.
+PAINT_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _painter_pool() -> ThreadPoolExecutor:
+    """One pool for the process (idle threads cost nothing; anonymisers come and go)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(PAINT_THREADS, thread_name_prefix="streamanon-paint")
+        return _pool
+
+
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool threads do not exist there (a new pool is made)."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+#: Why a row is not painted, or its composite and (pulled) 68 points.
+_Plan = tuple[str | None, tuple[int, NDArray[np.float32]] | None]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One face to paint: its region, composite and (pulled) 68 points."""
+
+    region: FaceRegion
+    index: int
+    points: NDArray[np.float32]
+
+
+def paint_all(
+    original: NDArray[np.uint8], jobs: dict[int, _Job], bank: SurrogateBank, grey: bool, faces: NDArray[np.bool_]
+) -> dict[int, NDArray[np.uint8] | Exception]:
+    """``paint`` for every job, in parallel threads where there are several (each reads
+    ``original`` only; the caller copies the results in order, so the output does not
+    depend on which finishes first). A job that raises gets its exception (fail closed)."""
+
+    def one(job: _Job) -> NDArray[np.uint8] | Exception:
+        try:
+            return paint(original, job.region, bank, job.index, job.points, grey, faces)
+        except (ValueError, cv2.error) as exc:
+            return exc
+
+    if len(jobs) < 2 or PAINT_THREADS < 2:
+        return {j: one(job) for j, job in jobs.items()}
+    try:
+        futures = {j: _painter_pool().submit(one, job) for j, job in jobs.items()}
+    except RuntimeError:  # the interpreter is shutting down: no new threads, paint here
+        return {j: one(job) for j, job in jobs.items()}
+    return {j: f.result() for j, f in futures.items()}
 
 
 class SurrogateAnonymizer(FaceAnonymizer):
@@ -529,43 +622,62 @@ class SurrogateAnonymizer(FaceAnonymizer):
         fit = np.full((len(rows), 68, 2), np.nan, np.float32)
         if want.any():
             fit[want] = self.landmarker(image, rows.xyxy[want])
-        grey = is_grey(image)
         faces = union_mask(
             rows, image.shape[1], image.shape[0], self.config.shape, self.config.mask_scale, self.config.mask_margin
         )
-        for j, (_, region) in enumerate(regions):
-            tid = int(rows.track_id[j])
-            track = self._tracks.get(tid)
-            why = self._why_not(rows, j, side[j], fit[j])
-            p: NDArray[np.float32] | None = None
-            if why is None:
-                p = track.smoother.update(fit[j], rows.xyxy[j], t) if track is not None else fit[j]
-            elif why == "no-detection" and track is not None and track.smoother.since < COAST_FRAMES:
-                p = track.smoother.carry(rows.xyxy[j])  # a short gap: the last face moved with the box
-                if p is not None:
-                    why = None
-                    self.coasted += 1
-            if p is not None:
-                if track is not None:
-                    if track.index is None:  # --keep: drawn at the first paintable face
-                        track.index = self._draw(image, rows.xyxy[j])
-                        track.attributes = self._last_attributes
-                    index = track.index
-                else:
-                    self._untracked += 1
-                    index = self._draw(image, rows.xyxy[j])
-                try:
-                    paint(out, image, region, self.bank, index, pulled(p, self.bank.shape, SHAPE_PULL), grey, faces)
-                except (ValueError, cv2.error) as exc:  # fail closed: the blur of step 1 stays
-                    log.debug("surrogate warp failed: %s", exc)
-                    why = "warp-failed"
-            how = "surrogate" if why is None else "blur"
-            self.served[how] += 1
-            if why is not None:
-                self.reasons[why] += 1
-            if track is not None:
-                track.served[how] += 1
+        whys: list[str | None] = []
+        jobs: dict[int, _Job] = {}
+        for j, (_, region) in enumerate(regions):  # in order: the tracks' state and the secret's draws
+            why, job = self._plan(image, rows, j, fit[j], t)
+            whys.append(why)
+            if job is not None:
+                jobs[j] = _Job(region, *job)
+        painted = paint_all(image, jobs, self.bank, is_grey(image), faces)
+        for j, (_, region) in enumerate(regions):  # in order: where masks overlap the later face wins
+            result = painted.get(j)
+            if isinstance(result, Exception):  # fail closed: the blur of step 1 stays
+                log.debug("surrogate warp failed: %s", result)
+                whys[j] = "warp-failed"
+            elif result is not None:
+                x0, y0, x1, y1 = region.roi
+                np.copyto(out[y0:y1, x0:x1], result, where=(region.mask > 0)[:, :, None])
+            self._count(int(rows.track_id[j]), whys[j])
         return out
+
+    def _plan(self, image: NDArray[np.uint8], rows: Detections, j: int, fit: NDArray[Any], t: float) -> _Plan:
+        """Why row ``j`` is not painted, or its composite (drawn where the track has none yet)
+        and points (the track's smoothed or carried face, pulled)."""
+        track = self._tracks.get(int(rows.track_id[j]))
+        side = float(min(rows.xyxy[j, 2] - rows.xyxy[j, 0], rows.xyxy[j, 3] - rows.xyxy[j, 1]))
+        why = self._why_not(rows, j, side, fit)
+        p: NDArray[np.float32] | None = None
+        if why is None:
+            p = track.smoother.update(fit, rows.xyxy[j], t) if track is not None else fit
+        elif why == "no-detection" and track is not None and track.smoother.since < COAST_FRAMES:
+            p = track.smoother.carry(rows.xyxy[j])  # a short gap: the last face moved with the box
+            if p is not None:
+                why = None
+                self.coasted += 1
+        if p is None:
+            return why, None
+        if track is not None:
+            if track.index is None:  # --keep: drawn at the first paintable face
+                track.index = self._draw(image, rows.xyxy[j])
+                track.attributes = self._last_attributes
+            index = track.index
+        else:
+            self._untracked += 1
+            index = self._draw(image, rows.xyxy[j])
+        return None, (index, pulled(p, self.bank.shape, SHAPE_PULL))
+
+    def _count(self, tid: int, why: str | None) -> None:
+        how = "surrogate" if why is None else "blur"
+        self.served[how] += 1
+        if why is not None:
+            self.reasons[why] += 1
+        track = self._tracks.get(tid)
+        if track is not None:
+            track.served[how] += 1
 
     @staticmethod
     def _why_not(rows: Detections, j: int, side: float, fit: NDArray[np.float32]) -> str | None:

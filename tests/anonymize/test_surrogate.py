@@ -4,6 +4,7 @@ fallbacks, greyscale, and the bank's "nobody" check."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import Any
 
 import numpy as np
@@ -489,11 +490,13 @@ def smooth_texture(h: int, w: int, seed: int = 4) -> np.ndarray:
 @pytest.mark.parametrize(
     ("boxes", "narrowed"),
     [
-        ([[300, 200, 360, 260]], True),  # small: the geometry at full size
+        ([[300, 200, 340, 240]], True),  # small: the geometry at full size
+        ([[300, 200, 360, 260]], True),  # 60 px: the geometry at half size
         ([[200, 120, 421, 360]], True),  # large: the geometry at half size (an even window)
         ([[0, 0, 70, 60]], True),  # at the frame's corner
-        ([[200, 120, 420, 360]], False),  # large, an odd window: the half-size grid would move
-        ([[230, 150, 330, 260]], False),  # mid-size: another work scale
+        ([[200, 120, 420, 360]], True),  # large, an odd window: grown by a pixel to keep the grid
+        ([[230, 150, 330, 260]], True),  # mid-size: half size too
+        ([[0, 0, 639, 479]], False),  # the whole frame: nothing around to narrow to
         ([[150, 200, 210, 260], [250, 200, 310, 260]], False),  # a neighbour within reach
     ],
 )
@@ -560,3 +563,67 @@ def test_per_track_report_records_each_ended_track() -> None:
     assert [r["track_id"] for r in rep["per_track"]] == [2, 4]
     assert rep["per_track"][1]["served"] == {"surrogate": 2}
     assert rep["per_track"][0]["first_frame"] == 0 and rep["per_track"][0]["surrogate"] is not None
+
+
+def test_faces_painted_in_parallel_equal_one_by_one_and_a_failure_stays_blurred(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The faces of a frame are painted in threads: the output is the one-by-one output
+    (overlapping masks: the later face wins either way), and a face whose paint raises in
+    its thread keeps the blur and is counted while the others are painted."""
+    import streamanon.anonymize.surrogate as surrogate
+
+    img = smooth_texture(240, 320)
+    boxes = [[20, 40, 100, 130], [90, 50, 170, 140], [180, 30, 240, 100], [240, 120, 310, 200]]
+    d = dets(boxes, [1, 2, 3, 4])
+    monkeypatch.setattr(surrogate, "PAINT_THREADS", 1)
+    one_by_one = anonymiser().apply(img, d)
+    monkeypatch.setattr(surrogate, "PAINT_THREADS", 4)
+    parallel = anonymiser().apply(img, d)
+    assert np.array_equal(one_by_one, parallel)
+    real = surrogate.paint
+
+    def third_fails(original: Any, region: Any, *args: Any) -> Any:
+        if region.roi[0] > 150 and region.roi[1] < 60:
+            raise ValueError("boom")
+        return real(original, region, *args)
+
+    monkeypatch.setattr(surrogate, "paint", third_fails)
+    a = anonymiser()
+    out = a.apply(img, d)
+    assert a.reasons == {"warp-failed": 1} and a.served == {"surrogate": 3, "blur": 1}
+    mask = union_mask(d, 320, 240, "ellipse", 1.3, 2.0)
+    assert (out[mask] == img[mask]).all(-1).mean() < 0.05  # nothing raw
+
+
+@pytest.mark.parametrize("part", [(0, 0, 40, 30), (25, 17, 61, 52), (50, 40, 90, 70), (3, 60, 88, 70)])
+def test_blur_of_a_part_equals_the_part_of_the_blur(part: tuple[int, int, int, int]) -> None:
+    import cv2
+
+    from streamanon.anonymize.surrogate import _blur_part
+
+    img = noise_image(70, 90)
+    for sigma in (0.8, 2.5, 6.0):
+        x0, y0, x1, y1 = part
+        full = cv2.GaussianBlur(img, (0, 0), sigma)[y0:y1, x0:x1]
+        assert np.array_equal(_blur_part(img, sigma, part), full)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_paints_in_parallel_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The painters' pool made in the parent has no threads in a forked child: the child
+    makes its own (it hung on the parent's before) and paints the same faces."""
+    import signal
+
+    import streamanon.anonymize.surrogate as surrogate
+
+    monkeypatch.setattr(surrogate, "PAINT_THREADS", 2)
+    img = smooth_texture(240, 320)
+    d = dets([[20, 40, 100, 130], [180, 30, 240, 100]], [1, 2])
+    ref = anonymiser().apply(img, d)  # the pool exists in the parent now
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 when painted alike, killed by the alarm when it hangs
+        signal.alarm(30)
+        os._exit(0 if np.array_equal(anonymiser().apply(img, d), ref) else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
