@@ -3,13 +3,15 @@
 Each composite is made of ``k`` different persons' faces, every face first warped onto the
 bank's common mean shape by piecewise-affine warps over its landmarks (dlib's 68 points plus
 ``FOREHEAD`` points above the brows), so an average stays sharp instead of a ghost of
-misaligned features. The default bank's composites are *parts composites*
-(``parts_composite``): the skin and outline of an average of ``PER_PART`` persons, the eyes
-with brows, the nose and the mouth each of another such average, the forehead the average of
-all (12 persons in all, of one FaceRes gender); a ``--face-bank`` folder's are whole-face
-averages of ``k`` persons. A composite is kept only if it is nobody in the bank: its dlib
-distance to every photo of every bank person is at least dlib's same-person 0.6, and its
-FaceRes distance at least FaceRes's 1%-false-match threshold (``models.faceres.THRESHOLD``).
+misaligned features. The shipped bank's and a ``--face-bank`` folder's composites are
+whole-face averages of ``k`` persons; ``build --per-part 3`` builds *parts composites*
+(``parts_composite``): the skin and outline of an average of 3 persons, the eyes with brows,
+the nose and the mouth each of another such average, the forehead the average of all (12
+persons in all, of one FaceRes gender). They look more real to ``eval natural``'s classifier
+but leaked more under FaceRes (docs/faces.md, *Diagnosis*): not the default. A composite is
+kept only if it is nobody in the bank: its dlib distance to every photo of every bank person is
+at least dlib's same-person 0.6 (plus ``dlib_margin``), and its FaceRes distance at least
+FaceRes's 1%-false-match threshold (``models.faceres.THRESHOLD``).
 
 The file (``.npz``) holds composites only (never a raw face): ``faces`` (N, S, S, 3) uint8,
 ``shape`` (P, 2) the mean shape in composite pixels, ``triangles`` (T, 3) the Delaunay
@@ -64,8 +66,9 @@ CONTRAST = 1.5
 #: persons, its eyes and brows, nose and mouth each from another such average and its forehead
 #: from the mean of all: ``4 x PER_PART`` = 12 different persons, none of whom it shows whole. An average of 12 whole
 #: faces is a bland face that a classifier on FaceRes features tells from real ones (0.99 in
-#: ``eval natural``); parts of 3 persons each keep more of a single face (0.92 unvetted; see
-#: docs/faces.md, *Diagnosis*).
+#: ``eval natural``); parts of 3 persons each keep more of a single face (0.91), but leaked
+#: more (FaceRes 3 of 104 faces with a secret per photo; docs/faces.md, *Diagnosis*): the
+#: shipped bank stays whole faces (``build --per-part 0``, the default).
 PER_PART = 3
 #: The parts taken from other persons than the base (skin, outline): point indices
 #: of the 78-point shape, each part the hull of its points (the eyes: one hull per eye and brow).
@@ -78,11 +81,12 @@ PARTS: tuple[tuple[tuple[int, ...], ...], ...] = (
 FOREHEAD_PART: tuple[tuple[int, ...], ...] = (tuple(range(17, 27)) + tuple(range(68, 78)),)
 #: A part's hull is grown by this share of the composite's side, then feathered by half of it.
 PART_GROW = 0.025
-#: The builder keeps a composite only this far beyond dlib's threshold: the distance it measures
-#: (bank photos scaled to the composite's size) is not the distance another measurement gets
-#: (the full photo: a composite recorded at 0.611 measured 0.599 from its nearest bank person in
-#: ``tests/anonymize/test_surrogate.py``). (The same margin on FaceRes's threshold let 0 of 300
-#: draws pass.)
+#: A parts bank keeps a composite only this far beyond dlib's threshold (``build_bank``'s
+#: ``dlib_margin``; whole-face banks: 0, the shipped bank's setting): the distance the builder
+#: measures (bank photos scaled to the composite's size) is not the distance another measurement
+#: gets (the full photo: a parts composite recorded at 0.611 measured 0.599 from its nearest bank
+#: person in ``tests/anonymize/test_surrogate.py``). (The same margin on FaceRes's threshold let
+#: 0 of 300 draws pass.)
 DLIB_MARGIN = 0.03
 #: Age bands (FaceRes age, years) a composite is filed under (``--keep age``).
 AGE_BANDS: tuple[tuple[str, float], ...] = (("child", 16.0), ("young", 35.0), ("middle", 55.0), ("older", 200.0))
@@ -362,13 +366,14 @@ def build_bank(
     seed: int = 0,
     tries: int = 60,
     per_part: int = 0,
+    dlib_margin: float = 0.0,
 ) -> SurrogateBank:
     """Composites of ``k`` persons each from ``DIR/<person>/<photo>`` folders (see module doc).
 
     Each composite draws ``k`` persons (one photo each) from the whole bank; with ``per_part``
     (>= 2) it is a parts composite (``parts_composite``) of ``k = per_part x (len(PARTS) + 1)``
     persons, ``per_part`` averaged into each part. Its gender and age band are what FaceRes
-    says of the composite. A composite within dlib's 0.6 (plus ``DLIB_MARGIN``) or FaceRes's
+    says of the composite. A composite within dlib's 0.6 (plus ``dlib_margin``) or FaceRes's
     threshold of any bank photo is refused and redrawn (at most ``tries`` x ``count`` draws).
 
     Raises:
@@ -384,7 +389,7 @@ def build_bank(
     size = photos[0].aligned.shape[0]
     if len({p.person for p in photos}) < k:
         raise ConfigError(f"face bank: {len({p.person for p in photos})} persons with a face, fewer than k={k}")
-    vet = _Vetting(bp)
+    vet = _Vetting(bp, dlib_margin)
     # Members are drawn from the whole bank, not from one gender/age group: composites of
     # similar persons stay near each of them (0 of 200 draws within FaceRes gender and age
     # band passed the check on the default sources; ~1 in 8 across the bank).
@@ -477,10 +482,11 @@ class _Composite:
 
 class _Vetting:
     """The privacy check of a composite: refused (None) within dlib's threshold plus
-    ``DLIB_MARGIN`` or FaceRes's threshold of any bank photo; counts the refusals."""
+    ``dlib_margin`` or FaceRes's threshold of any bank photo; counts the refusals."""
 
-    def __init__(self, bp: BankPhotos) -> None:
+    def __init__(self, bp: BankPhotos, dlib_margin: float = 0.0) -> None:
         self.bp = bp
+        self.dlib_at = DLIB_THRESHOLD + dlib_margin
         self.all_dlib = np.stack([p.dlib for p in bp.photos])
         self.all_fr = np.stack([p.faceres for p in bp.photos])
         self.refused = 0
@@ -488,7 +494,7 @@ class _Vetting:
     def __call__(self, comp: NDArray[np.uint8]) -> _Composite | None:
         face = composite_face(self.bp.dlib_rec, comp, self.bp.shape)
         d = float(distance(self.bp.dlib_rec.embed(comp, [face]), self.all_dlib).min())
-        if d < DLIB_THRESHOLD + DLIB_MARGIN:  # dlib first: cheaper than FaceRes
+        if d < self.dlib_at:  # dlib first: cheaper than FaceRes
             self.refused += 1
             log.debug("composite refused: dlib %.3f to the nearest bank photo", d)
             return None
@@ -521,15 +527,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument(
         "--per-part",
         type=int,
-        default=PER_PART,
-        help=f"persons averaged into each of the {len(PARTS) + 1} parts (0: whole faces of -k; default {PER_PART})",
+        default=0,
+        help=f"persons per part of {len(PARTS) + 1} (default 0: whole faces of -k; {PER_PART}: the parts bank)",
+    )
+    b.add_argument(
+        "--dlib-margin",
+        type=float,
+        default=0.0,
+        help=f"keep composites this far beyond dlib's 0.6 (default 0; {DLIB_MARGIN} for the parts bank)",
     )
     b.add_argument("--size", type=int, default=SIZE)
     b.add_argument("--seed", type=int, default=0)
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     folders = ns.folders or [ns.data / s for s in DEFAULT_SOURCES]
-    bank = build_bank(folders, ns.count, ns.k, ns.size, ns.seed, per_part=ns.per_part)
+    bank = build_bank(folders, ns.count, ns.k, ns.size, ns.seed, per_part=ns.per_part, dlib_margin=ns.dlib_margin)
     bank.save(ns.output)
     log.info(
         "wrote %s: %d composites of k=%d; nearest bank photo: dlib >= %.3f, FaceRes >= %.3f",
