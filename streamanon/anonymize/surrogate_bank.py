@@ -1,11 +1,17 @@
 """The surrogate bank: composite faces of nobody (k-Same-M style), built once, shipped small.
 
-Each composite is the average of ``k`` different persons' faces, every face first warped
-onto the bank's common mean shape by piecewise-affine warps over its landmarks (dlib's 68
-points plus ``FOREHEAD`` points above the brows), so the average stays sharp instead of a
-ghost of misaligned features. A composite is kept only if it is nobody in the bank: its
-dlib distance to every photo of every bank person is at least dlib's same-person 0.6, and
-its FaceRes distance at least FaceRes's 1%-false-match threshold (``models.faceres.THRESHOLD``).
+Each composite is made of ``k`` different persons' faces, every face first warped onto the
+bank's common mean shape by piecewise-affine warps over its landmarks (dlib's 68 points plus
+``FOREHEAD`` points above the brows), so an average stays sharp instead of a ghost of
+misaligned features. The shipped bank's and a ``--face-bank`` folder's composites are
+whole-face averages of ``k`` persons; ``build --per-part 3`` builds *parts composites*
+(``parts_composite``): the skin and outline of an average of 3 persons, the eyes with brows,
+the nose and the mouth each of another such average, the forehead the average of all (12
+persons in all, of one FaceRes gender). They look more real to ``eval natural``'s classifier
+but leaked more under FaceRes (docs/faces.md, *Diagnosis*): not the default. A composite is
+kept only if it is nobody in the bank: its dlib distance to every photo of every bank person is
+at least dlib's same-person 0.6 (plus ``dlib_margin``), and its FaceRes distance at least
+FaceRes's 1%-false-match threshold (``models.faceres.THRESHOLD``).
 
 The file (``.npz``) holds composites only (never a raw face): ``faces`` (N, S, S, 3) uint8,
 ``shape`` (P, 2) the mean shape in composite pixels, ``triangles`` (T, 3) the Delaunay
@@ -33,8 +39,8 @@ from numpy.typing import NDArray
 from ..backends.registry import resolve_model
 from ..errors import ConfigError, ModelError
 from ..geometry import similarity
+from ..models.faceres import MALE_AT, FaceResRecogniser
 from ..models.faceres import THRESHOLD as FACERES_THRESHOLD
-from ..models.faceres import FaceResRecogniser
 from ..models.landmarks import Landmarker68
 from ..models.recognizer import THRESHOLD as DLIB_THRESHOLD
 from ..models.recognizer import DlibRecogniser, distance
@@ -55,6 +61,33 @@ COUNT = 32
 #: bland mean face, which both recognisers put near many people; 1.5 keeps it a distinct,
 #: plausible face (2.5 showed artefacts), chosen by eye on 8 composites.
 CONTRAST = 1.5
+#: Persons averaged into each of a composite's ``PARTS`` (0: the whole face one average of ``k``
+#: persons). A parts composite takes the skin and outline of one average of ``PER_PART``
+#: persons, its eyes and brows, nose and mouth each from another such average and its forehead
+#: from the mean of all: ``4 x PER_PART`` = 12 different persons, none of whom it shows whole. An average of 12 whole
+#: faces is a bland face that a classifier on FaceRes features tells from real ones (0.99 in
+#: ``eval natural``); parts of 3 persons each keep more of a single face (0.91), but leaked
+#: more (FaceRes 3 of 104 faces with a secret per photo; docs/faces.md, *Diagnosis*): the
+#: shipped bank stays whole faces (``build --per-part 0``, the default).
+PER_PART = 3
+#: The parts taken from other persons than the base (skin, outline): point indices
+#: of the 78-point shape, each part the hull of its points (the eyes: one hull per eye and brow).
+PARTS: tuple[tuple[tuple[int, ...], ...], ...] = (
+    (tuple(range(17, 22)) + tuple(range(36, 42)), tuple(range(22, 27)) + tuple(range(42, 48))),
+    (tuple(range(27, 36)),),
+    (tuple(range(48, 68)),),
+)
+#: The forehead: the brows and the points above them (taken from all the persons' mean).
+FOREHEAD_PART: tuple[tuple[int, ...], ...] = (tuple(range(17, 27)) + tuple(range(68, 78)),)
+#: A part's hull is grown by this share of the composite's side, then feathered by half of it.
+PART_GROW = 0.025
+#: A parts bank keeps a composite only this far beyond dlib's threshold (``build_bank``'s
+#: ``dlib_margin``; whole-face banks: 0, the shipped bank's setting): the distance the builder
+#: measures (bank photos scaled to the composite's size) is not the distance another measurement
+#: gets (the full photo: a parts composite recorded at 0.611 measured 0.599 from its nearest bank
+#: person in ``tests/anonymize/test_surrogate.py``). (The same margin on FaceRes's threshold let
+#: 0 of 300 draws pass.)
+DLIB_MARGIN = 0.03
 #: Age bands (FaceRes age, years) a composite is filed under (``--keep age``).
 AGE_BANDS: tuple[tuple[str, float], ...] = (("child", 16.0), ("young", 35.0), ("middle", 55.0), ("older", 200.0))
 #: Points added above the brows (the forehead, which dlib's 68 points leave out): each brow
@@ -332,22 +365,31 @@ def build_bank(
     size: int = SIZE,
     seed: int = 0,
     tries: int = 60,
+    per_part: int = 0,
+    dlib_margin: float = 0.0,
 ) -> SurrogateBank:
     """Composites of ``k`` persons each from ``DIR/<person>/<photo>`` folders (see module doc).
 
-    Each composite draws ``k`` persons (one photo each) from the whole bank; its gender and
-    age band are what FaceRes says of the composite. A composite within dlib's 0.6 or FaceRes's
+    Each composite draws ``k`` persons (one photo each) from the whole bank; with ``per_part``
+    (>= 2) it is a parts composite (``parts_composite``) of ``k = per_part x (len(PARTS) + 1)``
+    persons, ``per_part`` averaged into each part. Its gender and age band are what FaceRes
+    says of the composite. A composite within dlib's 0.6 (plus ``dlib_margin``) or FaceRes's
     threshold of any bank photo is refused and redrawn (at most ``tries`` x ``count`` draws).
 
     Raises:
-        ConfigError: fewer than ``k`` persons, or no composite passes the check.
+        ConfigError: fewer than ``k`` persons, ``per_part`` 1 (a part would be one person's
+            face) or negative, or no composite passes the check.
     """
+    if per_part == 1 or per_part < 0:
+        raise ConfigError(f"invalid per_part={per_part}: 0 (whole faces) or at least 2 persons per part")
+    if per_part:
+        k = per_part * (len(PARTS) + 1)
     bp = folders if isinstance(folders, BankPhotos) else load_photos(folders, size)
     photos = bp.photos
     size = photos[0].aligned.shape[0]
     if len({p.person for p in photos}) < k:
         raise ConfigError(f"face bank: {len({p.person for p in photos})} persons with a face, fewer than k={k}")
-    vet = _Vetting(bp)
+    vet = _Vetting(bp, dlib_margin)
     # Members are drawn from the whole bank, not from one gender/age group: composites of
     # similar persons stay near each of them (0 of 200 draws within FaceRes gender and age
     # band passed the check on the default sources; ~1 in 8 across the bank).
@@ -360,10 +402,7 @@ def build_bank(
             break
         if attempt and attempt % 100 == 0:
             log.info("bank: %d composites after %d draws", len(kept), attempt)
-        members = rng.choice(len(photos), size=k, replace=False)
-        comp = np.mean([photos[m].aligned.astype(np.float32) for m in members], axis=0)
-        comp = mean_face + CONTRAST * (comp - mean_face)
-        comp_u8 = np.clip(comp + 0.5, 0, 255).astype(np.uint8)
+        comp_u8 = _draw_composite(rng, bp, mean_face, k, per_part)
         got = vet(np.where(cover[..., None], comp_u8, _edge_fill(comp_u8, cover)))
         if got is not None:
             kept.append(got)
@@ -382,6 +421,53 @@ def build_bank(
     )
 
 
+def parts_composite(bases: Sequence[NDArray[np.uint8]], shape: NDArray[np.float32]) -> NDArray[np.uint8]:
+    """``bases[0]`` (aligned on ``shape``) with each of ``PARTS`` taken from ``bases[1:]`` in
+    turn, over the forehead (``FOREHEAD_PART``, first: the brows go over it) from the mean of all:
+    each part's Lab mean shifted to ``bases[0]``'s there (one skin tone) and blended in through
+    its feathered hull. (A forehead of 3 persons showed a member's fringe as dark streaks; of
+    all 12 it is skin.)"""
+    size = bases[0].shape[0]
+    grow = max(1, round(PART_GROW * size))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+    out = cv2.cvtColor(bases[0], cv2.COLOR_RGB2LAB).astype(np.float32)
+    everyone = np.clip(np.mean([b.astype(np.float32) for b in bases], axis=0) + 0.5, 0, 255).astype(np.uint8)
+    for part, hulls in zip([everyone, *bases[1:]], [FOREHEAD_PART, *PARTS], strict=True):  # brows over forehead
+        hull = np.zeros((size, size), np.uint8)
+        for idx in hulls:
+            cv2.fillConvexPoly(hull, cv2.convexHull(np.round(shape[list(idx)]).astype(np.int32)), 1)
+        mask = np.asarray(cv2.dilate(hull, kernel), np.uint8)
+        alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), grow / 2)[..., None]
+        lab = cv2.cvtColor(part, cv2.COLOR_RGB2LAB).astype(np.float32)
+        inside = mask > 0
+        lab += out[inside].mean(0) - lab[inside].mean(0)
+        out = out * (1 - alpha) + lab * alpha
+    res: NDArray[np.uint8] = np.asarray(cv2.cvtColor(np.clip(out + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB))
+    return res
+
+
+def _draw_composite(
+    rng: np.random.Generator, bp: BankPhotos, mean_face: NDArray[np.float32], k: int, per_part: int
+) -> NDArray[np.uint8]:
+    """One composite of ``k`` persons drawn by ``rng`` (``per_part`` > 0: ``PARTS`` of
+    ``per_part`` persons each, ``k`` = ``per_part`` x (len(PARTS) + 1)), its texture pushed
+    ``CONTRAST`` away from ``mean_face``. A parts composite's persons are of one FaceRes gender
+    (each gender drawn with equal chance where it has ``k`` persons): a woman's face with a
+    man's stubble ghosted into the skin read as a fake."""
+    pool = np.arange(len(bp.photos))
+    if per_part:
+        male = np.array([p.male >= MALE_AT for p in bp.photos])
+        sides = [s for s in (male, ~male) if s.sum() >= k]
+        if sides:
+            pool = pool[sides[int(rng.integers(len(sides)))]]
+    groups = rng.choice(pool, size=k, replace=False).reshape(-1, per_part if per_part else k)
+    avgs = []
+    for grp in groups:
+        avg = np.mean([bp.photos[m].aligned.astype(np.float32) for m in grp], axis=0)
+        avgs.append(np.clip(mean_face + CONTRAST * (avg - mean_face) + 0.5, 0, 255).astype(np.uint8))
+    return avgs[0] if len(avgs) == 1 else parts_composite(avgs, bp.shape)
+
+
 @dataclass
 class _Composite:
     """A composite that passed the check: what FaceRes says of it, and its distances to the
@@ -395,11 +481,12 @@ class _Composite:
 
 
 class _Vetting:
-    """The privacy check of a composite: refused (None) within dlib's or FaceRes's threshold
-    of any bank photo; counts the refusals."""
+    """The privacy check of a composite: refused (None) within dlib's threshold plus
+    ``dlib_margin`` or FaceRes's threshold of any bank photo; counts the refusals."""
 
-    def __init__(self, bp: BankPhotos) -> None:
+    def __init__(self, bp: BankPhotos, dlib_margin: float = 0.0) -> None:
         self.bp = bp
+        self.dlib_at = DLIB_THRESHOLD + dlib_margin
         self.all_dlib = np.stack([p.dlib for p in bp.photos])
         self.all_fr = np.stack([p.faceres for p in bp.photos])
         self.refused = 0
@@ -407,7 +494,7 @@ class _Vetting:
     def __call__(self, comp: NDArray[np.uint8]) -> _Composite | None:
         face = composite_face(self.bp.dlib_rec, comp, self.bp.shape)
         d = float(distance(self.bp.dlib_rec.embed(comp, [face]), self.all_dlib).min())
-        if d < DLIB_THRESHOLD:  # dlib first: cheaper than FaceRes
+        if d < self.dlib_at:  # dlib first: cheaper than FaceRes
             self.refused += 1
             log.debug("composite refused: dlib %.3f to the nearest bank photo", d)
             return None
@@ -436,13 +523,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     b.add_argument("-o", "--output", type=Path, default=Path("engines/surrogate-bank.npz"))
     b.add_argument("--count", type=int, default=COUNT)
-    b.add_argument("-k", type=int, default=K)
+    b.add_argument("-k", type=int, default=K, help=f"persons per whole-face composite (--per-part 0; default {K})")
+    b.add_argument(
+        "--per-part",
+        type=int,
+        default=0,
+        help=f"persons per part of {len(PARTS) + 1} (default 0: whole faces of -k; {PER_PART}: the parts bank)",
+    )
+    b.add_argument(
+        "--dlib-margin",
+        type=float,
+        default=0.0,
+        help=f"keep composites this far beyond dlib's 0.6 (default 0; {DLIB_MARGIN} for the parts bank)",
+    )
     b.add_argument("--size", type=int, default=SIZE)
     b.add_argument("--seed", type=int, default=0)
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     folders = ns.folders or [ns.data / s for s in DEFAULT_SOURCES]
-    bank = build_bank(folders, ns.count, ns.k, ns.size, ns.seed)
+    bank = build_bank(folders, ns.count, ns.k, ns.size, ns.seed, per_part=ns.per_part, dlib_margin=ns.dlib_margin)
     bank.save(ns.output)
     log.info(
         "wrote %s: %d composites of k=%d; nearest bank photo: dlib >= %.3f, FaceRes >= %.3f",

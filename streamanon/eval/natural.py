@@ -16,12 +16,19 @@ Three measures, per method, on identity photos run through the product:
   and the detector's score.
 * **By face size** (dlib box of the original, square root of its area): < 48, 48-128, >= 128 px.
 
+Every photo is its own run of the product: with a fixed ``--seed`` each photo's run gets its
+own secret derived from the seed and the photo's index (``photo_seed``), as separate runs with
+fresh secrets would; with one secret for all, a method that draws from it (``surrogate``'s
+composite, one per track) painted the same drawn face into every photo, and the classifier
+measured one face.
+
 A grid of originals and replacements is written only where the user asks (``--grid PATH``):
 it holds raw faces.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -230,6 +237,23 @@ def attributes_at(
     return out, None
 
 
+def photo_seed(seed: int | None, index: int) -> int | None:
+    """The secret of photo ``index``'s run: derived from the run's ``seed`` (None stays None:
+    fresh OS entropy for every run anyway)."""
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def photo_spec(spec: MethodSpec, index: int) -> MethodSpec:
+    """``spec`` for photo ``index``'s own run: its own secret (``photo_seed``). A pooled method
+    (k-same: one pool over the whole set) keeps its spec."""
+    if spec.pooled or spec.config.seed is None:
+        return spec
+    cfg = dataclasses.replace(spec.config, seed=photo_seed(spec.config.seed, index))
+    return MethodSpec(f"{spec.key}#{index}", cfg)
+
+
 def score_method(
     refs: Sequence[Reference],
     product: ProductRunner,
@@ -245,7 +269,7 @@ def score_method(
     keep = set(keep_rows)
     for i, ref in enumerate(refs):
         try:
-            out = product.run(ref.image, spec).image
+            out = product.run(ref.image, photo_spec(spec, i)).image
         except AnonymizationError as exc:  # the product masked the frame: it is what a viewer gets
             log.warning("%s: product failed on %s (%s); the masked frame is scored", spec.key, ref.path, exc)
             out = np.zeros_like(ref.image)

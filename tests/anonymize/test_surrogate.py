@@ -210,6 +210,43 @@ def test_builder_refuses_composites_near_a_bank_person() -> None:
     assert len(built) == 3 and built.min_dlib.min() >= 0.6
 
 
+def test_parts_composite_takes_each_part_from_its_own_face() -> None:
+    from streamanon.anonymize.surrogate_bank import PARTS, parts_composite
+
+    bank = make_bank(2, 96)
+    base = np.full((96, 96, 3), 128, np.uint8)
+    rng = np.random.default_rng(1)
+    parts = [np.clip(128 + rng.integers(-40, 40, (96, 96, 3)), 0, 255).astype(np.uint8) for _ in PARTS]
+    out = parts_composite([base, *parts], bank.shape)
+    shape = np.round(bank.shape).astype(int)
+    for idx in (shape[27:36].mean(0).round().astype(int), shape[48:68].mean(0).round().astype(int)):
+        x, y = idx
+        assert out[y - 1 : y + 2, x - 1 : x + 2].std() > 5  # the part's texture, not the flat base
+    # far from every part (the jaw): the base, untouched; the forehead: the mean of all
+    for x, y in (shape[3], shape[13]):
+        assert np.abs(out[y, x].astype(int) - 128).max() <= 1
+    x, y = shape[68 + 5]
+    mean = np.mean([base, *parts], axis=0)
+    assert np.abs(out[y, x].astype(float) - mean[y, x]).max() <= 3
+
+
+def test_parts_bank_counts_its_persons_and_refuses_one_per_part() -> None:
+    bank = make_bank(8)
+    v = np.ones(4, np.float32) / 2
+    photos = [_Photo(f"p{i}", bank.faces[i], -v, -v, 0.1, 30.0) for i in range(8)]
+    far = BankPhotos(
+        photos, bank.shape, bank.triangles, _ConstRec(np.r_[v[:2], -v[2:]]), _ConstRec(np.r_[v[:2], -v[2:]])
+    )
+    built = build_bank(far, count=2, tries=2, per_part=2)
+    assert len(built) == 2 and built.k == 8
+    with pytest.raises(ConfigError, match="within a threshold"):  # the dlib margin refuses them all
+        build_bank(far, count=2, tries=2, per_part=2, dlib_margin=1.0)
+    with pytest.raises(ConfigError, match="per_part"):
+        build_bank(far, count=2, tries=2, per_part=1)
+    with pytest.raises(ConfigError, match="fewer than k=12"):
+        build_bank(far, count=2, tries=2, per_part=3)
+
+
 def test_shipped_bank_composites_are_nobody() -> None:
     """The shipped bank: composites only, each >= dlib's 0.6 and FaceRes's threshold from
     every bank photo (as the builder recorded), and re-checked against shared-data persons."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamanon.eval.natural import accuracy, group_folds, size_band, two_sample_predictions
+from streamanon.eval.natural import accuracy, group_folds, photo_spec, size_band, two_sample_predictions
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,6 +57,24 @@ def test_needs_two_identities() -> None:
     x = np.zeros((4, 2))
     with pytest.raises(ValueError):
         two_sample_predictions(x, x, ["a"] * 4)
+
+
+def test_each_photo_gets_its_own_secret_and_a_pooled_method_its_pool() -> None:
+    """A method that draws from the run's secret (surrogate) must not paint the same drawn face
+    into every photo: each photo's run gets its own secret, fixed by the seed."""
+    from streamanon.config import AnonymizeConfig
+    from streamanon.eval.product import MethodSpec
+
+    spec = MethodSpec("surrogate", AnonymizeConfig(method="surrogate", seed=0))
+    seeds = [photo_spec(spec, i).config.seed for i in range(50)]
+    assert len(set(seeds)) == 50 and seeds == [photo_spec(spec, i).config.seed for i in range(50)]
+    assert len({photo_spec(spec, i).key for i in range(50)}) == 50  # one product run each
+    other = MethodSpec("surrogate", AnonymizeConfig(method="surrogate", seed=1))
+    assert photo_spec(other, 0).config.seed != seeds[0]
+    pooled = MethodSpec("k-same", AnonymizeConfig(method="k-same", seed=0))
+    assert photo_spec(pooled, 3) is pooled  # one pool over the whole set
+    fresh = MethodSpec("surrogate", AnonymizeConfig(method="surrogate", seed=None))
+    assert photo_spec(fresh, 3) is fresh  # fresh entropy every run anyway
 
 
 def test_size_bands() -> None:
