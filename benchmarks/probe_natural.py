@@ -6,7 +6,7 @@ of the surrogate, all in one process so the originals are scored once:
 
 * ``shipped``: the default bank, one secret for every photo: each photo's run draws the
   *same* composite (what ``eval natural`` measured before it gave each photo its own secret);
-* ``shipped-draw``: the default bank, a secret per photo (``eval.natural.photo_spec``);
+* ``shipped-draw``: the default bank, a secret per photo (``eval.product.photo_spec``);
   ``shipped-pull0``: the same with the inner landmarks following the original (``SHAPE_PULL`` 0);
 * ``self``, ``self-pull1``, ``self-320`` (diagnostic, NOT shippable: the original face): each
   photo's own face warped onto the bank's shape and painted back through the same warp,
@@ -184,7 +184,7 @@ def main() -> int:
     if bad := [v for v in variants if v not in VARIANTS]:
         p.error(f"unknown variants {bad}; choose from {VARIANTS}")
 
-    from streamanon.eval import natural as natural_mod
+    from streamanon.eval import product as product_mod
     from streamanon.eval.data import load_identities
     from streamanon.eval.identity import build_references
     from streamanon.eval.natural import originals, score_method, summarise
@@ -266,7 +266,7 @@ def main() -> int:
 
     surrogate_mod.pyramid_blend = blend  # type: ignore[assignment]
 
-    photo_spec = natural_mod.photo_spec
+    photo_spec = product_mod.photo_spec
     rows: dict[str, Any] = {}
     for v in variants:
         t0 = time.time()
@@ -280,7 +280,7 @@ def main() -> int:
         surrogate_mod.SHAPE_PULL = 0.0 if v in ("self", "self-320", "shipped-pull0", "real-k1-pull0") else 1.0
         spec = MethodSpec(v, dataclasses.replace(config.anonymize))
         # "shipped": one secret for every photo (eval natural before per-photo secrets)
-        natural_mod.photo_spec = (lambda sp, i: sp) if v == "shipped" else photo_spec  # type: ignore[assignment]
+        product_mod.photo_spec = (lambda sp, i: sp) if v == "shipped" else photo_spec  # type: ignore[assignment]
         res = score_method(refs, runner, spec, features, hog0, None)
         s = summarise(refs, real, found, res, ns.seed, males)
         rows[v] = {

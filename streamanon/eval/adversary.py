@@ -304,7 +304,7 @@ def anonymised_faces(
     wanted = set(faceres_rows) if faceres is not None else set()
     for i, ref in enumerate(refs):
         try:
-            out = product.run(ref.image, spec).image
+            out = product.run(ref.image, spec, photo=i).image
         except AnonymizationError:  # the product masked the whole photo: what it wrote
             out = np.zeros_like(ref.image)
         chips.append(extract_image_chips(out, [face_chip_details(ref.face)])[0])

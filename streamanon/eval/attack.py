@@ -96,8 +96,8 @@ def collect(refs: Sequence[Reference], product: ProductRunner, spec: MethodSpec)
     """Anonymise every reference with the product and cut the face crops."""
     ins, tgs, rects, anons, missed = [], [], [], [], []
     product.prepare([r.image for r in refs], spec)
-    for ref in refs:
-        out = product.run(ref.image, spec)
+    for i, ref in enumerate(refs):
+        out = product.run(ref.image, spec, photo=i)
         h, w = ref.image.shape[:2]
         rect = crop_box(ref.face.box, w, h)
         ins.append(_crop(out.image, rect))

@@ -199,7 +199,7 @@ def anonymise_faces(
         result.views[v.key(spec.key)] = MethodResult(v.key(spec.key))
     product.prepare([r.image for r in refs], spec)
     for i, ref in enumerate(refs):
-        out = product.run(ref.image, spec)
+        out = product.run(ref.image, spec, photo=i)
         covered = float(box_inside_fraction(ref.face.box, out.dets.xyxy)[0]) if len(out.dets) else 0.0
         missed = covered < MISSED_BELOW
         emb = rec.embed(out.image, [ref.face])[0]

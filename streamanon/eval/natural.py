@@ -28,7 +28,6 @@ it holds raw faces.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -237,23 +236,6 @@ def attributes_at(
     return out, None
 
 
-def photo_seed(seed: int | None, index: int) -> int | None:
-    """The secret of photo ``index``'s run: derived from the run's ``seed`` (None stays None:
-    fresh OS entropy for every run anyway)."""
-    if seed is None:
-        return None
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-
-
-def photo_spec(spec: MethodSpec, index: int) -> MethodSpec:
-    """``spec`` for photo ``index``'s own run: its own secret (``photo_seed``). A pooled method
-    (k-same: one pool over the whole set) keeps its spec."""
-    if spec.pooled or spec.config.seed is None:
-        return spec
-    cfg = dataclasses.replace(spec.config, seed=photo_seed(spec.config.seed, index))
-    return MethodSpec(f"{spec.key}#{index}", cfg)
-
-
 def score_method(
     refs: Sequence[Reference],
     product: ProductRunner,
@@ -269,7 +251,7 @@ def score_method(
     keep = set(keep_rows)
     for i, ref in enumerate(refs):
         try:
-            out = product.run(ref.image, photo_spec(spec, i)).image
+            out = product.run(ref.image, spec, photo=i).image
         except AnonymizationError as exc:  # the product masked the frame: it is what a viewer gets
             log.warning("%s: product failed on %s (%s); the masked frame is scored", spec.key, ref.path, exc)
             out = np.zeros_like(ref.image)

@@ -129,6 +129,23 @@ class ProductOutput:
     mask: NDArray[np.bool_]
 
 
+def photo_seed(seed: int | None, index: int) -> int | None:
+    """The secret of photo ``index``'s run: derived from the run's ``seed`` (None stays None:
+    fresh OS entropy for every run anyway)."""
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def photo_spec(spec: MethodSpec, index: int) -> MethodSpec:
+    """``spec`` for photo ``index``'s own run: its own secret (``photo_seed``). A pooled method
+    (k-same: one pool over the whole set) keeps its spec."""
+    if spec.pooled or spec.config.seed is None:
+        return spec
+    cfg = dataclasses.replace(spec.config, seed=photo_seed(spec.config.seed, index))
+    return MethodSpec(f"{spec.key}#{index}", cfg)
+
+
 class ProductRunner:
     """The product's stages for each method; one ``Pipeline`` run per still.
 
@@ -147,14 +164,17 @@ class ProductRunner:
         self._pools: dict[str, Any] = {}
         self._detector: Detector | None = None
 
-    def _stages_for(self, spec: MethodSpec) -> Stages:
+    def _stages_for(self, spec: MethodSpec, cache: bool = True) -> Stages:
+        """The stages of ``spec`` (kept for the next photo unless ``cache`` is False: a
+        photo's own secret; its models still come from the process-wide cache)."""
         st = self._stages.get(spec.key)
         if st is None:
             cfg = dataclasses.replace(self.config, anonymize=spec.config)
             factory = AnonymizerFactory(spec.config, allow_eval_only=True)
             st = Stages(cfg, detector=self._detector, anonymizer_factory=factory)
             self._detector = st.detector  # one detector (one ONNX session) for every method
-            self._stages[spec.key] = st
+            if cache:
+                self._stages[spec.key] = st
         return st
 
     def _pad(self, image: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], int]:
@@ -182,15 +202,21 @@ class ProductRunner:
         log.info("k-same pool for %s: %d faces", spec.key, len(pool))
         self._pools[spec.key] = pool
 
-    def run(self, image: NDArray[np.uint8], spec: MethodSpec) -> ProductOutput:
+    def run(self, image: NDArray[np.uint8], spec: MethodSpec, photo: int | None = None) -> ProductOutput:
         """Anonymise one RGB still with the product (padded, then cropped back).
+
+        ``photo``: the photo's index in the set; its run then gets its own secret
+        (``photo_spec``), as separate runs of the product have: a method that draws from the
+        secret (surrogate, generate) draws per photo, not one draw for the whole set.
 
         Raises:
             AnonymizationError: the product failed on the image (it was fully masked).
         """
         h, w = image.shape[:2]
         padded, p = self._pad(image)
-        stages = self._stages_for(spec)
+        own = spec if photo is None else photo_spec(spec, photo)
+        stages = self._stages_for(own, cache=own is spec)
+        spec = own
         pipe = Pipeline(stages.config, stages)
         anonymizer = stages.new_anonymizer(pool=self._pools.get(spec.key)) if spec.pooled else None
         results = list(pipe.run([Frame(padded, 0)], anonymizer=anonymizer))

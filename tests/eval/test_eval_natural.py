@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamanon.eval.natural import accuracy, group_folds, photo_spec, size_band, two_sample_predictions
+from streamanon.eval.natural import accuracy, group_folds, size_band, two_sample_predictions
+from streamanon.eval.product import photo_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
