@@ -450,6 +450,7 @@ class _StopOnSignal:
         self._workers = workers
         self._old: dict[int, Any] = {}
         self._hits = 0
+        self._done = False
 
     def __enter__(self) -> _StopOnSignal:
         if threading.current_thread() is not threading.main_thread():
@@ -465,6 +466,12 @@ class _StopOnSignal:
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._done:  # left installed (see __exit__): the handler it replaced takes the signal
+            before = self._old.get(signum)
+            if callable(before):
+                before(signum, frame)
+                return
+            raise KeyboardInterrupt
         self._hits += 1
         if self._hits > 1:
             raise KeyboardInterrupt
@@ -472,12 +479,16 @@ class _StopOnSignal:
         self._workers.fail(Interrupted(f"interrupted by {signal.Signals(signum).name}"))
 
     def __exit__(self, *exc: object) -> None:
+        self._done = True
+        kept = {}
         for sig, old in self._old.items():
             try:
                 signal.signal(sig, old)
-            except ValueError:  # generator finalised off the main thread
-                log.warning("cannot restore the handler of signal %d outside the main thread", sig)
-        self._old.clear()
+            except ValueError:  # generator finalised off the main thread (by the garbage collector)
+                # this handler stays installed; it hands the signal on to ``old`` from now on,
+                # so a later Ctrl-C is not swallowed by a pipeline that has ended
+                kept[sig] = old
+        self._old = kept
 
 
 class Pipeline:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,9 @@ import pytest
 from mediautil import decode
 from pipeutil import FakeDetector, make_clip
 
-from streamanon.io import temp_path_for
+from streamanon.config import PipelineConfig
+from streamanon.io import VideoSource, temp_path_for
+from streamanon.pipeline import Interrupted, Pipeline, Stages
 
 FRAMES = 1500
 
@@ -74,10 +77,6 @@ def test_signal_finalises_output_and_exits_130(long_clip: Path, tmp_path: Path, 
 def test_keyboard_interrupt_in_caller_loop_keeps_processed_frames(clip_factory: Callable[..., Path]) -> None:
     """A SIGINT that lands while the caller is busy (not inside the pipeline) still ends
     with ``Interrupted`` from the pipeline after all threads are joined."""
-    from streamanon.config import PipelineConfig
-    from streamanon.io import VideoSource
-    from streamanon.pipeline import Interrupted, Pipeline, Stages
-
     clip = clip_factory(frames=60)
     cfg = PipelineConfig()
     seen = []
@@ -91,3 +90,25 @@ def test_keyboard_interrupt_in_caller_loop_keeps_processed_frames(clip_factory: 
                     time.sleep(0.2)  # the caller is still "writing"
     assert seen[:5] == [0, 1, 2, 3, 4] and len(seen) < 60
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+@pytest.mark.timeout(60)
+def test_a_run_finalised_off_the_main_thread_hands_ctrl_c_on(clip_factory: Callable[..., Path]) -> None:
+    """A run started on the main thread and finalised on another (the garbage collector may
+    close an abandoned run anywhere) cannot restore the SIGINT handler; its handler then hands
+    the signal on, so a later Ctrl-C still interrupts instead of stopping a finished run."""
+    clip = clip_factory(frames=30)
+    cfg = PipelineConfig()
+    with VideoSource(clip, audio=False) as source:
+        run = Pipeline(cfg, Stages(cfg, detector=FakeDetector())).run(source)
+        next(run)  # the run's handler is installed (main thread)
+        closer = threading.Thread(target=run.close)
+        closer.start()
+        closer.join()
+    assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # could not be restored
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.5)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
