@@ -618,6 +618,9 @@ def test_faces_painted_in_parallel_equal_one_by_one_and_a_failure_stays_blurred(
     monkeypatch.setattr(surrogate, "PAINT_THREADS", 4)
     parallel = anonymiser().apply(img, d)
     assert np.array_equal(one_by_one, parallel)
+    import threading
+
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("streamanon-paint")]  # joined
     real = surrogate.paint
 
     def third_fails(original: Any, region: Any, *args: Any) -> Any:
@@ -648,8 +651,8 @@ def test_blur_of_a_part_equals_the_part_of_the_blur(part: tuple[int, int, int, i
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
 def test_a_forked_child_paints_in_parallel_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The painters' pool made in the parent has no threads in a forked child: the child
-    makes its own (it hung on the parent's before) and paints the same faces."""
+    """A forked child paints in parallel too (a pool kept from the parent hung there: its
+    threads do not exist in the child; each frame now starts and joins its own)."""
     import signal
 
     import streamanon.anonymize.surrogate as surrogate
@@ -657,7 +660,7 @@ def test_a_forked_child_paints_in_parallel_too(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(surrogate, "PAINT_THREADS", 2)
     img = smooth_texture(240, 320)
     d = dets([[20, 40, 100, 130], [180, 30, 240, 100]], [1, 2])
-    ref = anonymiser().apply(img, d)  # the pool exists in the parent now
+    ref = anonymiser().apply(img, d)
     pid = os.fork()
     if pid == 0:  # the child: exit 0 when painted alike, killed by the alarm when it hangs
         signal.alarm(30)

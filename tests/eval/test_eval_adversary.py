@@ -103,7 +103,7 @@ def test_faceres_embeds_only_the_faces_it_scores() -> None:
         def prepare(self, images: Any, spec: Any) -> None:
             pass
 
-        def run(self, image: np.ndarray, spec: Any) -> Any:
+        def run(self, image: np.ndarray, spec: Any, photo: int | None = None) -> Any:
             return type("Out", (), {"image": 255 - image})()
 
     class FaceRes:
