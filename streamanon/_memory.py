@@ -20,7 +20,6 @@ Off glibc (musl, macOS, Windows) there is nothing to call and the trimmer does n
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import threading
@@ -34,13 +33,12 @@ ENV = "STREAMANON_TRIM_INTERVAL"
 
 
 def _glibc_trim() -> Callable[[], object] | None:
-    """``malloc_trim(0)`` of the C library, or None where there is none (not glibc)."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
+    """``malloc_trim(0)`` of the C library the process runs on, or None where there is none
+    (not glibc). Looked up in the process's own symbols (``CDLL(None)``, as the batch worker's
+    ``prctl``), not by ``find_library``, which may run ``ldconfig`` or a compiler to find it."""
     try:
-        fn = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
+        fn = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows takes no None
         return None
     fn.argtypes = [ctypes.c_size_t]
     fn.restype = ctypes.c_int

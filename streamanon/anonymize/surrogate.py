@@ -507,12 +507,12 @@ def paint_all(
         return {j: one(job) for j, job in jobs.items()}
     # The frame's own threads, joined before it returns (~0.1 ms to start against 10+ ms a
     # face): no thread outlives the frame, none is inherited half-alive by a forked child.
-    try:
-        with ThreadPoolExecutor(min(PAINT_THREADS, len(jobs)), thread_name_prefix="streamanon-paint") as pool:
+    with ThreadPoolExecutor(min(PAINT_THREADS, len(jobs)), thread_name_prefix="streamanon-paint") as pool:
+        try:
             futures = {j: pool.submit(one, job) for j, job in jobs.items()}
-            return {j: f.result() for j, f in futures.items()}
-    except RuntimeError:  # the interpreter is shutting down: no new threads, paint here
-        return {j: one(job) for j, job in jobs.items()}
+        except RuntimeError:  # the interpreter is shutting down: no new threads, paint here
+            return {j: one(job) for j, job in jobs.items()}
+        return {j: f.result() for j, f in futures.items()}
 
 
 class SurrogateAnonymizer(FaceAnonymizer):
