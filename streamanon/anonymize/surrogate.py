@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -82,6 +82,13 @@ MIN_FACE = 20
 #: 0.5 -> 2.9%, 0.165; 0.75 -> 1.0% (the limit), 0.078; 1.0 -> 0%, 0.049 (chance 0.068). The
 #: geometry carries identity; expression is the price.
 SHAPE_PULL = 1.0
+#: A new track's composite is drawn from those at least dlib's same-person distance (0.6, on
+#: the bank's tiles) from the composites of the last ``DISTINCT_RECENT`` tracks drawn (live or
+#: ended), so that two people in view do not get one face; where none is that far (a crowd, a
+#: narrow ``--keep`` pool), from the quarter farthest from them (counted: ``distinct-unmet``).
+#: Banks without dlib vectors (``surrogate_bank describe``) draw from the whole pool.
+DISTINCT_RECENT = 8
+DISTINCT_AT = 0.6
 #: Inner points (brows, eyes, nose, mouth) of the 68; the jaw and forehead keep the head's outline.
 INNER = np.arange(17, 68)
 #: The alpha's soft edge, as a share of the face size (the hull is eroded by as much first).
@@ -537,15 +544,39 @@ class SurrogateAnonymizer(FaceAnonymizer):
         self.reasons: Counter[str] = Counter()
         self.kept: Counter[str] = Counter()
         self._last_attributes: tuple[str, str] | None = None
+        self._recent: deque[int] = deque(maxlen=DISTINCT_RECENT)
+        self._apart = None if bank.dlib is None else np.linalg.norm(bank.dlib[:, None] - bank.dlib[None], axis=-1)
         self._untracked = 0
         self.coasted = 0
 
-    def _draw(self, image: NDArray[np.uint8] | None = None, box: NDArray[np.float32] | None = None) -> int:
+    def _draw(
+        self, image: NDArray[np.uint8] | None = None, box: NDArray[np.float32] | None = None, track: bool = True
+    ) -> int:
         """A composite from the run's secret: from the whole bank, or (``keep``) from the
-        composites of the face's estimated gender and age band."""
-        if not self.keep or image is None or box is None:
-            return int(self._rng.integers(len(self.bank)))
-        pool = np.arange(len(self.bank))
+        composites of the face's estimated gender and age band; apart from the recent tracks'
+        composites (``DISTINCT_RECENT``; a ``track``'s draw becomes one of them)."""
+        ok = np.ones(len(self.bank), np.bool_)
+        if self.keep and image is not None and box is not None:
+            ok = self._keep_pool(image, box)
+        index = int(self._rng.choice(np.flatnonzero(self._apart_from_recent(ok))))
+        if track:
+            self._recent.append(index)
+        return index
+
+    def _apart_from_recent(self, ok: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        """``ok`` narrowed to the composites dlib tells apart from the recent tracks' ones."""
+        if self._apart is None or not self._recent:
+            return ok
+        far = self._apart[:, list(self._recent)].min(axis=1)
+        if (ok & (far >= DISTINCT_AT)).any():
+            return ok & (far >= DISTINCT_AT)
+        self.kept["distinct-unmet"] += 1
+        cut = np.quantile(far[ok], 0.75)
+        return ok & (far >= cut)
+
+    def _keep_pool(self, image: NDArray[np.uint8], box: NDArray[np.float32]) -> NDArray[np.bool_]:
+        """The composites of the face's estimated gender and age band (``--keep``)."""
+        ok = np.ones(len(self.bank), np.bool_)
         assert self.attributes is not None
         try:
             gender, band = self.attributes(image, box)
@@ -553,9 +584,8 @@ class SurrogateAnonymizer(FaceAnonymizer):
             log.warning("--keep: attribute estimate failed (%s); composite drawn from the whole bank", exc)
             self.kept["estimate-failed"] += 1
             self._last_attributes = None
-            return int(self._rng.integers(len(self.bank)))
+            return ok
         self._last_attributes = (gender, band)
-        ok = np.ones(len(self.bank), np.bool_)
         if "gender" in self.keep:
             ok &= self.bank.gender == gender
             if not ok.any():
@@ -568,7 +598,7 @@ class SurrogateAnonymizer(FaceAnonymizer):
             else:
                 self.kept["age-unmet"] += 1
         self.kept["drawn"] += 1
-        return int(self._rng.choice(pool[ok]))
+        return ok
 
     def track_started(self, track_id: int, info: FrameInfo) -> None:
         self._tracks.start(track_id, _Track(None if self.keep else self._draw(), info.index))
@@ -648,7 +678,7 @@ class SurrogateAnonymizer(FaceAnonymizer):
             index = track.index
         else:
             self._untracked += 1
-            index = self._draw(image, rows.xyxy[j])
+            index = self._draw(image, rows.xyxy[j], track=False)
         return None, (index, pulled(p, self.bank.shape, SHAPE_PULL))
 
     def _count(self, tid: int, why: str | None) -> None:

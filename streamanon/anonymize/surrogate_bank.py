@@ -25,6 +25,7 @@ Build the default bank: ``python -m streamanon.anonymize.surrogate_bank build`` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import zipfile
 from collections.abc import Sequence
@@ -183,11 +184,15 @@ class SurrogateBank:
     min_faceres: NDArray[np.float32]
     k: int
     source: str = ""
+    #: dlib's 128-d vector of each composite (``describe``; None in a bank built before them):
+    #: what keeps two tracks from drawing composites that look like one person.
+    dlib: NDArray[np.float32] | None = None
 
     def __len__(self) -> int:
         return len(self.faces)
 
     def save(self, path: str | Path) -> None:
+        extra = {} if self.dlib is None else {"dlib": self.dlib}
         np.savez_compressed(
             path,
             faces=self.faces,
@@ -198,6 +203,7 @@ class SurrogateBank:
             min_dlib=self.min_dlib,
             min_faceres=self.min_faceres,
             k=np.int32(self.k),
+            **extra,
         )
 
     @classmethod
@@ -215,11 +221,14 @@ class SurrogateBank:
                     np.asarray(z["min_faceres"], np.float32),
                     int(z["k"]),
                     str(path),
+                    np.asarray(z["dlib"], np.float32) if "dlib" in z.files else None,
                 )
         except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as exc:  # TypeError: a bare .npy
             raise ModelError(f"not a surrogate bank: {path}: {exc}") from exc
         if bank.faces.ndim != 4 or not len(bank.faces) or bank.shape.shape != (78, 2):
             raise ModelError(f"not a surrogate bank: {path}: unexpected array shapes")
+        if bank.dlib is not None and bank.dlib.shape != (len(bank.faces), 128):
+            raise ModelError(f"not a surrogate bank: {path}: dlib vectors of shape {bank.dlib.shape}")
         return bank
 
 
@@ -409,7 +418,7 @@ def build_bank(
     if not kept:
         raise ConfigError(f"face bank: every composite was within a threshold of a bank person ({vet.refused} refused)")
     log.info("bank: %d composites kept, %d refused", len(kept), vet.refused)
-    return SurrogateBank(
+    bank = SurrogateBank(
         np.stack([c.face for c in kept]),
         bp.shape,
         bp.triangles,
@@ -419,6 +428,13 @@ def build_bank(
         np.array([c.min_faceres for c in kept], np.float32),
         k,
     )
+    return describe(bank, bp.dlib_rec)
+
+
+def describe(bank: SurrogateBank, dlib_rec: Any) -> SurrogateBank:
+    """``bank`` with dlib's vector of each composite (composites unchanged)."""
+    vecs = [dlib_rec.embed(face, [composite_face(dlib_rec, face, bank.shape)])[0] for face in bank.faces]
+    return dataclasses.replace(bank, dlib=np.stack(vecs).astype(np.float32))
 
 
 def parts_composite(bases: Sequence[NDArray[np.uint8]], shape: NDArray[np.float32]) -> NDArray[np.uint8]:
@@ -538,8 +554,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     b.add_argument("--size", type=int, default=SIZE)
     b.add_argument("--seed", type=int, default=0)
+    d = sub.add_parser("describe", help="add dlib's vector of each composite to a bank (composites unchanged)")
+    d.add_argument("bank", type=Path)
+    d.add_argument("-o", "--output", type=Path, help="default: the bank file itself")
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if ns.command == "describe":
+        out = ns.output or ns.bank
+        described = describe(SurrogateBank.load(ns.bank), DlibRecogniser("hog", 1, max_side=600))
+        dataclasses.replace(described, source="").save(out)
+        log.info("wrote %s: dlib vectors of %d composites", out, len(described))
+        return 0
     folders = ns.folders or [ns.data / s for s in DEFAULT_SOURCES]
     bank = build_bank(folders, ns.count, ns.k, ns.size, ns.seed, per_part=ns.per_part, dlib_margin=ns.dlib_margin)
     bank.save(ns.output)

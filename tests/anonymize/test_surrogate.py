@@ -3,6 +3,7 @@ fallbacks, greyscale, and the bank's "nobody" check."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from typing import Any
@@ -257,6 +258,7 @@ def test_shipped_bank_composites_are_nobody() -> None:
     assert len(bank) >= 32 and bank.k >= 5
     assert bank.faces.shape[1:] == (160, 160, 3)
     assert bank.min_dlib.min() >= 0.6 and bank.min_faceres.min() >= FACERES_THRESHOLD
+    assert bank.dlib is not None and bank.dlib.shape == (len(bank), 128)  # tracks drawn apart
 
 
 @pytest.mark.skipif(importlib.util.find_spec("dlib") is None, reason="dlib is not installed")
@@ -667,3 +669,57 @@ def test_a_forked_child_paints_in_parallel_too(monkeypatch: pytest.MonkeyPatch) 
         os._exit(0 if np.array_equal(anonymiser().apply(img, d), ref) else 3)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def bank_in_pairs(n: int = 16) -> SurrogateBank:
+    """A bank whose composites come in look-alike pairs under dlib: 2i and 2i+1 at 0.1, every
+    other pair at 1.0 (the vectors are what ``describe`` stores)."""
+    vecs = np.zeros((n, 128), np.float32)
+    for i in range(n):
+        vecs[i, i // 2] = 1.0 / np.sqrt(2)  # pairs: 1.0 apart between pairs
+        vecs[i, 64] = 0.05 if i % 2 else -0.05  # 0.1 apart within a pair
+    return dataclasses.replace(make_bank(n), dlib=vecs)
+
+
+def test_new_tracks_draw_composites_dlib_tells_apart() -> None:
+    """Tracks drawn one after another never get look-alike composites while the bank has
+    others; without vectors (an old bank) the draw is the plain one and look-alikes happen."""
+    from streamanon.anonymize.base import FrameInfo
+
+    def pairs_drawn(bank: SurrogateBank, seed: int) -> int:
+        a = SurrogateAnonymizer(AnonymizeConfig(method="surrogate", seed=seed), bank, FakeLandmarker())
+        got = []
+        for t in range(6):
+            a.track_started(t, FrameInfo(t))
+            got.append(a.track_surrogate(t))
+        return sum(1 for i in range(6) for j in range(i) if got[i] // 2 == got[j] // 2)
+
+    described = bank_in_pairs()
+    plain = dataclasses.replace(described, dlib=None)
+    assert sum(pairs_drawn(described, s) for s in range(40)) == 0
+    assert sum(pairs_drawn(plain, s) for s in range(40)) > 5
+
+
+def test_distinct_draw_falls_back_to_the_farthest_and_counts_it() -> None:
+    """More recent tracks than the bank has distinct composites: the draw still gives a
+    composite (the farthest quarter) and the report counts it."""
+    from streamanon.anonymize.base import FrameInfo
+
+    a = SurrogateAnonymizer(AnonymizeConfig(method="surrogate", seed=0), bank_in_pairs(4), FakeLandmarker())
+    for t in range(4):
+        a.track_started(t, FrameInfo(t))
+        assert a.track_surrogate(t) is not None
+    assert a.report()["keep_draws"].get("distinct-unmet", 0) >= 1
+
+
+def test_bank_file_keeps_its_dlib_vectors(tmp_path: Any) -> None:
+    from streamanon.anonymize.surrogate_bank import surrogate_bank
+    from streamanon.errors import ModelError
+
+    bank = bank_in_pairs(4)
+    bank.save(tmp_path / "b.npz")
+    back = surrogate_bank(str(tmp_path / "b.npz"))
+    assert back.dlib is not None and np.array_equal(back.dlib, bank.dlib)
+    dataclasses.replace(bank, dlib=np.zeros((3, 128), np.float32)).save(tmp_path / "bad.npz")
+    with pytest.raises(ModelError, match="dlib vectors"):
+        surrogate_bank(str(tmp_path / "bad.npz"))
