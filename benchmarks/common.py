@@ -132,10 +132,7 @@ def _save(path: Path, dets: Sequence[Detections]) -> None:
 def _load(path: Path) -> list[Detections]:
     z = np.load(path)
     bounds = np.concatenate([[0], np.cumsum(z["counts"])])
-    return [
-        Detections(z["xyxy"][a:b], z["score"][a:b], z["landmarks"][a:b])
-        for a, b in pairwise(bounds)
-    ]
+    return [Detections(z["xyxy"][a:b], z["score"][a:b], z["landmarks"][a:b]) for a, b in pairwise(bounds)]
 
 
 def cached(
@@ -381,4 +378,3 @@ def peak_rss_mib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-

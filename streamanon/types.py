@@ -134,9 +134,7 @@ class Detections:
     def __getitem__(self, idx: Any) -> Detections:
         if isinstance(idx, (int, np.integer)):
             idx = slice(int(idx), int(idx) + 1 if idx != -1 else None)
-        return Detections(
-            self.xyxy[idx], self.score[idx], self.landmarks[idx], self.track_id[idx], self.source[idx]
-        )
+        return Detections(self.xyxy[idx], self.score[idx], self.landmarks[idx], self.track_id[idx], self.source[idx])
 
     @property
     def has_landmarks(self) -> NDArray[np.bool_]:

@@ -148,4 +148,3 @@ class DPPixelateAnonymizer(FaceAnonymizer):
             "untracked_releases": self._untracked,
             "per_track": self._tracks.records(),
         }
-

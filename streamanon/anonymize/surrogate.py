@@ -545,7 +545,9 @@ class SurrogateAnonymizer(FaceAnonymizer):
         self.kept: Counter[str] = Counter()
         self._last_attributes: tuple[str, str] | None = None
         self._recent: deque[int] = deque(maxlen=DISTINCT_RECENT)
-        self._apart = None if bank.dlib is None else np.linalg.norm(bank.dlib[:, None] - bank.dlib[None], axis=-1)
+        self._apart: NDArray[np.float64] | None = None
+        if bank.dlib is not None:  # dlib distances between the composites
+            self._apart = np.linalg.norm(bank.dlib[:, None].astype(np.float64) - bank.dlib[None], axis=-1)
         self._untracked = 0
         self.coasted = 0
 
@@ -567,12 +569,13 @@ class SurrogateAnonymizer(FaceAnonymizer):
         """``ok`` narrowed to the composites dlib tells apart from the recent tracks' ones."""
         if self._apart is None or not self._recent:
             return ok
-        far = self._apart[:, list(self._recent)].min(axis=1)
-        if (ok & (far >= DISTINCT_AT)).any():
-            return ok & (far >= DISTINCT_AT)
+        far: NDArray[np.float64] = self._apart[:, list(self._recent)].min(axis=1)
+        apart: NDArray[np.bool_] = ok & (far >= DISTINCT_AT)
+        if apart.any():
+            return apart
         self.kept["distinct-unmet"] += 1
-        cut = np.quantile(far[ok], 0.75)
-        return ok & (far >= cut)
+        farthest: NDArray[np.bool_] = ok & (far >= np.quantile(far[ok], 0.75))
+        return farthest
 
     def _keep_pool(self, image: NDArray[np.uint8], box: NDArray[np.float32]) -> NDArray[np.bool_]:
         """The composites of the face's estimated gender and age band (``--keep``)."""

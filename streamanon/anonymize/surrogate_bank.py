@@ -192,7 +192,7 @@ class SurrogateBank:
         return len(self.faces)
 
     def save(self, path: str | Path) -> None:
-        extra = {} if self.dlib is None else {"dlib": self.dlib}
+        extra: dict[str, Any] = {} if self.dlib is None else {"dlib": self.dlib}
         np.savez_compressed(
             path,
             faces=self.faces,

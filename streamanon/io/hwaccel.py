@@ -201,9 +201,7 @@ def hw_pix_fmt(name: str) -> bool:
     return name in _HW_PIX_FMTS
 
 
-def choose_encoder(
-    software: str, width: int, height: int, pix_fmt: str, requested: str = DEFAULT_ENCODER
-) -> HWChoice:
+def choose_encoder(software: str, width: int, height: int, pix_fmt: str, requested: str = DEFAULT_ENCODER) -> HWChoice:
     """Resolve ``--encoder`` for a ``width`` x ``height`` output whose ``--codec`` is ``software``.
 
     Raises:

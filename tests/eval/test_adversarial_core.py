@@ -187,9 +187,7 @@ def test_h264_like_quantisation_loses_more_at_higher_qp(ac: Any, chips: Any, tor
         ac.EOTConfig(p_h264=1.5)
 
 
-def test_low_resolution_perturbation_is_smooth_and_bounded(
-    ac: Any, net: Any, chips: Any, ref: Any, torch: Any
-) -> None:
+def test_low_resolution_perturbation_is_smooth_and_bounded(ac: Any, net: Any, chips: Any, ref: Any, torch: Any) -> None:
     cfg = ac.PGDConfig(epsilon=6, steps=6, scale=4)
     r = ac.pgd(chips, net, ac.Untargeted(ref), cfg)
     full = ac.pgd(chips, net, ac.Untargeted(ref), ac.PGDConfig(epsilon=6, steps=6))

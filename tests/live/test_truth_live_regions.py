@@ -21,8 +21,18 @@ def test_live_feed_refuses_a_region_outside_the_frame(tmp_path: Path, data_dir: 
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     with src.open("rb") as stdin:
         p = subprocess.run(
-            [sys.executable, "-m", "streamanon", "-", "-o", str(out), "--input-format", "matroska",
-             "--only-region", region],
+            [
+                sys.executable,
+                "-m",
+                "streamanon",
+                "-",
+                "-o",
+                str(out),
+                "--input-format",
+                "matroska",
+                "--only-region",
+                region,
+            ],
             stdin=stdin,
             capture_output=True,
             text=True,
