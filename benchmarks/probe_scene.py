@@ -139,6 +139,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", type=Path)
     ns = p.parse_args()
+    if not ns.clip.is_file():
+        raise SystemExit(f"probe_scene: no clip at {ns.clip} (set STREAMANON_DATA or pass CLIP)")
     res = probe(ns.clip, ns.frame, ns.seed)
     text = json.dumps(res, indent=1)
     print(text)

@@ -23,9 +23,9 @@ Per frame, for every face:
 4. Focus, colour and light: the composite is blurred to the focus of the surroundings
    (``scene_around``: read outside every face mask only; never sharpened). Its lightness
    plane (level and light direction) and spread and its chroma median are set to the original
-   inner face's (nine numbers of the original; no pixel of it); its chroma around that median
-   (eyes, lips) is scaled down where the face is darker than the composite (chroma fades with
-   the light) and bounded by the surroundings' chroma spread. Luma only for greyscale footage
+   inner face's (nine numbers of the original; no pixel of it); in dim light its contrast and
+   its chroma around that median (eyes, lips) fall with the light, and in surroundings with a
+   colour cast its chroma spread is bounded by theirs. Luma only for greyscale footage
    (greyscale in, greyscale out).
 5. It is blended over the mirrored surroundings per Laplacian-pyramid band through an alpha
    of its eroded hull, inside the product mask only: nothing outside the mask changes.
@@ -105,28 +105,29 @@ OUTLINE = np.arange(0, 17)
 STD_RATIO = (0.67, 1.33)
 #: The focus match (``scene_around``, ``match_focus``) compares the surroundings' and the
 #: composite's ``_sharpest`` (gradient energy after Gaussian blurs of 1 and 2 px) at the work
-#: scale 1 / ``a``, ``a`` = this share of the face size in whole px (at least 1): finer than
-#: that, compression blocks and the 8-bit steps of dark footage read as sharp edges.
+#: scale 1 / ``a``, ``a`` = this share of the face size rounded to whole px (at least 1): finer
+#: than that, compression blocks and the 8-bit steps of dark footage read as sharp edges.
 FOCUS_SCALE = 0.02
 #: Largest blur (work px) the focus match adds, and its bisection's steps.
 FOCUS_MAX = 4.0
+FOCUS_STEPS = 4
 #: Surroundings whose step-edge blur (``_edge_sigma``, work px) is under this are sharp: the
 #: composite is left as it is (matched to them, its eyes and mouth, finer than edges, were
 #: blurred in sharp photos).
 FOCUS_MIN = 0.5
-FOCUS_STEPS = 2
 #: Tile side (work px) of the surroundings' sharpness, and the percentile of the tiles' ratios
 #: taken (the sharpest content near the face: a face in focus before a blurred background).
 FOCUS_TILE = 8
 FOCUS_SHARPEST = 90
-#: Smallest mean squared gradient (Sobel units, after the 1 px blur) of the surroundings that
-#: says anything about their focus (a flat wall does not: the composite keeps its own).
+#: Smallest mean squared gradient (Sobel units, after the 1 px blur) of the surroundings'
+#: strongest tile that says anything about their focus (a flat wall does not: the composite
+#: keeps its own).
 FOCUS_FLAT = 1.0
 #: Lightness level (Lab L, 0-255; luma for greyscale) under which a face is taken to be in dim
 #: light (64: L* 25, under the darkest well-lit skin): its lightness spread's lower clip
 #: (``STD_RATIO``) and the composite's chroma around its median fall in proportion to the
 #: level (a surface's chroma falls with its lightness). On 30 well-lit identity photos the
-#: faces' level was >= 84; on the dark Hamilton clip 6-11 (docs/faces.md, *Dark footage*).
+#: faces' level was >= 84; on the dark Hamilton clip 6-11 (docs/faces.md, *Dark, defocused footage*).
 DIM_LEVEL = 64.0
 #: In surroundings with a colour cast the composite's chroma spread is kept within this many
 #: times theirs (a warm, washed-out scene gets no red lips or blue eyes): on 20 colour identity
@@ -425,8 +426,9 @@ def _plane(x: NDArray[Any], ys: NDArray[Any], xs: NDArray[Any]) -> NDArray[np.fl
     return np.asarray(coef, np.float64)
 
 
-#: How far (work px) the two blurs and the Sobel of the sharpness ratio read around a pixel.
-_REACH = 8
+#: How far (work px) the 2 px blur (OpenCV's kernel: 4 sigma) and the Sobel of the sharpness
+#: ratio read around a pixel, and one more.
+_REACH = 10
 
 
 @dataclass(frozen=True)
@@ -455,8 +457,10 @@ def _blocks(mask: NDArray[np.bool_], a: int, every: bool) -> NDArray[np.bool_]:
     if a == 1:
         return mask
     h, w = mask.shape[0] // a, mask.shape[1] // a
-    b = mask[: h * a, : w * a].reshape(h, a, w, a)
-    return np.asarray(b.all(axis=(1, 3)) if every else b.any(axis=(1, 3)))
+    # a block's min (every) or max (any): erode or dilate by it, anchored at its first pixel
+    pool = cv2.erode if every else cv2.dilate
+    pooled = pool(np.ascontiguousarray(mask[: h * a, : w * a]).view(np.uint8), np.ones((a, a), np.uint8), anchor=(0, 0))
+    return np.asarray(pooled[::a, ::a] > 0)
 
 
 def _chroma_limit(ab: NDArray[np.float32]) -> float:
@@ -513,10 +517,10 @@ def _energy_map(grey: NDArray[np.float32], sigma: float) -> NDArray[np.float32]:
 def _sharpest(grey: NDArray[np.float32], valid: NDArray[np.bool_], s: float = 0.0) -> float | None:
     """How sharp the sharpest content of ``grey`` (blurred by a further ``s``) over ``valid``
     is: per ``FOCUS_TILE`` tile (mostly ``valid``, with at least a quarter of the strongest
-    tile's energy after the 1 px blur) the ratio of the gradient energy after a 1 px Gaussian to that after 2 px
-    (a step edge blurred by sigma ``t``: sqrt((t^2 + 4) / (t^2 + 1)), 2 when sharp, more for
-    finer detail, toward 1 when blurred), and of the tiles' ratios the ``FOCUS_SHARPEST``
-    percentile. A face in focus before a blurred background has sharp hair, ears or collar
+    tile's energy after the 1 px blur) the ratio of the gradient energy after a 1 px Gaussian
+    to that after 2 px (a step edge blurred by sigma ``t``: sqrt((t^2 + 4) / (t^2 + 1)), 2
+    when sharp, more for finer detail, toward 1 when blurred), and of the tiles' ratios the
+    ``FOCUS_SHARPEST`` percentile. A face in focus before a blurred background has sharp hair, ears or collar
     beside it; in a scene out of focus all around it every tile is soft. None: too flat to
     say (``FOCUS_FLAT``)."""
     h, w = grey.shape
@@ -534,7 +538,8 @@ def _sharpest(grey: NDArray[np.float32], valid: NDArray[np.bool_], s: float = 0.
     ok = (share >= 0.5) & (e2 > 0)
     if not ok.any() or float((e1[ok] / share[ok]).max()) < FOCUS_FLAT:
         return None
-    ok &= e1 >= 0.25 * e1[ok].max()  # by the fine energy: a flat tile beside an edge gets its 2 px blur's
+    # chosen by the 1 px energy: a flat tile beside an edge has energy after the 2 px blur only
+    ok &= e1 >= 0.25 * e1[ok].max()
     return float(max(1.0, np.percentile(e1[ok] / e2[ok], FOCUS_SHARPEST)))
 
 
@@ -574,18 +579,39 @@ def match_focus(
     it bleeds in). Returns the face and the sigma added (px)."""
     if scene.sharpness is None or _edge_sigma(scene.sharpness) < FOCUS_MIN:
         return face, 0.0
-    core = _core(_blocks(covered, a, every=True))
+    full = _blocks(covered, a, every=True)
+    core = _core(full)
     if np.count_nonzero(core) < 64:
         return face, 0.0
     grey = cv2.cvtColor(_shrink(face, a), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    # around the composite its own colours, spread out: the further blurs of the bisection
+    # read no step to whatever the warp left outside it
+    grey = np.where(full, grey, _spread_in(grey, full, FOCUS_MAX))
     sigma = a * focus_sigma(grey, core, scene.sharpness)
     if sigma < 0.3:  # under a third of a pixel: the same picture
         return face, 0.0
-    weight = covered.astype(np.float32)
-    num = cv2.GaussianBlur(face.astype(np.float32) * weight[:, :, None], (0, 0), sigma)
-    den = cv2.GaussianBlur(weight, (0, 0), sigma)[:, :, None]
-    soft = np.clip(num / np.maximum(den, 1e-3) + 0.5, 0, 255).astype(np.uint8)
+    soft = np.clip(_spread_in(face.astype(np.float32), covered, sigma) + 0.5, 0, 255).astype(np.uint8)
     return np.where(covered[:, :, None], soft, face), sigma
+
+
+def _spread_in(image: NDArray[np.float32], where: NDArray[np.bool_], sigma: float) -> NDArray[np.float32]:
+    """``image``'s pixels at ``where`` blurred by ``sigma`` (a normalised Gaussian: the other
+    pixels weigh nothing), everywhere they reach. Wide blurs (sigma >= 4) are computed at
+    1 / (sigma // 2) of the size and scaled back (the same picture, at a fraction of the cost)."""
+    weight: NDArray[Any] = where.astype(np.float32)
+    num: NDArray[Any] = image * (weight[:, :, None] if image.ndim == 3 else weight)
+    k = max(1, int(sigma // 2))
+    h, w = where.shape
+    if k > 1:
+        size = (-(-w // k), -(-h // k))
+        num = cv2.resize(num, size, interpolation=cv2.INTER_AREA)
+        weight = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
+    num = cv2.GaussianBlur(num, (0, 0), sigma / k)
+    den = np.maximum(cv2.GaussianBlur(weight, (0, 0), sigma / k), 1e-3)
+    out: NDArray[Any] = num / (den[:, :, None] if image.ndim == 3 else den)
+    if k > 1:
+        out = cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(out, np.float32)
 
 
 def _match_chroma(
@@ -598,7 +624,8 @@ def _match_chroma(
     tc, _ = _centre_spread(t[at[0], at[1], 1:].astype(np.float32))
     gain = dim
     if limit is not None:
-        spread = float(np.percentile(np.linalg.norm(ab - fc.astype(np.float32), axis=1), CHROMA_SHARE))
+        sample = ab[:: max(1, len(ab) // 4096)] - fc.astype(np.float32)
+        spread = float(np.percentile(np.linalg.norm(sample, axis=1), CHROMA_SHARE))
         gain = min(gain, limit / max(spread, 1e-3))
     if gain >= 1.0:
         # chroma is shifted, not stretched (stretching painted lipstick and eye shadow); the
@@ -624,7 +651,7 @@ def match_colour(
     In dim light (``target``'s level under ``DIM_LEVEL``) the spread's lower clip falls with
     the level, and the chroma around its median (eyes, lips) is scaled by it: a dimly lit
     surface has less lightness contrast and chroma. The chroma spread is also kept within
-    ``SCENE_CHROMA`` times ``scene_chroma`` (the surroundings', ``Scene.chroma``)."""
+    ``scene_chroma`` (the surroundings' limit, ``Scene.chroma``)."""
     if grey:
         f = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)[:, :, None]
         t = cv2.cvtColor(target, cv2.COLOR_RGB2GRAY)[:, :, None]
