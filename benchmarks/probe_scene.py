@@ -106,10 +106,12 @@ def probe(clip: Path, frame: int, seed: int) -> dict[str, Any]:
             seen["io"] = (image.copy(), out.copy())
         return out
 
-    def spy_paint(original: np.ndarray, region: Any, bank: Any, index: int, points: Any, grey: bool, faces: Any) -> Any:
+    def spy_paint(
+        original: np.ndarray, region: Any, bank: Any, index: int, points: Any, grey: bool, faces: Any, *rest: Any
+    ) -> Any:
         if seen["frame"] == frame:
             seen["paints"].append((region, np.asarray(points).copy(), faces.copy()))
-        return paint(original, region, bank, index, points, grey, faces)
+        return paint(original, region, bank, index, points, grey, faces, *rest)
 
     import av
 

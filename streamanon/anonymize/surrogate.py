@@ -21,7 +21,8 @@ Per frame, for every face:
    mirrored in across the mask's edge (``mirror_surroundings``): their own texture continues
    inward, the edge is seamless, and no pixel inside any face mask is read.
 4. Focus, colour and light: the composite is blurred to the focus of the surroundings
-   (``scene_around``: read outside every face mask only; never sharpened). Its lightness
+   (``scene_around``: read outside every face mask only; never sharpened; smoothed along the
+   track). Its lightness
    plane (level and light direction) and spread and its chroma median are set to the original
    inner face's (nine numbers of the original; no pixel of it); in dim light its contrast and
    its chroma around that median (eyes, lips) fall with the light, and in surroundings with a
@@ -115,6 +116,9 @@ FOCUS_STEPS = 4
 #: composite is left as it is (matched to them, its eyes and mouth, finer than edges, were
 #: blurred in sharp photos).
 FOCUS_MIN = 0.5
+#: Share of the way a track's blur moves toward each frame's measure (the measure alone varied
+#: 2.2-3.2 px from frame to frame on a Hamilton audience face).
+FOCUS_SMOOTH = 0.3
 #: Tile side (work px) of the surroundings' sharpness, and the percentile of the tiles' ratios
 #: taken (the sharpest content near the face: a face in focus before a blurred background).
 FOCUS_TILE = 8
@@ -391,12 +395,20 @@ class FaceResAttributes:
 
 
 @dataclass
+class Focus:
+    """The blur (px, ``match_focus``) a track's composite got last frame; None before its first."""
+
+    blur: float | None = None
+
+
+@dataclass
 class _Track:
     index: int | None  # None until drawn (``--keep``: at the track's first paintable face)
     first: int
     attributes: tuple[str, str] | None = None
     smoother: LandmarkSmoother = field(default_factory=LandmarkSmoother)
     served: Counter[str] = field(default_factory=Counter)
+    focus: Focus = field(default_factory=Focus)
 
 
 def pulled(points68: NDArray[np.float32], shape: NDArray[np.float32], pull: float) -> NDArray[np.float32]:
@@ -571,27 +583,35 @@ def focus_sigma(grey: NDArray[np.float32], valid: NDArray[np.bool_], target: flo
 
 
 def match_focus(
-    face: NDArray[np.uint8], covered: NDArray[np.bool_], scene: Scene, a: int
+    face: NDArray[np.uint8], covered: NDArray[np.bool_], scene: Scene, a: int, prior: float | None = None
 ) -> tuple[NDArray[np.uint8], float]:
     """``face`` (covering ``covered``) blurred to the ``scene``'s focus: by the Gaussian that
     brings its sharpness ratio (over its covered core, at the work scale 1 / ``a``) to the
-    scene's; never sharpened. Blurred within ``covered`` only (normalised: nothing outside
-    it bleeds in). Returns the face and the sigma added (px)."""
+    scene's; never sharpened. ``prior``: the blur the face's track got last frame; the blur
+    moves ``FOCUS_SMOOTH`` of the way from it to this frame's. Blurred within ``covered``
+    only (normalised: nothing outside it bleeds in). Returns the face and the sigma (px)."""
+    sigma = _focus_blur(face, covered, scene, a)
+    if prior is not None:
+        sigma = prior + FOCUS_SMOOTH * (sigma - prior)
+    if sigma < 0.3:  # under a third of a pixel: the same picture
+        return face, sigma
+    soft = np.clip(_spread_in(face.astype(np.float32), covered, sigma) + 0.5, 0, 255).astype(np.uint8)
+    return np.where(covered[:, :, None], soft, face), sigma
+
+
+def _focus_blur(face: NDArray[np.uint8], covered: NDArray[np.bool_], scene: Scene, a: int) -> float:
+    """The sigma (px) ``match_focus`` measures for this frame alone (0: none)."""
     if scene.sharpness is None or _edge_sigma(scene.sharpness) < FOCUS_MIN:
-        return face, 0.0
+        return 0.0
     full = _blocks(covered, a, every=True)
     core = _core(full)
     if np.count_nonzero(core) < 64:
-        return face, 0.0
+        return 0.0
     grey = cv2.cvtColor(_shrink(face, a), cv2.COLOR_RGB2GRAY).astype(np.float32)
     # around the composite its own colours, spread out: the further blurs of the bisection
     # read no step to whatever the warp left outside it
     grey = np.where(full, grey, _spread_in(grey, full, FOCUS_MAX))
-    sigma = a * focus_sigma(grey, core, scene.sharpness)
-    if sigma < 0.3:  # under a third of a pixel: the same picture
-        return face, 0.0
-    soft = np.clip(_spread_in(face.astype(np.float32), covered, sigma) + 0.5, 0, 255).astype(np.uint8)
-    return np.where(covered[:, :, None], soft, face), sigma
+    return a * focus_sigma(grey, core, scene.sharpness)
 
 
 def _spread_in(image: NDArray[np.float32], where: NDArray[np.bool_], sigma: float) -> NDArray[np.float32]:
@@ -696,11 +716,13 @@ def paint(
     points68: NDArray[np.float32],
     grey: bool,
     faces: NDArray[np.bool_],
+    focus: Focus | None = None,
 ) -> NDArray[np.uint8]:
     """Composite ``index`` warped onto ``points68`` and blended over ``region``'s ROI: the
     pixels to copy where ``region.mask`` is set. Colour statistics from ``original`` inside
     the face, the rest of the mask refilled from ``original`` outside every face mask
-    (``faces``). Reads ``original`` only: the faces of a frame are painted in parallel."""
+    (``faces``). Reads ``original`` only: the faces of a frame are painted in parallel.
+    ``focus``: the track's blur of the last frame, replaced by this frame's (``match_focus``)."""
     x0, y0, x1, y1 = region.roi
     back = mirror_surroundings(original, faces, region)
     dst = with_forehead(points68, FOREHEAD_REACH)
@@ -722,7 +744,9 @@ def paint(
     stats = (face > 0) & (core > 0)
     a = max(1, round(FOCUS_SCALE * size))  # the focus's work scale: 1 / a
     scene = scene_around(original, faces, region, a)
-    warped, _ = match_focus(warped, covered, scene, a)
+    warped, blur = match_focus(warped, covered, scene, a, None if focus is None else focus.blur)
+    if focus is not None:
+        focus.blur = blur
     stats_at = stats if stats.sum() >= 16 else core > 0
     warped = match_colour(warped, stats_at, original[y0:y1, x0:x1], grey, scene.chroma)
     # (blurred in uint8: the alpha in steps of 1/255)
@@ -738,17 +762,19 @@ def paint(
 PAINT_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-#: Why a row is not painted, or its composite and (pulled) 68 points.
-_Plan = tuple[str | None, tuple[int, NDArray[np.float32]] | None]
+#: Why a row is not painted, or its composite, (pulled) 68 points and a copy of its track's focus.
+_Plan = tuple[str | None, tuple[int, NDArray[np.float32], Focus | None] | None]
 
 
 @dataclass(frozen=True)
 class _Job:
-    """One face to paint: its region, composite and (pulled) 68 points."""
+    """One face to paint: its region, composite, (pulled) 68 points and its own copy of the
+    track's ``Focus`` (written back in row order: the output does not depend on the threads)."""
 
     region: FaceRegion
     index: int
     points: NDArray[np.float32]
+    focus: Focus | None
 
 
 def paint_all(
@@ -760,7 +786,7 @@ def paint_all(
 
     def one(job: _Job) -> NDArray[np.uint8] | Exception:
         try:
-            return paint(original, job.region, bank, job.index, job.points, grey, faces)
+            return paint(original, job.region, bank, job.index, job.points, grey, faces, job.focus)
         except (ValueError, cv2.error) as exc:
             return exc
 
@@ -875,6 +901,10 @@ class SurrogateAnonymizer(FaceAnonymizer):
             if job is not None:
                 jobs[j] = _Job(region, *job)
         painted = paint_all(image, jobs, self.bank, is_grey(image), faces)
+        for j, todo in jobs.items():  # in order: each track's focus from its row's paint
+            track = self._tracks.get(int(rows.track_id[j]))
+            if track is not None and todo.focus is not None and not isinstance(painted.get(j), Exception):
+                track.focus.blur = todo.focus.blur
         for j, (_, region) in enumerate(regions):  # in order: where masks overlap the later face wins
             result = painted.get(j)
             if isinstance(result, Exception):  # fail closed: the blur of step 1 stays
@@ -910,7 +940,8 @@ class SurrogateAnonymizer(FaceAnonymizer):
         else:
             self._untracked += 1
             index = self._draw(image, rows.xyxy[j])
-        return None, (index, pulled(p, self.bank.shape, SHAPE_PULL))
+        focus = Focus(track.focus.blur) if track is not None else None
+        return None, (index, pulled(p, self.bank.shape, SHAPE_PULL), focus)
 
     def _count(self, tid: int, why: str | None) -> None:
         how = "surrogate" if why is None else "blur"

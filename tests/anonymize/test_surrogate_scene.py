@@ -210,3 +210,31 @@ def test_sharp_well_lit_scene_is_unchanged(bank: Any, kind: str, monkeypatch: py
     with_scene = paint(img, bank())
     monkeypatch.setattr(surrogate, "scene_around", lambda *args: Scene(None, None))
     assert np.array_equal(paint(img, bank()), with_scene)
+
+
+def test_a_tracks_blur_moves_toward_each_frames_measure() -> None:
+    """A track painted in a blurred scene, then in a sharp one: the second frame keeps
+    1 - ``FOCUS_SMOOTH`` of the first frame's blur (a measure that jumps between frames does
+    not flicker), where a new track in the sharp scene gets none."""
+    from streamanon.anonymize.base import AnonymizerSession, FrameInfo
+
+    seen: list[float] = []
+    real = surrogate.match_focus
+
+    def spy(*args: Any) -> Any:
+        out = real(*args)
+        seen.append(out[1])
+        return out
+
+    face = np.zeros((240, 320), bool)
+    face[100:150, 125:175] = True
+    d = dets([BOX], [1])
+    a = SurrogateAnonymizer(AnonymizeConfig(method="surrogate", seed=3), rect_bank(), FakeLandmarker())
+    session = AnonymizerSession(a)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(surrogate, "match_focus", spy)
+        session(scene(3.0), d, FrameInfo(0))
+        tracked = session(scene(0.0), d, FrameInfo(1))
+    assert seen[0] > 1.0 and seen[1] == pytest.approx((1 - surrogate.FOCUS_SMOOTH) * seen[0], rel=1e-6)
+    fresh = paint(scene(0.0), rect_bank())
+    assert sharpness(tracked, face) < sharpness(fresh, face) - 0.1
