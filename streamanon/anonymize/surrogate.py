@@ -20,9 +20,14 @@ Per frame, for every face:
 3. The rest of the mask (hair, ears, neck, background around the face) is the surroundings
    mirrored in across the mask's edge (``mirror_surroundings``): their own texture continues
    inward, the edge is seamless, and no pixel inside any face mask is read.
-4. Colour and light: the composite's lightness plane (level and light direction) and spread
-   and its chroma median are set to the original inner face's (nine numbers of the original;
-   no pixel of it), luma only for greyscale footage (greyscale in, greyscale out).
+4. Focus, colour and light: the composite is blurred to the focus of the surroundings
+   (``scene_around``: read outside every face mask only; never sharpened; smoothed along the
+   track). Its lightness
+   plane (level and light direction) and spread and its chroma median are set to the original
+   inner face's (nine numbers of the original; no pixel of it); in dim light its contrast and
+   its chroma around that median (eyes, lips) fall with the light, and in surroundings with a
+   colour cast its chroma spread is bounded by theirs. Luma only for greyscale footage
+   (greyscale in, greyscale out).
 5. It is blended over the mirrored surroundings per Laplacian-pyramid band through an alpha
    of its eroded hull, inside the product mask only: nothing outside the mask changes.
 
@@ -106,6 +111,47 @@ OUTLINE = np.arange(0, 17)
 #: Clip of the lightness spread ratio of the colour transfer (the original's spread holds
 #: shadows and hair the composite lacks: a wider clip blew the composite's highlights out).
 STD_RATIO = (0.67, 1.33)
+#: The focus match (``scene_around``, ``match_focus``) compares the surroundings' and the
+#: composite's ``_sharpest`` (gradient energy after Gaussian blurs of 1 and 2 px) at the work
+#: scale 1 / ``a``, ``a`` = this share of the face size rounded to whole px (at least 1): finer
+#: than that, compression blocks and the 8-bit steps of dark footage read as sharp edges.
+FOCUS_SCALE = 0.02
+#: Largest blur (work px) the focus match adds, and its bisection's steps.
+FOCUS_MAX = 4.0
+FOCUS_STEPS = 4
+#: Surroundings whose step-edge blur (``_edge_sigma``, work px) is under this are sharp: the
+#: composite is left as it is (matched to them, its eyes and mouth, finer than edges, were
+#: blurred in sharp photos).
+FOCUS_MIN = 0.5
+#: Share of the way a track's blur moves toward each frame's measure (the measure alone varied
+#: 2.2-3.2 px from frame to frame on a Hamilton audience face).
+FOCUS_SMOOTH = 0.3
+#: Tile side (work px) of the surroundings' sharpness, and the percentile of the tiles' ratios
+#: taken (the sharpest content near the face: a face in focus before a blurred background).
+FOCUS_TILE = 8
+FOCUS_SHARPEST = 90
+#: Smallest mean squared gradient (Sobel units, after the 1 px blur) of the surroundings'
+#: strongest tile that says anything about their focus (a flat wall does not: the composite
+#: keeps its own).
+FOCUS_FLAT = 1.0
+#: Lightness level (Lab L, 0-255; luma for greyscale) under which a face is taken to be in dim
+#: light (64: L* 25, under the darkest well-lit skin): its lightness spread's lower clip
+#: (``STD_RATIO``) and the composite's chroma around its median fall in proportion to the
+#: level (a surface's chroma falls with its lightness). On 30 well-lit identity photos the
+#: faces' level was >= 84; on the dark Hamilton clip 6-11 (docs/faces.md, *Dark, defocused footage*).
+DIM_LEVEL = 64.0
+#: In surroundings with a colour cast the composite's chroma spread is kept within this many
+#: times theirs (a warm, washed-out scene gets no red lips or blue eyes): on 20 colour identity
+#: photos the real face's spread was at most 2.06 times its surroundings'.
+SCENE_CHROMA = 2.0
+#: A colour cast (Lab a*b* distance of the surroundings' median chroma from grey) from which
+#: ``SCENE_CHROMA`` applies in full; under it the limit grows by up to ``CHROMA_FREE`` (on
+#: grey: more than any composite's spread, ~12).
+CAST = 8.0
+CHROMA_FREE = 64.0
+#: Share of the pixels that sets a chroma spread: the distance from the median chroma under
+#: which this share of the pixels lies (the eyes and lips are ~10-15% of the inner face).
+CHROMA_SHARE = 90
 #: Windows up to this side (px) get the mirror's geometry at full size, larger ones at half
 #: size (the pixels are sampled at full size). Half size is the coarsest that showed no seam;
 #: a scale between the two cost up to 4x the geometry of half size for no visible gain
@@ -356,12 +402,20 @@ class FaceResAttributes:
 
 
 @dataclass
+class Focus:
+    """The blur (px, ``match_focus``) a track's composite got last frame; None before its first."""
+
+    blur: float | None = None
+
+
+@dataclass
 class _Track:
     index: int | None  # None until drawn (``--keep``: at the track's first paintable face)
     first: int
     attributes: tuple[str, str] | None = None
     smoother: LandmarkSmoother = field(default_factory=LandmarkSmoother)
     served: Counter[str] = field(default_factory=Counter)
+    focus: Focus = field(default_factory=Focus)
 
 
 def pulled(points68: NDArray[np.float32], shape: NDArray[np.float32], pull: float) -> NDArray[np.float32]:
@@ -391,13 +445,240 @@ def _plane(x: NDArray[Any], ys: NDArray[Any], xs: NDArray[Any]) -> NDArray[np.fl
     return np.asarray(coef, np.float64)
 
 
+#: How far (work px) the 2 px blur (OpenCV's kernel: 4 sigma) and the Sobel of the sharpness
+#: ratio read around a pixel, and one more.
+_REACH = 10
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What ``paint`` reads of the surroundings of a face (outside every face mask only):
+    ``sharpness`` their ``_sharpest`` ratio at the work scale (None: too flat or too little
+    of them to say), ``chroma`` the largest chroma spread of a face in them (``_chroma_limit``;
+    None: too little of them)."""
+
+    sharpness: float | None
+    chroma: float | None
+
+
+def _shrink(image: NDArray[Any], a: int) -> NDArray[Any]:
+    """``image`` at the work scale 1 / ``a``: means of whole ``a`` x ``a`` blocks (a partial
+    block at the right and bottom is dropped)."""
+    if a == 1:
+        return image
+    h, w = image.shape[0] // a, image.shape[1] // a
+    return np.asarray(cv2.resize(image[: h * a, : w * a], (max(1, w), max(1, h)), interpolation=cv2.INTER_AREA))
+
+
+def _blocks(mask: NDArray[np.bool_], a: int, every: bool) -> NDArray[np.bool_]:
+    """``mask`` on ``_shrink``'s blocks: a block is set where every (``every``) or any of its
+    pixels is."""
+    if a == 1:
+        return mask
+    h, w = mask.shape[0] // a, mask.shape[1] // a
+    # a block's min (every) or max (any): erode or dilate by it, anchored at its first pixel
+    pool = cv2.erode if every else cv2.dilate
+    pooled = pool(np.ascontiguousarray(mask[: h * a, : w * a]).view(np.uint8), np.ones((a, a), np.uint8), anchor=(0, 0))
+    return np.asarray(pooled[::a, ::a] > 0)
+
+
+def _chroma_limit(ab: NDArray[np.float32]) -> float:
+    """The largest chroma spread a face gets in surroundings of chroma ``ab`` (n, 2; Lab
+    uint8): ``SCENE_CHROMA`` times theirs (their distance from the median under which
+    ``CHROMA_SHARE`` % lie) where they have a colour cast (their median at least ``CAST``
+    from grey), plus up to ``CHROMA_FREE`` as the cast fades (a grey wall or a flat border
+    says nothing of the light: no face is held back by them)."""
+    median = np.median(ab, axis=0)
+    spread = float(np.percentile(np.linalg.norm(ab - median, axis=1), CHROMA_SHARE))
+    cast = float(np.hypot(*(median - 128.0)))
+    return SCENE_CHROMA * spread + CHROMA_FREE * max(0.0, 1.0 - cast / CAST)
+
+
+def _core(inside: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Where the sharpness ratio's blurs read ``inside`` pixels only."""
+    k = 2 * _REACH + 1
+    return np.asarray(cv2.erode(inside.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))) > 0)
+
+
+def scene_around(image: NDArray[np.uint8], faces: NDArray[np.bool_], region: FaceRegion, a: int) -> Scene:
+    """``Scene`` of the window of half the region's side around it, at the work scale 1 / ``a``
+    (``FOCUS_SCALE``). The face masks' pixels are zeroed before anything reads the window (a
+    shrunk pixel that any of them touched counts as inside), and the sharpness is measured only
+    where the blurs reach no such pixel: no pixel inside any face mask is read."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = region.roi
+    pad = max(2, max(x1 - x0, y1 - y0) // 2 + 1)
+    bx0, by0, bx1, by1 = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
+    inside = faces[by0:by1, bx0:bx1]
+    pixels = np.zeros((by1 - by0, bx1 - bx0, 3), np.uint8)
+    cv2.copyTo(image[by0:by1, bx0:bx1], (~inside).view(np.uint8), pixels)  # no face pixel reaches what follows
+    outside = ~_blocks(inside, a, every=False)
+    n = int(np.count_nonzero(outside))
+    if n < 64:
+        return Scene(None, None)
+    small = _shrink(pixels, a)
+    step = max(1, int(np.sqrt(n / 1024)))  # a sample of ~1024 pixels sets the chroma
+    lab = cv2.cvtColor(np.ascontiguousarray(small[::step, ::step]), cv2.COLOR_RGB2LAB)
+    chroma = _chroma_limit(lab[outside[::step, ::step]][:, 1:].astype(np.float32))
+    valid = _core(outside)
+    if np.count_nonzero(valid) < 64:
+        return Scene(None, chroma)
+    return Scene(_sharpest(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32), valid), chroma)
+
+
+def _energy_map(grey: NDArray[np.float32], sigma: float) -> NDArray[np.float32]:
+    """Squared Sobel gradient of ``grey`` after a Gaussian blur of ``sigma``."""
+    b = cv2.GaussianBlur(grey, (0, 0), sigma)
+    gx, gy = cv2.Sobel(b, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(b, cv2.CV_32F, 0, 1, ksize=3)
+    return np.asarray(gx * gx + gy * gy, np.float32)
+
+
+def _sharpest(grey: NDArray[np.float32], valid: NDArray[np.bool_], s: float = 0.0) -> float | None:
+    """How sharp the sharpest content of ``grey`` (blurred by a further ``s``) over ``valid``
+    is: per ``FOCUS_TILE`` tile (mostly ``valid``, with at least a quarter of the strongest
+    tile's energy after the 1 px blur) the ratio of the gradient energy after a 1 px Gaussian
+    to that after 2 px (a step edge blurred by sigma ``t``: sqrt((t^2 + 4) / (t^2 + 1)), 2
+    when sharp, more for finer detail, toward 1 when blurred), and of the tiles' ratios the
+    ``FOCUS_SHARPEST`` percentile. A face in focus before a blurred background has sharp hair, ears or collar
+    beside it; in a scene out of focus all around it every tile is soft. None: too flat to
+    say (``FOCUS_FLAT``)."""
+    h, w = grey.shape
+    t = FOCUS_TILE
+    th, tw = h // t, w // t
+    if th == 0 or tw == 0:
+        return None
+    m = valid[: th * t, : tw * t].astype(np.float32)
+
+    def tiles(x: NDArray[np.float32]) -> NDArray[np.float32]:  # per-tile means
+        return np.asarray(cv2.resize(x, (tw, th), interpolation=cv2.INTER_AREA), np.float32)
+
+    e1, e2 = (tiles(_energy_map(grey, float(np.hypot(s, b)))[: th * t, : tw * t] * m) for b in (1.0, 2.0))
+    share = tiles(m)
+    ok = (share >= 0.5) & (e2 > 0)
+    if not ok.any() or float((e1[ok] / share[ok]).max()) < FOCUS_FLAT:
+        return None
+    # chosen by the 1 px energy: a flat tile beside an edge has energy after the 2 px blur only
+    ok &= e1 >= 0.25 * e1[ok].max()
+    return float(max(1.0, np.percentile(e1[ok] / e2[ok], FOCUS_SHARPEST)))
+
+
+def _edge_sigma(ratio: float) -> float:
+    """The blur (work px) of a step edge whose ``_sharpest`` ratio is ``ratio`` (0 at >= 2)."""
+    r2 = ratio * ratio
+    return float(np.sqrt((4.0 - r2) / max(r2 - 1.0, 1e-6))) if r2 < 4.0 else 0.0
+
+
+def focus_sigma(grey: NDArray[np.float32], valid: NDArray[np.bool_], target: float) -> float:
+    """The Gaussian sigma (work px, up to ``FOCUS_MAX``) that brings ``grey``'s ``_sharpest``
+    over ``valid`` down to ``target``: 0 where it is already as soft (never sharpened). The
+    step edges' answer first, then ``FOCUS_STEPS`` bisections of its bracket (the ratio falls
+    with the blur; a face's eyes and mouth are finer than edges)."""
+    own = _sharpest(grey, valid)
+    if own is None or own <= target:
+        return 0.0
+
+    def sharper(s: float) -> bool:
+        r = _sharpest(grey, valid, s)
+        return r is not None and r > target
+
+    guess = float(np.clip(np.sqrt(max(_edge_sigma(target) ** 2 - _edge_sigma(own) ** 2, 0.0)), 0.25, FOCUS_MAX))
+    lo, hi = (guess, FOCUS_MAX) if sharper(guess) else (0.0, guess)
+    for _ in range(FOCUS_STEPS):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if sharper(mid) else (lo, mid)
+    return (lo + hi) / 2
+
+
+def match_focus(
+    face: NDArray[np.uint8], covered: NDArray[np.bool_], scene: Scene, a: int, prior: float | None = None
+) -> tuple[NDArray[np.uint8], float]:
+    """``face`` (covering ``covered``) blurred to the ``scene``'s focus: by the Gaussian that
+    brings its sharpness ratio (over its covered core, at the work scale 1 / ``a``) to the
+    scene's; never sharpened. ``prior``: the blur the face's track got last frame; the blur
+    moves ``FOCUS_SMOOTH`` of the way from it to this frame's. Blurred within ``covered``
+    only (normalised: nothing outside it bleeds in). Returns the face and the sigma (px)."""
+    sigma = _focus_blur(face, covered, scene, a)
+    if prior is not None:
+        sigma = prior + FOCUS_SMOOTH * (sigma - prior)
+    if sigma < 0.3:  # under a third of a pixel: the same picture
+        return face, sigma
+    soft = np.clip(_spread_in(face.astype(np.float32), covered, sigma) + 0.5, 0, 255).astype(np.uint8)
+    return np.where(covered[:, :, None], soft, face), sigma
+
+
+def _focus_blur(face: NDArray[np.uint8], covered: NDArray[np.bool_], scene: Scene, a: int) -> float:
+    """The sigma (px) ``match_focus`` measures for this frame alone (0: none)."""
+    if scene.sharpness is None or _edge_sigma(scene.sharpness) < FOCUS_MIN:
+        return 0.0
+    full = _blocks(covered, a, every=True)
+    core = _core(full)
+    if np.count_nonzero(core) < 64:
+        return 0.0
+    grey = cv2.cvtColor(_shrink(face, a), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    # around the composite its own colours, spread out: the further blurs of the bisection
+    # read no step to whatever the warp left outside it
+    grey = np.where(full, grey, _spread_in(grey, full, FOCUS_MAX))
+    return a * focus_sigma(grey, core, scene.sharpness)
+
+
+def _spread_in(image: NDArray[np.float32], where: NDArray[np.bool_], sigma: float) -> NDArray[np.float32]:
+    """``image``'s pixels at ``where`` blurred by ``sigma`` (a normalised Gaussian: the other
+    pixels weigh nothing), everywhere they reach. Wide blurs (sigma >= 4) are computed at
+    1 / (sigma // 2) of the size and scaled back (the same picture, at a fraction of the cost)."""
+    weight: NDArray[Any] = where.astype(np.float32)
+    num: NDArray[Any] = image * (weight[:, :, None] if image.ndim == 3 else weight)
+    k = max(1, int(sigma // 2))
+    h, w = where.shape
+    if k > 1:
+        size = (-(-w // k), -(-h // k))
+        num = cv2.resize(num, size, interpolation=cv2.INTER_AREA)
+        weight = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
+    num = cv2.GaussianBlur(num, (0, 0), sigma / k)
+    den = np.maximum(cv2.GaussianBlur(weight, (0, 0), sigma / k), 1e-3)
+    out: NDArray[Any] = num / (den[:, :, None] if image.ndim == 3 else den)
+    if k > 1:
+        out = cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(out, np.float32)
+
+
+def _match_chroma(
+    f: NDArray[Any], t: NDArray[Any], at: tuple[NDArray[Any], NDArray[Any]], dim: float, limit: float | None
+) -> NDArray[np.uint8]:
+    """The a, b channels of ``f`` (Lab) with their median at ``t``'s over the pixels ``at``,
+    and the chroma around it scaled by ``dim`` and down to a spread of ``limit``."""
+    ab = f[at[0], at[1], 1:].astype(np.float32)
+    fc, _ = _centre_spread(ab)
+    tc, _ = _centre_spread(t[at[0], at[1], 1:].astype(np.float32))
+    gain = dim
+    if limit is not None:
+        sample = ab[:: max(1, len(ab) // 4096)] - fc.astype(np.float32)
+        spread = float(np.percentile(np.linalg.norm(sample, axis=1), CHROMA_SHARE))
+        gain = min(gain, limit / max(spread, 1e-3))
+    if gain >= 1.0:
+        # chroma is shifted, not stretched (stretching painted lipstick and eye shadow); the
+        # shift rounded once: the channels are integers
+        shift = np.floor(tc - fc + 0.5).astype(np.int16)
+        return np.asarray(np.clip(f[:, :, 1:].astype(np.int16) + shift, 0, 255), np.uint8)
+    scaled = (f[:, :, 1:].astype(np.float32) - fc.astype(np.float32)) * np.float32(gain) + tc.astype(np.float32)
+    return np.asarray(np.clip(scaled + np.float32(0.5), 0, 255), np.uint8)
+
+
 def match_colour(
-    face: NDArray[np.uint8], inside: NDArray[np.bool_], target: NDArray[np.uint8], grey: bool
+    face: NDArray[np.uint8],
+    inside: NDArray[np.bool_],
+    target: NDArray[np.uint8],
+    grey: bool,
+    scene_chroma: float | None = None,
 ) -> NDArray[np.uint8]:
     """``face`` lit and toned like ``target`` inside ``inside``: its lightness's plane (level
     and the light's direction across the face: three numbers) and the inter-quartile range
     around it set to ``target``'s, its chroma's median shifted to ``target``'s (Lab; luma
-    only when grey). Nine numbers of the original in all, no pixel of it."""
+    only when grey). Nine numbers of the original in all, no pixel of it.
+
+    In dim light (``target``'s level under ``DIM_LEVEL``) the spread's lower clip falls with
+    the level, and the chroma around its median (eyes, lips) is scaled by it: a dimly lit
+    surface has less lightness contrast and chroma. The chroma spread is also kept within
+    ``scene_chroma`` (the surroundings' limit, ``Scene.chroma``)."""
     if grey:
         f = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)[:, :, None]
         t = cv2.cvtColor(target, cv2.COLOR_RGB2GRAY)[:, :, None]
@@ -417,7 +698,8 @@ def match_colour(
     tm, ts = _centre_spread(rt[:, None].astype(np.float32))
     pf[0] += fm[0]  # the level is the residual's median: teeth and eye whites do not set it
     pt[0] += tm[0]
-    ratio = float(np.clip(ts[0] / max(float(fs[0]), 1e-3), *STD_RATIO))
+    dim = float(np.clip(pt[0] / DIM_LEVEL, 0.0, 1.0))
+    ratio = float(np.clip(ts[0] / max(float(fs[0]), 1e-3), STD_RATIO[0] * dim, STD_RATIO[1]))
     # (f - plane_f) * ratio + plane_t, the planes not extrapolated past the inner face (a
     # forehead lit white): one plane over the clipped coordinates
     c = pt - ratio * pf
@@ -427,12 +709,7 @@ def match_colour(
     light = np.clip(f[:, :, 0] * np.float32(ratio) + base + np.float32(0.5), 0, 255).astype(np.uint8)
     if grey:
         return np.repeat(light[:, :, None], 3, axis=2)
-    # chroma is shifted, not stretched (stretching painted lipstick and eye shadow); the shift
-    # rounded once: the channels are integers
-    fc, _ = _centre_spread(f[ys, xs, 1:].astype(np.float32))
-    tc, _ = _centre_spread(t[ys, xs, 1:].astype(np.float32))
-    shift = np.floor(tc - fc + 0.5).astype(np.int16)
-    chroma = np.clip(f[:, :, 1:].astype(np.int16) + shift, 0, 255).astype(np.uint8)
+    chroma = _match_chroma(f, t, (ys, xs), dim, scene_chroma)
     lab = cv2.merge([light, chroma[:, :, 0], chroma[:, :, 1]])
     out: NDArray[np.uint8] = np.asarray(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB), np.uint8)
     return out
@@ -446,11 +723,13 @@ def paint(
     points68: NDArray[np.float32],
     grey: bool,
     faces: NDArray[np.bool_],
+    focus: Focus | None = None,
 ) -> NDArray[np.uint8]:
     """Composite ``index`` warped onto ``points68`` and blended over ``region``'s ROI: the
     pixels to copy where ``region.mask`` is set. Colour statistics from ``original`` inside
     the face, the rest of the mask refilled from ``original`` outside every face mask
-    (``faces``). Reads ``original`` only: the faces of a frame are painted in parallel."""
+    (``faces``). Reads ``original`` only: the faces of a frame are painted in parallel.
+    ``focus``: the track's blur of the last frame, replaced by this frame's (``match_focus``)."""
     x0, y0, x1, y1 = region.roi
     back = mirror_surroundings(original, faces, region)
     dst = with_forehead(points68, FOREHEAD_REACH)
@@ -470,7 +749,13 @@ def paint(
     face = np.zeros_like(core)
     cv2.fillConvexPoly(face, cv2.convexHull(np.round(dst[17:68] - (x0, y0)).astype(np.int32)), 1)
     stats = (face > 0) & (core > 0)
-    warped = match_colour(warped, stats if stats.sum() >= 16 else core > 0, original[y0:y1, x0:x1], grey)
+    a = max(1, round(FOCUS_SCALE * size))  # the focus's work scale: 1 / a
+    scene = scene_around(original, faces, region, a)
+    warped, blur = match_focus(warped, covered, scene, a, None if focus is None else focus.blur)
+    if focus is not None:
+        focus.blur = blur
+    stats_at = stats if stats.sum() >= 16 else core > 0
+    warped = match_colour(warped, stats_at, original[y0:y1, x0:x1], grey, scene.chroma)
     # (blurred in uint8: the alpha in steps of 1/255)
     alpha = cv2.GaussianBlur(core * np.uint8(255), (0, 0), max(0.6, r / 3)).astype(np.float32) / 255 * inside
     levels = int(np.clip(np.log2(max(size, 1.0) / BLEND_COARSE), 1, BLEND_LEVELS))
@@ -484,17 +769,19 @@ def paint(
 PAINT_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-#: Why a row is not painted, or its composite and (pulled) 68 points.
-_Plan = tuple[str | None, tuple[int, NDArray[np.float32]] | None]
+#: Why a row is not painted, or its composite, (pulled) 68 points and a copy of its track's focus.
+_Plan = tuple[str | None, tuple[int, NDArray[np.float32], Focus | None] | None]
 
 
 @dataclass(frozen=True)
 class _Job:
-    """One face to paint: its region, composite and (pulled) 68 points."""
+    """One face to paint: its region, composite, (pulled) 68 points and its own copy of the
+    track's ``Focus`` (written back in row order: the output does not depend on the threads)."""
 
     region: FaceRegion
     index: int
     points: NDArray[np.float32]
+    focus: Focus | None
 
 
 def paint_all(
@@ -506,7 +793,7 @@ def paint_all(
 
     def one(job: _Job) -> NDArray[np.uint8] | Exception:
         try:
-            return paint(original, job.region, bank, job.index, job.points, grey, faces)
+            return paint(original, job.region, bank, job.index, job.points, grey, faces, job.focus)
         except (ValueError, cv2.error) as exc:
             return exc
 
@@ -647,6 +934,10 @@ class SurrogateAnonymizer(FaceAnonymizer):
             if job is not None:
                 jobs[j] = _Job(region, *job)
         painted = paint_all(image, jobs, self.bank, is_grey(image), faces)
+        for j, todo in jobs.items():  # in order: each track's focus from its row's paint
+            track = self._tracks.get(int(rows.track_id[j]))
+            if track is not None and todo.focus is not None and not isinstance(painted.get(j), Exception):
+                track.focus.blur = todo.focus.blur
         for j, (_, region) in enumerate(regions):  # in order: where masks overlap the later face wins
             result = painted.get(j)
             if isinstance(result, Exception):  # fail closed: the blur of step 1 stays
@@ -682,7 +973,8 @@ class SurrogateAnonymizer(FaceAnonymizer):
         else:
             self._untracked += 1
             index = self._draw(image, rows.xyxy[j], track=False)
-        return None, (index, pulled(p, self.bank.shape, SHAPE_PULL))
+        focus = Focus(track.focus.blur) if track is not None else None
+        return None, (index, pulled(p, self.bank.shape, SHAPE_PULL), focus)
 
     def _count(self, tid: int, why: str | None) -> None:
         how = "surrogate" if why is None else "blur"
