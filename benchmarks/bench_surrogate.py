@@ -27,7 +27,8 @@ loaded machine; it counts OpenCV's threads too).
 ``--keep-agreement DIR [DIR ...]``: instead, ``eval natural``'s measures (``eval.natural``) on
 ``--limit`` photos of those identity folders (seeded draw, as ``eval natural --limit --seed``)
 for ``surrogate`` and ``surrogate --keep gender``, with the share of replaced faces whose
-FaceRes gender is the original's (``gender_agreement``).
+FaceRes gender is the original's (``gender_agreement``), and how many of the shipped bank's
+composites ``--keep gender`` draws for a man and for a woman (``keep_gender_composites``).
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ def cli_runs(clip: Path, rounds: int, tmp: Path, methods: tuple[str, ...] = ("so
 def keep_agreement(folders: list[Path], limit: int, seed: int) -> dict[str, Any]:
     import dataclasses
 
+    from streamanon.anonymize.surrogate_bank import default_bank
     from streamanon.eval.data import load_identities
     from streamanon.eval.identity import build_references
     from streamanon.eval.natural import evaluate_natural
@@ -218,7 +220,13 @@ def keep_agreement(folders: list[Path], limit: int, seed: int) -> dict[str, Any]
         refs, ProductRunner(config), specs, FaceResRecogniser(locator=hog), DlibRecogniser("hog", 0), None, seed=seed
     )
     keys = ("classifier_accuracy", "hog_found", "gender_agreement")
-    return {"faces": len(refs), "methods": {k: {c: m.get(c) for c in keys} for k, m in result["methods"].items()}}
+    bank = default_bank()
+    return {
+        "faces": len(refs),
+        "methods": {k: {c: m.get(c) for c in keys} for k, m in result["methods"].items()},
+        # the composites --keep gender draws for each gender (the painted labels where the bank has them)
+        "keep_gender_composites": {g: int(bank.keeps_gender(g).sum()) for g in ("male", "female")},
+    }
 
 
 def main() -> int:

@@ -877,7 +877,7 @@ class SurrogateAnonymizer(FaceAnonymizer):
             return ok
         self._last_attributes = (gender, band)
         if "gender" in self.keep:
-            ok &= self.bank.gender == gender
+            ok &= self.bank.keeps_gender(gender)  # its painted gender, where the bank was relabelled
             if not ok.any():
                 self.kept["gender-unmet"] += 1
                 ok[:] = True

@@ -16,7 +16,12 @@ FaceRes's 1%-false-match threshold (``models.faceres.THRESHOLD``).
 The file (``.npz``) holds composites only (never a raw face): ``faces`` (N, S, S, 3) uint8,
 ``shape`` (P, 2) the mean shape in composite pixels, ``triangles`` (T, 3) the Delaunay
 triangulation of ``shape``, ``gender`` and ``age_band`` per composite (FaceRes of the
-composite) and ``min_dlib`` / ``min_faceres``, the distance to the nearest bank photo.
+composite alone on its tile) and ``min_dlib`` / ``min_faceres``, the distance to the nearest bank
+photo. A relabelled bank (``engines/build_surrogate_bank.py relabel``) also holds
+``painted_gender`` and ``painted_consistency``: the gender FaceRes reads of the composite painted
+into photos through the product, and the share of those paintings read so (``painted_labels``);
+``--keep gender`` then draws only composites consistent to ``KEEP_CONSISTENCY``
+(``SurrogateBank.keeps_gender``).
 
 Build the default bank: ``python -m streamanon.anonymize.surrogate_bank build`` (see
 ``engines/SURROGATE_BANK_CARD.md``).
@@ -94,6 +99,10 @@ AGE_BANDS: tuple[tuple[str, float], ...] = (("child", 16.0), ("young", 35.0), ("
 #: Points added above the brows (the forehead, which dlib's 68 points leave out): each brow
 #: point moved up by this share of the brow-to-chin height.
 FOREHEAD_LIFT = 0.28
+#: ``--keep gender`` draws a composite for a gender only where at least this share of its
+#: paintings (``painted_consistency``) were read as that gender: a composite FaceRes reads both
+#: ways once painted gives the original's gender only part of the time (SURROGATE_BANK_CARD.md).
+KEEP_CONSISTENCY = 0.9
 #: Registry name of the shipped bank.
 REGISTRY_NAME = "surrogate-bank"
 #: The default bank's sources (``identities_extra`` folders; terms in the card).
@@ -102,6 +111,26 @@ DEFAULT_SOURCES = (
     "identities_extra/ZPdesu__SEAN",
     "identities_extra/yuval-alaluf__SAM",
 )
+
+
+def painted_labels(male: NDArray[Any]) -> tuple[NDArray[np.str_], NDArray[np.float32]]:
+    """Each composite's painted gender and its consistency from ``male`` (composites x
+    paintings: FaceRes's probability of male of each painting; NaN where no face was read):
+    the gender most of its paintings are read as (``MALE_AT``; a tie: female) and the share of
+    its read paintings read so (0 where none was read).
+
+    Raises:
+        ValueError: ``male`` is not 2-D.
+    """
+    m = np.asarray(male, np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"painted_labels: expected (composites, paintings), got shape {m.shape}")
+    read = np.isfinite(m)
+    n = read.sum(1)
+    males = (np.where(read, m, 0.0) >= MALE_AT).sum(1)
+    is_male = males * 2 > n
+    share = np.where(is_male, males, n - males) / np.maximum(n, 1)
+    return np.where(is_male, "male", "female"), np.where(n > 0, share, 0.0).astype(np.float32)
 
 
 def age_band(age: float) -> str:
@@ -187,12 +216,58 @@ class SurrogateBank:
     #: dlib's 128-d vector of each composite (``describe``; None in a bank built before them):
     #: what keeps two tracks from drawing composites that look like one person.
     dlib: NDArray[np.float32] | None = None
+    #: FaceRes's gender of the composite painted into photos, and the share of its paintings
+    #: read so (``painted_labels``); None in a bank not relabelled (a ``--face-bank`` folder's).
+    painted_gender: NDArray[np.str_] | None = None
+    painted_consistency: NDArray[np.float32] | None = None
 
     def __len__(self) -> int:
         return len(self.faces)
 
+    def keeps_gender(self, gender: str) -> NDArray[np.bool_]:
+        """The composites ``--keep gender`` draws for a face of ``gender``: of that painted
+        gender at a consistency of at least ``KEEP_CONSISTENCY`` where the bank was relabelled,
+        else of that gender on the tile (``gender``). May be all False (the caller relaxes)."""
+        if self.painted_gender is None or self.painted_consistency is None:
+            out: NDArray[np.bool_] = self.gender == gender
+            return out
+        keep: NDArray[np.bool_] = (self.painted_gender == gender) & (self.painted_consistency >= KEEP_CONSISTENCY)
+        return keep
+
+    def relabelled(self, gender: NDArray[Any], consistency: NDArray[Any]) -> SurrogateBank:
+        """This bank with painted labels (one per composite; the composites untouched).
+
+        Raises:
+            ValueError: not one label per composite, a gender not male/female, or a
+                consistency outside [0, 1].
+        """
+        g, c = np.asarray(gender).astype(str), np.asarray(consistency, np.float32)
+        if g.shape != (len(self),) or c.shape != (len(self),):
+            raise ValueError(f"painted labels: expected {len(self)} of each, got {g.shape} and {c.shape}")
+        if not np.isin(g, ("male", "female")).all() or not ((c >= 0) & (c <= 1)).all():
+            raise ValueError("painted labels: gender must be male/female and consistency in [0, 1]")
+        return dataclasses.replace(self, painted_gender=g, painted_consistency=c)
+
+    def only(self, index: int) -> SurrogateBank:
+        """A bank of composite ``index`` alone (its draw is that composite: the relabel paints each)."""
+        s = slice(index, index + 1)
+        pg, pc = self.painted_gender, self.painted_consistency
+        return dataclasses.replace(
+            self,
+            faces=self.faces[s],
+            dlib=None if self.dlib is None else self.dlib[s],
+            gender=self.gender[s],
+            age_band=self.age_band[s],
+            min_dlib=self.min_dlib[s],
+            min_faceres=self.min_faceres[s],
+            painted_gender=None if pg is None else pg[s],
+            painted_consistency=None if pc is None else pc[s],
+        )
+
     def save(self, path: str | Path) -> None:
         extra: dict[str, Any] = {} if self.dlib is None else {"dlib": self.dlib}
+        if self.painted_gender is not None and self.painted_consistency is not None:
+            extra |= {"painted_gender": self.painted_gender, "painted_consistency": self.painted_consistency}
         np.savez_compressed(
             path,
             faces=self.faces,
@@ -223,6 +298,8 @@ class SurrogateBank:
                     str(path),
                     np.asarray(z["dlib"], np.float32) if "dlib" in z.files else None,
                 )
+                if "painted_gender" in z.files or "painted_consistency" in z.files:
+                    bank = bank.relabelled(z["painted_gender"], z["painted_consistency"])
         except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as exc:  # TypeError: a bare .npy
             raise ModelError(f"not a surrogate bank: {path}: {exc}") from exc
         if bank.faces.ndim != 4 or not len(bank.faces) or bank.shape.shape != (78, 2):

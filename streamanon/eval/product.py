@@ -44,7 +44,7 @@ class MethodSpec:
     (k; keys ``k``, ``bank``), ``adversarial:4`` (epsilon in /255 code values; keys ``eps``,
     ``steps``, ``objective``, ``k``, ``bank``), ``generate:PATH`` (generator ONNX; keys ``model``,
     ``fallback``, ``min``, and ``adv`` (epsilon in /255: turns ``--adversarial`` on), ``steps``,
-    ``objective``: ``generate:adv=6``)."""
+    ``objective``: ``generate:adv=6``), ``surrogate:keep=gender`` (``--keep``; ``surrogate:gender``)."""
 
     key: str
     config: AnonymizeConfig

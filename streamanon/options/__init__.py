@@ -100,6 +100,7 @@ EVAL_MAIN: dict[str, str] = {
     "k-same": "k",
     "adversarial": "eps",
     "generate": "model",
+    "surrogate": "keep",
 }
 
 

@@ -86,6 +86,7 @@ PIPELINE_OPTIONS: tuple[Option, ...] = (
         kind="list",
         metavar="gender,age",
         modes=NO_EVAL,  # eval temporal has a --keep DIR of its own
+        eval_keys={"surrogate": "keep"},  # eval --methods surrogate:keep=gender
     ),
     _o(
         "--face-bank",
