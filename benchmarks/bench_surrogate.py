@@ -46,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATA, prefix_clip
+from common import DATA, emit_json, prefix_clip
 
 from streamanon.config import AnonymizeConfig, PipelineConfig
 
@@ -263,10 +263,7 @@ def main() -> int:
         res = {"per_face": [per_face(ns.faces, s, ns.repeat, ns.gap) for s in sizes]}
     if not ns.keep_agreement and not ns.no_clip:
         res["end_to_end"] = end_to_end(ns.clip, ns.frames, ns.rounds)
-    text = json.dumps(res, indent=1)
-    print(text)
-    if ns.json:
-        ns.json.write_text(text)
+    emit_json(res, ns.json)
     return 0
 
 

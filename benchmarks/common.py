@@ -363,6 +363,14 @@ class _quiet_stdout:
         sys.stdout = self._old
 
 
+def emit_json(result: Any, path: Path | None) -> None:
+    """Print ``result`` as JSON, and write it to ``path`` where given."""
+    text = json.dumps(result, indent=1)
+    print(text)
+    if path:
+        path.write_text(text)
+
+
 # -- processes -------------------------------------------------------------------------
 def peak_rss_mib() -> float:
     """This process's peak resident memory in MiB.

@@ -23,7 +23,6 @@ the frame), so a before/after pair is this script run with two ``PYTHONPATH``s.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATA
+from common import DATA, emit_json
 
 from streamanon.anonymize import surrogate
 from streamanon.config import AnonymizeConfig, PipelineConfig
@@ -144,10 +143,7 @@ def main() -> int:
     if not ns.clip.is_file():
         raise SystemExit(f"probe_scene: no clip at {ns.clip} (set STREAMANON_DATA or pass CLIP)")
     res = probe(ns.clip, ns.frame, ns.seed)
-    text = json.dumps(res, indent=1)
-    print(text)
-    if ns.json:
-        ns.json.write_text(text)
+    emit_json(res, ns.json)
     return 0
 
 
