@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from ..config import AnonymizeConfig, EngineConfig
 from ..errors import ConfigError, MissingDependencyError
 from ..models.landmarks import Landmarker68, landmarker68
+from ..models.recognizer import shared_recogniser
 from ..types import Detections
 from .adversarial import AdversarialAnonymizer, AdversarialModels
 from .base import FaceAnonymizer
@@ -75,7 +76,8 @@ def _adversarial(f: AnonymizerFactory, pool: FacePool | None) -> FaceAnonymizer:
 
 def _surrogate(f: AnonymizerFactory, pool: FacePool | None) -> FaceAnonymizer:
     assert f.surrogate_bank is not None  # loaded by the factory for this method
-    return SurrogateAnonymizer(f.config, f.surrogate_bank, f.landmarker, f.attributes)
+    vetter = shared_recogniser() if f.config.keep else None  # the check of ``surrogate.VET_DISTANCE``
+    return SurrogateAnonymizer(f.config, f.surrogate_bank, f.landmarker, f.attributes, vetter)
 
 
 _ADVERSARIAL_MODELS = ("dlib-shape-5", "dlib-resnet-recognizer")
@@ -125,7 +127,12 @@ SPECS: dict[str, MethodSpec] = {
             chips=True,
             adversarial=True,
         ),
-        MethodSpec("surrogate", _surrogate, ("face_bank", "k", "keep"), ("surrogate-bank", "dlib-shape-68")),
+        MethodSpec(
+            "surrogate",
+            _surrogate,
+            ("face_bank", "k", "keep"),
+            ("surrogate-bank", "dlib-shape-68", "dlib-shape-5", "dlib-resnet-recognizer"),  # the last two: --keep
+        ),
         MethodSpec("none", lambda f, _: IdentityAnonymizer(f.config), eval_only=True),
     )
 }

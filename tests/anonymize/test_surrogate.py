@@ -725,3 +725,63 @@ def test_bank_file_keeps_its_dlib_vectors(tmp_path: Any) -> None:
     dataclasses.replace(bank, dlib=np.zeros((3, 128), np.float32)).save(tmp_path / "bad.npz")
     with pytest.raises(ModelError, match="dlib vectors"):
         surrogate_bank(str(tmp_path / "bad.npz"))
+
+
+class ScriptedVetter:
+    """A stand-in for dlib's recogniser: each check (the original's vector, then the painted
+    face's) comes out ``distances[k]`` apart, in order."""
+
+    def __init__(self, distances: list[float]) -> None:
+        self.distances = distances
+        self.checks = 0
+        self._original = True
+
+    def locate(self, image: Any, box: np.ndarray) -> Any:
+        return box
+
+    def embed(self, image: Any, faces: list[Any]) -> np.ndarray:
+        vec = np.zeros((1, 128), np.float32)
+        if not self._original:
+            vec[0, 0] = self.distances[min(self.checks, len(self.distances) - 1)]
+            self.checks += 1
+        self._original = not self._original
+        return vec
+
+
+def vetted_anonymiser(distances: list[float]) -> tuple[SurrogateAnonymizer, ScriptedVetter]:
+    vetter = ScriptedVetter(distances)
+    config = AnonymizeConfig(method="surrogate", seed=3)
+    return SurrogateAnonymizer(config, make_bank(8), FakeLandmarker(), vetter=vetter), vetter
+
+
+def test_a_composite_too_close_to_its_original_is_blurred_and_redrawn() -> None:
+    from streamanon.anonymize.base import FrameInfo
+
+    a, vetter = vetted_anonymiser([0.3, 0.9])
+    img, d = noise_image(), dets([[100, 60, 200, 180]], [1])
+    mask = union_mask(d, 320, 240, "ellipse", 1.3, 2.0)
+    a.track_started(1, FrameInfo(0))
+    first = a.track_surrogate(1)
+    out = a.apply(img, d, FrameInfo(0))
+    assert (out[mask] == img[mask]).all(-1).mean() < 0.05  # blurred, not raw
+    assert a.reasons == {"too-close": 1}
+    assert a.track_surrogate(1) not in (None, first)  # another composite drawn
+    a.apply(img, d, FrameInfo(1))  # checked again: far enough, painted
+    a.apply(img, d, FrameInfo(2))  # passed: not checked again
+    assert vetter.checks == 2 and a.served == {"blur": 1, "surrogate": 2}
+    assert a.report()["vetting"] == {"distance": 0.65, "checked": 2, "too-close": 1, "redrawn": 1}
+
+
+def test_a_track_every_composite_of_which_comes_too_close_stays_blurred() -> None:
+    from streamanon.anonymize.base import FrameInfo
+    from streamanon.anonymize.surrogate import VET_TRIES
+
+    a, vetter = vetted_anonymiser([0.3])
+    img, d = noise_image(), dets([[100, 60, 200, 180]], [1])
+    a.track_started(1, FrameInfo(0))
+    for f in range(VET_TRIES + 3):
+        out = a.apply(img, d, FrameInfo(f))
+        mask = union_mask(d, 320, 240, "ellipse", 1.3, 2.0)
+        assert (out[mask] == img[mask]).all(-1).mean() < 0.05
+    assert vetter.checks == VET_TRIES  # then no more composites are tried
+    assert a.reasons == {"too-close": VET_TRIES + 3} and not a.served["surrogate"]
