@@ -874,8 +874,11 @@ class SurrogateAnonymizer(FaceAnonymizer):
         ok = np.ones(len(self.bank), np.bool_)
         if self.keep and image is not None and box is not None:
             ok = self._keep_pool(image, box)
-        if refused and (ok & ~np.isin(np.arange(len(ok)), list(refused))).any():
-            ok = ok & ~np.isin(np.arange(len(ok)), list(refused))
+        if refused:
+            allowed = ok.copy()
+            allowed[list(refused)] = False
+            if allowed.any():
+                ok = allowed
         index = int(self._rng.choice(np.flatnonzero(self._apart_from_recent(ok))))
         if track:
             self._recent.append(index)
@@ -973,34 +976,28 @@ class SurrogateAnonymizer(FaceAnonymizer):
                 log.debug("surrogate warp failed: %s", result)
                 whys[j] = "warp-failed"
             elif result is not None:
-                if self._too_close(image, out, rows, j, region, result):
-                    whys[j] = "too-close"  # the blur of step 1 stays
-                else:
-                    x0, y0, x1, y1 = region.roi
-                    np.copyto(out[y0:y1, x0:x1], result, where=(region.mask > 0)[:, :, None])
+                x0, y0, x1, y1 = region.roi
+                before = out[y0:y1, x0:x1].copy() if self._checks(int(rows.track_id[j])) else None
+                np.copyto(out[y0:y1, x0:x1], result, where=(region.mask > 0)[:, :, None])
+                if before is not None and self._too_close(image, out, rows, j):
+                    out[y0:y1, x0:x1] = before  # the blur of step 1 again
+                    whys[j] = "too-close"
             self._count(int(rows.track_id[j]), whys[j])
         return out
 
-    def _too_close(
-        self,
-        image: NDArray[np.uint8],
-        out: NDArray[np.uint8],
-        rows: Detections,
-        j: int,
-        region: FaceRegion,
-        painted: NDArray[np.uint8],
-    ) -> bool:
-        """Whether row ``j`` painted with ``painted`` is within ``VET_DISTANCE`` of the original
-        under dlib (checked once a composite per track; every time for an untracked row). A
-        track whose composite is refused draws another; after ``VET_TRIES`` it stays blurred."""
+    def _checks(self, tid: int) -> bool:
+        """Whether track ``tid``'s painted face is checked against its original this frame
+        (once a composite per track; every time for an untracked row)."""
+        track = self._tracks.get(tid)
+        return self.vetter is not None and (track is None or not track.vetted)
+
+    def _too_close(self, image: NDArray[np.uint8], out: NDArray[np.uint8], rows: Detections, j: int) -> bool:
+        """Whether row ``j``, painted into ``out``, is within ``VET_DISTANCE`` of the original
+        under dlib. A track whose composite is refused draws another; after ``VET_TRIES`` it
+        stays blurred."""
         track = self._tracks.get(int(rows.track_id[j]))
-        if self.vetter is None or (track is not None and track.vetted):
-            return False
-        trial = out.copy()
-        x0, y0, x1, y1 = region.roi
-        np.copyto(trial[y0:y1, x0:x1], painted, where=(region.mask > 0)[:, :, None])
         face = self.vetter.locate(image, rows.xyxy[j])  # 5 points of the original align both
-        vecs = self.vetter.embed(image, [face]), self.vetter.embed(trial, [face])
+        vecs = self.vetter.embed(image, [face]), self.vetter.embed(out, [face])
         self.vetting["checked"] += 1
         if float(np.linalg.norm(vecs[0][0] - vecs[1][0])) >= VET_DISTANCE:
             if track is not None:
