@@ -26,7 +26,9 @@ Per frame, for every face:
    plane (level and light direction) and spread and its chroma median are set to the original
    inner face's (nine numbers of the original; no pixel of it); in dim light its contrast and
    its chroma around that median (eyes, lips) fall with the light, and in surroundings with a
-   colour cast its chroma spread is bounded by theirs. Luma only for greyscale footage
+   colour cast its chroma spread is bounded by theirs. The lips' and the eyes' chroma against
+   the skin is scaled to the original's (``FEATURES``: three numbers more; the composites'
+   own lipstick and blue eyes are not painted on everyone). Luma only for greyscale footage
    (greyscale in, greyscale out).
 5. It is blended over the mirrored surroundings per Laplacian-pyramid band through an alpha
    of its eroded hull, inside the product mask only: nothing outside the mask changes.
@@ -635,6 +637,82 @@ def _focus_blur(face: NDArray[np.uint8], covered: NDArray[np.bool_], scene: Scen
     return a * focus_sigma(grey, core, scene.sharpness)
 
 
+#: The features whose colour against the skin follows the original's, as (polygon, hole) of
+#: dlib's 68 points: the lips (the outer lip line less the inner one: an open mouth's teeth
+#: are not lip) and the eyes. The composites are averages of made-up CelebA-HQ portraits:
+#: their own lips and eyes painted lipstick and blue eyes on every face, a man's included.
+FEATURES = ((np.arange(48, 60), np.arange(60, 68)), (np.arange(36, 42), None), (np.arange(42, 48), None))
+#: Pixels a feature needs in both faces for its colour to be matched (else left as it is).
+FEATURE_MIN = 6
+#: The feature's edge is feathered over this share of the face's size.
+FEATURE_FEATHER = 0.02
+#: The most a feature's chroma against the skin is stretched (an original with stronger
+#: lipstick than the composite's); it is lowered without limit.
+FEATURE_GAIN = 1.5
+
+
+def feature_masks(points68: NDArray[Any], origin: tuple[int, int], shape: tuple[int, int]) -> list[NDArray[np.bool_]]:
+    """``FEATURES``' regions of ``points68`` (frame coordinates) in a ``shape`` ROI at ``origin``."""
+    masks = []
+    for outer, hole in FEATURES:
+        m = np.zeros(shape, np.uint8)
+        cv2.fillPoly(m, [np.round(points68[outer] - origin).astype(np.int32)], 1)
+        if hole is not None:
+            cv2.fillPoly(m, [np.round(points68[hole] - origin).astype(np.int32)], 0)
+        masks.append(m > 0)
+    return masks
+
+
+def _match_features(
+    ab: NDArray[np.uint8],
+    t: NDArray[Any],
+    inside: NDArray[np.bool_],
+    features: tuple[list[NDArray[np.bool_]], list[NDArray[np.bool_]]],
+    size: float,
+) -> NDArray[np.uint8]:
+    """``ab`` (the composite's a, b channels, already matched) with each feature's chroma
+    against the skin scaled to the original's (``t``, Lab): how far the feature's median lies
+    from the skin's median, one number of the original a feature, no pixel of it. The scale
+    applies to each pixel's own distance from the skin's colour, feathered at the feature's
+    edge, so the skin around a feature keeps its colour. ``features``: the features' masks in
+    the composite and in the original (``feature_masks``)."""
+    mine, theirs = features
+    skin_f = inside & ~np.logical_or.reduce(mine)
+    skin_t = inside & ~np.logical_or.reduce(theirs)
+    if skin_f.sum() < 16 or skin_t.sum() < 16:
+        return ab
+    sf = _median_at(ab, skin_f)
+    st = _median_at(t, skin_t)[1:]
+    out: NDArray[np.uint8] | None = None
+    sigma = max(0.5, FEATURE_FEATHER * size)
+    pad = int(np.ceil(3 * sigma)) + 1
+    h, w = ab.shape[:2]
+    for mf, mt in zip(mine, theirs, strict=True):
+        if mf.sum() < FEATURE_MIN or mt.sum() < FEATURE_MIN:
+            continue
+        dc = float(np.linalg.norm(_median_at(ab, mf) - sf))
+        dt = float(np.linalg.norm(_median_at(t, mt)[1:] - st))
+        gain = min(FEATURE_GAIN, dt / max(dc, 1.0))
+        ys, xs = np.nonzero(mf)  # the feature's box and its feather: the work stays small
+        y0, y1 = max(0, int(ys.min()) - pad), min(h, int(ys.max()) + pad + 1)
+        x0, x1 = max(0, int(xs.min()) - pad), min(w, int(xs.max()) + pad + 1)
+        m = mf[y0:y1, x0:x1]
+        # the whole feature, feathered outward (a thin lip is narrower than the feather)
+        weight = np.maximum(m, np.clip(cv2.GaussianBlur(m.astype(np.float32), (0, 0), sigma) * 2.0, 0.0, 1.0))
+        if out is None:
+            out = ab.copy()
+        away = ab[y0:y1, x0:x1].astype(np.float32) - sf  # each pixel's chroma against the skin
+        part = out[y0:y1, x0:x1].astype(np.float32) + (weight * np.float32(gain - 1.0))[:, :, None] * away
+        out[y0:y1, x0:x1] = np.clip(part + np.float32(0.5), 0, 255).astype(np.uint8)
+    return ab if out is None else out
+
+
+def _median_at(image: NDArray[Any], where: NDArray[np.bool_]) -> NDArray[np.float32]:
+    """Per-channel median of ``image`` at ``where``, on at most ~4096 evenly spaced pixels."""
+    at = np.flatnonzero(where)
+    return np.median(image.reshape(-1, image.shape[-1])[at[:: max(1, len(at) // 4096)]].astype(np.float32), axis=0)
+
+
 def _spread_in(image: NDArray[np.float32], where: NDArray[np.bool_], sigma: float) -> NDArray[np.float32]:
     """``image``'s pixels at ``where`` blurred by ``sigma`` (a normalised Gaussian: the other
     pixels weigh nothing), everywhere they reach. Wide blurs (sigma >= 4) are computed at
@@ -683,6 +761,7 @@ def match_colour(
     target: NDArray[np.uint8],
     grey: bool,
     scene_chroma: float | None = None,
+    features: tuple[list[NDArray[np.bool_]], list[NDArray[np.bool_]]] | None = None,
 ) -> NDArray[np.uint8]:
     """``face`` lit and toned like ``target`` inside ``inside``: its lightness's plane (level
     and the light's direction across the face: three numbers) and the inter-quartile range
@@ -692,7 +771,9 @@ def match_colour(
     In dim light (``target``'s level under ``DIM_LEVEL``) the spread's lower clip falls with
     the level, and the chroma around its median (eyes, lips) is scaled by it: a dimly lit
     surface has less lightness contrast and chroma. The chroma spread is also kept within
-    ``scene_chroma`` (the surroundings' limit, ``Scene.chroma``)."""
+    ``scene_chroma`` (the surroundings' limit, ``Scene.chroma``). ``features``: the lips' and
+    eyes' masks in ``face`` and in ``target`` (``feature_masks``): each feature's chroma against
+    the skin is then scaled to the original's (``_match_features``; one more number a feature)."""
     if grey:
         f = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)[:, :, None]
         t = cv2.cvtColor(target, cv2.COLOR_RGB2GRAY)[:, :, None]
@@ -724,6 +805,8 @@ def match_colour(
     if grey:
         return np.repeat(light[:, :, None], 3, axis=2)
     chroma = _match_chroma(f, t, (ys, xs), dim, scene_chroma)
+    if features is not None:
+        chroma = _match_features(chroma, t, inside, features, scale)
     lab = cv2.merge([light, chroma[:, :, 0], chroma[:, :, 1]])
     out: NDArray[np.uint8] = np.asarray(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB), np.uint8)
     return out
@@ -738,12 +821,15 @@ def paint(
     grey: bool,
     faces: NDArray[np.bool_],
     focus: Focus | None = None,
+    own: NDArray[np.float32] | None = None,
 ) -> NDArray[np.uint8]:
     """Composite ``index`` warped onto ``points68`` and blended over ``region``'s ROI: the
     pixels to copy where ``region.mask`` is set. Colour statistics from ``original`` inside
     the face, the rest of the mask refilled from ``original`` outside every face mask
     (``faces``). Reads ``original`` only: the faces of a frame are painted in parallel.
-    ``focus``: the track's blur of the last frame, replaced by this frame's (``match_focus``)."""
+    ``focus``: the track's blur of the last frame, replaced by this frame's (``match_focus``).
+    ``own``: the face's own (smoothed, not pulled) 68 points: where its lips and eyes are,
+    whose colour against its skin the composite's then takes (``match_colour``'s features)."""
     x0, y0, x1, y1 = region.roi
     back = mirror_surroundings(original, faces, region)
     dst = with_forehead(points68, FOREHEAD_REACH)
@@ -769,7 +855,11 @@ def paint(
     if focus is not None:
         focus.blur = blur
     stats_at = stats if stats.sum() >= 16 else core > 0
-    warped = match_colour(warped, stats_at, original[y0:y1, x0:x1], grey, scene.chroma)
+    features = None
+    if own is not None and not grey:
+        roi = (y1 - y0, x1 - x0)
+        features = (feature_masks(dst, (x0, y0), roi), feature_masks(own, (x0, y0), roi))
+    warped = match_colour(warped, stats_at, original[y0:y1, x0:x1], grey, scene.chroma, features)
     # (blurred in uint8: the alpha in steps of 1/255)
     alpha = cv2.GaussianBlur(core * np.uint8(255), (0, 0), max(0.6, r / 3)).astype(np.float32) / 255 * inside
     levels = int(np.clip(np.log2(max(size, 1.0) / BLEND_COARSE), 1, BLEND_LEVELS))
@@ -783,19 +873,22 @@ def paint(
 PAINT_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-#: Why a row is not painted, or its composite, (pulled) 68 points and a copy of its track's focus.
-_Plan = tuple[str | None, tuple[int, NDArray[np.float32], Focus | None] | None]
+#: Why a row is not painted, or its composite, (pulled) 68 points, a copy of its track's focus
+#: and its own (smoothed) 68 points.
+_Plan = tuple[str | None, tuple[int, NDArray[np.float32], Focus | None, NDArray[np.float32]] | None]
 
 
 @dataclass(frozen=True)
 class _Job:
-    """One face to paint: its region, composite, (pulled) 68 points and its own copy of the
-    track's ``Focus`` (written back in row order: the output does not depend on the threads)."""
+    """One face to paint: its region, composite, (pulled) 68 points, its own copy of the
+    track's ``Focus`` (written back in row order: the output does not depend on the threads)
+    and the face's own smoothed 68 points (``paint``'s ``own``)."""
 
     region: FaceRegion
     index: int
     points: NDArray[np.float32]
     focus: Focus | None
+    own: NDArray[np.float32] | None = None
 
 
 def paint_all(
@@ -807,7 +900,7 @@ def paint_all(
 
     def one(job: _Job) -> NDArray[np.uint8] | Exception:
         try:
-            return paint(original, job.region, bank, job.index, job.points, grey, faces, job.focus)
+            return paint(original, job.region, bank, job.index, job.points, grey, faces, job.focus, job.own)
         except (ValueError, cv2.error) as exc:
             return exc
 
@@ -1039,7 +1132,7 @@ class SurrogateAnonymizer(FaceAnonymizer):
             self._untracked += 1
             index = self._draw(image, rows.xyxy[j], track=False)
         focus = Focus(track.focus.blur) if track is not None else None
-        return None, (index, pulled(p, self.bank.shape, SHAPE_PULL), focus)
+        return None, (index, pulled(p, self.bank.shape, SHAPE_PULL), focus, p)
 
     def _count(self, tid: int, why: str | None) -> None:
         how = "surrogate" if why is None else "blur"

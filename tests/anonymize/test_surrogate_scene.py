@@ -143,7 +143,7 @@ def test_scene_reads_no_face_pixel(monkeypatch: pytest.MonkeyPatch) -> None:
     for region in face_regions(d, 320, 240, "ellipse", 1.3, 2.0):
         for a in (1, 2, 3):
             assert scene_around(a_img, mask, region, a) == scene_around(b_img, mask, region, a)
-    monkeypatch.setattr(surrogate, "match_colour", lambda face, inside, target, grey, chroma=None: face)
+    monkeypatch.setattr(surrogate, "match_colour", lambda face, *args, **kwargs: face)
     anon = [
         SurrogateAnonymizer(AnonymizeConfig(method="surrogate", seed=3), rect_bank(), FakeLandmarker()) for _ in "ab"
     ]
@@ -238,3 +238,90 @@ def test_a_tracks_blur_moves_toward_each_frames_measure() -> None:
     assert seen[0] > 1.0 and seen[1] == pytest.approx((1 - surrogate.FOCUS_SMOOTH) * seen[0], rel=1e-6)
     fresh = paint(scene(0.0), rect_bank())
     assert sharpness(tracked, face) < sharpness(fresh, face) - 0.1
+
+
+def face_photo(lips: tuple[int, int, int], eyes: tuple[int, int, int]) -> np.ndarray:
+    """A well-lit skin-coloured face at ``BOX`` on a grey wall, its lips and eyes (at the
+    fake landmarker's points) in the given colours."""
+    img = grey_wall()
+    pts = np.round(FakeLandmarker()(None, np.array([BOX], np.float32))[0]).astype(np.int32)
+    cv2.ellipse(img, ((150, 125), (84, 110), 0), (205, 160, 140), -1)
+    img = np.clip(img.astype(int) + np.random.default_rng(4).integers(-3, 4, img.shape), 0, 255).astype(np.uint8)
+    for eye in (pts[36:42], pts[42:48]):
+        cv2.fillConvexPoly(img, cv2.convexHull(eye), eyes)
+    cv2.fillConvexPoly(img, cv2.convexHull(pts[48:60]), lips)
+    return img
+
+
+def feature_chroma(img: np.ndarray) -> tuple[float, float]:
+    """How far the lips' (less the inner mouth) and the eyes' median chroma lie from the
+    skin's (Lab), at the fake landmarker's points."""
+    pts = np.round(FakeLandmarker()(None, np.array([BOX], np.float32))[0]).astype(np.int32)
+    lips, eyes = np.zeros(img.shape[:2], np.uint8), np.zeros(img.shape[:2], np.uint8)
+    cv2.fillPoly(lips, [pts[48:60]], 1)
+    cv2.fillPoly(lips, [pts[60:68]], 0)
+    cv2.fillPoly(eyes, [pts[36:42], pts[42:48]], 1)
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)[:, :, 1:].astype(np.float32)
+    skin = inner_face() & (lips == 0) & (eyes == 0)
+    s = np.median(lab[skin], axis=0)
+    lip = float(np.linalg.norm(np.median(lab[lips > 0], axis=0) - s))
+    eye = float(np.linalg.norm(np.median(lab[eyes > 0], axis=0) - s))
+    return lip, eye
+
+
+def test_lipstick_and_blue_eyes_take_the_originals_colour(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A composite with red lips and blue eyes painted over a face with pale lips and dark
+    eyes: the painted lips and eyes stand out from the skin as much as the original's do
+    (before: the composite's own, 3-6 times more)."""
+    img = face_photo(lips=(200, 145, 130), eyes=(95, 80, 75))
+    lip_t, eye_t = feature_chroma(img)
+    lip, eye = feature_chroma(paint(img, painted_bank()))
+    assert abs(lip - lip_t) <= 3 and abs(eye - eye_t) <= 3
+    monkeypatch.setattr(surrogate, "FEATURES", ())  # the composite's own colours
+    lip_c, eye_c = feature_chroma(paint(img, painted_bank()))
+    assert lip_c > lip_t + 15 and eye_c > eye_t + 15
+
+
+def test_feature_colour_keeps_the_skin_and_a_lipstick_original() -> None:
+    """``_match_features`` moves only the features: the skin's chroma is unchanged, and an
+    original with stronger lipstick than the composite's gets stronger lips (up to
+    ``FEATURE_GAIN``); a feature under ``FEATURE_MIN`` pixels is left as it is."""
+    from streamanon.anonymize.surrogate import FEATURE_GAIN, _match_features
+
+    h = w = 60
+    inside = np.zeros((h, w), bool)
+    inside[5:55, 5:55] = True
+    lips = np.zeros((h, w), bool)
+    lips[40:46, 20:40] = True
+    tiny = np.zeros((h, w), bool)
+    tiny[10:12, 10:12] = True
+    ab = np.full((h, w, 2), (140, 140), np.uint8)
+    ab[lips] = (150, 140)  # the composite: lips 10 from the skin
+    ab[tiny] = (170, 170)
+    t = np.zeros((h, w, 3), np.uint8)
+    t[:, :, 0] = 150
+    t[:, :, 1:] = (135, 145)
+    t[lips, 1:] = (165, 145)  # the original: lips 30 from its skin
+    t[tiny, 1:] = (135, 145)
+    out = _match_features(ab, t, inside, ([lips, tiny], [lips, tiny]), 60.0)
+    skin = inside & ~lips & ~tiny
+    far = ~cv2.dilate(lips.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) & skin
+    assert (out[far] == ab[far]).all()
+    assert abs(float(np.median(out[lips][:, 0])) - (140 + 10 * FEATURE_GAIN)) <= 1
+    assert (out[tiny] == ab[tiny]).all()
+
+
+def test_lip_region_leaves_out_the_open_mouth() -> None:
+    """The lips are the outer lip line less the inner one: an open mouth's teeth and tongue
+    do not set the lips' colour; the eyes are their own polygons."""
+    from streamanon.anonymize.surrogate import feature_masks
+
+    pts = FakeLandmarker()(None, np.array([BOX], np.float32))[0].copy()
+    pts[61:64, 1] -= 3  # the mouth opened: the inner upper lip up, the inner lower lip down
+    pts[65:68, 1] += 3
+    lips, left, right = feature_masks(pts, (100, 60), (120, 100))
+    mouth = np.zeros((120, 100), np.uint8)
+    cv2.fillPoly(mouth, [np.round(pts[60:68] - (100, 60)).astype(np.int32)], 1)
+    inner = cv2.erode(mouth, np.ones((3, 3), np.uint8)) > 0
+    assert inner.sum() > 20 and not (lips & inner).any()
+    assert lips.sum() > 20 and left.sum() > 5 and right.sum() > 5 and not (left & right).any()
