@@ -171,6 +171,13 @@ CHROMA_SHARE = 90
 #: a scale between the two cost up to 4x the geometry of half size for no visible gain
 #: (docs/faces.md, Speed) and kept the narrowed window (``_narrow``) from applying.
 MIRROR_WORK = 160
+#: A mirror point whose lightness (0-255, a little blurred: ``MIRROR_GUIDE``) differs from the
+#: edge point's by more than this is pulled back toward the edge: the band just outside the
+#: mask (a head's hair) is mirrored in, not what lies beyond it (the wall behind the head).
+#: None: the plain mirror. Chosen by ``benchmarks/probe_ring.py`` (docs/faces.md, *The ring*).
+MIRROR_SAME: int | None = 24
+#: The blur (px, full size; at least 0.03 of the mask's half side) of the colours that test compares.
+MIRROR_GUIDE = 2.0
 #: Depth (share of half the mask's side) over which the mirrored surroundings give way to
 #: the edge's own colour spread inward.
 MIRROR_DEPTH = 0.35
@@ -244,7 +251,7 @@ def mirror_surroundings(
     touched = cv2.resize(inside.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA) > 0
     if touched.all():
         return np.full((y1 - y0, x1 - x0, 3), 128, np.uint8)
-    geo, edge_small = _mirror_geometry(small, touched, win.reach * win.f)
+    geo, edge_small = _mirror_geometry(small, touched, win.reach * win.f, win.guide * win.f)
     return _mirror_compose(pixels, inside, geo, edge_small, win, region)
 
 
@@ -253,13 +260,15 @@ class _MirrorWindow:
     """Where ``mirror_surroundings`` works: ``box`` (the region and ``pad`` around it, clipped
     to the frame, narrowed where that gives the same result), ``f`` the geometry's scale (1, or
     0.5 for windows over ``MIRROR_WORK`` px), ``ring`` the depth where the edge's colour
-    takes over, ``reach`` how deep (px) a pixel's mirror reaches the output."""
+    takes over, ``reach`` how deep (px) a pixel's mirror reaches the output, ``guide`` the blur
+    (px) of the colours ``MIRROR_SAME`` compares."""
 
     box: tuple[int, int, int, int]
     f: float
     pad: int
     ring: float
     reach: float
+    guide: float = MIRROR_GUIDE
 
     @staticmethod
     def around(shape: tuple[int, ...], region: FaceRegion, faces: NDArray[np.bool_], full: bool) -> _MirrorWindow:
@@ -275,16 +284,19 @@ class _MirrorWindow:
         ring = MIRROR_DEPTH * pad
         # ``ring``, the blurs and the map's smoothing below; deeper, the edge's colour alone is shown
         reach = ring + 4 * max(1.0, 0.03 * pad) + 2 + 6 / f
-        if not full:
-            box = _narrow(box, region, faces, f, reach)
-        return _MirrorWindow(box, f, pad, ring, reach)
+        guide = max(MIRROR_GUIDE, 0.03 * pad)
+        if not full:  # the mirror points' colours are compared blurred by ``guide``: its reach too
+            box = _narrow(box, region, faces, f, reach + 3 * guide + 2 / f)
+        return _MirrorWindow(box, f, pad, ring, reach, guide)
 
 
 def _mirror_geometry(
-    small: NDArray[Any], touched: NDArray[np.bool_], reach: float
+    small: NDArray[Any], touched: NDArray[np.bool_], reach: float, guide_sigma: float = 1.0
 ) -> tuple[NDArray[Any], NDArray[Any]]:
     """At the work scale: per pixel its mirror point (y, x) and depth, smoothed, as one
-    3-channel map; and the nearest outside pixel's colour (outside pixels only)."""
+    3-channel map; and the nearest outside pixel's colour (outside pixels only). A mirror
+    point is pulled back toward the edge where its colour (blurred by ``guide_sigma``) is
+    more than ``MIRROR_SAME`` from the edge point's."""
     from scipy.ndimage import distance_transform_edt
 
     sh, sw = touched.shape
@@ -297,15 +309,26 @@ def _mirror_geometry(
     qy_, qx_ = ny[py, px], nx[py, px]
     my_, mx_ = qy_.astype(np.float32), qx_.astype(np.float32)
     todo = np.ones(len(py), np.bool_)
+    edge_small = cv2.remap(small, nx.astype(np.float32), ny.astype(np.float32), cv2.INTER_NEAREST)
+    if MIRROR_SAME is not None:
+        # lightness compared a little blurred (a fine texture is no boundary), the faces
+        # filled with the nearest outside colour; in uint8 (OpenCV's fixed point: the same
+        # values wherever the window starts)
+        grey = cv2.cvtColor(edge_small, cv2.COLOR_RGB2GRAY)
+        guide = cv2.GaussianBlur(grey, (0, 0), guide_sigma).astype(np.int16)
+        at_edge = guide[qy_, qx_]
     for t in (1.0, 0.75, 0.5, 0.25):
-        my = np.round(qy_ + t * (qy_ - py)).astype(np.intp)
-        mx = np.round(qx_ + t * (qx_ - px)).astype(np.intp)
+        # halves rounded up, not to even: the same point wherever the window starts
+        my = np.floor(qy_ + t * (qy_ - py) + 0.5).astype(np.intp)
+        mx = np.floor(qx_ + t * (qx_ - px) + 0.5).astype(np.intp)
         ok = todo & (my >= 0) & (my < sh) & (mx >= 0) & (mx < sw)
         ok[ok] = ~touched[my[ok], mx[ok]]
+        if MIRROR_SAME is not None:  # not across a boundary beyond the edge (hair, then wall)
+            far = np.abs(guide[my[ok], mx[ok]] - at_edge[ok]) > MIRROR_SAME
+            ok[np.flatnonzero(ok)[far]] = False
         my_[ok], mx_[ok] = my[ok], mx[ok]
         todo &= ~ok
     sy[py, px], sx[py, px] = my_, mx_
-    edge_small = cv2.remap(small, nx.astype(np.float32), ny.astype(np.float32), cv2.INTER_NEAREST)
     # the nearest edge point jumps between neighbours: the map is smoothed (no staircase)
     geo = cv2.merge([cv2.GaussianBlur(sy, (0, 0), 1.0), cv2.GaussianBlur(sx, (0, 0), 1.0), depth.astype(np.float32)])
     return geo, edge_small

@@ -529,8 +529,10 @@ def smooth_texture(h: int, w: int, seed: int = 4) -> np.ndarray:
 @pytest.mark.parametrize(
     ("boxes", "narrowed"),
     [
-        ([[300, 200, 340, 240]], True),  # small: the geometry at full size
-        ([[300, 200, 360, 260]], True),  # 60 px: the geometry at half size
+        # small and 60 px: the mirror's colour test (``MIRROR_SAME``) reads as far around as
+        # the window reaches: nothing to narrow
+        ([[300, 200, 340, 240]], False),
+        ([[300, 200, 360, 260]], False),
         ([[200, 120, 421, 360]], True),  # large: the geometry at half size (an even window)
         ([[0, 0, 70, 60]], True),  # at the frame's corner
         ([[200, 120, 420, 360]], True),  # large, an odd window: grown by a pixel to keep the grid
@@ -783,3 +785,33 @@ def test_a_track_every_composite_of_which_comes_too_close_stays_blurred() -> Non
         assert (out[mask] == img[mask]).all(-1).mean() < 0.05
     assert vetter.checks == VET_TRIES  # then no more composites are tried
     assert a.reasons == {"too-close": VET_TRIES + 3} and not a.served["surrogate"]
+
+
+@pytest.mark.parametrize("band", [6, 10])
+def test_ring_continues_the_band_around_the_mask_not_the_wall_beyond(
+    band: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A head whose mask edge lies in its dark hair, a bright wall beyond: the ring continues
+    the hair inward (mirror points across the hair's outer boundary are pulled back toward
+    the edge), where the plain mirror brought the wall in (the pale halo at CCTV size)."""
+    import cv2
+
+    from streamanon.anonymize import surrogate
+    from streamanon.anonymize.mask import face_regions
+
+    d = dets([[120, 70, 200, 170]], [1])
+    faces = union_mask(d, 320, 240, "ellipse", 1.3, 2.0)
+    hair = cv2.dilate(faces.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)) > 0
+    img = np.full((240, 320, 3), 220, np.uint8)
+    img[hair & ~faces] = (50, 40, 35)
+    img = np.clip(img.astype(int) + np.random.default_rng(1).integers(-4, 5, img.shape), 0, 255).astype(np.uint8)
+    region = face_regions(d, 320, 240, "ellipse", 1.3, 2.0)[0]
+    from scipy.ndimage import distance_transform_edt
+
+    depth = distance_transform_edt(region.mask > 0)
+    deeper = (depth > band + 2) & (depth < band + 8)  # past the hair's width, inside the mask
+    assert deeper.sum() > 100
+    lit = surrogate.mirror_surroundings(img, faces, region)[deeper].mean()
+    monkeypatch.setattr(surrogate, "MIRROR_SAME", None)
+    plain = surrogate.mirror_surroundings(img, faces, region)[deeper].mean()
+    assert lit < 60 and plain > lit + 50  # the hair's 45 against a mix with the wall's 220

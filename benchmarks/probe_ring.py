@@ -1,0 +1,137 @@
+"""How close ``--method surrogate``'s ring comes to what was there: ``mirror_surroundings`` with
+and without ``MIRROR_SAME`` (the mirror pulled back where it would cross a boundary beyond
+the mask's edge: a head's hair, then the wall behind it).
+
+The ring is the part of the product mask the composite does not cover (the mask less the hull
+of the face's 68 points and the forehead the composite is stretched to): what the mirrored
+surroundings show in the output. The product runs over each clip (``runner.process_file``,
+CPU defaults, ``--method surrogate``); on every ``--every``-th frame each painted face's inputs
+to ``paint`` are kept, and the ring is filled both ways from the same inputs. Per face: the
+mean absolute difference from the original frame in the ring (Lab lightness, and chroma as
+the a, b distance): a fill that continues what surrounds the mask the way the original did
+comes closer. This reads the original inside the mask, as an evaluation may; the product
+never does. Nothing is written but the JSON (``--json``); no face crops.
+
+    python benchmarks/probe_ring.py [--clips CLIP ...] [--frames 60] [--every 5] [--same 24 40 64]
+                                    [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import DATA, emit_json, prefix_clip
+
+from streamanon.anonymize import surrogate
+from streamanon.anonymize.surrogate_bank import with_forehead
+from streamanon.config import AnonymizeConfig, PipelineConfig
+
+CLIPS = (
+    "videos/intel__preview_face-demographics-walking-and-pause.gif",
+    "videos/intel_asl_gestures/again.mkv",
+    "videos/face_recognition__short_hamilton_clip.mp4",
+    "videos/sadtalker__WDA_AlexandriaOcasioCortez_000.mp4",
+)
+
+
+def ring_of(region: Any, points: np.ndarray) -> np.ndarray:
+    """The mask's pixels (ROI) the composite does not cover."""
+    x0, y0, x1, y1 = region.roi
+    cover = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    hull = cv2.convexHull(np.round(with_forehead(points, surrogate.FOREHEAD_REACH) - (x0, y0)).astype(np.int32))
+    cv2.fillConvexPoly(cover, hull, 1)
+    return (region.mask > 0) & (cover == 0)
+
+
+def errors(original: np.ndarray, fill: np.ndarray, region: Any, ring: np.ndarray) -> tuple[float, float]:
+    x0, y0, x1, y1 = region.roi
+    a = cv2.cvtColor(np.ascontiguousarray(original[y0:y1, x0:x1]), cv2.COLOR_RGB2LAB)[ring].astype(np.float32)
+    b = cv2.cvtColor(fill, cv2.COLOR_RGB2LAB)[ring].astype(np.float32)
+    return float(np.abs(a[:, 0] - b[:, 0]).mean()), float(np.linalg.norm(a[:, 1:] - b[:, 1:], axis=1).mean())
+
+
+def probe(clip: Path, frames: int, every: int, seed: int, thresholds: list[int]) -> list[dict[str, Any]]:
+    from streamanon.runner import process_file
+
+    kept: list[tuple[np.ndarray, Any, np.ndarray, np.ndarray]] = []
+    seen = {"frame": -1}
+    apply, paint = surrogate.SurrogateAnonymizer.apply, surrogate.paint
+
+    def spy_apply(self: Any, image: np.ndarray, dets: Any, info: Any = None) -> np.ndarray:
+        seen["frame"] = info.index if info is not None else seen["frame"] + 1
+        return apply(self, image, dets, info)
+
+    def spy_paint(
+        original: np.ndarray, region: Any, bank: Any, index: int, points: Any, grey: bool, faces: Any, *rest: Any
+    ) -> Any:
+        if seen["frame"] % every == 0:
+            kept.append((original, region, np.asarray(points, np.float32).copy(), faces.copy()))
+        return paint(original, region, bank, index, points, grey, faces, *rest)
+
+    surrogate.SurrogateAnonymizer.apply = spy_apply  # type: ignore[method-assign]
+    surrogate.paint = spy_paint
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            src = prefix_clip(clip, frames, Path(tmp))
+            cfg = PipelineConfig(anonymize=AnonymizeConfig(method="surrogate", seed=seed))
+            process_file(src, Path(tmp) / "out.mp4", cfg)
+    finally:
+        surrogate.SurrogateAnonymizer.apply = apply  # type: ignore[method-assign]
+        surrogate.paint = paint
+    rows = []
+    same = surrogate.MIRROR_SAME
+    for original, region, points, faces in kept:
+        ring = ring_of(region, points)
+        if ring.sum() < 16:
+            continue
+        row: dict[str, Any] = {"roi": [int(v) for v in region.roi], "ring_px": int(ring.sum())}
+        for name, value in [("mirror", None)] + [(f"band{v}", v) for v in thresholds]:
+            surrogate.MIRROR_SAME = value
+            row[name] = errors(original, surrogate.mirror_surroundings(original, faces, region), region, ring)
+        surrogate.MIRROR_SAME = same
+        rows.append(row)
+    return rows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clips", nargs="*", type=Path, default=[DATA / c for c in CLIPS])
+    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--every", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--same", type=int, nargs="*", help="MIRROR_SAME values to compare (default: the shipped one)")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    result: dict[str, Any] = {"mirror_same": surrogate.MIRROR_SAME, "seed": args.seed, "clips": {}}
+    for clip in args.clips:
+        thresholds = args.same or [surrogate.MIRROR_SAME]
+        rows = probe(clip, args.frames, args.every, args.seed, thresholds)
+        summary: dict[str, Any] = {"faces": len(rows)}
+        for name in ["mirror"] + [f"band{v}" for v in thresholds]:
+            lum = [r[name][0] for r in rows]
+            chroma = [r[name][1] for r in rows]
+            summary[name] = {
+                "lightness_err": round(float(np.mean(lum)), 2) if rows else None,
+                "chroma_err": round(float(np.mean(chroma)), 2) if rows else None,
+            }
+            if name != "mirror":  # faces whose ring comes closer to (further from) the original's
+                # lightness than the plain mirror's by more than half a unit
+                summary[name]["closer"] = sum(r[name][0] < r["mirror"][0] - 0.5 for r in rows)
+                summary[name]["further"] = sum(r[name][0] > r["mirror"][0] + 0.5 for r in rows)
+        result["clips"][clip.name] = {"summary": summary, "faces": rows}
+        print(clip.name, summary, flush=True)
+    emit_json(result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
