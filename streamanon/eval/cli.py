@@ -217,6 +217,12 @@ def _natural_parser(sub: Any) -> None:
     n.add_argument("--pad", type=float, default=0.5, help="as for identity")
     n.add_argument("--no-cnn", action="store_true", help="skip dlib's CNN detector (slow on CPU)")
     n.add_argument(
+        "--face-px",
+        type=float,
+        metavar="PX",
+        help="scale each photo down so that its face is PX px (20-1024; faces already smaller stay): CCTV-size faces",
+    )
+    n.add_argument(
         "--grid", type=Path, metavar="PATH", help="write a PNG of originals and replacements (it holds raw faces)"
     )
     n.add_argument("--grid-faces", type=int, default=8, help="faces in the --grid (default 8)")

@@ -22,7 +22,7 @@ from .commands_common import _check_outputs, _eval_config, _print_table, _recogn
 from .data import load_annotations, load_identities
 from .detection import dataset_stats, evaluate_detector, parse_det_sizes, parse_thresholds
 from .identity import build_references
-from .natural import evaluate_natural, write_grid
+from .natural import at_face_size, evaluate_natural, write_grid
 from .product import ProductRunner, parse_methods
 from .temporal import evaluate_temporal
 
@@ -141,6 +141,10 @@ def temporal_command(ns: argparse.Namespace) -> int:
     return 0
 
 
+#: ``eval natural --face-px``: the smallest face the product paints (``surrogate.MIN_FACE``) up
+#: to a portrait.
+FACE_PX = (20, 1024)
+
 NATURAL_COLUMNS = (
     "method",
     "faces",
@@ -163,6 +167,8 @@ def natural_command(ns: argparse.Namespace) -> int:
         raise SinkError(f"--grid: folder does not exist: {ns.grid.parent}")
     if ns.limit < 0:
         raise ConfigError(f"invalid --limit {ns.limit}: expected 0 (all) or a positive number")
+    if ns.face_px is not None and not FACE_PX[0] <= ns.face_px <= FACE_PX[1]:
+        raise ConfigError(f"invalid --face-px {ns.face_px:g}: expected {FACE_PX[0]}-{FACE_PX[1]} px")
     images = load_identities(ns.faces)
     if ns.limit and ns.limit < len(images):
         pick = np.random.default_rng(ns.seed).choice(len(images), size=ns.limit, replace=False)
@@ -171,6 +177,8 @@ def natural_command(ns: argparse.Namespace) -> int:
     refs, skipped = build_references(images, hog)
     if len({r.identity for r in refs}) < 2:
         raise ConfigError(f"dlib found faces of fewer than two identities in {len(images)} photos: nothing to compare")
+    if ns.face_px is not None:  # the photos as a camera further away sees them
+        refs = [at_face_size(r, ns.face_px) for r in refs]
     hog0 = DlibRecogniser("hog", 0)  # on windows with the face at 100 px
     cnn = None if ns.no_cnn else DlibRecogniser("cnn", 0)
     features = FaceResRecogniser(locator=hog)
@@ -186,7 +194,9 @@ def natural_command(ns: argparse.Namespace) -> int:
         "identities": len({r.identity for r in refs}),
         "no_face_found": len(skipped),
     }
-    result.update(dataset=info, settings={"config": config.to_dict(), "pad": ns.pad, "seed": ns.seed})
+    result.update(
+        dataset=info, settings={"config": config.to_dict(), "pad": ns.pad, "seed": ns.seed, "face_px": ns.face_px}
+    )
     _write_json(ns.json, result)
     print(f"{info['faces']} faces, {info['identities']} identities; classifier 0.5 = replacements look real")
     for label, sub in (("all faces", None), ("faces >= 48 px", "ge48")):

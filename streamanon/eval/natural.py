@@ -15,6 +15,8 @@ Three measures, per method, on identity photos run through the product:
   the original and in the replacement: found (IoU >= 0.5 with dlib's box of the original)
   and the detector's score.
 * **By face size** (dlib box of the original, square root of its area): < 48, 48-128, >= 128 px.
+  Identity photos are mostly portraits; ``--face-px PX`` scales each photo down so that its
+  face is PX px (``at_face_size``), which fills the < 48 px band with CCTV-size faces.
 
 Every photo is its own run of the product: with a fixed ``--seed`` each photo's run gets its
 own secret derived from the seed and the photo's index (``photo_seed``), as separate runs with
@@ -31,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +216,22 @@ def size_band(size: float) -> str:
         if lo <= size < hi:
             return name
     return SIZE_BANDS[-1][0]
+
+
+def at_face_size(ref: Reference, px: float) -> Reference:
+    """``ref`` with its photo scaled down (area interpolation, as a camera further away would
+    see it) so that its face's size (``Face.size``) is ``px``; a face already that small or
+    smaller is left as it is. The box and landmarks are scaled with the photo."""
+    scale = px / max(ref.face.size, 1e-6)
+    if scale >= 1.0:
+        return ref
+    h, w = ref.image.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    image: NDArray[np.uint8] = np.ascontiguousarray(cv2.resize(ref.image, size, interpolation=cv2.INTER_AREA), np.uint8)
+    sx, sy = size[0] / w, size[1] / h
+    box = (ref.face.box * np.array([sx, sy, sx, sy], np.float32)).astype(np.float32)
+    marks = (ref.face.landmarks * np.array([sx, sy], np.float32)).astype(np.float32)
+    return replace(ref, image=image, face=Face(box, marks, ref.face.score))
 
 
 def features_at(

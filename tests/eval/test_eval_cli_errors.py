@@ -204,3 +204,10 @@ def test_options_of_a_method_evaluated_pass_the_check(
     faces = [] if argv[0] == "temporal" else ["--faces", str(tmp_path)]
     code, err = _run(capsys, [*argv, *faces, "--json", str(tmp_path / "no" / "r.json")])
     assert code == SinkError.exit_code and "--json: folder does not exist" in _one_line_error(err)
+
+
+@pytest.mark.parametrize("px", ["5", "4096"])
+def test_natural_face_px_out_of_range_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], px: str) -> None:
+    rc, err = _run(capsys, ["natural", "--faces", str(tmp_path), "--face-px", px])
+    assert rc == ConfigError.exit_code
+    assert "invalid --face-px" in _one_line_error(err)

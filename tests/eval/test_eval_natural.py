@@ -113,3 +113,53 @@ def test_grid_is_not_written_unless_asked(tmp_path: Path) -> None:
 
     ns = build_parser().parse_args(["natural", "--faces", str(tmp_path)])
     assert ns.grid is None
+
+
+def test_at_face_size_scales_the_photo_its_box_and_points() -> None:
+    """``--face-px``: the photo is scaled down so its face is PX px; the box and the five
+    points follow; a face already that small is left as it is."""
+    from streamanon.eval.identity import Reference
+    from streamanon.eval.natural import at_face_size
+    from streamanon.models.recognizer import Face
+
+    img = np.zeros((300, 400, 3), np.uint8)
+    img[100:200, 150:250] = 200
+    marks = np.array([[170, 130], [190, 130], [230, 130], [210, 130], [200, 170]], np.float32)
+    ref = Reference(
+        "p", "p.png", img, Face(np.array([150, 100, 250, 200], np.float32), marks), np.zeros(128, np.float32)
+    )
+    small = at_face_size(ref, 40)
+    assert small.face.size == pytest.approx(40, abs=0.5)
+    assert small.image.shape == (120, 160, 3) and small.image.dtype == np.uint8
+    np.testing.assert_allclose(small.face.box, [60, 40, 100, 80], atol=0.01)
+    np.testing.assert_allclose(small.face.landmarks, marks * 0.4, atol=0.01)
+    x0, y0, x1, y1 = (int(v) for v in small.face.box)
+    assert small.image[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].min() == 200  # the face is where the box says
+    assert at_face_size(small, 60) is small  # never scaled up
+
+
+@pytest.mark.usefixtures("need_dlib")
+def test_face_px_fills_the_cctv_band(tmp_path: Path, data_dir: Path) -> None:
+    """``--face-px 36`` on portraits: every face lands in the < 48 px band, and a copy still
+    scores 0.5 there."""
+    if not (ROOT / "engines" / "faceres.onnx").is_file():
+        pytest.skip("engines/faceres.onnx is not built (python engines/build_faceres.py)")
+    out = tmp_path / "natural.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamanon",
+        "eval",
+        "natural",
+        "--faces",
+        str(data_dir / "identities" / "dlib_johns"),
+    ]
+    cmd += ["--methods", "none", "--limit", "6", "--no-cnn", "--face-px", "36", "--json", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    row = result["methods"]["none"]
+    assert set(row["by_size"]) == {"<48"} and row["by_size"]["<48"]["faces"] == result["dataset"]["faces"] >= 4
+    assert row["classifier_accuracy"] == pytest.approx(0.5)
+    assert result["settings"]["face_px"] == 36
