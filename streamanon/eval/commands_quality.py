@@ -111,7 +111,9 @@ TEMPORAL_COLUMNS = (
     "intra_track_same",
     "inter_track_pairs",
     "inter_track_distance",
+    "inter_track_distance_original",
     "inter_track_same",
+    "inter_track_same_original",  # the real persons' own pairs: what dlib can tell apart on the clip
     "pose_drift_yaw",
     "pose_drift_pitch",
     "pose_drift_roll",
