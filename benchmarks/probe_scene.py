@@ -33,9 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATA, emit_json
+from common import DATA, emit_json, surrogate_paints
 
-from streamanon.anonymize import surrogate
 from streamanon.config import AnonymizeConfig, PipelineConfig
 
 CLIP = DATA / "videos" / "face_recognition__short_hamilton_clip.mp4"
@@ -59,7 +58,9 @@ def light_5_95(lab: np.ndarray, where: np.ndarray) -> float:
     return float(np.ptp(np.percentile(lab[where][:, 0], [5, 95])))
 
 
-def measure(original: np.ndarray, output: np.ndarray, region: Any, points: np.ndarray, faces: np.ndarray) -> dict:
+def measure(
+    original: np.ndarray, output: np.ndarray, region: Any, points: np.ndarray, faces: np.ndarray
+) -> dict[str, Any]:
     """The numbers of one painted face (module doc)."""
     h, w = original.shape[:2]
     x0, y0, x1, y1 = region.roi
@@ -93,43 +94,19 @@ def measure(original: np.ndarray, output: np.ndarray, region: Any, points: np.nd
 
 
 def probe(clip: Path, frame: int, seed: int) -> dict[str, Any]:
-    from streamanon.runner import process_file
-
-    seen: dict[str, Any] = {"frame": -1, "paints": [], "io": None}
-    apply, paint = surrogate.SurrogateAnonymizer.apply, surrogate.paint
-
-    def spy_apply(self: Any, image: np.ndarray, dets: Any, info: Any = None) -> np.ndarray:
-        seen["frame"] = info.index if info is not None else seen["frame"] + 1
-        out = apply(self, image, dets, info)
-        if seen["frame"] == frame:
-            seen["io"] = (image.copy(), out.copy())
-        return out
-
-    def spy_paint(
-        original: np.ndarray, region: Any, bank: Any, index: int, points: Any, grey: bool, faces: Any, *rest: Any
-    ) -> Any:
-        if seen["frame"] == frame:
-            seen["paints"].append((region, np.asarray(points).copy(), faces.copy()))
-        return paint(original, region, bank, index, points, grey, faces, *rest)
-
     import av
+
+    from streamanon.runner import process_file
 
     with av.open(str(clip)) as c:
         rate = float(c.streams.video[0].average_rate or 25)
-    threads = surrogate.PAINT_THREADS
-    surrogate.SurrogateAnonymizer.apply, surrogate.paint = spy_apply, spy_paint  # type: ignore[method-assign]
-    surrogate.PAINT_THREADS = 1  # the spy sees the frame's faces in order
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            config = PipelineConfig(anonymize=AnonymizeConfig(method="surrogate", seed=seed))
-            process_file(clip, Path(tmp) / "out.mp4", config, duration=(frame + 2) / rate)
-    finally:
-        surrogate.SurrogateAnonymizer.apply, surrogate.paint = apply, paint  # type: ignore[method-assign]
-        surrogate.PAINT_THREADS = threads
-    if seen["io"] is None:
+    with surrogate_paints(lambda i: i == frame) as seen, tempfile.TemporaryDirectory() as tmp:
+        config = PipelineConfig(anonymize=AnonymizeConfig(method="surrogate", seed=seed))
+        process_file(clip, Path(tmp) / "out.mp4", config, duration=(frame + 2) / rate)
+    if frame not in seen["io"]:
         raise SystemExit(f"{clip} has no frame {frame}")
-    original, output = seen["io"]
-    faces = [measure(original, output, r, p, f) for r, p, f in seen["paints"]]
+    original, output = seen["io"][frame]
+    faces = [measure(original, output, r, p, f) for _, r, p, f in seen["paints"]]
     return {"clip": str(clip), "frame": frame, "seed": seed, "painted_faces": faces}
 
 
