@@ -268,7 +268,7 @@ class _MirrorWindow:
     pad: int
     ring: float
     reach: float
-    guide: float = MIRROR_GUIDE
+    guide: float
 
     @staticmethod
     def around(shape: tuple[int, ...], region: FaceRegion, faces: NDArray[np.bool_], full: bool) -> _MirrorWindow:
@@ -291,7 +291,7 @@ class _MirrorWindow:
 
 
 def _mirror_geometry(
-    small: NDArray[Any], touched: NDArray[np.bool_], reach: float, guide_sigma: float = 1.0
+    small: NDArray[Any], touched: NDArray[np.bool_], reach: float, guide_sigma: float
 ) -> tuple[NDArray[Any], NDArray[Any]]:
     """At the work scale: per pixel its mirror point (y, x) and depth, smoothed, as one
     3-channel map; and the nearest outside pixel's colour (outside pixels only). A mirror
