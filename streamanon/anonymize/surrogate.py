@@ -47,6 +47,7 @@ box lands on.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections import Counter, deque
@@ -835,6 +836,99 @@ def match_colour(
     return out
 
 
+#: The neck under the jaw (``neck_under``): the ring below the chin is the collar mirrored up
+#: to the jaw (a shirt for a chin) unless something else is painted there. The neck spans this
+#: share of the lower jaw's width (dlib points 4-12) and hangs straight down the face's axis.
+NECK_WIDTH = 0.75
+#: Where the original shows too little under the jaw (``NECK_MIN`` px), the neck is the painted
+#: cheeks' colour at this share of their lightness (the chin's shadow).
+NECK_SHADE = 0.72
+NECK_MIN = 16
+#: Bands of depth under the jaw whose tones the neck follows (``neck_under``).
+NECK_BANDS = 4
+#: Its sides are feathered over this share of the face's size, and it fades out over this
+#: share before the mask's edge (the mask's edge stays the surroundings': no seam).
+NECK_FEATHER = 0.02
+NECK_EDGE = 0.06
+#: False: no neck (the ring below the chin is the mirrored surroundings alone).
+NECK: bool = True
+
+
+def neck_under(
+    back: NDArray[np.uint8],
+    original: NDArray[np.uint8],
+    covered: NDArray[np.bool_],
+    skin: NDArray[np.uint8],
+    cheeks: NDArray[np.bool_],
+    points68: NDArray[Any],
+    region: FaceRegion,
+    size: float,
+) -> NDArray[np.uint8]:
+    """``back`` (the mirrored surroundings over ``region``'s ROI) with a neck painted under
+    the jaw of ``points68`` (frame coordinates), over ``NECK_WIDTH`` of the lower jaw,
+    straight down the face's axis, feathered at its sides and faded out before the mask's
+    edge. Its tone follows the depth under the jaw: the median (Lab) of ``original`` (the
+    ROI) where the composite does not cover it (``covered``), in ``NECK_BANDS`` bands of
+    depth (a neck's shadow, then a collar: three numbers a band, no pixel), linear between
+    the bands' centres. Where the original shows under ``NECK_MIN`` px there, the painted
+    composite's (``skin``) median at ``cheeks`` at ``NECK_SHADE`` of its lightness."""
+    if not NECK:
+        return back
+    x0, y0 = region.roi[:2]
+    p = np.asarray(points68, np.float32) - np.array((x0, y0), np.float32)
+    down = p[8] - p[17:27].mean(0)  # brow centre -> chin
+    length = float(np.linalg.norm(down))
+    if length < 1.0:
+        return back
+    down /= length
+    mid = (p[4] + p[12]) / 2
+    bottom = [mid + NECK_WIDTH * (p[12] - mid) + 2 * size * down, mid + NECK_WIDTH * (p[4] - mid) + 2 * size * down]
+    shape = np.zeros(back.shape[:2], np.uint8)
+    jaw = np.round(p[4:13]).astype(np.int32)
+    cv2.fillPoly(shape, [np.vstack([jaw, np.round(bottom).astype(np.int32)])], 255)
+    inside = (region.mask > 0).view(np.uint8)
+    depth = cv2.distanceTransform(inside, cv2.DIST_L2, 3)
+    alpha = cv2.GaussianBlur(shape, (0, 0), max(0.6, NECK_FEATHER * size)).astype(np.float32) / 255
+    alpha *= np.clip(depth / max(1.0, NECK_EDGE * size), 0.0, 1.0)
+    if not (alpha > 0).any():
+        return back
+    line = np.full(back.shape[:2], 255, np.uint8)
+    cv2.polylines(line, [jaw], False, 0)
+    below = cv2.distanceTransform(line, cv2.DIST_L2, 3)  # depth under the jaw
+    under = (shape > 0) & (inside > 0) & ~covered
+    if under.sum() >= NECK_MIN:
+        centres, tones = neck_tones(original, under, below)
+        lab = np.stack([np.interp(below, centres, [t[c] for t in tones]) for c in range(3)], axis=-1)
+    elif cheeks.sum() >= 16:
+        tone = _median_at(cv2.cvtColor(skin, cv2.COLOR_RGB2LAB), cheeks)
+        tone[0] *= NECK_SHADE
+        lab = np.broadcast_to(tone, back.shape)
+    else:
+        return back
+    rgb = cv2.cvtColor(np.clip(lab + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    out = back.astype(np.float32) + alpha[:, :, None] * (rgb.astype(np.float32) - back)
+    return np.asarray(np.clip(out + 0.5, 0, 255), np.uint8)
+
+
+def neck_tones(
+    original: NDArray[np.uint8], under: NDArray[np.bool_], below: NDArray[np.float32]
+) -> tuple[list[float], list[NDArray[np.float32]]]:
+    """What ``neck_under`` reads of the original: in ``NECK_BANDS`` bands of depth
+    (``below``) of the pixels ``under``, each band's median depth and median colour (Lab)."""
+    lab = cv2.cvtColor(original, cv2.COLOR_RGB2LAB)
+    d = below[under]
+    edges = np.linspace(float(d.min()), float(d.max()) + 1e-3, NECK_BANDS + 1)
+    centres, tones = [], []
+    for lo, hi in itertools.pairwise(edges):
+        band = under & (below >= lo) & (below < hi)
+        if band.sum() >= NECK_MIN // NECK_BANDS:
+            centres.append(float(np.median(below[band])))
+            tones.append(_median_at(lab, band))
+    if not centres:
+        return [float(np.median(d))], [_median_at(lab, under)]
+    return centres, tones
+
+
 def paint(
     original: NDArray[np.uint8],
     region: FaceRegion,
@@ -883,6 +977,7 @@ def paint(
         roi = (y1 - y0, x1 - x0)
         features = (feature_masks(dst, (x0, y0), roi), feature_masks(own, (x0, y0), roi))
     warped = match_colour(warped, stats_at, original[y0:y1, x0:x1], grey, scene.chroma, features)
+    back = neck_under(back, original[y0:y1, x0:x1], covered, warped, (core > 0) & (face == 0), points68, region, size)
     # (blurred in uint8: the alpha in steps of 1/255)
     alpha = cv2.GaussianBlur(core * np.uint8(255), (0, 0), max(0.6, r / 3)).astype(np.float32) / 255 * inside
     levels = int(np.clip(np.log2(max(size, 1.0) / BLEND_COARSE), 1, BLEND_LEVELS))

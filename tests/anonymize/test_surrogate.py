@@ -298,9 +298,12 @@ def test_face_bank_file_round_trip_and_bad_paths(tmp_path: Any) -> None:
 
 def test_ring_reads_no_face_pixel(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two frames that differ only inside the face mask give the same output once the
-    colour statistics (the only thing read from the face) are fixed: the ring around the
-    composite comes from outside every mask."""
+    colour statistics and the neck's band tones (the only things read from the face) are
+    fixed: the ring around the composite comes from outside every mask."""
     monkeypatch.setattr("streamanon.anonymize.surrogate.match_colour", lambda face, *args, **kwargs: face)
+    monkeypatch.setattr(
+        "streamanon.anonymize.surrogate.neck_tones", lambda *args: ([0.0, 9.0], [np.float32([90, 140, 150])] * 2)
+    )
     d = dets([[100, 60, 200, 180], [230, 40, 300, 120]], [1, 2])
     mask = union_mask(d, 320, 240, "ellipse", 1.3, 2.0)
     a_img, b_img = noise_image(seed=1), noise_image(seed=1)
@@ -311,7 +314,8 @@ def test_ring_reads_no_face_pixel(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_ring_carries_the_surroundings_texture() -> None:
     """Around the composite the mask continues the texture around it (mirrored in), not a
-    smooth fill (the hood): stripes outside the mask go on inside its ring."""
+    smooth fill (the hood): stripes outside the mask go on inside its ring (but under the
+    jaw, where the neck is painted: ``test_neck_under_the_jaw``)."""
     xx = np.mgrid[0:240, 0:320][1]
     stripes = np.where((xx // 3) % 2 == 0, 60, 190).astype(np.uint8)
     img = np.repeat(stripes[:, :, None], 3, axis=2)
@@ -323,7 +327,9 @@ def test_ring_carries_the_surroundings_texture() -> None:
 
     pts = FakeLandmarker()(None, d.xyxy)[0]
     cv2.fillConvexPoly(face, cv2.convexHull(with_forehead(pts).astype(np.int32)), 1)
-    ring = mask & ~cv2.dilate(face, np.ones((9, 9), np.uint8)).astype(bool)
+    neck = np.zeros((240, 320), np.uint8)
+    cv2.fillPoly(neck, [np.vstack([pts[4:13], pts[12] + (0, 200), pts[4] + (0, 200)]).astype(np.int32)], 1)
+    ring = mask & ~cv2.dilate(face | neck, np.ones((9, 9), np.uint8)).astype(bool)
     grey = out[:, :, 0].astype(np.float32)
     hf = np.abs(grey - cv2.blur(grey, (5, 5)))
     outside = ~cv2.dilate(mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
@@ -815,3 +821,36 @@ def test_ring_continues_the_band_around_the_mask_not_the_wall_beyond(
     monkeypatch.setattr(surrogate, "MIRROR_SAME", None)
     plain = surrogate.mirror_surroundings(img, faces, region)[deeper].mean()
     assert lit < 60 and plain > lit + 50  # the hair's 45 against a mix with the wall's 220
+
+
+def test_neck_under_the_jaw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under the jaw the ring is not the collar mirrored up to the chin: it takes the tones
+    the original shows there band by band (a neck, then the shirt), and the mask's edge
+    stays the surroundings'. Without the neck, the shirt reached the chin."""
+    from streamanon.anonymize import surrogate
+
+    wall, skin, neck, shirt = (200, 200, 200), (190, 140, 120), (150, 105, 90), (30, 40, 90)
+    img = np.empty((240, 320, 3), np.uint8)
+    img[:] = wall
+    d = dets([[110, 70, 190, 170]], [1])
+    pts = FakeLandmarker()(None, d.xyxy)[0]
+    chin = int(pts[8, 1])
+    import cv2
+
+    cv2.fillConvexPoly(img, cv2.convexHull(with_forehead(pts).astype(np.int32)), skin)
+    img[chin : chin + 12, 128:172] = neck
+    img[chin + 12 :] = shirt
+    under = (slice(chin + 2, chin + 9), slice(142, 158))  # under the chin, inside the mask
+    mask = union_mask(d, 320, 240, "ellipse", 1.3, 2.0)
+    assert mask[under].all() and not mask[chin + 12 :].all()
+
+    def dist(out: np.ndarray, colour: tuple[int, int, int]) -> float:
+        return float(np.linalg.norm(out[under].reshape(-1, 3).mean(0) - colour))
+
+    with_neck = anonymiser().apply(img, d)
+    monkeypatch.setattr(surrogate, "NECK", False)
+    without = anonymiser().apply(img, d)
+    assert dist(with_neck, neck) < 10 < 80 < dist(without, neck)
+    assert dist(without, shirt) < dist(without, neck)
+    edge = mask & ~cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert np.abs(with_neck[edge].astype(int) - without[edge]).max() <= 2
