@@ -34,7 +34,6 @@ from .config import DetectConfig, PipelineConfig
 from .detect.centerface import resolve_backend
 from .errors import EXIT_CODES, ConfigError, SinkError, SourceOpenError, StreamanonError
 from .io import is_image_path, is_live, is_video_path, redact
-from .live import run_live
 from .options import (
     BATCH,
     FILE,
@@ -311,6 +310,8 @@ def run_command(argv: list[str]) -> int:
     if mode == LIVE and len(inputs) > 1:
         raise ConfigError("several inputs are for files and folders; run one live feed per call (or 'streams')")
     if mode == LIVE:
+        from .live import run_live  # the live endpoints' modules (http, ssl) only for live input
+
         return run_live(ns, config)
     if ns.duration is not None and ns.duration <= 0:
         raise ConfigError("--duration must be > 0 seconds")

@@ -5,28 +5,46 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..config import AnonymizeConfig, EngineConfig
 from ..errors import ConfigError, MissingDependencyError
-from ..models.landmarks import Landmarker68, landmarker68
-from ..models.recognizer import shared_recogniser
 from ..types import Detections
-from .adversarial import AdversarialAnonymizer, AdversarialModels
 from .base import FaceAnonymizer
-from .dp import DPPixelateAnonymizer
-from .generate import GenerateAnonymizer, GenerateModels, check_align_extra
-from .generate_adversarial import GenerateAdversarialAnonymizer
-from .ksame import DlibFaceEmbedder, FaceEmbedder, FacePool, KSameAnonymizer, KSameCollector, load_face_bank
 from .methods import BlurAnonymizer, IdentityAnonymizer, PixelateAnonymizer, SolidAnonymizer
-from .surrogate import FaceResAttributes, SurrogateAnonymizer
-from .surrogate_bank import SurrogateBank, surrogate_bank
-from .svd import SVDAnonymizer
+
+# The methods that load models (and what they import) are imported when a factory builds
+# one: the default path (solid, blur, pixelate) does not load their modules (~8 MiB, ~40 ms).
+if TYPE_CHECKING:
+    from ..models.landmarks import Landmarker68
+    from .adversarial import AdversarialModels
+    from .generate import GenerateModels
+    from .ksame import FaceEmbedder, FacePool, KSameCollector
+    from .surrogate import FaceResAttributes
+    from .surrogate_bank import SurrogateBank
 
 log = logging.getLogger(__name__)
+
+
+def _dp(f: AnonymizerFactory, pool: FacePool | None) -> FaceAnonymizer:
+    from .dp import DPPixelateAnonymizer
+
+    return DPPixelateAnonymizer(f.config)
+
+
+def _svd(f: AnonymizerFactory, pool: FacePool | None) -> FaceAnonymizer:
+    from .svd import SVDAnonymizer
+
+    return SVDAnonymizer(f.config, f.landmarker)
+
+
+def _ksame(f: AnonymizerFactory, pool: FacePool | None) -> FaceAnonymizer:
+    from .ksame import KSameAnonymizer
+
+    return KSameAnonymizer(f.config, pool if pool is not None else f.new_pool(), f.landmarker)
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,9 @@ class MethodSpec:
 
 
 def _generate(f: AnonymizerFactory, pool: FacePool | None) -> FaceAnonymizer:
+    from .generate import GenerateAnonymizer
+    from .generate_adversarial import GenerateAdversarialAnonymizer
+
     assert f.generate is not None  # loaded by the factory for this method
     if f.adversarial is not None:
         return GenerateAdversarialAnonymizer(f.config, f.generate, f.adversarial)
@@ -70,11 +91,16 @@ def _generate(f: AnonymizerFactory, pool: FacePool | None) -> FaceAnonymizer:
 
 
 def _adversarial(f: AnonymizerFactory, pool: FacePool | None) -> FaceAnonymizer:
+    from .adversarial import AdversarialAnonymizer
+
     assert f.adversarial is not None  # loaded by the factory for this method
     return AdversarialAnonymizer(f.config, f.adversarial)
 
 
 def _surrogate(f: AnonymizerFactory, pool: FacePool | None) -> FaceAnonymizer:
+    from ..models.recognizer import shared_recogniser
+    from .surrogate import SurrogateAnonymizer
+
     assert f.surrogate_bank is not None  # loaded by the factory for this method
     vetter = shared_recogniser() if f.config.keep else None  # the check of ``surrogate.VET_DISTANCE``
     return SurrogateAnonymizer(f.config, f.surrogate_bank, f.landmarker, f.attributes, vetter)
@@ -103,16 +129,11 @@ SPECS: dict[str, MethodSpec] = {
         MethodSpec("blur", lambda f, _: BlurAnonymizer(f.config)),
         MethodSpec("pixelate", lambda f, _: PixelateAnonymizer(f.config)),
         MethodSpec("solid", lambda f, _: SolidAnonymizer(f.config)),
-        MethodSpec("dp-pixelate", lambda f, _: DPPixelateAnonymizer(f.config), ("epsilon", "dp_cells", "dp_m")),
-        MethodSpec(
-            "svd",
-            lambda f, _: SVDAnonymizer(f.config, f.landmarker),
-            ("epsilon", "svd_k", "svd_size", "landmarks"),
-            chips=True,
-        ),
+        MethodSpec("dp-pixelate", _dp, ("epsilon", "dp_cells", "dp_m")),
+        MethodSpec("svd", _svd, ("epsilon", "svd_k", "svd_size", "landmarks"), chips=True),
         MethodSpec(
             "k-same",
-            lambda f, pool: KSameAnonymizer(f.config, pool if pool is not None else f.new_pool(), f.landmarker),
+            _ksame,
             ("k", "face_bank", "landmarks"),
             ("dlib-shape-5", "dlib-resnet-recognizer"),  # grouping faces by person, where dlib is installed
             pooled=True,
@@ -192,6 +213,8 @@ class AnonymizerFactory:
         # predictor, once per process
         self.adversarial = None
         if perturbs:
+            from .adversarial import AdversarialModels
+
             self.adversarial = AdversarialModels(config)
         # One 68-point predictor per process, shared read-only by every run's anonymiser.
         self.landmarker = None
@@ -199,11 +222,17 @@ class AnonymizerFactory:
             if config.landmarks == "68" and not self.spec.chips:  # surrogate fits 68 points itself
                 raise ConfigError(f"--landmarks 68 is for {', '.join(sorted(CHIP_METHODS))}, not {config.method!r}")
             if config.method == "generate":
+                from .generate import check_align_extra
+
                 check_align_extra()  # the exact requirement, before dlib's own import error
+            from ..models.landmarks import landmarker68
+
             self.landmarker = landmarker68()
         # generate: the face generator, once per process (with the 68-point predictor above)
         self.generate = None
         if any(m.startswith("generator") for m in self.spec.models):
+            from .generate import GenerateModels
+
             self.generate = GenerateModels(config, landmarker=self.landmarker, engine=engine)
         # surrogate: the bank of composites (the shipped one, or built from --face-bank), once per process
         self.surrogate_bank: SurrogateBank | None = None
@@ -211,12 +240,17 @@ class AnonymizerFactory:
         if config.keep and config.method != "surrogate":
             raise ConfigError(f"--keep is for --method surrogate, not {config.method!r}")
         if "surrogate-bank" in self.spec.models:
+            from .surrogate import FaceResAttributes
+            from .surrogate_bank import surrogate_bank
+
             self.surrogate_bank = surrogate_bank(config.face_bank, config.k)
             if config.keep:  # FaceRes estimates each track's gender and age band once
                 self.attributes = FaceResAttributes()
         # k-same counts persons: faces are grouped by dlib's recogniser where it is installed.
         self.embedder: FaceEmbedder | None = None
         if self.pooled:
+            from .ksame import DlibFaceEmbedder
+
             try:
                 self.embedder = DlibFaceEmbedder()
             except MissingDependencyError:
@@ -228,6 +262,8 @@ class AnonymizerFactory:
     def load_bank(self, detect: Callable[[NDArray[np.uint8]], Detections]) -> None:
         """Read ``config.face_bank`` with the product's detector (once per process)."""
         if self.pooled and self.config.face_bank and not self._bank:
+            from .ksame import load_face_bank
+
             self._bank = load_face_bank(self.config.face_bank, detect, embedder=self.embedder)
         if self.adversarial is not None and self.config.face_bank:
             self.adversarial.load_gallery(self.config.face_bank, detect)
@@ -239,6 +275,8 @@ class AnonymizerFactory:
 
     def new_pool(self) -> FacePool:
         """A pool holding the face bank (the set a run's faces are added to)."""
+        from .ksame import FacePool
+
         pool = FacePool(self.config.k)
         for chip, label, emb in self._bank:
             pool.add(chip, label, emb)
@@ -246,6 +284,8 @@ class AnonymizerFactory:
 
     def collector(self, pool: FacePool, label: str = "") -> KSameCollector:
         """The first-pass anonymiser that adds a run's faces to ``pool``."""
+        from .ksame import KSameCollector
+
         return KSameCollector(self.config, pool, label, self.landmarker, self.embedder)
 
     def __call__(self, pool: FacePool | None = None) -> FaceAnonymizer:
