@@ -863,6 +863,7 @@ def neck_under(
     points68: NDArray[Any],
     region: FaceRegion,
     size: float,
+    grey: bool = False,
 ) -> NDArray[np.uint8]:
     """``back`` (the mirrored surroundings over ``region``'s ROI) with a neck painted under
     the jaw of ``points68`` (frame coordinates), over ``NECK_WIDTH`` of the lower jaw,
@@ -871,7 +872,8 @@ def neck_under(
     ROI) where the composite does not cover it (``covered``), in ``NECK_BANDS`` bands of
     depth (a neck's shadow, then a collar: three numbers a band, no pixel), linear between
     the bands' centres. Where the original shows under ``NECK_MIN`` px there, the painted
-    composite's (``skin``) median at ``cheeks`` at ``NECK_SHADE`` of its lightness."""
+    composite's (``skin``) median at ``cheeks`` at ``NECK_SHADE`` of its lightness. ``grey``:
+    the tone as grey (greyscale in, greyscale out)."""
     if not NECK:
         return back
     x0, y0 = region.roi[:2]
@@ -906,6 +908,8 @@ def neck_under(
     else:
         return back
     rgb = cv2.cvtColor(np.clip(lab + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    if grey:  # Lab's grey comes back within a level per channel: made exactly grey
+        rgb = np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
     out = back.astype(np.float32) + alpha[:, :, None] * (rgb.astype(np.float32) - back)
     return np.asarray(np.clip(out + 0.5, 0, 255), np.uint8)
 
@@ -977,7 +981,8 @@ def paint(
         roi = (y1 - y0, x1 - x0)
         features = (feature_masks(dst, (x0, y0), roi), feature_masks(own, (x0, y0), roi))
     warped = match_colour(warped, stats_at, original[y0:y1, x0:x1], grey, scene.chroma, features)
-    back = neck_under(back, original[y0:y1, x0:x1], covered, warped, (core > 0) & (face == 0), points68, region, size)
+    cheeks = (core > 0) & (face == 0)
+    back = neck_under(back, original[y0:y1, x0:x1], covered, warped, cheeks, points68, region, size, grey)
     # (blurred in uint8: the alpha in steps of 1/255)
     alpha = cv2.GaussianBlur(core * np.uint8(255), (0, 0), max(0.6, r / 3)).astype(np.float32) / 255 * inside
     levels = int(np.clip(np.log2(max(size, 1.0) / BLEND_COARSE), 1, BLEND_LEVELS))
