@@ -896,7 +896,7 @@ def neck_under(
         return back
     line = np.full(back.shape[:2], 255, np.uint8)
     cv2.polylines(line, [jaw], False, 0)
-    below = cv2.distanceTransform(line, cv2.DIST_L2, 3)  # depth under the jaw
+    below = np.asarray(cv2.distanceTransform(line, cv2.DIST_L2, 3), np.float32)  # depth under the jaw
     under = (shape > 0) & (inside > 0) & ~covered
     if under.sum() >= NECK_MIN:
         centres, tones = neck_tones(original, under, below)
