@@ -909,21 +909,23 @@ def neck_under(
     cv2.polylines(line, [poly[:9]], False, 0)
     below = np.asarray(cv2.distanceTransform(line, cv2.DIST_L2, 3), np.float32)  # depth under the jaw
     under = (shape > 0) & (inside > 0) & ~covered[wy0:wy1, wx0:wx1]
+    at = alpha > 0  # the tone is worked out where it shows only
     if under.sum() >= NECK_MIN:
-        centres, tones = neck_tones(np.ascontiguousarray(original[wy0:wy1, wx0:wx1]), under, below)
-        lab = np.stack([np.interp(below, centres, [t[c] for t in tones]) for c in range(3)], axis=-1)
+        centres, tones = neck_tones(original[wy0:wy1, wx0:wx1], under, below)
+        lab = np.stack([np.interp(below[at], centres, [t[c] for t in tones]) for c in range(3)], axis=-1)
     elif cheeks.sum() >= 16:
         tone = _median_at(cv2.cvtColor(skin, cv2.COLOR_RGB2LAB), cheeks)
         tone[0] *= NECK_SHADE
-        lab = np.broadcast_to(tone, (*shape.shape, 3))
+        lab = np.broadcast_to(tone, (int(at.sum()), 3))
     else:
         return back
-    rgb = cv2.cvtColor(np.clip(lab + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    rgb = cv2.cvtColor(np.clip(lab + 0.5, 0, 255).astype(np.uint8)[:, None], cv2.COLOR_LAB2RGB)
     if grey:  # Lab's grey comes back within a level per channel: made exactly grey
         rgb = np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
-    part = back[wy0:wy1, wx0:wx1].astype(np.float32)
     out = back.copy()
-    out[wy0:wy1, wx0:wx1] = np.clip(part + alpha[:, :, None] * (rgb.astype(np.float32) - part) + 0.5, 0, 255)
+    part = out[wy0:wy1, wx0:wx1]
+    was = part[at].astype(np.float32)
+    part[at] = np.clip(was + alpha[at][:, None] * (rgb[:, 0].astype(np.float32) - was) + 0.5, 0, 255)
     return out
 
 
@@ -932,17 +934,17 @@ def neck_tones(
 ) -> tuple[list[float], list[NDArray[np.float32]]]:
     """What ``neck_under`` reads of the original: in ``NECK_BANDS`` bands of depth
     (``below``) of the pixels ``under``, each band's median depth and median colour (Lab)."""
-    lab = cv2.cvtColor(original, cv2.COLOR_RGB2LAB)
+    lab = cv2.cvtColor(original[under][:, None], cv2.COLOR_RGB2LAB)[:, 0]  # the pixels under, in raster order
     d = below[under]
     edges = np.linspace(float(d.min()), float(d.max()) + 1e-3, NECK_BANDS + 1)
     centres, tones = [], []
     for lo, hi in itertools.pairwise(edges):
-        band = under & (below >= lo) & (below < hi)
+        band = (d >= lo) & (d < hi)
         if band.sum() >= NECK_MIN // NECK_BANDS:
-            centres.append(float(np.median(below[band])))
+            centres.append(float(np.median(d[band])))
             tones.append(_median_at(lab, band))
     if not centres:
-        return [float(np.median(d))], [_median_at(lab, under)]
+        return [float(np.median(d))], [_median_at(lab, np.ones(len(d), np.bool_))]
     return centres, tones
 
 
