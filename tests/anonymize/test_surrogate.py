@@ -856,3 +856,40 @@ def test_neck_under_the_jaw(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dist(without, shirt) < dist(without, neck)
     edge = mask & ~cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     assert np.abs(with_neck[edge].astype(int) - without[edge]).max() <= 2
+
+
+def test_composite_reaches_beside_the_cheeks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The jaw's upper points are grown further (``SIDE_GROW``) than the chin: beside the
+    cheeks, where the sides of the head lay inside the mask, the painted face reaches out
+    instead of the wall mirrored in (the heads looked narrow); under the chin it does not."""
+    from streamanon.anonymize import surrogate
+
+    wall, skin = (40, 200, 60), (190, 140, 120)
+    img = np.empty((240, 320, 3), np.uint8)
+    img[:] = wall
+    d = dets([[110, 70, 190, 170]], [1])
+    pts = FakeLandmarker()(None, d.xyxy)[0]
+    import cv2
+
+    cv2.fillConvexPoly(img, cv2.convexHull(with_forehead(pts).astype(np.int32)), skin)
+    size = float(np.sqrt(np.prod(np.ptp(with_forehead(pts, surrogate.FOREHEAD_REACH), axis=0))))
+    centre = pts.mean(0)
+
+    def beside(i: int, share: float) -> tuple[int, int]:
+        way = (pts[i] - centre) / np.linalg.norm(pts[i] - centre)
+        x, y = pts[i] + share * size * way
+        return int(round(y)), int(round(x))
+
+    def greenness(out: np.ndarray, at: tuple[int, int]) -> float:
+        y, x = at
+        r, g, b = out[y - 1 : y + 2, x - 1 : x + 2].reshape(-1, 3).mean(0)
+        return float(g - (r + b) / 2)
+
+    cheeks = [beside(i, 0.03) for i in (1, 2, 14, 15)]
+    grown = anonymiser().apply(img, d)
+    monkeypatch.setattr(surrogate, "SIDE_GROW", surrogate.GROW)
+    even = anonymiser().apply(img, d)
+    for at in cheeks:
+        assert greenness(grown, at) < greenness(even, at) - 20, at
+    chin = beside(8, 0.02)
+    assert abs(greenness(grown, chin) - greenness(even, chin)) < 2
