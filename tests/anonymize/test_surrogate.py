@@ -878,7 +878,7 @@ def test_composite_reaches_beside_the_cheeks(monkeypatch: pytest.MonkeyPatch) ->
     def beside(i: int, share: float) -> tuple[int, int]:
         way = (pts[i] - centre) / np.linalg.norm(pts[i] - centre)
         x, y = pts[i] + share * size * way
-        return int(round(y)), int(round(x))
+        return round(float(y)), round(float(x))
 
     def greenness(out: np.ndarray, at: tuple[int, int]) -> float:
         y, x = at
