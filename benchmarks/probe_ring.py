@@ -15,11 +15,10 @@ reads only the neck's band medians there (``neck_under``). Nothing is written bu
 
 ``--neck``: instead, each painted face painted again from the same inputs without and with the
 neck (``surrogate.NECK``; ``--shades``: the composite-coloured variant at these lightness
-shares), the error under the jaw (``neck_zone``). ``--grow A B ...``: the same beside the
-cheeks (``side_zone``) at these ``SIDE_GROW`` values, the first the base.
+shares), the error under the jaw (``neck_zone``).
 
     python benchmarks/probe_ring.py [--clips CLIP ...] [--frames 60] [--every 5] [--same 24 40 64]
-                                    [--neck [--shades ...] | --grow 0.04 0.08] [--json FILE]
+                                    [--neck [--shades ...]] [--json FILE]
 """
 
 from __future__ import annotations
@@ -108,48 +107,6 @@ def probe_neck(clip: Path, frames: int, every: int, seed: int, shades: list[floa
     return rows
 
 
-def side_zone(region: Any, points: np.ndarray) -> np.ndarray:
-    """The mask's pixels beside the cheeks: outward of the jaw's upper points (0-4, 12-16) along
-    the face's width, between the eye line and the jaw corner, where ears and the sides of the
-    head lie (and the composite, grown by ``SIDE_GROW``, may reach)."""
-    x0, y0, x1, y1 = region.roi
-    p = np.asarray(points, np.float32) - np.array((x0, y0), np.float32)
-    zone = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    centre = p[:68].mean(0)
-    for line in (p[0:5], p[12:17]):
-        way = line.mean(0) - centre
-        way /= max(float(np.linalg.norm(way)), 1e-3)
-        poly = np.vstack([line, line[::-1] + 1e4 * way])
-        cv2.fillPoly(zone, [np.round(poly).astype(np.int32)], 1)
-    return np.asarray((region.mask > 0) & (zone > 0), np.bool_)
-
-
-def probe_grow(clip: Path, frames: int, every: int, seed: int, grows: list[float]) -> list[dict[str, Any]]:
-    """Per painted face: the painted output's error against the original in ``side_zone`` at
-    each of ``grows`` (``SIDE_GROW``)."""
-    from streamanon.runner import process_file
-
-    with surrogate_paints(lambda i: i % every == 0) as seen, tempfile.TemporaryDirectory() as tmp:
-        src = prefix_clip(clip, frames, Path(tmp))
-        cfg = PipelineConfig(anonymize=AnonymizeConfig(method="surrogate", seed=seed))
-        process_file(src, Path(tmp) / "out.mp4", cfg)
-    rows, shipped = [], surrogate.SIDE_GROW
-    for frame, args in seen["calls"]:
-        original = seen["io"][frame][0]
-        region, points = args[1], args[4]
-        zone = side_zone(region, points)
-        if zone.sum() < 16:
-            continue
-        row: dict[str, Any] = {"roi": [int(v) for v in region.roi], "side_px": int(zone.sum())}
-        for g in grows:
-            surrogate.SIDE_GROW = g
-            kept = [copy.copy(a) for a in args[7:]]  # the focus, changed by the call
-            row[f"grow{g}"] = errors(original, surrogate.paint(original, *args[1:7], *kept), region, zone)
-        surrogate.SIDE_GROW = shipped
-        rows.append(row)
-    return rows
-
-
 def probe(clip: Path, frames: int, every: int, seed: int, thresholds: list[int]) -> list[dict[str, Any]]:
     from streamanon.runner import process_file
 
@@ -184,35 +141,14 @@ def main() -> int:
         "--neck", action="store_true", help="instead: the painted output under the jaw, with and without the neck"
     )
     p.add_argument("--shades", type=float, nargs="*", help="with --neck: NECK_SHADE values (default: the shipped one)")
-    p.add_argument(
-        "--grow",
-        type=float,
-        nargs="*",
-        help="instead: the output beside the cheeks at these SIDE_GROW values (first: base)",
-    )
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     result: dict[str, Any] = {"mirror_same": surrogate.MIRROR_SAME, "seed": args.seed, "clips": {}}
     for clip in args.clips:
-        if args.grow:
-            rows = probe_grow(clip, args.frames, args.every, args.seed, args.grow)
-            summary: dict[str, Any] = {"faces": len(rows)}
-            base = f"grow{args.grow[0]}"
-            for g in args.grow:
-                name = f"grow{g}"
-                summary[name] = {
-                    "lightness_err": round(float(np.mean([r[name][0] for r in rows])), 2) if rows else None,
-                    "chroma_err": round(float(np.mean([r[name][1] for r in rows])), 2) if rows else None,
-                    "closer": sum(r[name][0] < r[base][0] - 0.5 for r in rows),
-                    "further": sum(r[name][0] > r[base][0] + 0.5 for r in rows),
-                }
-            result["clips"][clip.name] = {"summary": summary, "faces": rows}
-            print(clip.name, summary, flush=True)
-            continue
         if args.neck:
             shades = args.shades or [surrogate.NECK_SHADE]
             rows = probe_neck(clip, args.frames, args.every, args.seed, shades)
-            summary = {"faces": len(rows)}
+            summary: dict[str, Any] = {"faces": len(rows)}
             for name in ["mirror"] + [f"neck{v}" for v in shades]:
                 summary[name] = {
                     "lightness_err": round(float(np.mean([r[name][0] for r in rows])), 2) if rows else None,

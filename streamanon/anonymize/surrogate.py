@@ -16,8 +16,7 @@ Per frame, for every face:
    points (brows, eyes, nose, mouth) are pulled ``SHAPE_PULL`` (default: all) of the way
    toward the composite's own shape (the face's geometry carries identity), and the
    composite is warped there piecewise-affinely over the Delaunay triangles of its 78 points
-   (68 + forehead, the forehead stretched up to ``FOREHEAD_REACH``, the jaw grown by ``GROW``,
-   its upper points beside the cheeks by ``SIDE_GROW``).
+   (68 + forehead, the forehead stretched up to ``FOREHEAD_REACH``, the jaw grown by ``GROW``).
 3. The rest of the mask (hair, ears, neck, background around the face) is the surroundings
    mirrored in across the mask's edge (``mirror_surroundings``): their own texture continues
    inward, the edge is seamless, and no pixel inside any face mask is read. Under the jaw a
@@ -120,12 +119,6 @@ EDGE = 0.06
 #: The outline (jaw, forehead) is warped this share of the face size outward first: the
 #: composite's own outline is an average of k outlines (soft), and the erosion cuts it off.
 GROW = 0.04
-#: The jaw's upper points (beside the cheeks, down to the jaw's corner) are grown this share:
-#: the ears and the sides of the head lie there, inside the mask, and the mirror fills what
-#: the composite leaves with the wall beside the head (narrow heads). Chosen by
-#: ``benchmarks/probe_ring.py --grow`` (docs/faces.md, *The neck*): 0.10 widened the jaw.
-SIDE_GROW = 0.08
-SIDE_POINTS = np.r_[0:5, 12:17]
 #: The composite's forehead (``FOREHEAD_LIFT`` of the brow-to-chin height above the brows in
 #: the bank) is stretched up to this share on the face: up to a typical hairline, so the skin
 #: reaches the hair that the ring mirrors in from above the mask (0.28: a bare band between).
@@ -983,8 +976,7 @@ def paint(
     size = float(np.sqrt(max(float(span[0] * span[1]), 1.0)))
     centre = dst[:68].mean(0)
     out_dir = dst[OUTLINE] - centre
-    grow = np.where(np.isin(OUTLINE, SIDE_POINTS), SIDE_GROW, GROW).astype(np.float32)[:, None]
-    dst[OUTLINE] += grow * size * out_dir / np.maximum(np.linalg.norm(out_dir, axis=1, keepdims=True), 1e-3)
+    dst[OUTLINE] += GROW * size * out_dir / np.maximum(np.linalg.norm(out_dir, axis=1, keepdims=True), 1e-3)
     warped, covered = piecewise_affine(bank.faces[index], bank.shape, dst, bank.triangles, (x1 - x0, y1 - y0), (x0, y0))
     inside = covered & (region.mask > 0)
     r = max(1, round(EDGE * size))
