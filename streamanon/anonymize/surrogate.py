@@ -20,9 +20,8 @@ Per frame, for every face:
 3. The rest of the mask (hair, ears, neck, background around the face) is the surroundings
    mirrored in across the mask's edge (``mirror_surroundings``): their own texture continues
    inward, the edge is seamless, and no pixel inside any face mask is read. Under the jaw a
-   neck is painted over it (``neck_under``) in the tones the original shows there, by depth
-   under the jaw (``NECK_BANDS`` medians: up to twelve numbers, no pixel), so the collar is
-   not mirrored up to the chin.
+   neck in the painted composite's own (shaded) colour is laid over it (``neck_under``), so
+   the collar is not mirrored up to the chin.
 4. Focus, colour and light: the composite is blurred to the focus of the surroundings
    (``scene_around``: read outside every face mask only; never sharpened; smoothed along the
    track). Its lightness
@@ -50,7 +49,6 @@ box lands on.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from collections import Counter, deque
@@ -843,12 +841,10 @@ def match_colour(
 #: to the jaw (a shirt for a chin) unless something else is painted there. The neck spans this
 #: share of the lower jaw's width (dlib points 4-12) and hangs straight down the face's axis.
 NECK_WIDTH = 0.75
-#: Where the original shows too little under the jaw (``NECK_MIN`` px), the neck is the painted
-#: cheeks' colour at this share of their lightness (the chin's shadow).
+#: Its colour: the painted cheeks' at this share of their lightness (the chin's shadow). Not
+#: the original's tones under the jaw: read from the original, they let a recogniser trained on
+#: the outputs link more faces (docs/faces.md, *The neck*).
 NECK_SHADE = 0.72
-NECK_MIN = 16
-#: Bands of depth under the jaw whose tones the neck follows (``neck_under``).
-NECK_BANDS = 4
 #: Its sides are feathered over this share of the face's size, and it fades out over this
 #: share before the mask's edge (the mask's edge stays the surroundings': no seam).
 NECK_FEATHER = 0.02
@@ -859,8 +855,6 @@ NECK: bool = True
 
 def neck_under(
     back: NDArray[np.uint8],
-    original: NDArray[np.uint8],
-    covered: NDArray[np.bool_],
     skin: NDArray[np.uint8],
     cheeks: NDArray[np.bool_],
     points68: NDArray[Any],
@@ -871,13 +865,10 @@ def neck_under(
     """``back`` (the mirrored surroundings over ``region``'s ROI) with a neck painted under
     the jaw of ``points68`` (frame coordinates), over ``NECK_WIDTH`` of the lower jaw,
     straight down the face's axis, feathered at its sides and faded out before the mask's
-    edge. Its tone follows the depth under the jaw: the median (Lab) of ``original`` (the
-    ROI) where the composite does not cover it (``covered``), in ``NECK_BANDS`` bands of
-    depth (a neck's shadow, then a collar: three numbers a band, no pixel), linear between
-    the bands' centres. Where the original shows under ``NECK_MIN`` px there, the painted
-    composite's (``skin``) median at ``cheeks`` at ``NECK_SHADE`` of its lightness. ``grey``:
-    the tone as grey (greyscale in, greyscale out)."""
-    if not NECK:
+    edge, in one colour: the painted composite's (``skin``, already lit and toned like the
+    face) median at ``cheeks``, at ``NECK_SHADE`` of its lightness. No pixel of the original
+    is read. ``grey``: the colour as grey (greyscale in, greyscale out)."""
+    if not NECK or cheeks.sum() < 16:
         return back
     x0, y0 = region.roi[:2]
     p = np.asarray(points68, np.float32) - np.array((x0, y0), np.float32)
@@ -890,8 +881,7 @@ def neck_under(
     bottom = [mid + NECK_WIDTH * (p[12] - mid) + 2 * size * down, mid + NECK_WIDTH * (p[4] - mid) + 2 * size * down]
     poly = np.vstack([np.round(p[4:13]), np.round(bottom)]).astype(np.int32)
     # the work stays within the polygon's box and the reach of the feather and the fade
-    # around it (the jaw and the mask's edge it fades toward lie inside: the same pixels as
-    # over the whole ROI, but 1 of 100 faces of four clips with one pixel a level apart)
+    # around it (the jaw and the mask's edge it fades toward lie inside)
     sigma = max(0.6, NECK_FEATHER * size)
     pad = int(np.ceil(4 * sigma + NECK_EDGE * size)) + 2
     h, w = back.shape[:2]
@@ -899,56 +889,25 @@ def neck_under(
     wx1, wy1 = min(w, int(poly[:, 0].max()) + pad + 1), min(h, int(poly[:, 1].max()) + pad + 1)
     if wx0 >= wx1 or wy0 >= wy1:
         return back
-    poly -= np.array((wx0, wy0), np.int32)
     shape = np.zeros((wy1 - wy0, wx1 - wx0), np.uint8)
-    cv2.fillPoly(shape, [poly], 255)
+    cv2.fillPoly(shape, [poly - np.array((wx0, wy0), np.int32)], 255)
     inside = np.ascontiguousarray(region.mask[wy0:wy1, wx0:wx1] > 0).view(np.uint8)
     depth = cv2.distanceTransform(inside, cv2.DIST_L2, 3)
     alpha = cv2.GaussianBlur(shape, (0, 0), sigma).astype(np.float32) / 255
-    alpha *= np.clip(depth / max(1.0, NECK_EDGE * size), 0.0, 1.0)
-    if not (alpha > 0).any():
+    alpha *= np.clip((depth - 1.5) / max(1.0, NECK_EDGE * size), 0.0, 1.0)  # 0 on the mask's edge pixels
+    at = alpha > 0
+    if not at.any():
         return back
-    line = np.full(shape.shape, 255, np.uint8)
-    cv2.polylines(line, [poly[:9]], False, 0)
-    below = np.asarray(cv2.distanceTransform(line, cv2.DIST_L2, 3), np.float32)  # depth under the jaw
-    under = (shape > 0) & (inside > 0) & ~covered[wy0:wy1, wx0:wx1]
-    at = alpha > 0  # the tone is worked out where it shows only
-    if under.sum() >= NECK_MIN:
-        centres, tones = neck_tones(original[wy0:wy1, wx0:wx1], under, below)
-        lab = np.stack([np.interp(below[at], centres, [t[c] for t in tones]) for c in range(3)], axis=-1)
-    elif cheeks.sum() >= 16:
-        tone = _median_at(cv2.cvtColor(skin, cv2.COLOR_RGB2LAB), cheeks)
-        tone[0] *= NECK_SHADE
-        lab = np.broadcast_to(tone, (int(at.sum()), 3))
-    else:
-        return back
-    rgb = cv2.cvtColor(np.clip(lab + 0.5, 0, 255).astype(np.uint8)[:, None], cv2.COLOR_LAB2RGB)
+    tone = _median_at(cv2.cvtColor(skin, cv2.COLOR_RGB2LAB), cheeks)
+    tone[0] *= NECK_SHADE
+    rgb = cv2.cvtColor(np.clip(tone + 0.5, 0, 255).astype(np.uint8)[None, None], cv2.COLOR_LAB2RGB)[0, 0]
     if grey:  # Lab's grey comes back within a level per channel: made exactly grey
-        rgb = np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
+        rgb = np.repeat(cv2.cvtColor(rgb[None, None], cv2.COLOR_RGB2GRAY)[0, 0], 3)
     out = back.copy()
     part = out[wy0:wy1, wx0:wx1]
     was = part[at].astype(np.float32)
-    part[at] = np.clip(was + alpha[at][:, None] * (rgb[:, 0].astype(np.float32) - was) + 0.5, 0, 255)
+    part[at] = np.clip(was + alpha[at][:, None] * (rgb.astype(np.float32) - was) + 0.5, 0, 255)
     return out
-
-
-def neck_tones(
-    original: NDArray[np.uint8], under: NDArray[np.bool_], below: NDArray[np.float32]
-) -> tuple[list[float], list[NDArray[np.float32]]]:
-    """What ``neck_under`` reads of the original: in ``NECK_BANDS`` bands of depth
-    (``below``) of the pixels ``under``, each band's median depth and median colour (Lab)."""
-    lab = cv2.cvtColor(original[under][:, None], cv2.COLOR_RGB2LAB)[:, 0]  # the pixels under, in raster order
-    d = below[under]
-    edges = np.linspace(float(d.min()), float(d.max()) + 1e-3, NECK_BANDS + 1)
-    centres, tones = [], []
-    for lo, hi in itertools.pairwise(edges):
-        band = (d >= lo) & (d < hi)
-        if band.sum() >= NECK_MIN // NECK_BANDS:
-            centres.append(float(np.median(d[band])))
-            tones.append(_median_at(lab, band))
-    if not centres:
-        return [float(np.median(d))], [_median_at(lab, np.ones(len(d), np.bool_))]
-    return centres, tones
 
 
 def paint(
@@ -1000,7 +959,7 @@ def paint(
         features = (feature_masks(dst, (x0, y0), roi), feature_masks(own, (x0, y0), roi))
     warped = match_colour(warped, stats_at, original[y0:y1, x0:x1], grey, scene.chroma, features)
     cheeks = (core > 0) & (face == 0)
-    back = neck_under(back, original[y0:y1, x0:x1], covered, warped, cheeks, points68, region, size, grey)
+    back = neck_under(back, warped, cheeks, points68, region, size, grey)
     # (blurred in uint8: the alpha in steps of 1/255)
     alpha = cv2.GaussianBlur(core * np.uint8(255), (0, 0), max(0.6, r / 3)).astype(np.float32) / 255 * inside
     levels = int(np.clip(np.log2(max(size, 1.0) / BLEND_COARSE), 1, BLEND_LEVELS))

@@ -300,12 +300,9 @@ def test_face_bank_file_round_trip_and_bad_paths(tmp_path: Any) -> None:
 
 def test_ring_reads_no_face_pixel(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two frames that differ only inside the face mask give the same output once the
-    colour statistics and the neck's band tones (the only things read from the face) are
-    fixed: the ring around the composite comes from outside every mask."""
+    colour statistics (the only thing read from the face) are fixed: the ring around the
+    composite comes from outside every mask, the neck from the painted composite."""
     monkeypatch.setattr("streamanon.anonymize.surrogate.match_colour", lambda face, *args, **kwargs: face)
-    monkeypatch.setattr(
-        "streamanon.anonymize.surrogate.neck_tones", lambda *args: ([0.0, 9.0], [np.float32([90, 140, 150])] * 2)
-    )
     d = dets([[100, 60, 200, 180], [230, 40, 300, 120]], [1, 2])
     mask = union_mask(d, 320, 240, "ellipse", 1.3, 2.0)
     a_img, b_img = noise_image(seed=1), noise_image(seed=1)
@@ -826,33 +823,38 @@ def test_ring_continues_the_band_around_the_mask_not_the_wall_beyond(
 
 
 def test_neck_under_the_jaw(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Under the jaw the ring is not the collar mirrored up to the chin: it takes the tones
-    the original shows there band by band (a neck, then the shirt), and the mask's edge
-    stays the surroundings'. Without the neck, the shirt reached the chin."""
+    """Under the jaw the ring is not the collar mirrored up to the chin: a neck in the painted
+    cheeks' colour, shaded (``NECK_SHADE``), whatever the original shows there (no pixel of it
+    is read), and the mask's edge stays the surroundings'. Without it the shirt reached the chin."""
+    import cv2
+
     from streamanon.anonymize import surrogate
 
-    wall, skin, neck, shirt = (200, 200, 200), (190, 140, 120), (150, 105, 90), (30, 40, 90)
+    wall, skin, neck, shirt = (200, 200, 200), (190, 140, 120), (90, 150, 60), (30, 40, 90)
     img = np.empty((240, 320, 3), np.uint8)
     img[:] = wall
     d = dets([[110, 70, 190, 170]], [1])
     pts = FakeLandmarker()(None, d.xyxy)[0]
     chin = int(pts[8, 1])
-    import cv2
-
     cv2.fillConvexPoly(img, cv2.convexHull(with_forehead(pts).astype(np.int32)), skin)
-    img[chin : chin + 12, 128:172] = neck
+    img[chin : chin + 12, 128:172] = neck  # a green neck: not what is painted
     img[chin + 12 :] = shirt
     under = (slice(chin + 2, chin + 9), slice(142, 158))  # under the chin, inside the mask
+    cheek = (slice(int(pts[3, 1]) - 3, int(pts[3, 1]) + 3), slice(int(pts[3, 0]) + 8, int(pts[3, 0]) + 14))
     mask = union_mask(d, 320, 240, "ellipse", 1.3, 2.0)
     assert mask[under].all() and not mask[chin + 12 :].all()
 
-    def dist(out: np.ndarray, colour: tuple[int, int, int]) -> float:
-        return float(np.linalg.norm(out[under].reshape(-1, 3).mean(0) - colour))
+    def lab(out: np.ndarray, at: tuple[slice, slice]) -> np.ndarray:
+        mean = out[at].reshape(-1, 3).mean(0).round().astype(np.uint8)
+        return cv2.cvtColor(mean[None, None], cv2.COLOR_RGB2LAB)[0, 0].astype(float)
 
     with_neck = anonymiser().apply(img, d)
+    painted, below = lab(with_neck, cheek), lab(with_neck, under)
+    assert abs(below[0] - surrogate.NECK_SHADE * painted[0]) < 0.1 * painted[0]  # the cheeks, shaded
+    assert np.linalg.norm(below[1:] - painted[1:]) < 8  # their hue, not the green under the chin
     monkeypatch.setattr(surrogate, "NECK", False)
     without = anonymiser().apply(img, d)
-    assert dist(with_neck, neck) < 10 < 80 < dist(without, neck)
-    assert dist(without, shirt) < dist(without, neck)
+    shirt_lab = cv2.cvtColor(np.uint8([[shirt]]), cv2.COLOR_RGB2LAB)[0, 0].astype(float)
+    assert np.linalg.norm(lab(without, under) - shirt_lab) < 15 < 60 < np.linalg.norm(below - shirt_lab)
     edge = mask & ~cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     assert np.abs(with_neck[edge].astype(int) - without[edge]).max() <= 2

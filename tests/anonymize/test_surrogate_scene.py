@@ -134,7 +134,7 @@ def test_scene_sharpness_falls_with_the_blur_and_is_none_when_flat() -> None:
 
 def test_scene_reads_no_face_pixel(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two blurred frames that differ only inside the face masks: the same scene, and (the
-    colour statistics of the face and the neck's band tones fixed) the same output."""
+    colour statistics of the face fixed) the same output."""
     d = dets([BOX, [230, 40, 300, 120]], [1, 2])
     mask = union_mask(d, 320, 240, "ellipse", 1.3, 2.0)
     a_img = scene(3.0)
@@ -144,7 +144,6 @@ def test_scene_reads_no_face_pixel(monkeypatch: pytest.MonkeyPatch) -> None:
         for a in (1, 2, 3):
             assert scene_around(a_img, mask, region, a) == scene_around(b_img, mask, region, a)
     monkeypatch.setattr(surrogate, "match_colour", lambda face, *args, **kwargs: face)
-    monkeypatch.setattr(surrogate, "neck_tones", lambda *args: ([0.0, 9.0], [np.float32([90, 140, 150])] * 2))
     anon = [
         SurrogateAnonymizer(AnonymizeConfig(method="surrogate", seed=3), rect_bank(), FakeLandmarker()) for _ in "ab"
     ]
