@@ -10,12 +10,11 @@ to ``paint`` are kept, and the ring is filled both ways from the same inputs. Pe
 mean absolute difference from the original frame in the ring (Lab lightness, and chroma as
 the a, b distance): a fill that continues what surrounds the mask the way the original did
 comes closer. This reads the original inside the mask, as an evaluation may; the product
-reads only the neck's band medians there (``neck_under``). Nothing is written but the JSON
-(``--json``); no face crops.
+never does. Nothing is written but the JSON (``--json``); no face crops.
 
 ``--neck``: instead, each painted face painted again from the same inputs without and with the
-neck (``surrogate.NECK``; ``--shades``: the composite-coloured variant at these lightness
-shares), the error under the jaw (``neck_zone``).
+neck (``surrogate.NECK``; ``--shades``: at these ``NECK_SHADE`` values), the error under the
+jaw (``neck_zone``).
 
     python benchmarks/probe_ring.py [--clips CLIP ...] [--frames 60] [--every 5] [--same 24 40 64]
                                     [--neck [--shades ...]] [--json FILE]
