@@ -369,15 +369,15 @@ class _quiet_stdout:
 def surrogate_paints(take: Callable[[int], bool]) -> Iterator[dict[str, Any]]:
     """While open, each ``--method surrogate`` frame of this process that ``take(frame index)``
     accepts is recorded: ``io[index]`` = (the frame, the anonymiser's output), copies, and in
-    ``paints`` each face ``surrogate.paint`` painted in it, as (index, region, 68 points, the
-    frame's face masks). Faces are painted one at a time (``PAINT_THREADS`` 1) so they are
-    recorded in the rows' order; the output is the same (the module's own guarantee).
-    ``calls`` holds each of those faces' whole ``paint`` arguments as (index, args), the
-    track's focus copied as it was before the call: ``surrogate.paint(*args)`` paints the
-    face again (e.g. with a module constant changed)."""
+    ``calls`` each face ``surrogate.paint`` painted in it, as (index, its ``paint`` arguments:
+    original, region, bank, composite, 68 points, grey, the frame's face masks, and the rest;
+    the points, the masks and the track's focus copied as they were before the call), so that
+    ``surrogate.paint(*args)`` paints the face again (e.g. with a module constant changed).
+    Faces are painted one at a time (``PAINT_THREADS`` 1) so they are recorded in the rows'
+    order; the output is the same (the module's own guarantee)."""
     from streamanon.anonymize import surrogate
 
-    seen: dict[str, Any] = {"frame": -1, "io": {}, "paints": [], "calls": []}
+    seen: dict[str, Any] = {"frame": -1, "io": {}, "calls": []}
     apply, paint, threads = surrogate.SurrogateAnonymizer.apply, surrogate.paint, surrogate.PAINT_THREADS
 
     def spy_apply(self: Any, image: NDArray[np.uint8], dets: Any, info: Any = None) -> NDArray[np.uint8]:
@@ -392,9 +392,9 @@ def surrogate_paints(take: Callable[[int], bool]) -> Iterator[dict[str, Any]]:
         original: NDArray[np.uint8], region: Any, bank: Any, index: int, points: Any, grey: bool, faces: Any, *rest: Any
     ) -> Any:
         if take(seen["frame"]):
-            seen["paints"].append((seen["frame"], region, np.asarray(points, np.float32).copy(), faces.copy()))
             kept = [copy.copy(r) for r in rest]  # the focus is changed by the call
-            seen["calls"].append((seen["frame"], (original, region, bank, index, points, grey, faces, *kept)))
+            pts = np.asarray(points, np.float32).copy()
+            seen["calls"].append((seen["frame"], (original, region, bank, index, pts, grey, faces.copy(), *kept)))
         return paint(original, region, bank, index, points, grey, faces, *rest)
 
     surrogate.SurrogateAnonymizer.apply, surrogate.paint = spy_apply, spy_paint  # type: ignore[method-assign,assignment]

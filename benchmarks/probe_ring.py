@@ -79,16 +79,23 @@ def neck_zone(region: Any, points: np.ndarray) -> np.ndarray:
     return np.asarray(ring_of(region, points) & (zone > 0), np.bool_)
 
 
-def probe_neck(clip: Path, frames: int, every: int, seed: int, shades: list[float]) -> list[dict[str, Any]]:
-    """Per painted face: the painted output's error against the original in ``neck_zone``,
-    without the neck (``surrogate.NECK``: the mirrored surroundings there) and with it at each
-    of ``shades`` (``NECK_SHADE``)."""
+def recorded(clip: Path, frames: int, every: int, seed: int) -> dict[str, Any]:
+    """The product's run over the first ``frames`` frames of ``clip`` (CPU defaults, ``--method
+    surrogate``), every ``every``-th frame's faces recorded (``surrogate_paints``)."""
     from streamanon.runner import process_file
 
     with surrogate_paints(lambda i: i % every == 0) as seen, tempfile.TemporaryDirectory() as tmp:
         src = prefix_clip(clip, frames, Path(tmp))
         cfg = PipelineConfig(anonymize=AnonymizeConfig(method="surrogate", seed=seed))
         process_file(src, Path(tmp) / "out.mp4", cfg)
+    return seen
+
+
+def probe_neck(clip: Path, frames: int, every: int, seed: int, shades: list[float]) -> list[dict[str, Any]]:
+    """Per painted face: the painted output's error against the original in ``neck_zone``,
+    without the neck (``surrogate.NECK``: the mirrored surroundings there) and with it at each
+    of ``shades`` (``NECK_SHADE``)."""
+    seen = recorded(clip, frames, every, seed)
     rows, shipped = [], (surrogate.NECK, surrogate.NECK_SHADE)
     for frame, args in seen["calls"]:
         original = seen["io"][frame][0]
@@ -107,16 +114,12 @@ def probe_neck(clip: Path, frames: int, every: int, seed: int, shades: list[floa
 
 
 def probe(clip: Path, frames: int, every: int, seed: int, thresholds: list[int]) -> list[dict[str, Any]]:
-    from streamanon.runner import process_file
-
-    with surrogate_paints(lambda i: i % every == 0) as seen, tempfile.TemporaryDirectory() as tmp:
-        src = prefix_clip(clip, frames, Path(tmp))
-        cfg = PipelineConfig(anonymize=AnonymizeConfig(method="surrogate", seed=seed))
-        process_file(src, Path(tmp) / "out.mp4", cfg)
+    seen = recorded(clip, frames, every, seed)
     rows = []
     same = surrogate.MIRROR_SAME
-    for frame, region, points, faces in seen["paints"]:
+    for frame, args in seen["calls"]:
         original = seen["io"][frame][0]
+        region, points, faces = args[1], args[4], args[6]
         ring = ring_of(region, points)
         if ring.sum() < 16:
             continue
@@ -127,6 +130,22 @@ def probe(clip: Path, frames: int, every: int, seed: int, thresholds: list[int])
         surrogate.MIRROR_SAME = same
         rows.append(row)
     return rows
+
+
+def summarise(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """Mean errors per variant (``names``, the first the base: the plain mirror), and the faces
+    whose error comes closer to (further from) the original's lightness than the base's by
+    more than half a unit."""
+    summary: dict[str, Any] = {"faces": len(rows)}
+    for name in names:
+        summary[name] = {
+            "lightness_err": round(float(np.mean([r[name][0] for r in rows])), 2) if rows else None,
+            "chroma_err": round(float(np.mean([r[name][1] for r in rows])), 2) if rows else None,
+        }
+        if name != names[0]:
+            summary[name]["closer"] = sum(r[name][0] < r[names[0]][0] - 0.5 for r in rows)
+            summary[name]["further"] = sum(r[name][0] > r[names[0]][0] + 0.5 for r in rows)
+    return summary
 
 
 def main() -> int:
@@ -147,32 +166,11 @@ def main() -> int:
         if args.neck:
             shades = args.shades or [surrogate.NECK_SHADE]
             rows = probe_neck(clip, args.frames, args.every, args.seed, shades)
-            summary: dict[str, Any] = {"faces": len(rows)}
-            for name in ["mirror"] + [f"neck{v}" for v in shades]:
-                summary[name] = {
-                    "lightness_err": round(float(np.mean([r[name][0] for r in rows])), 2) if rows else None,
-                    "chroma_err": round(float(np.mean([r[name][1] for r in rows])), 2) if rows else None,
-                }
-                if name != "mirror":
-                    summary[name]["closer"] = sum(r[name][0] < r["mirror"][0] - 0.5 for r in rows)
-                    summary[name]["further"] = sum(r[name][0] > r["mirror"][0] + 0.5 for r in rows)
-            result["clips"][clip.name] = {"summary": summary, "faces": rows}
-            print(clip.name, summary, flush=True)
-            continue
-        thresholds = args.same or [surrogate.MIRROR_SAME]
-        rows = probe(clip, args.frames, args.every, args.seed, thresholds)
-        summary = {"faces": len(rows)}
-        for name in ["mirror"] + [f"band{v}" for v in thresholds]:
-            lum = [r[name][0] for r in rows]
-            chroma = [r[name][1] for r in rows]
-            summary[name] = {
-                "lightness_err": round(float(np.mean(lum)), 2) if rows else None,
-                "chroma_err": round(float(np.mean(chroma)), 2) if rows else None,
-            }
-            if name != "mirror":  # faces whose ring comes closer to (further from) the original's
-                # lightness than the plain mirror's by more than half a unit
-                summary[name]["closer"] = sum(r[name][0] < r["mirror"][0] - 0.5 for r in rows)
-                summary[name]["further"] = sum(r[name][0] > r["mirror"][0] + 0.5 for r in rows)
+            summary = summarise(rows, ["mirror"] + [f"neck{v}" for v in shades])
+        else:
+            thresholds = args.same or [surrogate.MIRROR_SAME]
+            rows = probe(clip, args.frames, args.every, args.seed, thresholds)
+            summary = summarise(rows, ["mirror"] + [f"band{v}" for v in thresholds])
         result["clips"][clip.name] = {"summary": summary, "faces": rows}
         print(clip.name, summary, flush=True)
     emit_json(result, args.json)

@@ -106,7 +106,7 @@ def probe(clip: Path, frame: int, seed: int) -> dict[str, Any]:
     if frame not in seen["io"]:
         raise SystemExit(f"{clip} has no frame {frame}")
     original, output = seen["io"][frame]
-    faces = [measure(original, output, r, p, f) for _, r, p, f in seen["paints"]]
+    faces = [measure(original, output, a[1], a[4], a[6]) for _, a in seen["calls"]]
     return {"clip": str(clip), "frame": frame, "seed": seed, "painted_faces": faces}
 
 
