@@ -898,7 +898,8 @@ def neck_under(
     at = alpha > 0
     if not at.any():
         return back
-    tone = _median_at(cv2.cvtColor(skin, cv2.COLOR_RGB2LAB), cheeks)
+    cheek = cv2.cvtColor(skin[cheeks][:, None], cv2.COLOR_RGB2LAB)  # the cheek pixels only, in raster order
+    tone = _median_at(cheek, np.ones(cheek.shape[:2], np.bool_))
     tone[0] *= NECK_SHADE
     rgb = cv2.cvtColor(np.clip(tone + 0.5, 0, 255).astype(np.uint8)[None, None], cv2.COLOR_LAB2RGB)[0, 0]
     if grey:  # Lab's grey comes back within a level per channel: made exactly grey
