@@ -68,14 +68,10 @@ def neck_zone(region: Any, points: np.ndarray) -> np.ndarray:
     """The ring's pixels (``ring_of``) under the jaw where ``surrogate.neck_under`` may paint:
     its polygon, neither feathered nor faded."""
     x0, y0, x1, y1 = region.roi
-    p = np.asarray(points, np.float32) - np.array((x0, y0), np.float32)
-    down = p[8] - p[17:27].mean(0)
-    down /= max(float(np.linalg.norm(down)), 1e-3)
-    mid = (p[4] + p[12]) / 2
-    w = surrogate.NECK_WIDTH
-    poly = np.vstack([p[4:13], mid + w * (p[12] - mid) + 1e4 * down, mid + w * (p[4] - mid) + 1e4 * down])
     zone = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    cv2.fillPoly(zone, [np.round(poly).astype(np.int32)], 1)
+    poly = surrogate.neck_polygon(np.asarray(points, np.float32) - np.array((x0, y0), np.float32), 1e4)
+    if poly is not None:
+        cv2.fillPoly(zone, [np.round(poly).astype(np.int32)], 1)
     return np.asarray(ring_of(region, points) & (zone > 0), np.bool_)
 
 

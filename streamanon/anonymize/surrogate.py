@@ -853,6 +853,21 @@ NECK_EDGE = 0.06
 NECK: bool = True
 
 
+def neck_polygon(points68: NDArray[np.float32], reach: float) -> NDArray[np.float32] | None:
+    """The neck's polygon under the jaw of ``points68``: the lower jaw (points 4-12), then
+    ``NECK_WIDTH`` of its width ``reach`` px straight down the face's axis (brow centre to
+    chin); None for a degenerate fit."""
+    down = points68[8] - points68[17:27].mean(0)
+    length = float(np.linalg.norm(down))
+    if length < 1.0:
+        return None
+    down = down / length
+    p4, p12 = points68[4], points68[12]
+    mid = (p4 + p12) / 2
+    bottom = [mid + NECK_WIDTH * (p12 - mid) + reach * down, mid + NECK_WIDTH * (p4 - mid) + reach * down]
+    return np.vstack([points68[4:13], bottom]).astype(np.float32)
+
+
 def neck_under(
     back: NDArray[np.uint8],
     skin: NDArray[np.uint8],
@@ -871,15 +886,10 @@ def neck_under(
     if not NECK or cheeks.sum() < 16:
         return back
     x0, y0 = region.roi[:2]
-    p = np.asarray(points68, np.float32) - np.array((x0, y0), np.float32)
-    down = p[8] - p[17:27].mean(0)  # brow centre -> chin
-    length = float(np.linalg.norm(down))
-    if length < 1.0:
+    outline = neck_polygon(np.asarray(points68, np.float32) - np.array((x0, y0), np.float32), 2 * size)
+    if outline is None:
         return back
-    down /= length
-    mid = (p[4] + p[12]) / 2
-    bottom = [mid + NECK_WIDTH * (p[12] - mid) + 2 * size * down, mid + NECK_WIDTH * (p[4] - mid) + 2 * size * down]
-    poly = np.vstack([np.round(p[4:13]), np.round(bottom)]).astype(np.int32)
+    poly = np.round(outline).astype(np.int32)
     # the work stays within the polygon's box and the reach of the feather and the fade
     # around it (the jaw and the mask's edge it fades toward lie inside)
     sigma = max(0.6, NECK_FEATHER * size)
