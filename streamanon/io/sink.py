@@ -110,8 +110,9 @@ class VideoSink:
             ext = ""
         else:
             ext = Path(self.target).suffix.lower()
-        # bitexact: no random segment ids (MKV) or version strings, so the same input and
-        # settings give the same bytes (batch manifests compare output hashes).
+        # bitexact: no random segment ids (MKV) or version strings in the container. The
+        # video bytes can still differ between runs of the same frames: x264's macroblock
+        # tree reads memory it never wrote (docs/methods.md, *Reproducible runs*).
         options = {"fflags": "+bitexact", **(container_options or {})}
         self._out: Any  # av's OutputContainer; None once closed
         self._video: Any  # its VideoStream
