@@ -73,7 +73,7 @@ from .chips import masked_rows
 from .generate import DEFAULT_FPS, LandmarkSmoother, is_grey, plausible
 from .mask import FaceRegion, composite, union_mask
 from .methods import BlurAnonymizer
-from .surrogate_bank import SurrogateBank, age_band, piecewise_affine, with_forehead
+from .surrogate_bank import SurrogateBank, age_band, clean_forehead, piecewise_affine, with_forehead
 
 log = logging.getLogger(__name__)
 
@@ -921,6 +921,27 @@ def neck_under(
     return out
 
 
+#: Paint composites with their forehead and temples refilled with their own skin
+#: (``surrogate_bank.clean_forehead``); off only to measure what it changes.
+CLEAN: bool = True
+_CLEANED: dict[tuple[int, int, float], tuple[NDArray[np.uint8], NDArray[np.uint8]]] = {}
+
+
+def composite_tile(bank: SurrogateBank, index: int) -> NDArray[np.uint8]:
+    """Composite ``index`` of ``bank`` as ``paint`` warps it: cleaned once, on its first paint
+    (a few ms), then reused. Keyed by the bank's array, which each entry holds, so an entry
+    never answers for another bank."""
+    if not CLEAN:
+        return bank.faces[index]
+    key = (id(bank.faces), index, FOREHEAD_REACH)
+    hit = _CLEANED.get(key)
+    if hit is not None and hit[0] is bank.faces:
+        return hit[1]
+    tile = clean_forehead(bank.faces[index], bank.shape, FOREHEAD_REACH)
+    _CLEANED[key] = (bank.faces, tile)  # two threads may both compute it: the same tile
+    return tile
+
+
 def paint(
     original: NDArray[np.uint8],
     region: FaceRegion,
@@ -947,7 +968,8 @@ def paint(
     centre = dst[:68].mean(0)
     out_dir = dst[OUTLINE] - centre
     dst[OUTLINE] += GROW * size * out_dir / np.maximum(np.linalg.norm(out_dir, axis=1, keepdims=True), 1e-3)
-    warped, covered = piecewise_affine(bank.faces[index], bank.shape, dst, bank.triangles, (x1 - x0, y1 - y0), (x0, y0))
+    tile = composite_tile(bank, index)
+    warped, covered = piecewise_affine(tile, bank.shape, dst, bank.triangles, (x1 - x0, y1 - y0), (x0, y0))
     inside = covered & (region.mask > 0)
     r = max(1, round(EDGE * size))
     core = cv2.erode(inside.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))

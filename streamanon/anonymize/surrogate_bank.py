@@ -152,6 +152,66 @@ def with_forehead(points68: NDArray[Any], lift: float = FOREHEAD_LIFT) -> NDArra
     return out
 
 
+#: ``clean_forehead``: the forehead band starts this far above the brows' line and the skin
+#: it is refilled from lies between this and ``CLEAN_SEED_TOP`` (fractions of brow-to-chin).
+CLEAN_FROM = 0.08
+CLEAN_SEED_TOP = 0.12
+#: The refill's reach (Gaussian sigma, fraction of brow-to-chin): how far skin is carried.
+CLEAN_SIGMA = 0.10
+#: Fewer skin pixels than this to refill from: the composite is left as it is.
+CLEAN_MIN_SEED = 12
+
+
+def _hull_mask(hw: tuple[int, int], points: NDArray[Any]) -> NDArray[np.bool_]:
+    m = np.zeros(hw, np.uint8)
+    cv2.fillConvexPoly(m, cv2.convexHull(np.round(points).astype(np.int32)), 1)
+    return m > 0
+
+
+def clean_forehead(face: NDArray[np.uint8], shape: NDArray[Any], reach: float) -> NDArray[np.uint8]:
+    """``face`` (a composite on ``shape``) with its forehead and temples refilled with its own skin.
+
+    A composite averages the fringes, hairlines and temples of its persons: hair strands as
+    faint streaks over the forehead and brown-red smudges at the temples, which the colour
+    match turned into red patches beside the eyes of a painted face. Above ``CLEAN_FROM`` over
+    the brows' line, and beside the brows above the eyes, inside the hull of ``shape`` lifted
+    by ``reach`` (what ``paint`` warps), the pixels are replaced by the composite's own skin
+    carried outward from the skin just above the brows and on the cheeks (a normalised
+    Gaussian fill: a smooth skin field, lit as those parts are). Brows and eyes are kept. The
+    refill is the composite's only: nothing of any face being painted is read.
+    """
+    p = np.asarray(shape[:68], np.float64)
+    hw = face.shape[:2]
+    up = p[17:27].mean(0) - p[8]  # chin -> brows
+    height = float(np.linalg.norm(up))
+    if height < 1.0:
+        return face
+    u = up / height
+    ys, xs = np.mgrid[0 : hw[0], 0 : hw[1]].astype(np.float64)
+    base = p[17:27].mean(0)
+    above = ((xs - base[0]) * u[0] + (ys - base[1]) * u[1]) / height
+    r = max(1, round(0.03 * height))
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    brows = cv2.dilate((_hull_mask(hw, p[17:22]) | _hull_mask(hw, p[22:27])).astype(np.uint8), disk) > 0
+    eyes = cv2.dilate((_hull_mask(hw, p[36:42]) | _hull_mask(hw, p[42:48])).astype(np.uint8), disk) > 0
+    eye_line = float(p[36:48, 1].mean())
+    temples = ((xs < p[17, 0]) | (xs > p[26, 0])) & (ys < eye_line)
+    region = _hull_mask(hw, with_forehead(p, reach)) & ~brows & ((above > CLEAN_FROM) | temples)
+    lo, hi = sorted((p[19, 0], p[24, 0]))
+    seed = (above > CLEAN_FROM / 2) & (above < CLEAN_SEED_TOP) & (xs > lo) & (xs < hi) & ~brows
+    if int(seed.sum()) < CLEAN_MIN_SEED:
+        return face
+    cheeks = _hull_mask(hw, p[1:16]) & (ys > eye_line) & ~eyes & ~region
+    known = (seed | cheeks).astype(np.float32)
+    sigma = CLEAN_SIGMA * height
+    num = cv2.GaussianBlur(face.astype(np.float32) * known[:, :, None], (0, 0), sigma)
+    den = cv2.GaussianBlur(known, (0, 0), sigma)[:, :, None]
+    fill = num / np.maximum(den, 1e-3)
+    weight = cv2.GaussianBlur(region.astype(np.float32), (0, 0), max(1.0, 0.02 * height))[:, :, None]
+    out = face.astype(np.float32) * (1 - weight) + fill * weight
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
 def triangulate(points: NDArray[Any]) -> NDArray[np.int32]:
     """Delaunay triangles (T, 3) of ``points`` (indices)."""
     from scipy.spatial import Delaunay
