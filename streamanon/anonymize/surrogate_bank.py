@@ -160,6 +160,8 @@ CLEAN_SEED_TOP = 0.12
 CLEAN_SIGMA = 0.10
 #: Fewer skin pixels than this to refill from: the composite is left as it is.
 CLEAN_MIN_SEED = 12
+#: Weight of the seed's median colour in the fill: what pixels far from any skin take.
+CLEAN_PRIOR = 0.02
 
 
 def _hull_mask(hw: tuple[int, int], points: NDArray[Any]) -> NDArray[np.bool_]:
@@ -206,7 +208,9 @@ def clean_forehead(face: NDArray[np.uint8], shape: NDArray[Any], reach: float) -
     sigma = CLEAN_SIGMA * height
     num = cv2.GaussianBlur(face.astype(np.float32) * known[:, :, None], (0, 0), sigma)
     den = cv2.GaussianBlur(known, (0, 0), sigma)[:, :, None]
-    fill = num / np.maximum(den, 1e-3)
+    # far from any skin (the top of a high forehead) the fill tends to the seed's median
+    # colour instead of dividing next to nothing by next to nothing
+    fill = (num + CLEAN_PRIOR * np.median(face[seed], axis=0)) / (den + CLEAN_PRIOR)
     weight = cv2.GaussianBlur(region.astype(np.float32), (0, 0), max(1.0, 0.02 * height))[:, :, None]
     out = face.astype(np.float32) * (1 - weight) + fill * weight
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
