@@ -17,6 +17,9 @@ Per frame, for every face:
    toward the composite's own shape (the face's geometry carries identity), and the
    composite is warped there piecewise-affinely over the Delaunay triangles of its 78 points
    (68 + forehead, the forehead stretched up to ``FOREHEAD_REACH``, the jaw grown by ``GROW``).
+   The composite's forehead and temples are first refilled with its own skin
+   (``composite_tile``, ``surrogate_bank.clean_forehead``): its persons' averaged fringes and
+   temple hair otherwise show as streaks and as red patches beside the eyes.
 3. The rest of the mask (hair, ears, neck, background around the face) is the surroundings
    mirrored in across the mask's edge (``mirror_surroundings``): their own texture continues
    inward, the edge is seamless, and no pixel inside any face mask is read. Under the jaw a
