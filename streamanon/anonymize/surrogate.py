@@ -935,7 +935,8 @@ def composite_tile(bank: SurrogateBank, index: int) -> NDArray[np.uint8]:
     (a few ms), then reused. Keyed by the bank's array, which each entry holds, so an entry
     never answers for another bank."""
     if not CLEAN:
-        return bank.faces[index]
+        raw: NDArray[np.uint8] = bank.faces[index]
+        return raw
     key = (id(bank.faces), index, FOREHEAD_REACH)
     hit = _CLEANED.get(key)
     if hit is not None and hit[0] is bank.faces:

@@ -176,8 +176,10 @@ def clean_forehead(face: NDArray[np.uint8], shape: NDArray[Any], reach: float) -
     A composite averages the fringes, hairlines and temples of its persons: hair strands as
     faint streaks over the forehead and brown-red smudges at the temples, which the colour
     match turned into red patches beside the eyes of a painted face. Above ``CLEAN_FROM`` over
-    the brows' line, and beside the brows above the eyes, inside the hull of ``shape`` lifted
-    by ``reach`` (what ``paint`` warps), the pixels are replaced by the composite's own skin
+    the brows' line, and beside the brows above the eyes, inside the hull of ``shape``'s 68
+    points with the brows lifted by ``reach`` (``paint``'s lift on the face: higher than the
+    bank's own forehead points, so the refill is whole up to the top of what is warped), the
+    pixels are replaced by the composite's own skin
     carried outward from the skin just above the brows and on the cheeks (a normalised
     Gaussian fill: a smooth skin field, lit as those parts are). Brows and eyes are kept. The
     refill is the composite's only: nothing of any face being painted is read.
@@ -213,7 +215,8 @@ def clean_forehead(face: NDArray[np.uint8], shape: NDArray[Any], reach: float) -
     fill = (num + CLEAN_PRIOR * np.median(face[seed], axis=0)) / (den + CLEAN_PRIOR)
     weight = cv2.GaussianBlur(region.astype(np.float32), (0, 0), max(1.0, 0.02 * height))[:, :, None]
     out = face.astype(np.float32) * (1 - weight) + fill * weight
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    cleaned: NDArray[np.uint8] = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    return cleaned
 
 
 def triangulate(points: NDArray[Any]) -> NDArray[np.int32]:
