@@ -128,11 +128,10 @@ FOREHEAD_REACH = 0.45
 #: skin over hair).
 OUTLINE = np.arange(0, 17)
 #: Clip of the lightness spread ratio of the colour transfer (the original's spread holds
-#: shadows and hair the composite lacks: a wider upper clip blew the composite's highlights
-#: out). The lower clip lets a soft, low-contrast face (a webcam's) take its own contrast: at
-#: 0.67 the signer's painted face kept 1.6x the original's gradients and flickered 1.6x as
-#: much inside (docs/faces.md, *Forehead and temples*).
-STD_RATIO = (0.4, 1.33)
+#: shadows and hair the composite lacks: a wider clip blew the composite's highlights out;
+#: a lower lower clip, 0.4, flattened a portrait's features: docs/faces.md, *Forehead and
+#: temples*).
+STD_RATIO = (0.67, 1.33)
 #: The focus match (``scene_around``, ``match_focus``) compares the surroundings' and the
 #: composite's ``_sharpest`` (gradient energy after Gaussian blurs of 1 and 2 px) at the work
 #: scale 1 / ``a``, ``a`` = this share of the face size rounded to whole px (at least 1): finer
