@@ -76,7 +76,7 @@ from .chips import masked_rows
 from .generate import DEFAULT_FPS, LandmarkSmoother, is_grey, plausible
 from .mask import FaceRegion, composite, union_mask
 from .methods import BlurAnonymizer
-from .surrogate_bank import SurrogateBank, age_band, clean_forehead, piecewise_affine, with_forehead
+from .surrogate_bank import SurrogateBank, age_band, clean_forehead, hull_mask, piecewise_affine, with_forehead
 
 log = logging.getLogger(__name__)
 
@@ -934,14 +934,14 @@ _CLEANED: dict[tuple[int, int, float], tuple[NDArray[np.uint8], NDArray[np.uint8
 
 def composite_tile(bank: SurrogateBank, index: int) -> NDArray[np.uint8]:
     """Composite ``index`` of ``bank`` as ``paint`` warps it: cleaned once, on its first paint
-    (a few ms), then reused. Keyed by the bank's array, which each entry holds, so an entry
-    never answers for another bank."""
+    (a few ms), then reused. Keyed by the id of the bank's array, which each entry holds (so
+    that id is never another array's while the entry lives)."""
     if not CLEAN:
         raw: NDArray[np.uint8] = bank.faces[index]
         return raw
     key = (id(bank.faces), index, FOREHEAD_REACH)
     hit = _CLEANED.get(key)
-    if hit is not None and hit[0] is bank.faces:
+    if hit is not None:
         return hit[1]
     tile = clean_forehead(bank.faces[index], bank.shape, FOREHEAD_REACH)
     _CLEANED[key] = (bank.faces, tile)  # two threads may both compute it: the same tile
@@ -983,9 +983,8 @@ def paint(
         raise ValueError("the warped surrogate covers nothing inside the mask")
     # colour statistics over the inner face (brows, eyes, nose, mouth): the jaw's hull of a
     # loose fit reaches into hair and background, which lit the composite white
-    face = np.zeros_like(core)
-    cv2.fillConvexPoly(face, cv2.convexHull(np.round(dst[17:68] - (x0, y0)).astype(np.int32)), 1)
-    stats = (face > 0) & (core > 0)
+    face = hull_mask(core.shape, dst[17:68] - (x0, y0))
+    stats = face & (core > 0)
     a = max(1, round(FOCUS_SCALE * size))  # the focus's work scale: 1 / a
     scene = scene_around(original, faces, region, a)
     warped, blur = match_focus(warped, covered, scene, a, None if focus is None else focus.blur)
@@ -997,7 +996,7 @@ def paint(
         roi = (y1 - y0, x1 - x0)
         features = (feature_masks(dst, (x0, y0), roi), feature_masks(own, (x0, y0), roi))
     warped = match_colour(warped, stats_at, original[y0:y1, x0:x1], grey, scene.chroma, features)
-    cheeks = (core > 0) & (face == 0)
+    cheeks = (core > 0) & ~face
     back = neck_under(back, warped, cheeks, points68, region, size, grey)
     # (blurred in uint8: the alpha in steps of 1/255)
     alpha = cv2.GaussianBlur(core * np.uint8(255), (0, 0), max(0.6, r / 3)).astype(np.float32) / 255 * inside

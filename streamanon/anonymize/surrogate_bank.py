@@ -164,7 +164,8 @@ CLEAN_MIN_SEED = 12
 CLEAN_PRIOR = 0.02
 
 
-def _hull_mask(hw: tuple[int, int], points: NDArray[Any]) -> NDArray[np.bool_]:
+def hull_mask(hw: tuple[int, int], points: NDArray[Any]) -> NDArray[np.bool_]:
+    """Where the convex hull of ``points`` (rounded to whole px) covers an ``hw`` image."""
     m = np.zeros(hw, np.uint8)
     cv2.fillConvexPoly(m, cv2.convexHull(np.round(points).astype(np.int32)), 1)
     return m > 0
@@ -186,26 +187,26 @@ def clean_forehead(face: NDArray[np.uint8], shape: NDArray[Any], reach: float) -
     """
     p = np.asarray(shape[:68], np.float64)
     hw = face.shape[:2]
-    up = p[17:27].mean(0) - p[8]  # chin -> brows
+    base = p[17:27].mean(0)
+    up = base - p[8]  # chin -> brows
     height = float(np.linalg.norm(up))
     if height < 1.0:
         return face
     u = up / height
     ys, xs = np.mgrid[0 : hw[0], 0 : hw[1]].astype(np.float64)
-    base = p[17:27].mean(0)
     above = ((xs - base[0]) * u[0] + (ys - base[1]) * u[1]) / height
     r = max(1, round(0.03 * height))
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    brows = cv2.dilate((_hull_mask(hw, p[17:22]) | _hull_mask(hw, p[22:27])).astype(np.uint8), disk) > 0
-    eyes = cv2.dilate((_hull_mask(hw, p[36:42]) | _hull_mask(hw, p[42:48])).astype(np.uint8), disk) > 0
+    brows = cv2.dilate((hull_mask(hw, p[17:22]) | hull_mask(hw, p[22:27])).astype(np.uint8), disk) > 0
+    eyes = cv2.dilate((hull_mask(hw, p[36:42]) | hull_mask(hw, p[42:48])).astype(np.uint8), disk) > 0
     eye_line = float(p[36:48, 1].mean())
     temples = ((xs < p[17, 0]) | (xs > p[26, 0])) & (ys < eye_line)
-    region = _hull_mask(hw, with_forehead(p, reach)) & ~brows & ((above > CLEAN_FROM) | temples)
+    region = hull_mask(hw, with_forehead(p, reach)) & ~brows & ((above > CLEAN_FROM) | temples)
     lo, hi = sorted((p[19, 0], p[24, 0]))
     seed = (above > CLEAN_FROM / 2) & (above < CLEAN_SEED_TOP) & (xs > lo) & (xs < hi) & ~brows
     if int(seed.sum()) < CLEAN_MIN_SEED:
         return face
-    cheeks = _hull_mask(hw, p[1:16]) & (ys > eye_line) & ~eyes & ~region
+    cheeks = hull_mask(hw, p[1:16]) & (ys > eye_line) & ~eyes & ~region
     known = (seed | cheeks).astype(np.float32)
     sigma = CLEAN_SIGMA * height
     num = cv2.GaussianBlur(face.astype(np.float32) * known[:, :, None], (0, 0), sigma)
@@ -593,10 +594,8 @@ def parts_composite(bases: Sequence[NDArray[np.uint8]], shape: NDArray[np.float3
     out = cv2.cvtColor(bases[0], cv2.COLOR_RGB2LAB).astype(np.float32)
     everyone = np.clip(np.mean([b.astype(np.float32) for b in bases], axis=0) + 0.5, 0, 255).astype(np.uint8)
     for part, hulls in zip([everyone, *bases[1:]], [FOREHEAD_PART, *PARTS], strict=True):  # brows over forehead
-        hull = np.zeros((size, size), np.uint8)
-        for idx in hulls:
-            cv2.fillConvexPoly(hull, cv2.convexHull(np.round(shape[list(idx)]).astype(np.int32)), 1)
-        mask = np.asarray(cv2.dilate(hull, kernel), np.uint8)
+        hull = np.logical_or.reduce([hull_mask((size, size), shape[list(idx)]) for idx in hulls])
+        mask = np.asarray(cv2.dilate(hull.view(np.uint8), kernel), np.uint8)
         alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), grow / 2)[..., None]
         lab = cv2.cvtColor(part, cv2.COLOR_RGB2LAB).astype(np.float32)
         inside = mask > 0

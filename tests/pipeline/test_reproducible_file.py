@@ -9,6 +9,7 @@ race. ``--encoder-opt x264-params=mbtree=0`` is the documented way to byte-ident
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import subprocess
@@ -35,13 +36,17 @@ with VideoSource(src, audio=False) as source:
 """
 
 
+@functools.cache
+def _noise() -> np.ndarray:
+    noise = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    base = cv2.GaussianBlur(noise, (0, 0), 3).astype(np.float32)
+    return np.clip((base - base.mean()) * 4 + 128, 0, 255).astype(np.uint8)
+
+
 def texture(i: int) -> np.ndarray:
     """A drifting blurred-noise texture: enough detail for the lookahead to weigh (a flat
     gradient encodes the same whatever the heap holds)."""
-    noise = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
-    base = cv2.GaussianBlur(noise, (0, 0), 3).astype(np.float32)
-    base = np.clip((base - base.mean()) * 4 + 128, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(np.roll(base, (2 * i, 3 * i), (0, 1))[:240, :320])
+    return np.ascontiguousarray(np.roll(_noise(), (2 * i, 3 * i), (0, 1))[:240, :320])
 
 
 def write(src: Path, dst: Path, perturb: int, *opts: str) -> str:
